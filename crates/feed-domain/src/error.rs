@@ -1,0 +1,85 @@
+//! One error type per failure domain. Adapters return these; the delivery
+//! layer maps them to its own wire errors.
+
+use crate::types::UserId;
+
+/// Why a [`crate::FeedStorage`] could not hand out a user's personal items.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The storage holds no feed for this user.
+    #[error("user {0} has no feed")]
+    UnknownUser(UserId),
+    /// The storage itself failed (a backend down, a corrupt record, ...).
+    #[error("feed storage failed: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StorageError {
+    /// A [`StorageError::Backend`] from anything that converts to an error.
+    pub fn backend(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Backend(cause.into())
+    }
+}
+
+/// Why a [`crate::RandomFeed`] could not supply all the items asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RandomFillError {
+    /// The catalog holds too few items that are not already in the answer.
+    #[error("the catalog could not supply {missing} more distinct items")]
+    Shortfall {
+        /// How many items are still missing.
+        missing: usize,
+    },
+}
+
+/// Everything that [`crate::ErrorRecorder`] is told about.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// The personal feed could not be read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The random fill came up short.
+    #[error(transparent)]
+    RandomFill(#[from] RandomFillError),
+}
+
+/// Nothing at all could be served to this user: no personal item and no
+/// random item. The only error [`crate::FeedService::next_feed`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no feed item could be served to user {user}")]
+pub struct FeedUnavailable {
+    /// The user who got nothing.
+    pub user: UserId,
+}
+
+/// A requested feed size outside the limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FeedSizeError {
+    /// Above the configured maximum.
+    #[error("size {requested} is above the maximum of {max}")]
+    TooLarge {
+        /// What was asked for.
+        requested: u32,
+        /// The maximum.
+        max: u32,
+    },
+}
+
+/// Size limits that make no sense.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SizeLimitsError {
+    /// The maximum is 0 or above [`crate::SizeLimits::CEILING`].
+    #[error("max size {max} must be between 1 and {}", crate::SizeLimits::CEILING)]
+    Max {
+        /// The rejected maximum.
+        max: u32,
+    },
+    /// The default is 0 or above the maximum.
+    #[error("default size {default} must be between 1 and the max size {max}")]
+    Default {
+        /// The rejected default.
+        default: u32,
+        /// The maximum it was checked against.
+        max: u32,
+    },
+}

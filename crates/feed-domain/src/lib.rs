@@ -1,0 +1,116 @@
+//! The domain of Fast Feed: what a feed request means, independent of how it
+//! arrives or where the feeds live.
+//!
+//! [`FeedService`] answers "give user U their next N items". It asks a
+//! [`FeedStorage`] for the user's next personal items (which also saves the
+//! user's progress), fills any shortfall from a [`RandomFeed`] with catalog
+//! items not already in the answer, and reports every storage failure to an
+//! [`ErrorRecorder`]. The three ports are traits so that the service can run
+//! against in-memory tables, a remote store, or test fakes.
+//!
+//! # What this crate must not know
+//!
+//! No HTTP, no async runtime, no serialization, no configuration files, no
+//! logging framework. It depends on `thiserror` alone, so any service can
+//! depend on it without pulling a framework in. The invariant is written in
+//! `docs/ARCHITECTURE.md` and enforced by a test that reads `cargo metadata`.
+//!
+//! # Validated types
+//!
+//! Raw input becomes a [`UserId`] or a [`FeedSize`] through fallible
+//! constructors at the edge; nothing in here handles unvalidated strings.
+//!
+//! # Example: plugging in your own adapters
+//!
+//! ```
+//! use std::sync::Mutex;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use feed_domain::{
+//!     ErrorRecorder, FeedError, FeedService, FeedSize, FeedStorage, ItemId, RandomFeed,
+//!     RandomFillError, SizeLimits, StorageError, Taken, UserId,
+//! };
+//!
+//! /// One shared feed for every user below 100, with a cursor per user.
+//! struct SmallStore {
+//!     feed: Vec<ItemId>,
+//!     cursors: Mutex<Vec<usize>>,
+//! }
+//!
+//! impl FeedStorage for SmallStore {
+//!     fn take_next(&self, user: UserId, max: usize, out: &mut Vec<ItemId>)
+//!         -> Result<Taken, StorageError>
+//!     {
+//!         let mut cursors = self.cursors.lock().map_err(|_| StorageError::backend("poisoned"))?;
+//!         let cursor = cursors
+//!             .get_mut(user.get() as usize)
+//!             .ok_or(StorageError::UnknownUser(user))?;
+//!         let start = *cursor;
+//!         let end = (start + max).min(self.feed.len());
+//!         out.extend_from_slice(&self.feed[start..end]);
+//!         *cursor = end;
+//!         Ok(Taken { count: end - start, remaining: self.feed.len() - end })
+//!     }
+//! }
+//!
+//! /// Random items are 1000, 1001, ... skipping any already in the answer.
+//! struct Counting;
+//!
+//! impl RandomFeed for Counting {
+//!     fn fill(&self, items: &mut Vec<ItemId>, count: usize) -> Result<(), RandomFillError> {
+//!         let mut next = 1000;
+//!         let target = items.len() + count;
+//!         while items.len() < target {
+//!             let candidate = ItemId::new(next);
+//!             if !items.contains(&candidate) {
+//!                 items.push(candidate);
+//!             }
+//!             next += 1;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! #[derive(Default)]
+//! struct CountErrors(AtomicUsize);
+//!
+//! impl ErrorRecorder for CountErrors {
+//!     fn record(&self, _user: UserId, _error: &FeedError) {
+//!         self.0.fetch_add(1, Ordering::Relaxed);
+//!     }
+//! }
+//!
+//! let store = SmallStore {
+//!     feed: (1..=5).map(ItemId::new).collect(),
+//!     cursors: Mutex::new(vec![0; 100]),
+//! };
+//! let limits = SizeLimits::new(3, 10).unwrap();
+//! let service = FeedService::new(store, Counting, CountErrors::default(), limits);
+//!
+//! let mut items = Vec::new();
+//! let size = service.limits().resolve(0).unwrap(); // 0 means "the default", 3 here
+//! service.next_feed(UserId::new(7), size, &mut items).unwrap();
+//! assert_eq!(items, [1, 2, 3].map(ItemId::new));
+//!
+//! // Only two personal items remain; the third comes from the random feed.
+//! let served = service.next_feed(UserId::new(7), size, &mut items).unwrap();
+//! assert_eq!(items, [4, 5, 1000].map(ItemId::new));
+//! assert_eq!((served.personal, served.random), (2, 1));
+//!
+//! // A user the store does not know gets a full random feed; the error is recorded.
+//! let two: FeedSize = service.limits().resolve(2).unwrap();
+//! service.next_feed(UserId::new(500), two, &mut items).unwrap();
+//! assert_eq!(items, [1000, 1001].map(ItemId::new));
+//! assert_eq!(service.errors().0.load(Ordering::Relaxed), 1);
+//! ```
+
+mod error;
+mod ports;
+mod service;
+mod types;
+
+pub use error::{
+    FeedError, FeedSizeError, FeedUnavailable, RandomFillError, SizeLimitsError, StorageError,
+};
+pub use ports::{ErrorRecorder, FeedStorage, RandomFeed, Taken};
+pub use service::{FeedService, Served};
+pub use types::{FeedSize, ItemId, SizeLimits, UserId};

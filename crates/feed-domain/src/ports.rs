@@ -1,0 +1,83 @@
+//! The ports: what [`crate::FeedService`] needs from the outside world.
+//!
+//! Every port is `Send + Sync + 'static`, because one service value is shared
+//! by every worker thread. Implementations must never block for long: they
+//! run on the request path.
+
+use std::sync::Arc;
+
+use crate::error::{FeedError, RandomFillError, StorageError};
+use crate::types::{ItemId, UserId};
+
+/// What [`FeedStorage::take_next`] handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// Personal items appended to the buffer.
+    pub count: usize,
+    /// Personal items still left for the user after this call.
+    pub remaining: usize,
+}
+
+/// Where users' personal feeds live, together with each user's progress.
+pub trait FeedStorage: Send + Sync + 'static {
+    /// Appends up to `max` of `user`'s next personal items to `out`, in feed
+    /// order, and advances the user's saved offset by exactly the number
+    /// appended.
+    ///
+    /// Taking and advancing is one atomic step: two concurrent calls for the
+    /// same user never hand out the same item. The offset never moves back
+    /// and never passes the end of the feed. The items of one feed are
+    /// distinct.
+    ///
+    /// # Errors
+    /// [`StorageError::UnknownUser`] when the storage has no feed for `user`;
+    /// [`StorageError::Backend`] when it cannot be read. On error nothing is
+    /// appended and the offset is unchanged.
+    fn take_next(
+        &self,
+        user: UserId,
+        max: usize,
+        out: &mut Vec<ItemId>,
+    ) -> Result<Taken, StorageError>;
+}
+
+/// A source of random catalog items, used when a personal feed runs short.
+pub trait RandomFeed: Send + Sync + 'static {
+    /// Appends `count` random catalog items to `items`, each distinct from
+    /// every item already in `items` and from each other. Terminates in
+    /// bounded time whatever is in `items`.
+    ///
+    /// # Errors
+    /// [`RandomFillError::Shortfall`] when the catalog cannot supply that
+    /// many distinct items; the items it could supply are still appended.
+    fn fill(&self, items: &mut Vec<ItemId>, count: usize) -> Result<(), RandomFillError>;
+}
+
+/// Told about every failure on the feed path, for counting and logging.
+pub trait ErrorRecorder: Send + Sync + 'static {
+    /// Records that serving `user` met `error`. Must not fail or block.
+    fn record(&self, user: UserId, error: &FeedError);
+}
+
+impl<T: FeedStorage + ?Sized> FeedStorage for Arc<T> {
+    fn take_next(
+        &self,
+        user: UserId,
+        max: usize,
+        out: &mut Vec<ItemId>,
+    ) -> Result<Taken, StorageError> {
+        (**self).take_next(user, max, out)
+    }
+}
+
+impl<T: RandomFeed + ?Sized> RandomFeed for Arc<T> {
+    fn fill(&self, items: &mut Vec<ItemId>, count: usize) -> Result<(), RandomFillError> {
+        (**self).fill(items, count)
+    }
+}
+
+impl<T: ErrorRecorder + ?Sized> ErrorRecorder for Arc<T> {
+    fn record(&self, user: UserId, error: &FeedError) {
+        (**self).record(user, error);
+    }
+}

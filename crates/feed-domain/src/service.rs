@@ -1,0 +1,341 @@
+//! [`FeedService`]: the one use case of the product.
+
+use crate::error::{FeedError, FeedUnavailable};
+use crate::ports::{ErrorRecorder, FeedStorage, RandomFeed};
+use crate::types::{FeedSize, ItemId, SizeLimits, UserId};
+
+/// What one [`FeedService::next_feed`] call served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    /// Items taken from the user's personal feed (they come first).
+    pub personal: usize,
+    /// Random catalog items that filled the rest.
+    pub random: usize,
+    /// This call handed out the last personal item of the user's feed.
+    pub exhausted_now: bool,
+}
+
+/// Serves each user their next feed items, with progress saved, and fills any
+/// shortfall with random catalog items.
+///
+/// Generic over its ports so that the hot path has no dynamic dispatch: the
+/// binary names the concrete adapters once.
+#[derive(Debug)]
+pub struct FeedService<S, R, E> {
+    storage: S,
+    random: R,
+    errors: E,
+    limits: SizeLimits,
+}
+
+impl<S: FeedStorage, R: RandomFeed, E: ErrorRecorder> FeedService<S, R, E> {
+    /// A service over the given ports.
+    pub const fn new(storage: S, random: R, errors: E, limits: SizeLimits) -> Self {
+        Self {
+            storage,
+            random,
+            errors,
+            limits,
+        }
+    }
+
+    /// The sizes requests may ask for.
+    pub const fn limits(&self) -> &SizeLimits {
+        &self.limits
+    }
+
+    /// The feed storage port.
+    pub const fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The random-feed port.
+    pub const fn random(&self) -> &R {
+        &self.random
+    }
+
+    /// The error-recorder port.
+    pub const fn errors(&self) -> &E {
+        &self.errors
+    }
+
+    /// Replaces the contents of `out` with `user`'s next `size` items: first
+    /// the next personal items (advancing the user's saved offset), then
+    /// random catalog items distinct from everything before them.
+    ///
+    /// A storage failure or an unknown user is reported to the
+    /// [`ErrorRecorder`] and the whole answer comes from the random feed; so is
+    /// a random fill that comes up short. Pass the same `out` again to reuse
+    /// its capacity: with enough capacity this allocates nothing.
+    ///
+    /// # Errors
+    /// [`FeedUnavailable`] only when not a single item could be served.
+    pub fn next_feed(
+        &self,
+        user: UserId,
+        size: FeedSize,
+        out: &mut Vec<ItemId>,
+    ) -> Result<Served, FeedUnavailable> {
+        let want = size.get();
+        out.clear();
+        let mut exhausted_now = false;
+        match self.storage.take_next(user, want, out) {
+            Ok(taken) => exhausted_now = taken.count > 0 && taken.remaining == 0,
+            Err(error) => {
+                out.clear();
+                self.errors.record(user, &FeedError::Storage(error));
+            }
+        }
+        out.truncate(want);
+        let personal = out.len();
+
+        let missing = want - personal;
+        if missing > 0 {
+            if let Err(error) = self.random.fill(out, missing) {
+                self.errors.record(user, &FeedError::RandomFill(error));
+            }
+            out.truncate(want);
+        }
+
+        if out.is_empty() {
+            return Err(FeedUnavailable { user });
+        }
+        Ok(Served {
+            personal,
+            random: out.len() - personal,
+            exhausted_now,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Properties of the service against fakes of every port. The same
+    //! properties run against the real in-memory adapters in `feed-memory`.
+
+    use std::collections::{HashMap, HashSet};
+    use std::sync::Mutex;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::error::{RandomFillError, StorageError};
+    use crate::ports::Taken;
+
+    /// Feeds by user, each with a cursor; some users fail on every read.
+    struct FakeStorage {
+        feeds: Mutex<HashMap<u32, (Vec<ItemId>, usize)>>,
+        failing: HashSet<u32>,
+    }
+
+    impl FeedStorage for FakeStorage {
+        fn take_next(
+            &self,
+            user: UserId,
+            max: usize,
+            out: &mut Vec<ItemId>,
+        ) -> Result<Taken, StorageError> {
+            if self.failing.contains(&user.get()) {
+                return Err(StorageError::backend("disk on fire"));
+            }
+            let mut feeds = self.feeds.lock().unwrap();
+            let (feed, cursor) = feeds
+                .get_mut(&user.get())
+                .ok_or(StorageError::UnknownUser(user))?;
+            let end = (*cursor + max).min(feed.len());
+            out.extend_from_slice(&feed[*cursor..end]);
+            let count = end - *cursor;
+            *cursor = end;
+            Ok(Taken {
+                count,
+                remaining: feed.len() - end,
+            })
+        }
+    }
+
+    /// A catalog `1..=size`, walked from a rotating start.
+    struct FakeRandom {
+        catalog: u32,
+        start: Mutex<u32>,
+    }
+
+    impl RandomFeed for FakeRandom {
+        fn fill(&self, items: &mut Vec<ItemId>, count: usize) -> Result<(), RandomFillError> {
+            let mut start = self.start.lock().unwrap();
+            *start = start.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let target = items.len() + count;
+            for step in 0..self.catalog {
+                if items.len() == target {
+                    return Ok(());
+                }
+                let candidate = ItemId::new((*start).wrapping_add(step) % self.catalog + 1);
+                if !items.contains(&candidate) {
+                    items.push(candidate);
+                }
+            }
+            match target - items.len() {
+                0 => Ok(()),
+                missing => Err(RandomFillError::Shortfall { missing }),
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeRecorder(Mutex<Vec<(UserId, &'static str)>>);
+
+    impl ErrorRecorder for FakeRecorder {
+        fn record(&self, user: UserId, error: &FeedError) {
+            let kind = match error {
+                FeedError::Storage(StorageError::UnknownUser(_)) => "unknown",
+                FeedError::Storage(StorageError::Backend(_)) => "backend",
+                FeedError::RandomFill(_) => "shortfall",
+            };
+            self.0.lock().unwrap().push((user, kind));
+        }
+    }
+
+    /// Users 0..n with distinct-item feeds of the given lengths; user ids at
+    /// and above n are unknown, and `failing` users always fail.
+    fn service(
+        feed_lens: &[usize],
+        failing: &[u32],
+        catalog: u32,
+    ) -> (
+        FeedService<FakeStorage, FakeRandom, FakeRecorder>,
+        Vec<Vec<ItemId>>,
+    ) {
+        let feeds: Vec<Vec<ItemId>> = feed_lens
+            .iter()
+            .enumerate()
+            .map(|(user, &len)| {
+                (0..len)
+                    .map(|i| ItemId::new((user * 1000 + i) as u32 % catalog.max(1) + 1))
+                    .collect::<HashSet<_>>()
+                    .into_iter()
+                    .collect()
+            })
+            .collect();
+        let storage = FakeStorage {
+            feeds: Mutex::new(
+                feeds
+                    .iter()
+                    .enumerate()
+                    .map(|(u, f)| (u as u32, (f.clone(), 0)))
+                    .collect(),
+            ),
+            failing: failing.iter().copied().collect(),
+        };
+        let random = FakeRandom {
+            catalog,
+            start: Mutex::new(7),
+        };
+        let limits = SizeLimits::new(10, 200).unwrap();
+        (
+            FeedService::new(storage, random, FakeRecorder::default(), limits),
+            feeds,
+        )
+    }
+
+    fn requests() -> impl Strategy<Value = Vec<(u32, u32)>> {
+        prop::collection::vec((0u32..8, 0u32..=60), 1..40)
+    }
+
+    proptest! {
+        /// (3), (4), (5): every answer is full and distinct; personal items
+        /// come first, in feed order, continuing exactly where the previous
+        /// answer stopped; random items are never among the personal ones;
+        /// the recorder hears of unknown and failing users and nothing else.
+        #[test]
+        fn answers_are_full_ordered_and_progress_is_saved(
+            lens in prop::collection::vec(0usize..120, 1..6),
+            failing in prop::collection::vec(0u32..8, 0..2),
+            reqs in requests(),
+        ) {
+            let (service, feeds) = service(&lens, &failing, 10_000);
+            let mut offsets = vec![0usize; feeds.len()];
+            let mut out = Vec::new();
+            for (user, requested) in reqs {
+                let size = service.limits().resolve(requested).unwrap();
+                let before = service.errors().0.lock().unwrap().len();
+                let served = service.next_feed(UserId::new(user), size, &mut out).unwrap();
+
+                prop_assert_eq!(out.len(), size.get());
+                prop_assert_eq!(out.iter().collect::<HashSet<_>>().len(), out.len());
+                prop_assert_eq!(served.personal + served.random, out.len());
+
+                let known = (user as usize) < feeds.len() && !failing.contains(&user);
+                if known {
+                    let feed = &feeds[user as usize];
+                    let start = offsets[user as usize];
+                    let expected = &feed[start..(start + size.get()).min(feed.len())];
+                    prop_assert_eq!(&out[..served.personal], expected);
+                    offsets[user as usize] = start + served.personal;
+                    prop_assert!(offsets[user as usize] <= feed.len());
+                    prop_assert_eq!(served.exhausted_now, served.personal > 0 && offsets[user as usize] == feed.len());
+                } else {
+                    prop_assert_eq!(served.personal, 0);
+                }
+                let personal: HashSet<_> = out[..served.personal].iter().collect();
+                prop_assert!(out[served.personal..].iter().all(|i| !personal.contains(i)));
+
+                let recorded = service.errors().0.lock().unwrap()[before..].to_vec();
+                let expected_kind = if (user as usize) >= feeds.len() && !failing.contains(&user) {
+                    vec![(UserId::new(user), "unknown")]
+                } else if failing.contains(&user) {
+                    vec![(UserId::new(user), "backend")]
+                } else {
+                    vec![]
+                };
+                prop_assert_eq!(recorded, expected_kind);
+            }
+        }
+
+        /// Consecutive requests never repeat a personal item, and together
+        /// they hand out the whole feed exactly once.
+        #[test]
+        fn a_feed_is_handed_out_exactly_once(len in 0usize..300, sizes in prop::collection::vec(1u32..=200, 1..30)) {
+            let (service, feeds) = service(&[len], &[], 1_000_000);
+            let mut out = Vec::new();
+            let mut personal = Vec::new();
+            for size in sizes {
+                let size = service.limits().resolve(size).unwrap();
+                let served = service.next_feed(UserId::new(0), size, &mut out).unwrap();
+                personal.extend_from_slice(&out[..served.personal]);
+            }
+            prop_assert_eq!(&personal[..], &feeds[0][..personal.len()]);
+        }
+
+        /// A catalog too small for the request gives as many distinct items as
+        /// it has, records the shortfall, and never loops or pads.
+        #[test]
+        fn a_small_catalog_gives_what_it_has(catalog in 1u32..20, requested in 1u32..=40) {
+            let (service, _) = service(&[], &[], catalog);
+            let size = service.limits().resolve(requested).unwrap();
+            let mut out = Vec::new();
+            service.next_feed(UserId::new(3), size, &mut out).unwrap();
+            prop_assert_eq!(out.len(), size.get().min(catalog as usize));
+            prop_assert_eq!(out.iter().collect::<HashSet<_>>().len(), out.len());
+            prop_assert!(out.iter().all(|i| (1..=catalog).contains(&i.get())));
+            let kinds: Vec<_> = service.errors().0.lock().unwrap().iter().map(|e| e.1).collect();
+            if size.get() > catalog as usize {
+                prop_assert_eq!(kinds, vec!["unknown", "shortfall"]);
+            } else {
+                prop_assert_eq!(kinds, vec!["unknown"]);
+            }
+        }
+    }
+
+    #[test]
+    fn nothing_to_serve_is_unavailable() {
+        let (service, _) = service(&[], &[], 0);
+        let mut out = vec![ItemId::new(5)];
+        let size = service.limits().resolve(3).unwrap();
+        assert_eq!(
+            service.next_feed(UserId::new(1), size, &mut out),
+            Err(FeedUnavailable {
+                user: UserId::new(1)
+            })
+        );
+        assert!(out.is_empty());
+    }
+}

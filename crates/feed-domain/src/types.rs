@@ -1,0 +1,165 @@
+//! Validated value types. Every constructor that can fail returns an error
+//! naming what was wrong; once built, a value is valid for its whole life.
+
+use std::fmt;
+
+use crate::error::{FeedSizeError, SizeLimitsError};
+
+/// A user, identified by a 32-bit number. Every `u32` is a well-formed id;
+/// whether the user has a feed is the storage's business.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(u32);
+
+impl UserId {
+    /// Wraps a raw id.
+    pub const fn new(raw: u32) -> Self {
+        Self(raw)
+    }
+
+    /// The raw id.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A catalog item, identified by a 32-bit number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(transparent)]
+pub struct ItemId(u32);
+
+impl ItemId {
+    /// Wraps a raw id.
+    pub const fn new(raw: u32) -> Self {
+        Self(raw)
+    }
+
+    /// The raw id.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for ItemId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The number of items one request asks for: at least 1 and at most the
+/// configured maximum. Only [`SizeLimits::resolve`] makes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FeedSize(u32);
+
+impl FeedSize {
+    /// The number of items, as a count.
+    pub const fn get(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// The sizes a request may ask for: `1..=max`, with `0` standing for `default`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeLimits {
+    default: FeedSize,
+    max: FeedSize,
+}
+
+impl SizeLimits {
+    /// The largest `max` accepted. It bounds the work and the memory one
+    /// request can cause, whatever the configuration says.
+    pub const CEILING: u32 = 10_000;
+
+    /// Limits with the given default and maximum.
+    ///
+    /// # Errors
+    /// [`SizeLimitsError`] when `default` is 0 or above `max`, or `max` is 0
+    /// or above [`Self::CEILING`].
+    pub const fn new(default: u32, max: u32) -> Result<Self, SizeLimitsError> {
+        if max == 0 || max > Self::CEILING {
+            return Err(SizeLimitsError::Max { max });
+        }
+        if default == 0 || default > max {
+            return Err(SizeLimitsError::Default { default, max });
+        }
+        Ok(Self {
+            default: FeedSize(default),
+            max: FeedSize(max),
+        })
+    }
+
+    /// The size used when a request names none (or names 0).
+    pub const fn default_size(&self) -> FeedSize {
+        self.default
+    }
+
+    /// The largest size a request may name.
+    pub const fn max_size(&self) -> FeedSize {
+        self.max
+    }
+
+    /// Turns a requested size into a [`FeedSize`]: `0` means the default.
+    ///
+    /// # Errors
+    /// [`FeedSizeError::TooLarge`] when `requested` is above the maximum.
+    pub const fn resolve(&self, requested: u32) -> Result<FeedSize, FeedSizeError> {
+        match requested {
+            0 => Ok(self.default),
+            n if n <= self.max.0 => Ok(FeedSize(n)),
+            n => Err(FeedSizeError::TooLarge {
+                requested: n,
+                max: self.max.0,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn zero_means_the_default() {
+        let limits = SizeLimits::new(10, 200).unwrap();
+        assert_eq!(limits.resolve(0).unwrap().get(), 10);
+        assert_eq!(limits.resolve(1).unwrap().get(), 1);
+        assert_eq!(limits.resolve(200).unwrap().get(), 200);
+        assert_eq!(
+            limits.resolve(201),
+            Err(FeedSizeError::TooLarge {
+                requested: 201,
+                max: 200
+            })
+        );
+    }
+
+    #[test]
+    fn limits_reject_nonsense() {
+        assert_eq!(SizeLimits::new(1, 0), Err(SizeLimitsError::Max { max: 0 }));
+        assert!(SizeLimits::new(1, SizeLimits::CEILING + 1).is_err());
+        assert!(SizeLimits::new(0, 10).is_err());
+        assert!(SizeLimits::new(11, 10).is_err());
+        assert!(SizeLimits::new(10, 10).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn resolved_sizes_are_within_limits(default in 1u32..=50, max in 50u32..=500, req in any::<u32>()) {
+            let limits = SizeLimits::new(default, max).unwrap();
+            match limits.resolve(req) {
+                Ok(size) => {
+                    prop_assert!(size.get() >= 1 && size.get() <= max as usize);
+                    prop_assert_eq!(size.get(), if req == 0 { default as usize } else { req as usize });
+                }
+                Err(_) => prop_assert!(req > max),
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! [`ApiError`]: every error the API answers with, as a status and a JSON body.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use feed_domain::{FeedUnavailable, SizeLimits};
+use serde::Serialize;
+
+/// An error answer. Each variant maps to one status; the body is always
+/// `{"error": "..."}` naming what was wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// The `user_id` path segment is not a decimal `u32`.
+    #[error("invalid user_id: expected a decimal integer from 0 to 4294967295")]
+    InvalidUserId,
+    /// The `size` query parameter is not acceptable under these limits.
+    #[error(
+        "invalid size: expected an integer from 0 to {} (0 or absent means {}), given at most once",
+        .0.max_size().get(),
+        .0.default_size().get()
+    )]
+    InvalidSize(SizeLimits),
+    /// Not a single item could be served.
+    #[error("no feed items are available right now")]
+    Unavailable,
+    /// No route matches the path.
+    #[error("not found")]
+    NotFound,
+    /// The route exists but not for this method.
+    #[error("method not allowed: use GET")]
+    MethodNotAllowed,
+}
+
+impl From<FeedUnavailable> for ApiError {
+    fn from(_: FeedUnavailable) -> Self {
+        Self::Unavailable
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidUserId | Self::InvalidSize(_) => StatusCode::BAD_REQUEST,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            Self::MethodNotAllowed => {
+                response.insert_header((header::ALLOW, HeaderValue::from_static("GET")));
+            }
+            Self::Unavailable => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            _ => {}
+        }
+        response.json(ErrorBody {
+            error: &self.to_string(),
+        })
+    }
+}

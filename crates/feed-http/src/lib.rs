@@ -1,0 +1,24 @@
+//! actix-web delivery for the feed service.
+//!
+//! It owns everything that is HTTP: the routes ([`configure`]), turning raw
+//! path and query strings into domain types ([`parse`]), the wire error type
+//! ([`ApiError`], always a JSON body), and the response encoding ([`encode_items`]),
+//! which writes the item array by hand with `itoa` instead of going through
+//! serde for every item.
+//!
+//! It also holds [`LogRecorder`], the [`feed_domain::ErrorRecorder`] that
+//! counts feed errors by kind and logs each with the user id.
+//!
+//! It knows the domain's types and ports, never a concrete adapter: the
+//! binary chooses those.
+
+mod encode;
+mod error;
+pub mod parse;
+mod recorder;
+mod routes;
+
+pub use encode::{encode_items, encoded_len_hint};
+pub use error::ApiError;
+pub use recorder::{FeedErrorCounts, LogRecorder};
+pub use routes::configure;

@@ -1,0 +1,104 @@
+//! Turning raw request strings into domain types. Everything a client sends
+//! passes through here before the domain sees it.
+
+use feed_domain::{FeedSize, SizeLimits, UserId};
+
+use crate::error::ApiError;
+
+/// A `u32` written as ASCII decimal digits only: no sign, no spaces, no
+/// other digit systems. Leading zeros are allowed. `None` when it is not one
+/// or does not fit.
+pub fn decimal_u32(raw: &str) -> Option<u32> {
+    if raw.is_empty() || raw.len() > 32 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Digits only, so the only possible failure left is overflow.
+    raw.parse().ok()
+}
+
+/// The `user_id` path segment.
+///
+/// # Errors
+/// [`ApiError::InvalidUserId`] unless it is a decimal `u32`.
+pub fn user_id(raw: &str) -> Result<UserId, ApiError> {
+    decimal_u32(raw)
+        .map(UserId::new)
+        .ok_or(ApiError::InvalidUserId)
+}
+
+/// The `size` query parameter, from the whole query string: absent or `0`
+/// means the default.
+///
+/// # Errors
+/// [`ApiError::InvalidSize`] when `size` is not a decimal number, is above
+/// the maximum, or is given more than once. Other parameters are ignored.
+pub fn size(query: &str, limits: &SizeLimits) -> Result<FeedSize, ApiError> {
+    let mut found = None;
+    // form_urlencoded borrows from the query unless a value is percent-encoded.
+    if !query.is_empty() {
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            if key == "size" {
+                if found.is_some() {
+                    return Err(ApiError::InvalidSize(*limits));
+                }
+                found = Some(value);
+            }
+        }
+    }
+    let requested = match found {
+        None => 0,
+        Some(value) => decimal_u32(&value).ok_or(ApiError::InvalidSize(*limits))?,
+    };
+    limits
+        .resolve(requested)
+        .map_err(|_| ApiError::InvalidSize(*limits))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_u32_is_strict() {
+        assert_eq!(decimal_u32("0"), Some(0));
+        assert_eq!(decimal_u32("007"), Some(7));
+        assert_eq!(decimal_u32("4294967295"), Some(u32::MAX));
+        for bad in [
+            "",
+            "4294967296",
+            "99999999999999999999999999",
+            "-1",
+            "+1",
+            " 1",
+            "1 ",
+            "1.0",
+            "1e3",
+            "0x10",
+            "١",
+            "abc",
+        ] {
+            assert_eq!(decimal_u32(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn size_reads_the_query() {
+        let limits = SizeLimits::new(10, 200).unwrap();
+        let ok = |q: &str| size(q, &limits).map(FeedSize::get);
+        assert_eq!(ok(""), Ok(10));
+        assert_eq!(ok("size=0"), Ok(10));
+        assert_eq!(ok("size=5"), Ok(5));
+        assert_eq!(ok("x=1&size=200&y"), Ok(200));
+        assert_eq!(ok("size=%35"), Ok(5));
+        for bad in [
+            "size=",
+            "size=-1",
+            "size=201",
+            "size=abc",
+            "size=1&size=2",
+            "size=4294967296",
+        ] {
+            assert!(ok(bad).is_err(), "{bad:?}");
+        }
+    }
+}

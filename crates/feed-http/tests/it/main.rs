@@ -1,0 +1,84 @@
+//! HTTP behaviour of the public API, through `actix_web::test` (no socket).
+//! One test binary for the crate, with a module per area.
+
+mod api;
+mod hostile;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::{App, test, web};
+use feed_domain::{FeedService, SizeLimits, UserId};
+use feed_http::LogRecorder;
+use feed_memory::{CatalogRandomFeed, DataSpec, FeedTable, MemoryFeedStorage};
+
+type Feeds = FeedService<MemoryFeedStorage, CatalogRandomFeed, Arc<LogRecorder>>;
+
+/// A service over `users` generated users with 30-item feeds, a catalog of
+/// `catalog` items, default size 10 and maximum 200.
+fn feeds(users: u32, catalog: u32) -> web::Data<Feeds> {
+    let spec = DataSpec::new(users, 30, catalog.max(30), 7).unwrap();
+    let table = FeedTable::generate(&spec, 2, &AtomicU64::new(0));
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    web::Data::new(FeedService::new(
+        MemoryFeedStorage::new(table),
+        CatalogRandomFeed::new(catalog),
+        Arc::new(LogRecorder::new(logger)),
+        SizeLimits::new(10, 200).unwrap(),
+    ))
+}
+
+/// The app under test.
+async fn app(
+    service: web::Data<Feeds>,
+) -> impl Service<
+    actix_http::Request,
+    Response = ServiceResponse<impl MessageBody>,
+    Error = actix_web::Error,
+> {
+    test::init_service(App::new().configure(|cfg| feed_http::configure(cfg, service))).await
+}
+
+/// The personal feed of `user`, as the table holds it.
+fn personal(service: &Feeds, user: u32) -> Vec<u32> {
+    service
+        .storage()
+        .table()
+        .feed(UserId::new(user))
+        .unwrap()
+        .to_vec()
+}
+
+/// Sends `method uri` and returns the status, the content type and the body.
+async fn call(
+    app: &impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    >,
+    method: actix_web::http::Method,
+    uri: &str,
+) -> (
+    u16,
+    String,
+    serde_json::Value,
+    actix_web::http::header::HeaderMap,
+) {
+    let req = test::TestRequest::default()
+        .method(method)
+        .uri(uri)
+        .to_request();
+    let resp = test::call_service(app, req).await;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let content_type = headers
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = test::read_body(resp).await;
+    let json = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{uri}: body {body:?} is not JSON: {e}"));
+    (status, content_type, json, headers)
+}

@@ -1,0 +1,61 @@
+//! [`MemoryFeedStorage`]: the feed table plus the offset map, as a
+//! [`FeedStorage`].
+
+use feed_domain::{FeedStorage, ItemId, StorageError, Taken, UserId};
+
+use crate::offsets::OffsetMap;
+use crate::table::FeedTable;
+
+/// Personal feeds served from a [`FeedTable`], progress kept in an
+/// [`OffsetMap`]. Never fails for a user it knows: the only error it returns
+/// is [`StorageError::UnknownUser`].
+#[derive(Debug)]
+pub struct MemoryFeedStorage {
+    table: FeedTable,
+    offsets: OffsetMap,
+}
+
+impl MemoryFeedStorage {
+    /// Storage over `table`, every user starting at offset 0.
+    pub fn new(table: FeedTable) -> Self {
+        let offsets = OffsetMap::with_capacity(table.users() as usize);
+        Self { table, offsets }
+    }
+
+    /// The feeds.
+    pub const fn table(&self) -> &FeedTable {
+        &self.table
+    }
+
+    /// The users' progress.
+    pub const fn offsets(&self) -> &OffsetMap {
+        &self.offsets
+    }
+}
+
+impl FeedStorage for MemoryFeedStorage {
+    #[inline]
+    fn take_next(
+        &self,
+        user: UserId,
+        max: usize,
+        out: &mut Vec<ItemId>,
+    ) -> Result<Taken, StorageError> {
+        // Look the user up before touching the offset map, so that requests
+        // for unknown users never grow it.
+        let feed = self
+            .table
+            .feed(user)
+            .ok_or(StorageError::UnknownUser(user))?;
+        let want = u32::try_from(max).unwrap_or(u32::MAX);
+        // A feed is at most u32::MAX long: the table holds at most that many items per user.
+        let len = feed.len() as u32;
+        let range = self.offsets.advance(user, want, len);
+        let taken = &feed[range.start as usize..range.end as usize];
+        out.extend(taken.iter().map(|&id| ItemId::new(id)));
+        Ok(Taken {
+            count: taken.len(),
+            remaining: (len - range.end) as usize,
+        })
+    }
+}

@@ -46,7 +46,7 @@ impl FeedTable {
             return Err(TableError::EmptyFeeds);
         }
         let users = items.len() / feed_len;
-        if items.len() % feed_len != 0 || u32::try_from(users).is_err() {
+        if !items.len().is_multiple_of(feed_len) || u32::try_from(users).is_err() {
             return Err(TableError::Shape {
                 items: items.len(),
                 feed_len,
@@ -69,7 +69,7 @@ impl FeedTable {
 
     /// Trusted construction: the caller guarantees the shape and distinctness.
     pub(crate) fn from_parts(items: Box<[u32]>, feed_len: usize) -> Self {
-        debug_assert!(feed_len > 0 && items.len() % feed_len == 0);
+        debug_assert!(feed_len > 0 && items.len().is_multiple_of(feed_len));
         let users = (items.len() / feed_len) as u32;
         Self {
             items,

@@ -1,1 +1,59 @@
-fn main() {}
+//! `feed-server --config PATH`: serves every user's feed from memory.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use feed_server::settings::Settings;
+use slog::{error, info};
+
+/// Serves recommendation feeds from memory over HTTP.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The TOML configuration file; `FEED__SECTION__KEY` variables override it.
+    #[arg(long, default_value = "config/default.toml")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = std::env::vars_os()
+        .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)));
+    let (settings, valid) = match Settings::load(&cli.config, env) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("feed-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (logger, _flush_on_exit) = feed_server::logging::logger(&settings.log);
+
+    let listener = match feed_server::bind(&settings.server.host, settings.server.port) {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!(logger, "cannot listen"; "host" => &settings.server.host, "port" => settings.server.port, "error" => %e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let (feeds, generation) = feed_server::build_feeds(&valid.data, valid.limits, &logger);
+    let table = feeds.storage().table();
+    let addr = feed_server::local_addr(&listener).map_or_else(|e| e.to_string(), |a| a.to_string());
+    let workers = settings.workers();
+    info!(logger, "feed-server ready";
+        "users" => table.users(), "items" => table.total_items(), "feed_bytes" => table.bytes(),
+        "generation_ms" => generation.as_millis(), "listen" => addr, "workers" => workers);
+
+    let served =
+        actix_web::rt::System::new().block_on(feed_server::serve(listener, workers, feeds));
+    match served {
+        Ok(()) => {
+            info!(logger, "feed-server stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!(logger, "server failed"; "error" => %e);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! [`Settings`]: the whole configuration, read from a TOML file and then
+//! from `FEED__SECTION__KEY` environment variables, which win.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use feed_domain::SizeLimits;
+use feed_memory::DataSpec;
+use serde::Deserialize;
+
+/// The prefix of environment overrides, and the separator between prefix,
+/// section and key: `FEED__SERVER__PORT`.
+pub const ENV_PREFIX: &str = "FEED";
+const ENV_SEPARATOR: &str = "__";
+
+/// The configuration, every key present (the file holds them all).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `[server]`
+    pub server: ServerSettings,
+    /// `[api]`
+    pub api: ApiSettings,
+    /// `[data]`
+    pub data: DataSettings,
+    /// `[log]`
+    pub log: LogSettings,
+}
+
+/// `[server]`: where and how to listen.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on (0: any free port).
+    pub port: u16,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+/// `[api]`: what requests may ask for.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Items served when a request names no size.
+    pub default_size: u32,
+    /// The largest size a request may name.
+    pub max_size: u32,
+}
+
+/// `[data]`: the synthetic data set.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSettings {
+    /// Users `0..users`.
+    pub users: u32,
+    /// Items per feed.
+    pub feed_len: u32,
+    /// Catalog items `1..=catalog_size`.
+    pub catalog_size: u32,
+    /// Seed of the generator.
+    pub seed: u64,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// The least severe level written.
+    pub level: LogLevel,
+    /// Line format.
+    pub format: LogFormat,
+}
+
+/// Log levels, most severe first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum LogLevel {
+    Critical,
+    Error,
+    Warning,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// A configuration that cannot be used. Its message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file or an environment variable could not be read or parsed.
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of range.
+    #[error("configuration: {key}: {reason}")]
+    Invalid {
+        /// The offending key, `section.key`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// What the validated settings turn into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validated {
+    /// Request size limits.
+    pub limits: SizeLimits,
+    /// The data set to generate.
+    pub data: DataSpec,
+}
+
+impl Settings {
+    /// Reads `path`, then the `FEED__*` variables among `env`, and validates.
+    ///
+    /// # Errors
+    /// [`SettingsError`] naming the first key that is missing, unknown, of
+    /// the wrong type or out of range.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Self, Validated), SettingsError> {
+        let prefix = format!("{ENV_PREFIX}{ENV_SEPARATOR}");
+        let env: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(key, _)| key.starts_with(&prefix))
+            .collect();
+        let settings: Self = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator(ENV_SEPARATOR)
+                    .separator(ENV_SEPARATOR)
+                    .try_parsing(true)
+                    .source(Some(env)),
+            )
+            .build()?
+            .try_deserialize()?;
+        let validated = settings.validate()?;
+        Ok((settings, validated))
+    }
+
+    /// Checks the values that types alone cannot.
+    ///
+    /// # Errors
+    /// [`SettingsError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<Validated, SettingsError> {
+        let invalid = |key, reason: String| SettingsError::Invalid { key, reason };
+        let api = &self.api;
+        if api.max_size == 0 || api.max_size > SizeLimits::CEILING {
+            return Err(invalid(
+                "api.max_size",
+                format!(
+                    "{} is not between 1 and {}",
+                    api.max_size,
+                    SizeLimits::CEILING
+                ),
+            ));
+        }
+        let limits = SizeLimits::new(api.default_size, api.max_size).map_err(|_| {
+            invalid(
+                "api.default_size",
+                format!(
+                    "{} is not between 1 and api.max_size ({})",
+                    api.default_size, api.max_size
+                ),
+            )
+        })?;
+        let data = &self.data;
+        if data.feed_len == 0 {
+            return Err(invalid("data.feed_len", "must be at least 1".into()));
+        }
+        if data.catalog_size < data.feed_len {
+            return Err(invalid(
+                "data.catalog_size",
+                format!(
+                    "{} is smaller than data.feed_len ({})",
+                    data.catalog_size, data.feed_len
+                ),
+            ));
+        }
+        if data.catalog_size < api.max_size {
+            return Err(invalid(
+                "data.catalog_size",
+                format!(
+                    "{} is smaller than api.max_size ({}): a full answer needs that many distinct items",
+                    data.catalog_size, api.max_size
+                ),
+            ));
+        }
+        let spec = DataSpec::new(data.users, data.feed_len, data.catalog_size, data.seed)
+            .map_err(|e| invalid("data.users", e.to_string()))?;
+        if self.server.host.trim().is_empty() {
+            return Err(invalid("server.host", "must not be empty".into()));
+        }
+        Ok(Validated { limits, data: spec })
+    }
+
+    /// Worker threads to run: the configured number, or one per core.
+    pub fn workers(&self) -> usize {
+        match self.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
+}

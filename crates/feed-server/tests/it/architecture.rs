@@ -1,0 +1,154 @@
+//! The invariants of docs/ARCHITECTURE.md, checked against `cargo metadata`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::workspace;
+
+/// Crates the domain must never reach, directly or through another crate.
+const FRAMEWORKS: &[&str] = &[
+    "actix", "tokio", "papaya", "slog", "config", "serde", "mio", "hyper",
+];
+
+struct Graph {
+    /// Package name by package id.
+    names: HashMap<String, String>,
+    /// Normal (non-dev, non-build) dependencies by package id.
+    deps: HashMap<String, Vec<String>>,
+}
+
+impl Graph {
+    fn load() -> Self {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let output = Command::new(cargo)
+            .current_dir(workspace())
+            .args(["metadata", "--format-version", "1", "--locked"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let metadata: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let names = metadata["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["id"].as_str().unwrap().to_owned(),
+                    p["name"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let deps = metadata["resolve"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|node| {
+                let normal = node["deps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|d| {
+                        d["dep_kinds"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|k| k["kind"].is_null())
+                    })
+                    .map(|d| d["pkg"].as_str().unwrap().to_owned())
+                    .collect();
+                (node["id"].as_str().unwrap().to_owned(), normal)
+            })
+            .collect();
+        Self { names, deps }
+    }
+
+    fn id(&self, name: &str) -> &str {
+        self.names
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(id, _)| id.as_str())
+            .unwrap()
+    }
+
+    /// Names of the direct normal dependencies of `name`.
+    fn direct(&self, name: &str) -> BTreeSet<&str> {
+        self.deps[self.id(name)]
+            .iter()
+            .map(|id| self.names[id].as_str())
+            .collect()
+    }
+
+    /// Names of everything `name` depends on at run time, transitively.
+    fn closure(&self, name: &str) -> BTreeSet<&str> {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![self.id(name)];
+        while let Some(id) = stack.pop() {
+            for dep in &self.deps[id] {
+                if seen.insert(self.names[dep].as_str()) {
+                    stack.push(dep);
+                }
+            }
+        }
+        seen
+    }
+}
+
+#[test]
+fn the_domain_depends_on_no_framework() {
+    let graph = Graph::load();
+    let reached = graph.closure("feed-domain");
+    let bad: Vec<_> = reached
+        .iter()
+        .filter(|name| FRAMEWORKS.iter().any(|f| name.starts_with(f)))
+        .collect();
+    assert!(bad.is_empty(), "feed-domain reaches {bad:?}");
+    assert!(
+        !reached.iter().any(|n| n.starts_with("feed-")),
+        "feed-domain depends on {reached:?}"
+    );
+}
+
+#[test]
+fn dependencies_point_inward() {
+    let graph = Graph::load();
+    let ours = |name: &str| -> BTreeSet<String> {
+        graph
+            .direct(name)
+            .into_iter()
+            .filter(|d| d.starts_with("feed-"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let set = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| (*n).to_owned())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(ours("feed-domain"), set(&[]));
+    assert_eq!(ours("feed-memory"), set(&["feed-domain"]));
+    assert_eq!(ours("feed-http"), set(&["feed-domain"]));
+    assert_eq!(
+        ours("feed-server"),
+        set(&["feed-domain", "feed-http", "feed-memory"])
+    );
+    // The adapters know nothing of HTTP or configuration; the HTTP layer no concrete storage.
+    assert!(
+        !graph
+            .closure("feed-memory")
+            .iter()
+            .any(|n| n.starts_with("actix") || *n == "config")
+    );
+    assert!(
+        !graph
+            .closure("feed-http")
+            .iter()
+            .any(|n| *n == "papaya" || *n == "config")
+    );
+}

@@ -1,0 +1,81 @@
+//! The configuration contract: defaults, environment overrides, and bad
+//! values that name their key.
+
+use feed_server::settings::{LogFormat, LogLevel, Settings, SettingsError};
+
+use super::workspace;
+
+fn load(env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+    let path = workspace().join("config/default.toml");
+    let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+    Settings::load(&path, env).map(|(settings, _)| settings)
+}
+
+/// Loading fails with a message that contains `key`.
+fn check_rejected(env: &[(&str, &str)], key: &str) {
+    match load(env) {
+        Ok(_) => panic!("{env:?} was accepted"),
+        Err(e) => {
+            let message = e.to_string();
+            assert!(
+                message.contains(key),
+                "{env:?}: {message:?} does not name {key}"
+            );
+            assert!(!message.contains('\n'), "{message:?} is not one line");
+        }
+    }
+}
+
+#[test]
+fn the_default_file_holds_the_documented_defaults() {
+    let settings = load(&[]).unwrap();
+    assert_eq!(settings.server.host, "0.0.0.0");
+    assert_eq!(settings.server.port, 8080);
+    assert_eq!(settings.server.workers, 0);
+    assert!(settings.workers() >= 1);
+    assert_eq!(
+        (settings.api.default_size, settings.api.max_size),
+        (10, 200)
+    );
+    assert_eq!(settings.data.users, 1_000_000);
+    assert_eq!(settings.data.feed_len, 200);
+    assert_eq!(settings.data.catalog_size, 10_000_000);
+    assert_eq!(settings.log.level, LogLevel::Info);
+    assert_eq!(settings.log.format, LogFormat::Text);
+}
+
+#[test]
+fn environment_variables_override_the_file() {
+    let settings = load(&[
+        ("FEED__SERVER__PORT", "9000"),
+        ("FEED__DATA__USERS", "100000"),
+        ("FEED__LOG__FORMAT", "json"),
+        ("FEED__API__MAX_SIZE", "50"),
+        ("UNRELATED", "1"),
+    ])
+    .unwrap();
+    assert_eq!(settings.server.port, 9000);
+    assert_eq!(settings.data.users, 100_000);
+    assert_eq!(settings.log.format, LogFormat::Json);
+    assert_eq!(settings.api.max_size, 50);
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    check_rejected(&[("FEED__SERVER__PORT", "abc")], "server.port");
+    check_rejected(&[("FEED__SERVER__PORT", "70000")], "server.port");
+    check_rejected(&[("FEED__API__MAX_SIZE", "0")], "api.max_size");
+    check_rejected(&[("FEED__API__MAX_SIZE", "10001")], "api.max_size");
+    check_rejected(&[("FEED__API__DEFAULT_SIZE", "300")], "api.default_size");
+    check_rejected(&[("FEED__DATA__FEED_LEN", "0")], "data.feed_len");
+    check_rejected(&[("FEED__DATA__CATALOG_SIZE", "100")], "data.catalog_size");
+    check_rejected(&[("FEED__DATA__USERS", "-5")], "data.users");
+    check_rejected(&[("FEED__LOG__LEVEL", "loud")], "log.level");
+    check_rejected(&[("FEED__SERVER__HOST", " ")], "server.host");
+}
+
+#[test]
+fn unknown_keys_are_rejected() {
+    check_rejected(&[("FEED__SERVER__PORTX", "1")], "portx");
+    check_rejected(&[("FEED__NOPE", "1")], "nope");
+}

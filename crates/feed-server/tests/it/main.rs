@@ -1,0 +1,13 @@
+//! Tests of the `feed-server` crate: configuration, the real binary, and the
+//! architecture invariants of the whole workspace. One test binary.
+
+mod architecture;
+mod binary;
+mod config;
+
+use std::path::PathBuf;
+
+/// The workspace root.
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}

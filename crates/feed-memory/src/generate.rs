@@ -112,7 +112,7 @@ impl FeedTable {
         std::thread::scope(|scope| {
             for _ in 0..threads.max(1) {
                 scope.spawn(|| {
-                    let mut seen = SeenSet::for_feed_len(feed_len);
+                    let mut seen = SeenFilter::for_feed_len(feed_len);
                     loop {
                         // The lock is held only to take the next block.
                         let next = blocks.lock().map(|mut blocks| blocks.next());
@@ -135,53 +135,54 @@ impl FeedTable {
 }
 
 /// Fills `feed` with distinct ids from `1..=catalog`.
-fn fill_feed(rng: &mut fastrand::Rng, catalog: u32, feed: &mut [u32], seen: &mut SeenSet) {
+fn fill_feed(rng: &mut fastrand::Rng, catalog: u32, feed: &mut [u32], seen: &mut SeenFilter) {
     seen.clear();
-    for slot in feed {
-        *slot = loop {
+    for i in 0..feed.len() {
+        let (before, rest) = feed.split_at_mut(i);
+        rest[0] = loop {
             let candidate = rng.u32(1..=catalog);
-            if seen.insert(candidate) {
+            if seen.insert(candidate, before) {
                 break candidate;
             }
         };
     }
 }
 
-/// A tiny open-addressing set of non-zero ids, reused for every feed: a
-/// linear duplicate check would cost O(feed_len²) per user, this costs O(1)
-/// per item. Its table is at least twice the feed length, so it never fills.
-struct SeenSet {
-    slots: Vec<u32>,
+/// The duplicate check of one feed: a small bitmap over a hash of the id,
+/// backed by an exact scan of the feed so far when the bit is already set.
+///
+/// With sixteen bits an item the bit is set for under 3% of the candidates,
+/// so the branch is almost always predicted and the scan (of a feed that is
+/// in L1 cache anyway) is rare. This measured about twice as fast as an
+/// open-addressing set, whose probe loop mispredicts often.
+struct SeenFilter {
+    words: Vec<u64>,
     shift: u32,
 }
 
-impl SeenSet {
+impl SeenFilter {
     fn for_feed_len(feed_len: usize) -> Self {
-        let size = (feed_len * 2).next_power_of_two().max(16);
+        let bits = (feed_len * 16).next_power_of_two().max(64);
         Self {
-            slots: vec![0; size],
-            shift: 32 - size.trailing_zeros(),
+            words: vec![0; bits / 64],
+            shift: 32 - bits.trailing_zeros(),
         }
     }
 
     fn clear(&mut self) {
-        self.slots.fill(0);
+        self.words.fill(0);
     }
 
-    /// Inserts `id` (non-zero); false when it was already there.
-    fn insert(&mut self, id: u32) -> bool {
-        let mask = self.slots.len() - 1;
-        let mut at = (id.wrapping_mul(0x9E37_79B1) >> self.shift) as usize;
-        loop {
-            match self.slots[at] {
-                0 => {
-                    self.slots[at] = id;
-                    return true;
-                }
-                present if present == id => return false,
-                _ => at = (at + 1) & mask,
-            }
+    /// Adds `id` unless `before` (the feed so far) holds it already.
+    #[inline]
+    fn insert(&mut self, id: u32, before: &[u32]) -> bool {
+        let hash = (id.wrapping_mul(0x9E37_79B1) >> self.shift) as usize;
+        let (word, bit) = (hash / 64 % self.words.len(), 1u64 << (hash % 64));
+        if self.words[word] & bit != 0 && before.contains(&id) {
+            return false;
         }
+        self.words[word] |= bit;
+        true
     }
 }
 

@@ -23,6 +23,24 @@ pub enum ApiError {
     /// Not a single item could be served.
     #[error("no feed items are available right now")]
     Unavailable,
+    /// The feeds are still being loaded.
+    #[error("the feeds are loading, try again shortly")]
+    Loading,
+    /// Too many requests are in flight: this one was shed.
+    #[error("the server is overloaded, try again shortly")]
+    Overloaded,
+    /// This client is over its rate limit.
+    #[error("too many requests from this client, retry after {retry_after_s} s")]
+    RateLimited {
+        /// Seconds until the client may try again.
+        retry_after_s: u64,
+    },
+    /// The URL is longer than the limit.
+    #[error("the URL is too long")]
+    UriTooLong,
+    /// The headers are larger than the limit.
+    #[error("the request headers are too large")]
+    HeadersTooLarge,
     /// No route matches the path.
     #[error("not found")]
     NotFound,
@@ -46,7 +64,10 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::InvalidUserId | Self::InvalidSize(_) => StatusCode::BAD_REQUEST,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Loading | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -58,8 +79,11 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed => {
                 response.insert_header((header::ALLOW, HeaderValue::from_static("GET")));
             }
-            Self::Unavailable => {
+            Self::Unavailable | Self::Loading | Self::Overloaded => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            Self::RateLimited { retry_after_s } => {
+                response.insert_header((header::RETRY_AFTER, *retry_after_s));
             }
             _ => {}
         }

@@ -6,6 +6,11 @@
 //! which writes the item array by hand with `itoa` instead of going through
 //! serde for every item.
 //!
+//! [`Guard`] is the middleware in front of every route: size limits, a
+//! per-client rate limit ([`RateLimiter`]) and load shedding. [`Lifecycle`]
+//! tells the health endpoints and the guard whether the server is loading,
+//! serving or draining.
+//!
 //! It also holds [`LogRecorder`], the [`feed_domain::ErrorRecorder`] that
 //! counts feed errors by kind and logs each with the user id.
 //!
@@ -14,11 +19,17 @@
 
 mod encode;
 mod error;
+pub mod guard;
 pub mod parse;
+mod rate;
 mod recorder;
 mod routes;
+mod state;
 
 pub use encode::{encode_items, encoded_len_hint};
 pub use error::ApiError;
+pub use guard::{Guard, GuardCounts, GuardLimits};
+pub use rate::RateLimiter;
 pub use recorder::{FeedErrorCounts, LogRecorder};
-pub use routes::configure;
+pub use routes::{FeedSlot, app, configure};
+pub use state::Lifecycle;

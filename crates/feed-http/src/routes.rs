@@ -1,14 +1,21 @@
 //! The routes and their handlers.
 
 use std::cell::RefCell;
+use std::sync::OnceLock;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::ContentType;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpRequest, HttpResponse, ResponseError, web};
 use feed_domain::{ErrorRecorder, FeedService, FeedStorage, ItemId, RandomFeed};
+use serde::Serialize;
 
 use crate::encode::encode_items;
 use crate::error::ApiError;
+use crate::guard::{self, Guard};
 use crate::parse;
+use crate::state::Lifecycle;
 
 thread_local! {
     /// Each worker thread's item buffer, reused by every request it serves so
@@ -16,21 +23,57 @@ thread_local! {
     static ITEMS: RefCell<Vec<ItemId>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Registers the public API on an app or scope:
-///
-/// - `GET /feed/{user_id}?size=N`: the user's next items, a JSON array;
-/// - `/feed` and `/feed/` without an id: 400;
-/// - any other method on those paths: 405 with `Allow: GET`;
-/// - anything else: 404.
-///
-/// Every error has a JSON body `{"error": "..."}`.
-pub fn configure<S, R, E>(cfg: &mut web::ServiceConfig, service: web::Data<FeedService<S, R, E>>)
+/// The feed service, once the data is loaded.
+pub type FeedSlot<S, R, E> = OnceLock<FeedService<S, R, E>>;
+
+/// The whole public app: the [`Guard`] middleware around [`configure`]'s
+/// routes. The server runs exactly this, and so do the tests.
+pub fn app<S, R, E>(
+    feeds: web::Data<FeedSlot<S, R, E>>,
+    guard: web::Data<Guard>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+>
 where
     S: FeedStorage,
     R: RandomFeed,
     E: ErrorRecorder,
 {
-    cfg.app_data(service)
+    let lifecycle = guard.lifecycle().clone();
+    App::new()
+        .app_data(guard)
+        .wrap(from_fn(guard::check))
+        .configure(|cfg| configure(cfg, feeds, lifecycle))
+}
+
+/// Registers the public API on an app or scope:
+///
+/// - `GET /feed/{user_id}?size=N`: the user's next items, a JSON array
+///   (503 with `Retry-After` while the feeds are loading);
+/// - `/feed` and `/feed/` without an id: 400;
+/// - `GET /livez`: 200 while the process runs;
+/// - `GET /readyz`: 200 when loaded and not draining, else 503;
+/// - any other method on those paths: 405 with `Allow: GET`;
+/// - anything else: 404.
+///
+/// Every body is JSON.
+pub fn configure<S, R, E>(
+    cfg: &mut web::ServiceConfig,
+    feeds: web::Data<FeedSlot<S, R, E>>,
+    lifecycle: web::Data<Lifecycle>,
+) where
+    S: FeedStorage,
+    R: RandomFeed,
+    E: ErrorRecorder,
+{
+    cfg.app_data(feeds)
+        .app_data(lifecycle)
         .service(
             web::resource("/feed/{user_id}")
                 .route(web::get().to(next_feed::<S, R, E>))
@@ -41,12 +84,22 @@ where
                 .route(web::get().to(missing_user_id))
                 .default_service(web::to(method_not_allowed)),
         )
+        .service(
+            web::resource("/livez")
+                .route(web::get().to(livez))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/readyz")
+                .route(web::get().to(readyz))
+                .default_service(web::to(method_not_allowed)),
+        )
         .default_service(web::to(not_found));
 }
 
 async fn next_feed<S, R, E>(
     req: HttpRequest,
-    service: web::Data<FeedService<S, R, E>>,
+    feeds: web::Data<FeedSlot<S, R, E>>,
 ) -> Result<HttpResponse, ApiError>
 where
     S: FeedStorage,
@@ -54,6 +107,7 @@ where
     E: ErrorRecorder,
 {
     let user = parse::user_id(req.match_info().query("user_id"))?;
+    let service = feeds.get().ok_or(ApiError::Loading)?;
     let size = parse::size(req.query_string(), service.limits())?;
     let body = ITEMS.with_borrow_mut(|items| {
         service.next_feed(user, size, items)?;
@@ -62,6 +116,26 @@ where
     Ok(HttpResponse::Ok()
         .insert_header(ContentType::json())
         .body(body))
+}
+
+#[derive(Serialize)]
+struct Status {
+    status: &'static str,
+}
+
+async fn livez() -> HttpResponse {
+    HttpResponse::Ok().json(Status { status: "alive" })
+}
+
+async fn readyz(lifecycle: web::Data<Lifecycle>) -> HttpResponse {
+    let status = match (lifecycle.is_loaded(), lifecycle.is_draining()) {
+        (_, true) => "draining",
+        (false, false) => "loading",
+        (true, false) => return HttpResponse::Ok().json(Status { status: "ready" }),
+    };
+    HttpResponse::ServiceUnavailable()
+        .insert_header(("retry-after", "1"))
+        .json(Status { status })
 }
 
 async fn missing_user_id() -> HttpResponse {

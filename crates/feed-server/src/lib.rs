@@ -1,24 +1,28 @@
 //! The `feed-server` binary's wiring, kept in a library so tests can reach it.
 //!
 //! It reads the configuration ([`settings`]), builds the logger
-//! ([`logging`]), generates the data set, puts the in-memory adapters behind
-//! [`FeedService`] and hands it to actix-web ([`serve`]). It is the only
-//! crate that knows every other one; it holds no business rule.
+//! ([`logging`]), opens the listener and starts actix-web at once, generates
+//! the data set in the background (the API answers 503 and `/readyz` says
+//! "loading" meanwhile), puts the in-memory adapters behind [`FeedService`]
+//! and, on SIGTERM or SIGINT, drains and stops ([`run`]). It is the only crate
+//! that knows every other one; it holds no business rule.
 
 pub mod logging;
 pub mod settings;
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use actix_web::{App, HttpServer, web};
+use actix_web::{HttpServer, web};
 use feed_domain::{FeedService, SizeLimits};
-use feed_http::LogRecorder;
+use feed_http::{FeedSlot, Guard, Lifecycle, LogRecorder};
 use feed_memory::{CatalogRandomFeed, DataSpec, FeedTable, MemoryFeedStorage};
-use slog::{Logger, info};
+use slog::{Logger, info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::settings::{Settings, Validated};
 
 /// The service as this binary runs it: every port resolved at compile time.
 pub type Feeds = FeedService<MemoryFeedStorage, CatalogRandomFeed, Arc<LogRecorder>>;
@@ -28,6 +32,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Connections the kernel may queue before the server accepts them.
 const BACKLOG: i32 = 2048;
+
+/// How often the rate limiter forgets idle clients.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Generates the data set on every core, logging progress each second, and
 /// returns the service over it with the time generation took.
@@ -66,7 +73,7 @@ pub fn build_feeds(spec: &DataSpec, limits: SizeLimits, logger: &Logger) -> (Fee
     (feeds, elapsed)
 }
 
-/// Opens the listening socket for `host:port`.
+/// Opens the listening socket for `host:port`, with a backlog of 2048.
 ///
 /// # Errors
 /// The operating system's error when the address is unusable or taken.
@@ -81,28 +88,122 @@ pub fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// Serves the public API on `listener` with `workers` threads until the
-/// process is told to stop (SIGINT or SIGTERM: actix-web then stops accepting
-/// and lets in-flight requests finish).
+/// Serves on `listener` until a stop signal, then drains and returns.
+///
+/// The listener serves at once; the feeds are generated on a background
+/// thread and put in place when done. On the first SIGTERM or SIGINT the
+/// server stops advertising readiness, keeps serving for
+/// `server.shutdown_delay_ms` (answering with `Connection: close`), then
+/// stops accepting and waits up to `server.shutdown_timeout_ms` for in-flight
+/// requests. A second signal stops it at once.
 ///
 /// # Errors
 /// An I/O error when the server cannot start.
-pub async fn serve(listener: TcpListener, workers: usize, feeds: Feeds) -> std::io::Result<()> {
-    let feeds = web::Data::new(feeds);
-    HttpServer::new(move || {
-        let feeds = feeds.clone();
-        App::new().configure(move |cfg| feed_http::configure(cfg, feeds))
-    })
-    .workers(workers)
-    .listen(listener)?
-    .run()
-    .await
+pub fn run(
+    settings: &Settings,
+    valid: Validated,
+    listener: TcpListener,
+    logger: &Logger,
+) -> std::io::Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    let workers = settings.workers();
+    let lifecycle = web::Data::new(Lifecycle::loading());
+    let slot: web::Data<FeedSlot<_, _, _>> = web::Data::new(OnceLock::<Feeds>::new());
+    let guard = web::Data::new(Guard::new(
+        settings.guard_limits(),
+        settings.rate_limiter(),
+        lifecycle.clone(),
+    ));
+    let limits = &settings.limits;
+    info!(logger, "listening, loading feeds"; "listen" => %addr, "workers" => workers);
+
+    let app_slot = slot.clone();
+    let app_guard = guard.clone();
+    let server = HttpServer::new(move || feed_http::app(app_slot.clone(), app_guard.clone()))
+        .workers(workers)
+        .max_connections(limits.max_connections.div_ceil(workers).max(1))
+        .client_request_timeout(Duration::from_millis(limits.client_request_timeout_ms))
+        .keep_alive(Duration::from_millis(limits.keep_alive_ms))
+        .shutdown_timeout(settings.server.shutdown_timeout_ms.div_ceil(1000))
+        .disable_signals();
+
+    let loader = {
+        let (logger, lifecycle, slot) = (logger.clone(), lifecycle.clone(), slot.clone());
+        std::thread::Builder::new()
+            .name("load".into())
+            .spawn(move || {
+                let (feeds, generation) = build_feeds(&valid.data, valid.limits, &logger);
+                let table = feeds.storage().table();
+                let (users, items, bytes) = (table.users(), table.total_items(), table.bytes());
+                // The slot is set once, here; set it before saying "ready".
+                if slot.set(feeds).is_ok() {
+                    lifecycle.mark_loaded();
+                }
+                info!(logger, "feed-server ready";
+                    "users" => users, "items" => items, "feed_bytes" => bytes,
+                    "generation_ms" => generation.as_millis(), "listen" => %addr, "workers" => workers);
+            })?
+    };
+
+    let delay = Duration::from_millis(settings.server.shutdown_delay_ms);
+    actix_web::rt::System::new().block_on(async {
+        let server = server.listen(listener)?.run();
+        let handle = server.handle();
+        let drain_logger = logger.clone();
+        let drain_lifecycle = lifecycle.clone();
+        actix_web::rt::spawn(async move {
+            let signal = stop_signal().await;
+            drain_lifecycle.begin_drain();
+            info!(drain_logger, "stop signal: draining"; "signal" => signal, "delay_ms" => delay.as_millis());
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {
+                    info!(drain_logger, "no longer accepting; finishing in-flight requests");
+                    handle.stop(true).await;
+                }
+                signal = stop_signal() => {
+                    warn!(drain_logger, "second stop signal: stopping now"; "signal" => signal);
+                    handle.stop(false).await;
+                }
+            }
+        });
+        if guard.rate_limiter().is_some() {
+            let guard = guard.clone();
+            actix_web::rt::spawn(async move {
+                let mut every = tokio::time::interval(SWEEP_EVERY);
+                while let Some(rate) = guard.rate_limiter() {
+                    every.tick().await;
+                    rate.sweep();
+                }
+            });
+        }
+        server.await
+    })?;
+    if !loader.is_finished() {
+        warn!(logger, "stopped before the feeds finished loading");
+    }
+
+    let counts = guard.counts();
+    let errors = slot.get().map(|feeds| feeds.errors().counts());
+    info!(logger, "feed-server stopped";
+        "requests" => counts.requests(), "shed" => counts.shed(),
+        "rate_limited" => counts.rate_limited(), "too_large" => counts.too_large(),
+        "unknown_users" => errors.map_or(0, |e| e.unknown_user()),
+        "storage_errors" => errors.map_or(0, |e| e.storage()));
+    Ok(())
 }
 
-/// The address a listener ended up on (useful with port 0).
-///
-/// # Errors
-/// The operating system's error when the socket has no address.
-pub fn local_addr(listener: &TcpListener) -> std::io::Result<SocketAddr> {
-    listener.local_addr()
+/// Waits for SIGTERM or SIGINT and names the one that came.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process can still be killed; never resolve.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }

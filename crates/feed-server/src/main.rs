@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use feed_server::settings::Settings;
-use slog::{error, info};
+use slog::error;
 
 /// Serves recommendation feeds from memory over HTTP.
 #[derive(Debug, Parser)]
@@ -36,21 +36,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (feeds, generation) = feed_server::build_feeds(&valid.data, valid.limits, &logger);
-    let table = feeds.storage().table();
-    let addr = feed_server::local_addr(&listener).map_or_else(|e| e.to_string(), |a| a.to_string());
-    let workers = settings.workers();
-    info!(logger, "feed-server ready";
-        "users" => table.users(), "items" => table.total_items(), "feed_bytes" => table.bytes(),
-        "generation_ms" => generation.as_millis(), "listen" => addr, "workers" => workers);
-
-    let served =
-        actix_web::rt::System::new().block_on(feed_server::serve(listener, workers, feeds));
-    match served {
-        Ok(()) => {
-            info!(logger, "feed-server stopped");
-            ExitCode::SUCCESS
-        }
+    match feed_server::run(&settings, valid, listener, &logger) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(logger, "server failed"; "error" => %e);
             ExitCode::FAILURE

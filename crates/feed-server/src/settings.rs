@@ -23,8 +23,32 @@ pub struct Settings {
     pub api: ApiSettings,
     /// `[data]`
     pub data: DataSettings,
+    /// `[limits]`
+    pub limits: LimitSettings,
     /// `[log]`
     pub log: LogSettings,
+}
+
+/// `[limits]`: protection against overload and hostile clients.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Open connections across all workers.
+    pub max_connections: usize,
+    /// Time a client has to send its request head.
+    pub client_request_timeout_ms: u64,
+    /// Idle keep-alive connections are closed after this.
+    pub keep_alive_ms: u64,
+    /// Bytes of path and query beyond which a request gets 414.
+    pub max_url_bytes: usize,
+    /// Bytes of headers beyond which a request gets 431.
+    pub max_header_bytes: usize,
+    /// Requests in flight beyond which new ones are shed (0: no limit).
+    pub max_in_flight: usize,
+    /// Sustained requests per second per client IP (0: off).
+    pub rate_limit_per_s: u32,
+    /// Burst per client IP (0: one second's worth).
+    pub rate_limit_burst: u32,
 }
 
 /// `[server]`: where and how to listen.
@@ -37,6 +61,10 @@ pub struct ServerSettings {
     pub port: u16,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    /// How long to keep serving after a stop signal, while not ready.
+    pub shutdown_delay_ms: u64,
+    /// How long in-flight requests have to finish once accepting stops.
+    pub shutdown_timeout_ms: u64,
 }
 
 /// `[api]`: what requests may ask for.
@@ -204,7 +232,39 @@ impl Settings {
         if self.server.host.trim().is_empty() {
             return Err(invalid("server.host", "must not be empty".into()));
         }
+        let lim = &self.limits;
+        for (key, value) in [
+            ("limits.max_connections", lim.max_connections as u64),
+            (
+                "limits.client_request_timeout_ms",
+                lim.client_request_timeout_ms,
+            ),
+            ("limits.keep_alive_ms", lim.keep_alive_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
         Ok(Validated { limits, data: spec })
+    }
+
+    /// The guard's limits.
+    pub fn guard_limits(&self) -> feed_http::GuardLimits {
+        feed_http::GuardLimits {
+            max_in_flight: self.limits.max_in_flight,
+            max_url_bytes: self.limits.max_url_bytes,
+            max_header_bytes: self.limits.max_header_bytes,
+        }
+    }
+
+    /// The per-client rate limiter, `None` when rate limiting is off.
+    pub fn rate_limiter(&self) -> Option<feed_http::RateLimiter> {
+        let per_s = self.limits.rate_limit_per_s;
+        let burst = match self.limits.rate_limit_burst {
+            0 => per_s,
+            burst => burst,
+        };
+        feed_http::RateLimiter::new(per_s, burst)
     }
 
     /// Worker threads to run: the configured number, or one per core.

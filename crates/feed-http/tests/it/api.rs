@@ -139,16 +139,17 @@ async fn other_methods_and_paths() {
 #[actix_rt::test]
 async fn unknown_users_get_a_full_random_feed_and_are_recorded() {
     let service = feeds(2, 10_000_000);
-    let app = app(service.clone()).await;
+    let errors = std::sync::Arc::clone(service.errors());
+    let app = app(service).await;
     let (status, _, body, _) = call(&app, Method::GET, "/feed/77?size=50").await;
     let got = ids(&body);
     assert_eq!((status, got.len()), (200, 50));
     assert_eq!(got.iter().collect::<HashSet<_>>().len(), 50);
     assert!(got.iter().all(|&i| (1..=10_000_000).contains(&i)));
-    assert_eq!(service.errors().counts().unknown_user(), 1);
+    assert_eq!(errors.counts().unknown_user(), 1);
     // Known users are not errors.
     call(&app, Method::GET, "/feed/1").await;
-    assert_eq!(service.errors().counts().unknown_user(), 1);
+    assert_eq!(errors.counts().unknown_user(), 1);
 }
 
 #[actix_rt::test]

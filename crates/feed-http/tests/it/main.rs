@@ -2,43 +2,67 @@
 //! One test binary for the crate, with a module per area.
 
 mod api;
+mod guard;
+mod health;
 mod hostile;
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
-use actix_web::{App, test, web};
+use actix_web::{test, web};
 use feed_domain::{FeedService, SizeLimits, UserId};
-use feed_http::LogRecorder;
+use feed_http::{Guard, GuardLimits, Lifecycle, LogRecorder};
 use feed_memory::{CatalogRandomFeed, DataSpec, FeedTable, MemoryFeedStorage};
 
 type Feeds = FeedService<MemoryFeedStorage, CatalogRandomFeed, Arc<LogRecorder>>;
 
 /// A service over `users` generated users with 30-item feeds, a catalog of
 /// `catalog` items, default size 10 and maximum 200.
-fn feeds(users: u32, catalog: u32) -> web::Data<Feeds> {
+fn feeds(users: u32, catalog: u32) -> Feeds {
     let spec = DataSpec::new(users, 30, catalog.max(30), 7).unwrap();
     let table = FeedTable::generate(&spec, 2, &AtomicU64::new(0));
     let logger = slog::Logger::root(slog::Discard, slog::o!());
-    web::Data::new(FeedService::new(
+    FeedService::new(
         MemoryFeedStorage::new(table),
         CatalogRandomFeed::new(catalog),
         Arc::new(LogRecorder::new(logger)),
         SizeLimits::new(10, 200).unwrap(),
-    ))
+    )
 }
 
-/// The app under test.
+/// No limit at all.
+const UNLIMITED: GuardLimits = GuardLimits {
+    max_in_flight: 0,
+    max_url_bytes: 0,
+    max_header_bytes: 0,
+};
+
+/// The app under test, loaded, with no limits.
 async fn app(
-    service: web::Data<Feeds>,
+    service: Feeds,
 ) -> impl Service<
     actix_http::Request,
     Response = ServiceResponse<impl MessageBody>,
     Error = actix_web::Error,
 > {
-    test::init_service(App::new().configure(|cfg| feed_http::configure(cfg, service))).await
+    let lifecycle = web::Data::new(Lifecycle::loading());
+    let slot = web::Data::new(OnceLock::from(service));
+    lifecycle.mark_loaded();
+    guarded(slot, Guard::new(UNLIMITED, None, lifecycle)).await
+}
+
+/// The app over `slot` behind `guard`.
+async fn guarded(
+    slot: web::Data<OnceLock<Feeds>>,
+    guard: Guard,
+) -> impl Service<
+    actix_http::Request,
+    Response = ServiceResponse<impl MessageBody>,
+    Error = actix_web::Error,
+> {
+    test::init_service(feed_http::app(slot, web::Data::new(guard))).await
 }
 
 /// The personal feed of `user`, as the table holds it.

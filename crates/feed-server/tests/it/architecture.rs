@@ -138,7 +138,7 @@ fn dependencies_point_inward() {
         ours("feed-server"),
         set(&["feed-domain", "feed-http", "feed-memory"])
     );
-    // The adapters know nothing of HTTP or configuration; the HTTP layer no concrete storage.
+    // The adapters know nothing of HTTP or configuration; the HTTP layer knows no concrete storage.
     assert!(
         !graph
             .closure("feed-memory")
@@ -149,6 +149,6 @@ fn dependencies_point_inward() {
         !graph
             .closure("feed-http")
             .iter()
-            .any(|n| *n == "papaya" || *n == "config")
+            .any(|n| *n == "feed-memory" || *n == "config")
     );
 }

@@ -4,6 +4,9 @@
 mod architecture;
 mod binary;
 mod config;
+mod lifecycle;
+mod protection;
+mod server;
 
 use std::path::PathBuf;
 

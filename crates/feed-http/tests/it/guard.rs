@@ -1,0 +1,159 @@
+//! The guard: shedding, rate limits and size limits, through the real app.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use actix_web::http::Method;
+use actix_web::{test, web};
+use feed_http::{Guard, GuardLimits, Lifecycle, RateLimiter};
+
+use super::{UNLIMITED, call, feeds, guarded};
+
+fn loaded() -> (web::Data<OnceLock<super::Feeds>>, web::Data<Lifecycle>) {
+    let lifecycle = web::Data::new(Lifecycle::loading());
+    lifecycle.mark_loaded();
+    (web::Data::new(OnceLock::from(feeds(2, 1_000))), lifecycle)
+}
+
+#[actix_rt::test]
+async fn over_the_rate_limit_is_429_with_retry_after() {
+    let (slot, lifecycle) = loaded();
+    let guard = Guard::new(UNLIMITED, RateLimiter::new(1, 3), lifecycle);
+    let app = guarded(slot, guard).await;
+    let from = |ip: &str| {
+        test::TestRequest::get()
+            .uri("/feed/1")
+            .peer_addr(SocketAddr::new(ip.parse().unwrap(), 4000))
+            .to_request()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            test::call_service(&app, from("10.0.0.1")).await.status(),
+            200
+        );
+    }
+    let refused = test::call_service(&app, from("10.0.0.1")).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers().get("retry-after").unwrap(), "1");
+    let body: serde_json::Value = test::read_body_json(refused).await;
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many requests")
+    );
+    // Another client is not affected, nor are the health endpoints.
+    assert_eq!(
+        test::call_service(&app, from("10.0.0.2")).await.status(),
+        200
+    );
+    let health = test::TestRequest::get()
+        .uri("/readyz")
+        .peer_addr("10.0.0.1:1".parse().unwrap())
+        .to_request();
+    assert_eq!(test::call_service(&app, health).await.status(), 200);
+}
+
+#[actix_rt::test]
+async fn size_limits_answer_414_and_431() {
+    let (slot, lifecycle) = loaded();
+    let limits = GuardLimits {
+        max_in_flight: 0,
+        max_url_bytes: 64,
+        max_header_bytes: 256,
+    };
+    let app = guarded(slot, Guard::new(limits, None, lifecycle)).await;
+    let long = format!("/feed/1?pad={}", "x".repeat(64));
+    let (status, _, body, _) = call(&app, Method::GET, &long).await;
+    assert_eq!(status, 414);
+    assert!(body["error"].is_string());
+
+    let big = test::TestRequest::get()
+        .uri("/feed/1")
+        .insert_header(("x-filler", "y".repeat(300)))
+        .to_request();
+    let resp = test::call_service(&app, big).await;
+    assert_eq!(resp.status(), 431);
+
+    assert_eq!(call(&app, Method::GET, "/feed/1?size=3").await.0, 200);
+}
+
+/// With every slot held by requests that have not finished, the next one is
+/// shed at once with 503; health checks still pass; once a slot frees up,
+/// requests succeed again.
+#[actix_rt::test]
+async fn requests_beyond_max_in_flight_are_shed() {
+    use actix_web::dev::Service;
+    use actix_web::middleware::from_fn;
+    use actix_web::{App, HttpResponse};
+    use tokio::sync::Semaphore;
+
+    let lifecycle = web::Data::new(Lifecycle::loading());
+    lifecycle.mark_loaded();
+    let limits = GuardLimits {
+        max_in_flight: 2,
+        ..UNLIMITED
+    };
+    let guard = web::Data::new(Guard::new(limits, None, lifecycle.clone()));
+    // A route that holds its slot until the test releases it.
+    let gate = web::Data::new(Semaphore::new(0));
+    let app = test::init_service(
+        App::new()
+            .app_data(guard.clone())
+            .app_data(gate.clone())
+            .wrap(from_fn(feed_http::guard::check))
+            .route(
+                "/slow",
+                web::get().to(|gate: web::Data<Semaphore>| async move {
+                    gate.acquire().await.unwrap().forget();
+                    HttpResponse::Ok().finish()
+                }),
+            )
+            .configure(|cfg| {
+                feed_http::configure(
+                    cfg,
+                    web::Data::new(OnceLock::from(feeds(1, 1_000))),
+                    lifecycle,
+                )
+            }),
+    )
+    .await;
+
+    let slow = || app.call(test::TestRequest::get().uri("/slow").to_request());
+    let first = slow();
+    let second = slow();
+    // Both are now inside the handler, waiting.
+    let (first, second) = {
+        let mut first = Box::pin(first);
+        let mut second = Box::pin(second);
+        assert!(futures_poll_once(&mut first).await.is_none());
+        assert!(futures_poll_once(&mut second).await.is_none());
+        assert_eq!(guard.in_flight(), 2);
+
+        let shed =
+            test::call_service(&app, test::TestRequest::get().uri("/feed/1").to_request()).await;
+        assert_eq!(shed.status(), 503);
+        assert_eq!(shed.headers().get("retry-after").unwrap(), "1");
+        let health =
+            test::call_service(&app, test::TestRequest::get().uri("/livez").to_request()).await;
+        assert_eq!(health.status(), 200);
+        (first, second)
+    };
+    gate.add_permits(2);
+    assert_eq!(first.await.unwrap().status(), 200);
+    assert_eq!(second.await.unwrap().status(), 200);
+    assert_eq!(guard.in_flight(), 0);
+    let ok = test::call_service(&app, test::TestRequest::get().uri("/feed/1").to_request()).await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(guard.counts().shed(), 1);
+}
+
+/// Polls a future once; `Some` when it finished.
+async fn futures_poll_once<F: std::future::Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    use std::task::Poll;
+    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut *future).poll(cx) {
+        Poll::Ready(out) => Poll::Ready(Some(out)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}

@@ -1,0 +1,210 @@
+//! Starting the real binary and talking HTTP/1.1 to it over plain sockets.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use super::workspace;
+
+/// A running `feed-server`, killed when dropped.
+pub(crate) struct Server {
+    child: Child,
+    /// The address it listens on.
+    pub(crate) addr: String,
+    log: Receiver<serde_json::Value>,
+}
+
+/// The command that runs the binary from the workspace root with the
+/// default configuration and `env` on top.
+pub(crate) fn command(env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_feed-server"));
+    cmd.current_dir(workspace())
+        .args(["--config", "config/default.toml"])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    cmd
+}
+
+impl Server {
+    /// Starts the server on a free loopback port with JSON logs, one worker
+    /// and `env` on top, and returns once it listens (not yet ready).
+    pub(crate) fn start(env: &[(&str, &str)]) -> Self {
+        let mut all = vec![
+            ("FEED__SERVER__HOST", "127.0.0.1"),
+            ("FEED__SERVER__PORT", "0"),
+            ("FEED__SERVER__WORKERS", "1"),
+            ("FEED__LOG__FORMAT", "json"),
+            ("FEED__DATA__USERS", "1000"),
+        ];
+        all.extend_from_slice(env);
+        let mut child = command(&all).stdout(Stdio::piped()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, log) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let record = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("log line {line:?}: {e}"));
+                if sender.send(record).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut server = Self {
+            child,
+            addr: String::new(),
+            log,
+        };
+        let listening = server.wait_for_log("listening, loading feeds");
+        server.addr = listening["listen"].as_str().unwrap().to_owned();
+        server
+    }
+
+    /// Starts the server and waits until its feeds are loaded.
+    pub(crate) fn start_ready(env: &[(&str, &str)]) -> (Self, serde_json::Value) {
+        let mut server = Self::start(env);
+        let ready = server.wait_for_log("feed-server ready");
+        (server, ready)
+    }
+
+    /// Waits (at most 60 s) for the log line with message `msg`.
+    pub(crate) fn wait_for_log(&mut self, msg: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(record) if record["msg"] == msg => return record,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => panic!("no log line {msg:?} within 60 s"),
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("the server exited before logging {msg:?}")
+                }
+            }
+        }
+    }
+
+    /// Sends a signal to the server.
+    pub(crate) fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (at most `limit`) for the server to exit.
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP answer.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
+}
+
+impl Answer {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{:?}: {e}", self.body))
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection.
+pub(crate) struct Connection {
+    reader: BufReader<TcpStream>,
+}
+
+impl Connection {
+    pub(crate) fn open(addr: &str) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Sends `GET path` and reads the whole answer.
+    pub(crate) fn get(&mut self, path: &str) -> std::io::Result<Answer> {
+        write!(
+            self.reader.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"
+        )?;
+        self.read_answer()
+    }
+
+    pub(crate) fn read_answer(&mut self) -> std::io::Result<Answer> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let status = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line)?;
+            let trimmed = line.trim_end();
+            if trimmed.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = trimmed.split_once(':') {
+                headers.push((name.trim().to_owned(), value.trim().to_owned()));
+            }
+        }
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body)?;
+        Ok(Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    /// The raw stream, for writing partial requests.
+    pub(crate) fn stream(&mut self) -> &mut TcpStream {
+        self.reader.get_mut()
+    }
+}
+
+/// `GET path` on a fresh connection.
+pub(crate) fn get(addr: &str, path: &str) -> Answer {
+    Connection::open(addr).unwrap().get(path).unwrap()
+}

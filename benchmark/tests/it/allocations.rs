@@ -1,0 +1,198 @@
+//! What a request allocates outside actix-web.
+//!
+//! The claim of `feed-domain` and `feed-memory`: once a user has been seen
+//! and the worker's item buffer has grown to the largest size, serving a
+//! feed allocates nothing, whether the items are personal, come partly or
+//! wholly from the random fill, or the user is unknown. The HTTP layer then
+//! encodes the answer into a new buffer per response; the test below pins
+//! down exactly what that costs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use feed_domain::{ErrorRecorder, FeedError, FeedService, ItemId, Served, SizeLimits, UserId};
+use feed_memory::{CatalogRandomFeed, DataSpec, FeedTable, MemoryFeedStorage};
+
+use super::{Counts, allocations_in};
+
+const USERS: u32 = 2_000;
+const FEED_LEN: u32 = 200;
+const MAX: u32 = 200;
+
+/// Users `0..1000` keep personal items left; `1000..1500` are exhausted;
+/// `1500..1600` have exactly 5 items left; ids from `USERS` up are unknown.
+const PERSONAL: std::ops::Range<u32> = 0..1_000;
+const EXHAUSTED: std::ops::Range<u32> = 1_000..1_500;
+const FIVE_LEFT: std::ops::Range<u32> = 1_500..1_600;
+
+/// Counts errors; allocates nothing.
+#[derive(Debug, Default)]
+struct CountErrors(AtomicU64);
+
+impl ErrorRecorder for CountErrors {
+    fn record(&self, _user: UserId, _error: &FeedError) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+type Service = FeedService<MemoryFeedStorage, CatalogRandomFeed, CountErrors>;
+
+fn service() -> Service {
+    let spec = DataSpec::new(USERS, FEED_LEN, 10_000_000, 42).unwrap();
+    let table = FeedTable::generate(&spec, 2, &AtomicU64::new(0));
+    FeedService::new(
+        MemoryFeedStorage::new(table),
+        CatalogRandomFeed::new(spec.catalog_size()),
+        CountErrors::default(),
+        SizeLimits::new(10, MAX).unwrap(),
+    )
+}
+
+fn call(service: &Service, user: u32, size: u32, out: &mut Vec<ItemId>) -> Served {
+    let size = service.limits().resolve(size).unwrap();
+    service.next_feed(UserId::new(user), size, out).unwrap()
+}
+
+/// Every user seen once, on this thread, with a buffer of the largest size:
+/// the state of a worker thread that has been serving for a while.
+fn warmed_up() -> (Service, Vec<ItemId>) {
+    let service = service();
+    let mut out = Vec::with_capacity(MAX as usize);
+    for user in 0..USERS {
+        call(&service, user, 10, &mut out);
+    }
+    for user in EXHAUSTED {
+        assert!(call(&service, user, 190, &mut out).exhausted_now);
+        assert_eq!(call(&service, user, 10, &mut out).random, 10);
+    }
+    for user in FIVE_LEFT {
+        call(&service, user, 185, &mut out);
+    }
+    call(&service, USERS, 10, &mut out);
+    (service, out)
+}
+
+#[test]
+fn serving_a_feed_allocates_nothing() {
+    let (service, mut out) = warmed_up();
+    let errors_before = service.errors().0.load(Ordering::Relaxed);
+    let mut calls = 0u64;
+    let mut rng = fastrand::Rng::with_seed(3);
+    let (counts, ()) = allocations_in(|| {
+        // Personal only: 10 passes of sizes 1..=10, 55 more items per user,
+        // well within the 190 each has left.
+        for pass in 1..=10 {
+            for user in PERSONAL {
+                let s = call(&service, user, pass, &mut out);
+                assert_eq!((s.personal, s.random), (pass as usize, 0));
+                calls += 1;
+            }
+        }
+        // The last 5 personal items, then 5 random ones.
+        for user in FIVE_LEFT {
+            let s = call(&service, user, 10, &mut out);
+            assert_eq!((s.personal, s.random, s.exhausted_now), (5, 5, true));
+            calls += 1;
+        }
+        // Exhausted: the whole answer from the random fill, up to the maximum.
+        for (i, user) in EXHAUSTED.cycle().take(2_000).enumerate() {
+            let size = [1, 10, 100, MAX][i % 4];
+            let s = call(&service, user, size, &mut out);
+            assert_eq!((s.personal, s.random), (0, size as usize));
+            calls += 1;
+        }
+        // Unknown users: an error for the recorder, then a random answer.
+        for _ in 0..2_000 {
+            let user = rng.u32(USERS..);
+            let s = call(&service, user, 10, &mut out);
+            assert_eq!((s.personal, s.random), (0, 10));
+            calls += 1;
+        }
+    });
+    assert_eq!(calls, 10_000 + 100 + 2_000 + 2_000);
+    assert_eq!(
+        service.errors().0.load(Ordering::Relaxed) - errors_before,
+        2_000
+    );
+    assert_eq!(
+        counts,
+        Counts::default(),
+        "{calls} next_feed calls allocated"
+    );
+}
+
+#[test]
+fn a_first_visit_allocates_one_offset_entry() {
+    let (service, mut out) = warmed_up();
+    // A second service: its users have never been seen. Warm this thread's
+    // papaya and fastrand state on one user first.
+    let fresh = self::service();
+    call(&fresh, 0, 10, &mut out);
+    let (counts, ()) = allocations_in(|| {
+        for user in 1..101 {
+            call(&fresh, user, 10, &mut out);
+        }
+    });
+    // papaya boxes each entry: one allocation per new user, on their first
+    // request only (the map was sized for every user up front, so it never
+    // grows). The entry holds the key and the offset.
+    assert_eq!(counts.allocations, 100, "{counts:?}");
+    drop(service);
+}
+
+#[test]
+fn encoding_allocates_the_body_buffer_and_its_shared_header() {
+    let ten: Vec<ItemId> = (0..10).map(|i| ItemId::new(1_000_000 + i)).collect();
+    let many: Vec<ItemId> = (0..200).map(|i| ItemId::new(1_000_000 + i)).collect();
+    // Warm up whatever `bytes` sets up once.
+    drop(feed_http::encode_items(&ten));
+    for items in [&ten, &many] {
+        let (counts, body) = allocations_in(|| feed_http::encode_items(items));
+        let buffer = feed_http::encoded_len_hint(items.len());
+        assert!(body.len() < buffer);
+        // One buffer of the upper-bound size, and, because the body is
+        // shorter than the buffer, the `bytes` crate's shared header when
+        // `BytesMut::freeze` turns the buffer into `Bytes`.
+        assert_eq!(counts.allocations, 2, "{} items: {counts:?}", items.len());
+        // The header is three words: the buffer's pointer and capacity and
+        // a reference count.
+        assert_eq!(
+            counts.bytes,
+            (buffer + 3 * size_of::<usize>()) as u64,
+            "{} items: {counts:?}",
+            items.len()
+        );
+    }
+}
+
+#[test]
+fn logging_a_feed_error_allocates() {
+    use feed_domain::StorageError;
+    use feed_http::LogRecorder;
+    use slog::Drain;
+
+    // The server's recorder behind an async drain, as `feed-server` builds
+    // it, writing nowhere.
+    let (drain, guard) = slog_async::Async::new(slog::Discard)
+        .chan_size(8192)
+        .overflow_strategy(slog_async::OverflowStrategy::DropAndReport)
+        .build_with_guard();
+    let recorder = LogRecorder::new(slog::Logger::root(drain.fuse(), slog::o!()));
+    let user = UserId::new(USERS + 1);
+    recorder.record(user, &StorageError::UnknownUser(user).into());
+    const RECORDS: u64 = 1_000;
+    let (counts, ()) = allocations_in(|| {
+        for _ in 0..RECORDS {
+            recorder.record(user, &StorageError::UnknownUser(user).into());
+        }
+    });
+    eprintln!(
+        "LogRecorder::record through slog-async: {:.2} allocations, {:.0} bytes per record",
+        counts.allocations as f64 / RECORDS as f64,
+        counts.bytes as f64 / RECORDS as f64
+    );
+    // Unlike the feed path itself, every unknown-user request (and every
+    // shortfall) allocates in the logger: the record's values are copied
+    // into owned form to cross to the writer thread.
+    assert!(counts.allocations >= RECORDS, "{counts:?}");
+    drop(guard);
+}

@@ -41,6 +41,15 @@ pub enum ApiError {
     /// The headers are larger than the limit.
     #[error("the request headers are too large")]
     HeadersTooLarge,
+    /// A profile length outside `1..=max`.
+    #[error("invalid seconds: expected an integer from 1 to {0}")]
+    InvalidSeconds(u32),
+    /// Another profile is being taken.
+    #[error("a profile is already being taken, try again when it is done")]
+    Busy,
+    /// The CPU profiler could not run.
+    #[error("the CPU profiler is not available")]
+    ProfilerUnavailable,
     /// No route matches the path.
     #[error("not found")]
     NotFound,
@@ -63,8 +72,13 @@ struct ErrorBody<'a> {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::InvalidUserId | Self::InvalidSize(_) => StatusCode::BAD_REQUEST,
-            Self::Unavailable | Self::Loading | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InvalidUserId | Self::InvalidSize(_) | Self::InvalidSeconds(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Busy => StatusCode::CONFLICT,
+            Self::Unavailable | Self::Loading | Self::Overloaded | Self::ProfilerUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

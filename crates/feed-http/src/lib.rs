@@ -11,25 +11,36 @@
 //! tells the health endpoints and the guard whether the server is loading,
 //! serving or draining.
 //!
+//! The admin listener's app ([`admin_app`]) serves Prometheus metrics
+//! ([`Metrics`], exposed through `prometheus-client`), live stats
+//! ([`Snapshot`], taken by a [`Sampler`]) as JSON and Server-Sent Events, a
+//! self-contained dashboard page, the OpenAPI document and a CPU profiler.
+//!
 //! It also holds [`LogRecorder`], the [`feed_domain::ErrorRecorder`] that
 //! counts feed errors by kind and logs each with the user id.
 //!
 //! It knows the domain's types and ports, never a concrete adapter: the
 //! binary chooses those.
 
+mod admin;
 mod encode;
 mod error;
 pub mod guard;
+pub mod metrics;
 pub mod parse;
 mod rate;
 mod recorder;
 mod routes;
 mod state;
+mod stats;
 
+pub use admin::{Admin, OPENAPI, admin_app};
 pub use encode::{encode_items, encoded_len_hint};
 pub use error::ApiError;
 pub use guard::{Guard, GuardCounts, GuardLimits};
+pub use metrics::{DataInfo, Exposition, Metrics};
 pub use rate::RateLimiter;
 pub use recorder::{FeedErrorCounts, LogRecorder};
 pub use routes::{FeedSlot, app, configure};
 pub use state::Lifecycle;
+pub use stats::{Sampler, Snapshot};

@@ -33,25 +33,33 @@ pub fn user_id(raw: &str) -> Result<UserId, ApiError> {
 /// [`ApiError::InvalidSize`] when `size` is not a decimal number, is above
 /// the maximum, or is given more than once. Other parameters are ignored.
 pub fn size(query: &str, limits: &SizeLimits) -> Result<FeedSize, ApiError> {
-    let mut found = None;
-    // form_urlencoded borrows from the query unless a value is percent-encoded.
-    if !query.is_empty() {
-        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-            if key == "size" {
-                if found.is_some() {
-                    return Err(ApiError::InvalidSize(*limits));
-                }
-                found = Some(value);
-            }
-        }
-    }
-    let requested = match found {
-        None => 0,
-        Some(value) => decimal_u32(&value).ok_or(ApiError::InvalidSize(*limits))?,
-    };
+    let requested = query_u32(query, "size")
+        .map_err(|()| ApiError::InvalidSize(*limits))?
+        .unwrap_or(0);
     limits
         .resolve(requested)
         .map_err(|_| ApiError::InvalidSize(*limits))
+}
+
+/// The query parameter `key` as a decimal `u32`: `Ok(None)` when absent,
+/// `Err(())` when it is not a decimal `u32` or is given more than once.
+/// Percent-encoding is decoded; other parameters are ignored.
+///
+/// # Errors
+/// `()` as above: the caller knows which parameter it asked for.
+#[allow(clippy::result_unit_err)]
+pub fn query_u32(query: &str, key: &str) -> Result<Option<u32>, ()> {
+    let mut found = None;
+    // form_urlencoded borrows from the query unless a value is percent-encoded.
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        if name == key {
+            if found.is_some() {
+                return Err(());
+            }
+            found = Some(decimal_u32(&value).ok_or(())?);
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -110,7 +110,12 @@ where
     let service = feeds.get().ok_or(ApiError::Loading)?;
     let size = parse::size(req.query_string(), service.limits())?;
     let body = ITEMS.with_borrow_mut(|items| {
-        service.next_feed(user, size, items)?;
+        let served = service.next_feed(user, size, items)?;
+        if let Some(guard) = req.app_data::<web::Data<Guard>>() {
+            guard
+                .metrics()
+                .record_feed(served.personal, served.random, served.exhausted_now);
+        }
         Ok::<_, ApiError>(encode_items(items))
     })?;
     Ok(HttpResponse::Ok()

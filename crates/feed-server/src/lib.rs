@@ -17,10 +17,14 @@ use std::time::{Duration, Instant};
 
 use actix_web::{HttpServer, web};
 use feed_domain::{FeedService, SizeLimits};
-use feed_http::{FeedSlot, Guard, Lifecycle, LogRecorder};
+use feed_http::{
+    Admin, DataInfo, Exposition, FeedSlot, Guard, Lifecycle, LogRecorder, Metrics, Sampler,
+    Snapshot,
+};
 use feed_memory::{CatalogRandomFeed, DataSpec, FeedTable, MemoryFeedStorage};
-use slog::{Logger, info, warn};
+use slog::{Logger, info, o, warn};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::watch;
 
 use crate::settings::{Settings, Validated};
 
@@ -33,12 +37,21 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// Connections the kernel may queue before the server accepts them.
 const BACKLOG: i32 = 2048;
 
+/// How often the dashboard snapshot is taken.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
 /// How often the rate limiter forgets idle clients.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Generates the data set on every core, logging progress each second, and
-/// returns the service over it with the time generation took.
-pub fn build_feeds(spec: &DataSpec, limits: SizeLimits, logger: &Logger) -> (Feeds, Duration) {
+/// returns the service over it (reporting errors to `recorder`) with the
+/// time generation took.
+pub fn build_feeds(
+    spec: &DataSpec,
+    limits: SizeLimits,
+    recorder: Arc<LogRecorder>,
+    logger: &Logger,
+) -> (Feeds, Duration) {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let started = Instant::now();
     let progress = AtomicU64::new(0);
@@ -65,9 +78,7 @@ pub fn build_feeds(spec: &DataSpec, limits: SizeLimits, logger: &Logger) -> (Fee
     let feeds = FeedService::new(
         MemoryFeedStorage::new(table),
         CatalogRandomFeed::new(spec.catalog_size()),
-        Arc::new(LogRecorder::new(
-            logger.new(slog::o!("component" => "feed")),
-        )),
+        recorder,
         limits,
     );
     (feeds, elapsed)
@@ -88,9 +99,18 @@ pub fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// Serves on `listener` until a stop signal, then drains and returns.
+/// The two listening sockets.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The public API: feed and health.
+    pub public: TcpListener,
+    /// Metrics, stats, dashboard, profiler.
+    pub admin: TcpListener,
+}
+
+/// Serves until a stop signal, then drains and returns.
 ///
-/// The listener serves at once; the feeds are generated on a background
+/// Both listeners serve at once; the feeds are generated on a background
 /// thread and put in place when done. On the first SIGTERM or SIGINT the
 /// server stops advertising readiness, keeps serving for
 /// `server.shutdown_delay_ms` (answering with `Connection: close`), then
@@ -98,57 +118,87 @@ pub fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
 /// requests. A second signal stops it at once.
 ///
 /// # Errors
-/// An I/O error when the server cannot start.
+/// An I/O error when a server cannot start.
 pub fn run(
     settings: &Settings,
     valid: Validated,
-    listener: TcpListener,
+    listeners: Listeners,
     logger: &Logger,
 ) -> std::io::Result<()> {
-    let addr: SocketAddr = listener.local_addr()?;
+    let addr: SocketAddr = listeners.public.local_addr()?;
+    let admin_addr: SocketAddr = listeners.admin.local_addr()?;
     let workers = settings.workers();
     let lifecycle = web::Data::new(Lifecycle::loading());
     let slot: web::Data<FeedSlot<_, _, _>> = web::Data::new(OnceLock::<Feeds>::new());
-    let guard = web::Data::new(Guard::new(
-        settings.guard_limits(),
-        settings.rate_limiter(),
+    let metrics = Arc::new(Metrics::new(settings.admin.metrics));
+    let recorder = Arc::new(LogRecorder::new(logger.new(o!("component" => "feed"))));
+    let guard = web::Data::new(
+        Guard::new(settings.guard_limits(), lifecycle.clone())
+            .with_rate_limiter(settings.rate_limiter())
+            .with_metrics(Arc::clone(&metrics))
+            .with_logger(
+                logger.new(o!("component" => "http")),
+                settings.log.access_sample,
+            ),
+    );
+    let (snapshots, snapshot) = watch::channel(Snapshot::default());
+    let admin = web::Data::new(Admin::new(
+        Exposition::registry(Arc::clone(&metrics), guard.clone(), Arc::clone(&recorder)),
+        snapshot,
         lifecycle.clone(),
     ));
     let limits = &settings.limits;
-    info!(logger, "listening, loading feeds"; "listen" => %addr, "workers" => workers);
+    info!(logger, "listening, loading feeds"; "listen" => %addr, "admin" => %admin_addr, "workers" => workers);
 
     let app_slot = slot.clone();
     let app_guard = guard.clone();
-    let server = HttpServer::new(move || feed_http::app(app_slot.clone(), app_guard.clone()))
+    let public = HttpServer::new(move || feed_http::app(app_slot.clone(), app_guard.clone()))
         .workers(workers)
         .max_connections(limits.max_connections.div_ceil(workers).max(1))
         .client_request_timeout(Duration::from_millis(limits.client_request_timeout_ms))
         .keep_alive(Duration::from_millis(limits.keep_alive_ms))
         .shutdown_timeout(settings.server.shutdown_timeout_ms.div_ceil(1000))
         .disable_signals();
+    let admin_server = HttpServer::new(move || feed_http::admin_app(admin.clone()))
+        .workers(1)
+        .shutdown_timeout(1)
+        .disable_signals();
 
     let loader = {
-        let (logger, lifecycle, slot) = (logger.clone(), lifecycle.clone(), slot.clone());
+        let (logger, lifecycle, slot, metrics) = (
+            logger.clone(),
+            lifecycle.clone(),
+            slot.clone(),
+            Arc::clone(&metrics),
+        );
         std::thread::Builder::new()
             .name("load".into())
             .spawn(move || {
-                let (feeds, generation) = build_feeds(&valid.data, valid.limits, &logger);
+                let (feeds, generation) = build_feeds(&valid.data, valid.limits, recorder, &logger);
                 let table = feeds.storage().table();
                 let (users, items, bytes) = (table.users(), table.total_items(), table.bytes());
+                metrics.set_data(DataInfo {
+                    users: u64::from(users),
+                    items: items as u64,
+                    bytes: bytes as u64,
+                    generation_seconds: generation.as_secs_f64(),
+                });
                 // The slot is set once, here; set it before saying "ready".
                 if slot.set(feeds).is_ok() {
                     lifecycle.mark_loaded();
                 }
                 info!(logger, "feed-server ready";
                     "users" => users, "items" => items, "feed_bytes" => bytes,
-                    "generation_ms" => generation.as_millis(), "listen" => %addr, "workers" => workers);
+                    "generation_ms" => generation.as_millis(), "listen" => %addr,
+                    "admin" => %admin_addr, "workers" => workers);
             })?
     };
 
     let delay = Duration::from_millis(settings.server.shutdown_delay_ms);
     actix_web::rt::System::new().block_on(async {
-        let server = server.listen(listener)?.run();
-        let handle = server.handle();
+        let public = public.listen(listeners.public)?.run();
+        let admin_server = admin_server.listen(listeners.admin)?.run();
+        let (handle, admin_handle) = (public.handle(), admin_server.handle());
         let drain_logger = logger.clone();
         let drain_lifecycle = lifecycle.clone();
         actix_web::rt::spawn(async move {
@@ -165,6 +215,16 @@ pub fn run(
                     handle.stop(false).await;
                 }
             }
+            admin_handle.stop(true).await;
+        });
+        let sampler_guard = guard.clone();
+        actix_web::rt::spawn(async move {
+            let mut sampler = Sampler::new(metrics, sampler_guard);
+            let mut every = tokio::time::interval(SAMPLE_EVERY);
+            loop {
+                every.tick().await;
+                snapshots.send_replace(sampler.sample());
+            }
         });
         if guard.rate_limiter().is_some() {
             let guard = guard.clone();
@@ -176,7 +236,8 @@ pub fn run(
                 }
             });
         }
-        server.await
+        let (public, admin) = tokio::join!(public, admin_server);
+        public.and(admin)
     })?;
     if !loader.is_finished() {
         warn!(logger, "stopped before the feeds finished loading");

@@ -29,14 +29,19 @@ fn main() -> ExitCode {
     };
     let (logger, _flush_on_exit) = feed_server::logging::logger(&settings.log);
 
-    let listener = match feed_server::bind(&settings.server.host, settings.server.port) {
-        Ok(listener) => listener,
-        Err(e) => {
-            error!(logger, "cannot listen"; "host" => &settings.server.host, "port" => settings.server.port, "error" => %e);
-            return ExitCode::FAILURE;
-        }
+    let bind = |host: &str, port| {
+        feed_server::bind(host, port).map_err(|e| {
+            error!(logger, "cannot listen"; "host" => host, "port" => port, "error" => %e);
+        })
     };
-    match feed_server::run(&settings, valid, listener, &logger) {
+    let (Ok(public), Ok(admin)) = (
+        bind(&settings.server.host, settings.server.port),
+        bind(&settings.admin.host, settings.admin.port),
+    ) else {
+        return ExitCode::FAILURE;
+    };
+    let listeners = feed_server::Listeners { public, admin };
+    match feed_server::run(&settings, valid, listeners, &logger) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(logger, "server failed"; "error" => %e);

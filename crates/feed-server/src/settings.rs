@@ -14,7 +14,7 @@ pub const ENV_PREFIX: &str = "FEED";
 const ENV_SEPARATOR: &str = "__";
 
 /// The configuration, every key present (the file holds them all).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// `[server]`
@@ -25,8 +25,22 @@ pub struct Settings {
     pub data: DataSettings,
     /// `[limits]`
     pub limits: LimitSettings,
+    /// `[admin]`
+    pub admin: AdminSettings,
     /// `[log]`
     pub log: LogSettings,
+}
+
+/// `[admin]`: the admin listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Address of the admin listener.
+    pub host: String,
+    /// Port of the admin listener (0: any free port).
+    pub port: u16,
+    /// Record request metrics.
+    pub metrics: bool,
 }
 
 /// `[limits]`: protection against overload and hostile clients.
@@ -92,13 +106,15 @@ pub struct DataSettings {
 }
 
 /// `[log]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// The least severe level written.
     pub level: LogLevel,
     /// Line format.
     pub format: LogFormat,
+    /// Share of successful requests written to the access log (0 to 1).
+    pub access_sample: f64,
 }
 
 /// Log levels, most severe first.
@@ -231,6 +247,15 @@ impl Settings {
             .map_err(|e| invalid("data.users", e.to_string()))?;
         if self.server.host.trim().is_empty() {
             return Err(invalid("server.host", "must not be empty".into()));
+        }
+        if !(0.0..=1.0).contains(&self.log.access_sample) {
+            return Err(invalid(
+                "log.access_sample",
+                format!("{} is not between 0 and 1", self.log.access_sample),
+            ));
+        }
+        if self.admin.host.trim().is_empty() {
+            return Err(invalid("admin.host", "must not be empty".into()));
         }
         let lim = &self.limits;
         for (key, value) in [

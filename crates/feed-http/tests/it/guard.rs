@@ -18,7 +18,7 @@ fn loaded() -> (web::Data<OnceLock<super::Feeds>>, web::Data<Lifecycle>) {
 #[actix_rt::test]
 async fn over_the_rate_limit_is_429_with_retry_after() {
     let (slot, lifecycle) = loaded();
-    let guard = Guard::new(UNLIMITED, RateLimiter::new(1, 3), lifecycle);
+    let guard = Guard::new(UNLIMITED, lifecycle).with_rate_limiter(RateLimiter::new(1, 3));
     let app = guarded(slot, guard).await;
     let from = |ip: &str| {
         test::TestRequest::get()
@@ -62,7 +62,7 @@ async fn size_limits_answer_414_and_431() {
         max_url_bytes: 64,
         max_header_bytes: 256,
     };
-    let app = guarded(slot, Guard::new(limits, None, lifecycle)).await;
+    let app = guarded(slot, Guard::new(limits, lifecycle)).await;
     let long = format!("/feed/1?pad={}", "x".repeat(64));
     let (status, _, body, _) = call(&app, Method::GET, &long).await;
     assert_eq!(status, 414);
@@ -94,7 +94,7 @@ async fn requests_beyond_max_in_flight_are_shed() {
         max_in_flight: 2,
         ..UNLIMITED
     };
-    let guard = web::Data::new(Guard::new(limits, None, lifecycle.clone()));
+    let guard = web::Data::new(Guard::new(limits, lifecycle.clone()));
     // A route that holds its slot until the test releases it.
     let gate = web::Data::new(Semaphore::new(0));
     let app = test::init_service(

@@ -75,7 +75,8 @@ proptest! {
                 lifecycle.mark_loaded();
             }
             let limits = GuardLimits { max_in_flight: 8, max_url_bytes: 64, max_header_bytes: 512 };
-            let app = guarded(slot, Guard::new(limits, RateLimiter::new(1_000, 1_000), lifecycle)).await;
+            let guard = Guard::new(limits, lifecycle).with_rate_limiter(RateLimiter::new(1_000, 1_000));
+            let app = guarded(slot, guard).await;
             for (method, uri, headers) in requests {
                 let mut req = actix_test::TestRequest::default().method(method.clone()).uri(&uri);
                 for (name, value) in &headers {

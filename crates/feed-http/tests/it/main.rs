@@ -5,6 +5,7 @@ mod api;
 mod guard;
 mod health;
 mod hostile;
+mod openapi;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
@@ -50,7 +51,7 @@ async fn app(
     let lifecycle = web::Data::new(Lifecycle::loading());
     let slot = web::Data::new(OnceLock::from(service));
     lifecycle.mark_loaded();
-    guarded(slot, Guard::new(UNLIMITED, None, lifecycle)).await
+    guarded(slot, Guard::new(UNLIMITED, lifecycle)).await
 }
 
 /// The app over `slot` behind `guard`.

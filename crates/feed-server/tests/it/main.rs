@@ -1,9 +1,11 @@
 //! Tests of the `feed-server` crate: configuration, the real binary, and the
 //! architecture invariants of the whole workspace. One test binary.
 
+mod admin;
 mod architecture;
 mod binary;
 mod config;
+mod dashboard;
 mod lifecycle;
 mod protection;
 mod server;

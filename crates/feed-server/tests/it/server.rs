@@ -34,6 +34,7 @@ impl Server {
         let mut all = vec![
             ("FEED__SERVER__HOST", "127.0.0.1"),
             ("FEED__SERVER__PORT", "0"),
+            ("FEED__ADMIN__PORT", "0"),
             ("FEED__SERVER__WORKERS", "1"),
             ("FEED__LOG__FORMAT", "json"),
             ("FEED__DATA__USERS", "1000"),

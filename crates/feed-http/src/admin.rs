@@ -1,0 +1,183 @@
+//! The admin listener's app: metrics, live stats, the dashboard, the OpenAPI
+//! document and a CPU profiler. It runs on its own port (by default on
+//! loopback only), so the public port exposes the feed and health only.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{CacheControl, CacheDirective, ContentType};
+use actix_web::{App, HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::WatchStream;
+
+use crate::error::ApiError;
+use crate::parse;
+use crate::state::Lifecycle;
+use crate::stats::Snapshot;
+
+/// The dashboard: one self-contained page, no external resources.
+const DASHBOARD: &str = include_str!("../assets/dashboard.html");
+
+/// The OpenAPI 3 document of the public API.
+pub const OPENAPI: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../docs/openapi.json"
+));
+
+/// Longest CPU profile one request may ask for.
+const MAX_PROFILE_SECONDS: u32 = 60;
+
+/// What the admin endpoints read.
+#[derive(Debug)]
+pub struct Admin {
+    registry: Registry,
+    snapshots: watch::Receiver<Snapshot>,
+    lifecycle: web::Data<Lifecycle>,
+    profiling: AtomicBool,
+}
+
+impl Admin {
+    /// Admin endpoints over `registry` (for `/metrics`) and the snapshots a
+    /// [`crate::Sampler`] publishes (for `/stats` and `/events`).
+    pub fn new(
+        registry: Registry,
+        snapshots: watch::Receiver<Snapshot>,
+        lifecycle: web::Data<Lifecycle>,
+    ) -> Self {
+        Self {
+            registry,
+            snapshots,
+            lifecycle,
+            profiling: AtomicBool::new(false),
+        }
+    }
+}
+
+/// The admin app.
+///
+/// - `GET /metrics`: Prometheus (OpenMetrics) text;
+/// - `GET /stats`: the latest [`Snapshot`] as JSON;
+/// - `GET /events`: Server-Sent Events, one snapshot a second;
+/// - `GET /dashboard`: live charts of the snapshots;
+/// - `GET /openapi.json`: the public API's OpenAPI document;
+/// - `GET /debug/pprof/profile?seconds=N`: an N-second CPU profile as a
+///   flamegraph SVG (default 10, at most 60, one at a time).
+pub fn admin_app(
+    admin: web::Data<Admin>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(admin)
+        .route("/metrics", web::get().to(metrics))
+        .route("/stats", web::get().to(stats))
+        .route("/events", web::get().to(events))
+        .route("/dashboard", web::get().to(dashboard))
+        .route("/openapi.json", web::get().to(openapi))
+        .route("/debug/pprof/profile", web::get().to(profile))
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, _>(ApiError::NotFound)
+        }))
+}
+
+async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
+    match crate::metrics::Exposition::encode(&admin.registry) {
+        Ok(text) => HttpResponse::Ok()
+            .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(text),
+        Err(_) => HttpResponse::InternalServerError().finish(),
+    }
+}
+
+async fn stats(admin: web::Data<Admin>) -> HttpResponse {
+    let snapshot = admin.snapshots.borrow().clone();
+    HttpResponse::Ok()
+        .insert_header(CacheControl(vec![CacheDirective::NoCache]))
+        .json(snapshot)
+}
+
+/// One SSE message a snapshot, the current one first. The stream ends when
+/// the server starts draining, so that open dashboards never hold up a
+/// shutdown.
+async fn events(admin: web::Data<Admin>) -> HttpResponse {
+    let lifecycle = admin.lifecycle.clone();
+    let stream = WatchStream::new(admin.snapshots.clone())
+        .take_while(move |_| !lifecycle.is_draining())
+        .map(|snapshot| {
+            let json = serde_json::to_string(&snapshot).unwrap_or_else(|_| "{}".into());
+            Ok::<_, Infallible>(Bytes::from(format!("data: {json}\n\n")))
+        });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(CacheControl(vec![CacheDirective::NoCache]))
+        .streaming(stream)
+}
+
+async fn dashboard() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(ContentType::html())
+        .body(DASHBOARD)
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(ContentType::json())
+        .body(OPENAPI)
+}
+
+/// Clears the "profiling" flag however the request ends.
+struct Profiling<'a>(&'a AtomicBool);
+
+impl Drop for Profiling<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+async fn profile(req: HttpRequest, admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
+    let seconds = match parse::query_u32(req.query_string(), "seconds") {
+        Ok(None) => 10,
+        Ok(Some(n)) if (1..=MAX_PROFILE_SECONDS).contains(&n) => n,
+        _ => return Err(ApiError::InvalidSeconds(MAX_PROFILE_SECONDS)),
+    };
+    if admin.profiling.swap(true, Ordering::AcqRel) {
+        return Err(ApiError::Busy);
+    }
+    let _profiling = Profiling(&admin.profiling);
+    let profiler = pprof::ProfilerGuardBuilder::default()
+        .frequency(99)
+        .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+        .build()
+        .map_err(|_| ApiError::ProfilerUnavailable)?;
+    actix_web::rt::time::sleep(Duration::from_secs(u64::from(seconds))).await;
+    let report = profiler
+        .report()
+        .build()
+        .map_err(|_| ApiError::ProfilerUnavailable)?;
+    let mut svg = Vec::new();
+    if !report.data.is_empty() {
+        report
+            .flamegraph(&mut svg)
+            .map_err(|_| ApiError::ProfilerUnavailable)?;
+    }
+    if svg.is_empty() {
+        // An idle server gives no samples, and no flamegraph: say so in an SVG.
+        svg = format!(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="640" height="40"><text x="10" y="25">no CPU samples in {seconds} s: the server was idle</text></svg>"#
+        )
+        .into_bytes();
+    }
+    Ok(HttpResponse::Ok().content_type("image/svg+xml").body(svg))
+}

@@ -1,0 +1,194 @@
+//! [`Snapshot`]: the once-a-second picture of the server that `/stats`,
+//! `/events` and the dashboard show, and [`Sampler`], which takes it.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use actix_web::web;
+use serde::Serialize;
+
+use crate::guard::Guard;
+use crate::metrics::{Metrics, Totals};
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+/// Items served per second, by source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Items {
+    /// From users' personal feeds.
+    pub personal: f64,
+    /// Random fill.
+    pub random: f64,
+}
+
+/// One second of the server, as JSON. Rates are over the last sampling
+/// interval; totals are since start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// Unix time of the sample, in milliseconds.
+    pub ts_ms: u64,
+    /// Seconds since start.
+    pub uptime_s: f64,
+    /// Loaded and not draining.
+    pub ready: bool,
+    /// Requests answered per second, all routes.
+    pub rps: f64,
+    /// Latency of the requests answered in the interval.
+    pub latency_ms: Latency,
+    /// 4xx and 5xx answers per second.
+    pub errors_per_s: f64,
+    /// Requests shed per second.
+    pub shed_per_s: f64,
+    /// Requests refused by the rate limit per second.
+    pub rate_limited_per_s: f64,
+    /// Share of feed answers that needed random items (0 to 1).
+    pub random_fill_share: f64,
+    /// Users who were served their last personal item, since start.
+    pub exhausted_users: u64,
+    /// Items served per second.
+    pub items_per_s: Items,
+    /// Resident memory of the process.
+    pub memory_bytes: u64,
+    /// Requests being handled now.
+    pub in_flight: u64,
+}
+
+/// Takes [`Snapshot`]s: each call compares the counters with the previous
+/// call's.
+#[derive(Debug)]
+pub struct Sampler {
+    metrics: Arc<Metrics>,
+    guard: web::Data<Guard>,
+    started: Instant,
+    previous: Option<(Instant, Totals, u64, u64)>,
+}
+
+impl Sampler {
+    /// A sampler over these counters.
+    pub fn new(metrics: Arc<Metrics>, guard: web::Data<Guard>) -> Self {
+        Self {
+            metrics,
+            guard,
+            started: Instant::now(),
+            previous: None,
+        }
+    }
+
+    /// The picture now, with rates since the previous call (zero on the first).
+    pub fn sample(&mut self) -> Snapshot {
+        let now = Instant::now();
+        let totals = self.metrics.totals();
+        let counts = self.guard.counts();
+        let (shed, limited) = (counts.shed(), counts.rate_limited());
+        let mut snapshot = Snapshot {
+            ts_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0)),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            ready: self.guard.lifecycle().is_ready(),
+            exhausted_users: totals.exhausted,
+            memory_bytes: resident_bytes(),
+            in_flight: self.guard.in_flight() as u64,
+            ..Snapshot::default()
+        };
+        if let Some((then, before, shed_before, limited_before)) = &self.previous {
+            let seconds = now.duration_since(*then).as_secs_f64().max(1e-3);
+            let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / seconds;
+            snapshot.rps = rate(totals.all_requests, before.all_requests);
+            snapshot.errors_per_s = rate(totals.error_responses, before.error_responses);
+            snapshot.shed_per_s = rate(shed, *shed_before);
+            snapshot.rate_limited_per_s = rate(limited, *limited_before);
+            snapshot.items_per_s = Items {
+                personal: rate(totals.items_personal, before.items_personal),
+                random: rate(totals.items_random, before.items_random),
+            };
+            let answers = totals.feed_answers.saturating_sub(before.feed_answers);
+            if answers > 0 {
+                let fills = totals.random_fills.saturating_sub(before.random_fills);
+                snapshot.random_fill_share = fills as f64 / answers as f64;
+            }
+            let mut window = totals.latency;
+            for (bucket, old) in window.iter_mut().zip(before.latency) {
+                *bucket = bucket.saturating_sub(old);
+            }
+            let ms = |q| Totals::latency_quantile(&window, q).map_or(0.0, |s| s * 1e3);
+            snapshot.latency_ms = Latency {
+                p50: ms(0.5),
+                p99: ms(0.99),
+            };
+        }
+        self.previous = Some((now, totals, shed, limited));
+        snapshot
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (0 where there is none).
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::guard::GuardLimits;
+    use crate::metrics::Route;
+    use crate::state::Lifecycle;
+
+    #[test]
+    fn rates_come_from_the_difference_between_samples() {
+        let metrics = Arc::new(Metrics::new(true));
+        let limits = GuardLimits {
+            max_in_flight: 0,
+            max_url_bytes: 0,
+            max_header_bytes: 0,
+        };
+        let guard = web::Data::new(
+            Guard::new(limits, web::Data::new(Lifecycle::loading()))
+                .with_metrics(Arc::clone(&metrics)),
+        );
+        let mut sampler = Sampler::new(Arc::clone(&metrics), guard);
+        let first = sampler.sample();
+        assert_eq!(first.rps, 0.0);
+        assert!(first.memory_bytes > 0);
+        assert!(!first.ready);
+
+        for _ in 0..100 {
+            metrics.record_request(Route::Feed, 200, Duration::from_micros(100));
+        }
+        metrics.record_request(Route::Feed, 400, Duration::from_micros(100));
+        for _ in 0..10 {
+            metrics.record_feed(10, 0, false);
+        }
+        metrics.record_feed(5, 5, true);
+        std::thread::sleep(Duration::from_millis(100));
+        let second = sampler.sample();
+        assert!(second.rps > 0.0);
+        assert!((second.errors_per_s / second.rps - 1.0 / 101.0).abs() < 1e-9);
+        assert!((second.random_fill_share - 1.0 / 11.0).abs() < 1e-9);
+        assert_eq!(second.exhausted_users, 1);
+        assert!(second.latency_ms.p50 > 0.075 && second.latency_ms.p50 <= 0.1);
+        let json = serde_json::to_value(&second).unwrap();
+        for key in [
+            "ts_ms",
+            "rps",
+            "latency_ms",
+            "items_per_s",
+            "memory_bytes",
+            "in_flight",
+        ] {
+            assert!(json.get(key).is_some(), "{key}");
+        }
+    }
+}

@@ -26,3 +26,8 @@ micro:
 # What CI runs.
 ci:
     bash .ci/run
+
+# Load test of feed-server against the constant-response floor (docs/BENCHMARKS.md).
+# `just bench` is the full 5M x 200 run; `just bench --smoke` the quick check.
+bench *args:
+    bash benchmark/run.sh {{args}}

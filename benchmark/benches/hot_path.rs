@@ -21,7 +21,8 @@
 //!   call), to check the claim in `feed-memory`'s `random.rs` that the scan
 //!   is faster at these sizes.
 //! - `encode_items`: the hand-written encoder against `serde_json::to_vec`
-//!   for 10 and 200 items.
+//!   for 10 and 200 items, and both written into a `Vec<u8>` then turned
+//!   into the `Bytes` that actix-web sends.
 //! - `next_feed`: the whole `FeedService::next_feed` over the in-memory
 //!   adapters (personal, exhausted with a random fill, unknown user), and
 //!   `next_feed` followed by `encode_items`: everything a request does
@@ -40,6 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use actix_web::web::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use feed_domain::{
     ErrorRecorder, FeedError, FeedService, FeedStorage, ItemId, RandomFeed, RandomFillError,
@@ -283,6 +285,21 @@ fn random_fill(c: &mut Criterion) {
     group.finish();
 }
 
+/// `encode_items`' algorithm writing into a `Vec<u8>` instead of a `BytesMut`.
+fn itoa_vec(items: &[ItemId]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(feed_http::encoded_len_hint(items.len()));
+    let mut digits = itoa::Buffer::new();
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(digits.format(item.get()).as_bytes());
+    }
+    out.push(b']');
+    out
+}
+
 fn encode(c: &mut Criterion) {
     let mut rng = fastrand::Rng::with_seed(1);
     let mut group = c.benchmark_group("encode_items");
@@ -296,6 +313,21 @@ fn encode(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("serde_json", n), &ids, |b, ids| {
             b.iter(|| serde_json::to_vec(black_box(ids)).expect("u32s serialize"));
         });
+        // What actix-web needs is `Bytes`: the same two, made into `Bytes`.
+        group.bench_with_input(
+            BenchmarkId::new("itoa_vec_to_bytes", n),
+            &items,
+            |b, items| {
+                b.iter(|| Bytes::from(itoa_vec(black_box(items))));
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("serde_json_to_bytes", n),
+            &ids,
+            |b, ids| {
+                b.iter(|| Bytes::from(serde_json::to_vec(black_box(ids)).expect("u32s serialize")));
+            },
+        );
     }
     group.finish();
 }

@@ -48,8 +48,8 @@ an option wins over the variable; the defaults of --smoke in parentheses):
   --mixed-unknown PCT  mixed workload: % of unknown users [BENCH_MIXED_UNKNOWN] 5
   --mixed-hot PCT      mixed workload: % of requests on hot users [BENCH_MIXED_HOT] 10
   --mixed-hot-users N  mixed workload: hot users [BENCH_MIXED_HOT_USERS] 100
-  --port P             feed-server port [BENCH_PORT] 18080
-  --floor-port P       feed-floor port [BENCH_FLOOR_PORT] 18081
+  --port P             feed-server port, or the next free one [BENCH_PORT] 18080
+  --floor-port P       feed-floor port, or the next free one [BENCH_FLOOR_PORT] 18081
   --ready-timeout S    limit for the server to become ready [BENCH_READY_TIMEOUT] 300
   --out DIR            where results go [BENCH_OUT] benchmark/results
   --no-build           use the release binaries already built
@@ -264,9 +264,18 @@ if ! command -v oha >/dev/null; then
     cargo install oha --locked >&2
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
-for p in "$port" "$floor_port"; do
-    listening "$p" && die "port $p on 127.0.0.1 is in use (choose --port / --floor-port)"
-done
+# The first free port at or above the one asked for, so that a server left
+# running on the default does not stop the run.
+free_port_from() {
+    local p=$1 avoid=${2:-0}
+    while listening "$p" || ((p == avoid)); do
+        ((p < $1 + 100)) || die "no free port in $1..$(($1 + 100)) on 127.0.0.1"
+        p=$((p + 1))
+    done
+    echo "$p"
+}
+port=$(free_port_from "$port")
+floor_port=$(free_port_from "$floor_port" "$port")
 
 if ((build)); then
     log "== cargo build --release --locked -p feed-server -p feed-bench --bins"
@@ -285,6 +294,8 @@ result=$out_dir/$mode-$stamp.json
 log "== $mode run: $users users x $feed_len, $effective_workers workers, wrk -t$threads -c$connections -d${duration}s, $rounds round(s)"
 
 # ---------------------------------------------------------------- feed-server
+# The admin listener (metrics, profiler) takes any free loopback port, so
+# that a server already running on the default one does not stop the run.
 log "== starting feed-server on 127.0.0.1:$port"
 feed_url=http://127.0.0.1:$port
 : >"$tmp/feed.log"
@@ -292,6 +303,7 @@ start_ns=$(now_ns)
 FEED__SERVER__HOST=127.0.0.1 FEED__SERVER__PORT=$port FEED__SERVER__WORKERS=$workers \
     FEED__DATA__USERS=$users FEED__DATA__FEED_LEN=$feed_len FEED__DATA__CATALOG_SIZE=$catalog \
     FEED__API__DEFAULT_SIZE=10 FEED__API__MAX_SIZE=$max_size FEED__LOG__FORMAT=json \
+    FEED__ADMIN__PORT=0 \
     "$bin/feed-server" --config config/default.toml >"$tmp/feed.log" 2>&1 &
 feed_pid=$!
 pids+=("$feed_pid")

@@ -296,7 +296,7 @@ pub async fn check(
         info!(guard.logger, "error response";
             "request_id" => id.to_str().unwrap_or(""), "status" => status.as_u16(),
             "method" => %req.method(), "path" => req.path(),
-            "user_id" => req.match_info().get("user_id").unwrap_or(""),
+            "user_id" => req.path().strip_prefix("/feed/").unwrap_or(""),
             "cause" => cause.as_deref().unwrap_or(""));
     } else if guard.access_sample > 0.0 && fastrand::f64() < guard.access_sample {
         let req = response.request();

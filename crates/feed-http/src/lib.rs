@@ -35,7 +35,7 @@ mod state;
 mod stats;
 
 pub use admin::{Admin, OPENAPI, admin_app};
-pub use encode::{encode_items, encoded_len_hint};
+pub use encode::{encode_items, encoded_len_hint, write_items};
 pub use error::ApiError;
 pub use guard::{Guard, GuardCounts, GuardLimits};
 pub use metrics::{DataInfo, Exposition, Metrics};

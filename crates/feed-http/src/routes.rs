@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::ContentType;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpResponse, ResponseError, web};
@@ -72,18 +73,12 @@ pub fn configure<S, R, E>(
     R: RandomFeed,
     E: ErrorRecorder,
 {
+    // One prefix scope for everything under /feed: its handler splits the
+    // rest of the path itself. A `/feed/{user_id}` resource would match with
+    // a regular expression, which a profile showed at 8% of the server's CPU.
     cfg.app_data(feeds)
         .app_data(lifecycle)
-        .service(
-            web::resource("/feed/{user_id}")
-                .route(web::get().to(next_feed::<S, R, E>))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource(["/feed", "/feed/"])
-                .route(web::get().to(missing_user_id))
-                .default_service(web::to(method_not_allowed)),
-        )
+        .service(web::scope("/feed").default_service(web::to(feed_route::<S, R, E>)))
         .service(
             web::resource("/livez")
                 .route(web::get().to(livez))
@@ -97,7 +92,10 @@ pub fn configure<S, R, E>(
         .default_service(web::to(not_found));
 }
 
-async fn next_feed<S, R, E>(
+/// Everything under `/feed`: `GET /feed/{user_id}` serves, `/feed` and
+/// `/feed/` lack an id (400), deeper paths do not exist (404), other methods
+/// are not allowed (405).
+async fn feed_route<S, R, E>(
     req: HttpRequest,
     feeds: web::Data<FeedSlot<S, R, E>>,
 ) -> Result<HttpResponse, ApiError>
@@ -106,7 +104,18 @@ where
     R: RandomFeed,
     E: ErrorRecorder,
 {
-    let user = parse::user_id(req.match_info().query("user_id"))?;
+    if req.method() != Method::GET {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    // The percent-decoded path after "/feed".
+    let raw = match req.match_info().unprocessed() {
+        "" | "/" => return Err(ApiError::InvalidUserId),
+        rest => match rest.strip_prefix('/') {
+            Some(id) if !id.contains('/') => id,
+            _ => return Err(ApiError::NotFound),
+        },
+    };
+    let user = parse::user_id(raw)?;
     let service = feeds.get().ok_or(ApiError::Loading)?;
     let size = parse::size(req.query_string(), service.limits())?;
     let body = ITEMS.with_borrow_mut(|items| {
@@ -141,10 +150,6 @@ async fn readyz(lifecycle: web::Data<Lifecycle>) -> HttpResponse {
     HttpResponse::ServiceUnavailable()
         .insert_header(("retry-after", "1"))
         .json(Status { status })
-}
-
-async fn missing_user_id() -> HttpResponse {
-    ApiError::InvalidUserId.error_response()
 }
 
 async fn method_not_allowed() -> HttpResponse {

@@ -43,8 +43,9 @@ const WAIT: Duration = Duration::from_secs(10);
 const HARD_LIMIT: Duration = Duration::from_secs(30);
 /// The longest wait for one DevTools answer.
 const CALL_LIMIT: Duration = Duration::from_secs(10);
-/// The charts are the five of the brief (requests, latency, errors, random
-/// fill with items, memory); the page may split one into two.
+/// The dashboard's five charts: requests, latency, errors (with shed and
+/// rate-limited), random fill with items served, memory. The page draws the
+/// fourth as two.
 const MIN_CHARTS: usize = 5;
 
 /// What the page shows, read from its DOM: milliseconds since navigation,

@@ -65,7 +65,7 @@ fn metrics_count_what_was_served() {
     assert_eq!(value("feed_data_users"), 1000.0);
     assert_eq!(value("feed_data_bytes"), 800_000.0);
     assert!(value("feed_http_request_duration_seconds_count") >= 7.0);
-    assert!(text.contains(r#"feed_http_request_duration_seconds_bucket{le="0.0001"}"#));
+    assert!(text.contains(r#"feed_http_request_duration_seconds_bucket{le="0.000001"}"#));
     assert!(text.contains("feed_shed_requests_total 0"));
     assert!(text.contains("feed_build_info{version="));
     assert!(text.ends_with("# EOF\n"));

@@ -285,19 +285,12 @@ fn random_fill(c: &mut Criterion) {
     group.finish();
 }
 
-/// The same itoa loop into a fresh `Vec<u8>` per call (the encoder before it
+/// The same itoa loop (`feed_http::write_items`) into a fresh `Vec<u8>` per
+/// call (the encoder before it
 /// reused a per-thread buffer and copied out exactly the body).
 fn itoa_vec(items: &[ItemId]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(feed_http::encoded_len_hint(items.len()));
-    let mut digits = itoa::Buffer::new();
-    out.push(b'[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(digits.format(item.get()).as_bytes());
-    }
-    out.push(b']');
+    let mut out = Vec::new();
+    feed_http::write_items(items, &mut out);
     out
 }
 

@@ -285,9 +285,9 @@ fn random_fill(c: &mut Criterion) {
     group.finish();
 }
 
-/// The same itoa loop (`feed_http::write_items`) into a fresh `Vec<u8>` per
-/// call (the encoder before it
-/// reused a per-thread buffer and copied out exactly the body).
+/// The encoder's loop (`feed_http::write_items`) into a fresh `Vec<u8>` per
+/// call, where `encode_items` reuses a per-thread buffer and copies out
+/// exactly the body.
 fn itoa_vec(items: &[ItemId]) -> Vec<u8> {
     let mut out = Vec::new();
     feed_http::write_items(items, &mut out);

@@ -107,8 +107,8 @@ impl FeedTable {
         let feed_len = spec.feed_len as usize;
         // Zeroed memory comes straight from the kernel, untouched: the threads
         // fault the pages in as they write them, in parallel.
-        let mut items = vec![0u32; spec.users as usize * feed_len].into_boxed_slice();
-        let blocks = Mutex::new(items.chunks_mut(BLOCK_USERS * feed_len).enumerate());
+        let mut table = Self::zeroed(spec.users as usize, feed_len);
+        let blocks = Mutex::new(table.ids_mut().chunks_mut(BLOCK_USERS * feed_len).enumerate());
         std::thread::scope(|scope| {
             for _ in 0..threads.max(1) {
                 scope.spawn(|| {
@@ -130,7 +130,7 @@ impl FeedTable {
                 });
             }
         });
-        Self::from_parts(items, feed_len)
+        table
     }
 }
 

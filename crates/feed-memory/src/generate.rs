@@ -108,7 +108,12 @@ impl FeedTable {
         // Zeroed memory comes straight from the kernel, untouched: the threads
         // fault the pages in as they write them, in parallel.
         let mut table = Self::zeroed(spec.users as usize, feed_len);
-        let blocks = Mutex::new(table.ids_mut().chunks_mut(BLOCK_USERS * feed_len).enumerate());
+        let blocks = Mutex::new(
+            table
+                .ids_mut()
+                .chunks_mut(BLOCK_USERS * feed_len)
+                .enumerate(),
+        );
         std::thread::scope(|scope| {
             for _ in 0..threads.max(1) {
                 scope.spawn(|| {

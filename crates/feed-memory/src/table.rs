@@ -118,7 +118,10 @@ impl FeedTable {
                 });
             }
         }
-        Ok(Self::from_parts(Block::Heap(items.into_boxed_slice()), feed_len))
+        Ok(Self::from_parts(
+            Block::Heap(items.into_boxed_slice()),
+            feed_len,
+        ))
     }
 
     /// A zeroed table for `users` feeds of `feed_len`, for the generator to

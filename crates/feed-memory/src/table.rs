@@ -65,6 +65,13 @@ impl PartialEq for FeedTable {
 
 impl Eq for FeedTable {}
 
+impl Clone for FeedTable {
+    /// A copy on the heap (a mapping is not copied as a mapping).
+    fn clone(&self) -> Self {
+        Self::from_parts(Block::Heap(self.items.ids().into()), self.feed_len)
+    }
+}
+
 /// A block of ids that is not a valid table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TableError {

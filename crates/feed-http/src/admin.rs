@@ -1,15 +1,26 @@
 //! The admin listener's app: metrics, live stats, the dashboard, the OpenAPI
-//! document and a CPU profiler. It runs on its own port (by default on
-//! loopback only), so the public port exposes the feed and health only.
+//! document and, with the `profiler` feature, a CPU profiler. It runs on its
+//! own port (by default on loopback only), so the public port exposes the
+//! feed and health only.
+//!
+//! The profiler is off by default: a sampling profiler interrupts every
+//! thread with a signal and walks its stack inside the handler, and pprof's
+//! default unwinder (libgcc's) is not async-signal-safe, a known deadlock
+//! and crash class. With the feature, pprof walks frame pointers instead,
+//! which only reads the stack; build with `-C force-frame-pointers=yes` for
+//! whole stacks (docs/PROFILING.md). The flamegraph is built on a blocking
+//! thread, so `/metrics` on the single admin worker never waits for it.
 
 use std::convert::Infallible;
+#[cfg(feature = "profiler")]
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
+#[cfg(feature = "profiler")]
+use actix_web::HttpRequest;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{CacheControl, CacheDirective, ContentType};
-use actix_web::{App, HttpRequest, HttpResponse, web};
+use actix_web::{App, HttpResponse, web};
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -17,7 +28,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::WatchStream;
 
 use crate::error::ApiError;
-use crate::parse;
+use crate::exposition::Exposition;
 use crate::state::Lifecycle;
 use crate::stats::Snapshot;
 
@@ -31,6 +42,7 @@ pub const OPENAPI: &str = include_str!(concat!(
 ));
 
 /// Longest CPU profile one request may ask for.
+#[cfg(feature = "profiler")]
 const MAX_PROFILE_SECONDS: u32 = 60;
 
 /// What the admin endpoints read.
@@ -39,6 +51,7 @@ pub struct Admin {
     registry: Registry,
     snapshots: watch::Receiver<Snapshot>,
     lifecycle: web::Data<Lifecycle>,
+    #[cfg(feature = "profiler")]
     profiling: AtomicBool,
 }
 
@@ -54,6 +67,7 @@ impl Admin {
             registry,
             snapshots,
             lifecycle,
+            #[cfg(feature = "profiler")]
             profiling: AtomicBool::new(false),
         }
     }
@@ -67,7 +81,8 @@ impl Admin {
 /// - `GET /dashboard`: live charts of the snapshots;
 /// - `GET /openapi.json`: the public API's OpenAPI document;
 /// - `GET /debug/pprof/profile?seconds=N`: an N-second CPU profile as a
-///   flamegraph SVG (default 10, at most 60, one at a time).
+///   flamegraph SVG (default 10, at most 60, one at a time); 404 with a JSON
+///   error when built without the `profiler` feature.
 pub fn admin_app(
     admin: web::Data<Admin>,
 ) -> App<
@@ -93,7 +108,7 @@ pub fn admin_app(
 }
 
 async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
-    match crate::metrics::Exposition::encode(&admin.registry) {
+    match Exposition::encode(&admin.registry) {
         Ok(text) => HttpResponse::Ok()
             .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
             .body(text),
@@ -137,17 +152,25 @@ async fn openapi() -> HttpResponse {
         .body(OPENAPI)
 }
 
+#[cfg(not(feature = "profiler"))]
+async fn profile() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::ProfilerNotBuilt)
+}
+
 /// Clears the "profiling" flag however the request ends.
+#[cfg(feature = "profiler")]
 struct Profiling<'a>(&'a AtomicBool);
 
+#[cfg(feature = "profiler")]
 impl Drop for Profiling<'_> {
     fn drop(&mut self) {
         self.0.store(false, Ordering::Release);
     }
 }
 
+#[cfg(feature = "profiler")]
 async fn profile(req: HttpRequest, admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
-    let seconds = match parse::query_u32(req.query_string(), "seconds") {
+    let seconds = match crate::parse::query_u32(req.query_string(), "seconds") {
         Ok(None) => 10,
         Ok(Some(n)) if (1..=MAX_PROFILE_SECONDS).contains(&n) => n,
         _ => return Err(ApiError::InvalidSeconds(MAX_PROFILE_SECONDS)),
@@ -161,7 +184,17 @@ async fn profile(req: HttpRequest, admin: web::Data<Admin>) -> Result<HttpRespon
         .blocklist(&["libc", "libgcc", "pthread", "vdso"])
         .build()
         .map_err(|_| ApiError::ProfilerUnavailable)?;
-    actix_web::rt::time::sleep(Duration::from_secs(u64::from(seconds))).await;
+    actix_web::rt::time::sleep(std::time::Duration::from_secs(u64::from(seconds))).await;
+    // Resolving symbols and drawing the flamegraph takes a while: off the
+    // admin worker, so that scrapes go on meanwhile.
+    let svg = web::block(move || flamegraph(&profiler, seconds))
+        .await
+        .map_err(|_| ApiError::ProfilerUnavailable)??;
+    Ok(HttpResponse::Ok().content_type("image/svg+xml").body(svg))
+}
+
+#[cfg(feature = "profiler")]
+fn flamegraph(profiler: &pprof::ProfilerGuard<'_>, seconds: u32) -> Result<Vec<u8>, ApiError> {
     let report = profiler
         .report()
         .build()
@@ -179,5 +212,5 @@ async fn profile(req: HttpRequest, admin: web::Data<Admin>) -> Result<HttpRespon
         )
         .into_bytes();
     }
-    Ok(HttpResponse::Ok().content_type("image/svg+xml").body(svg))
+    Ok(svg)
 }

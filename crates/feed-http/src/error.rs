@@ -10,7 +10,7 @@ use serde::Serialize;
 /// `{"error": "..."}` naming what was wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
-    /// The `user_id` path segment is not a decimal `u32`.
+    /// The `user_id` path segment is not a decimal user id.
     #[error("invalid user_id: expected a decimal integer from 0 to 4294967295")]
     InvalidUserId,
     /// The `size` query parameter is not acceptable under these limits.
@@ -47,6 +47,9 @@ pub enum ApiError {
     /// Another profile is being taken.
     #[error("a profile is already being taken, try again when it is done")]
     Busy,
+    /// The server was built without the CPU profiler.
+    #[error("the CPU profiler is not built in: build feed-server with --features profiler")]
+    ProfilerNotBuilt,
     /// The CPU profiler could not run.
     #[error("the CPU profiler is not available")]
     ProfilerUnavailable,
@@ -82,7 +85,7 @@ impl ResponseError for ApiError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::ProfilerNotBuilt => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }

@@ -6,41 +6,48 @@
 //! which writes the item array by hand with `itoa` instead of going through
 //! serde for every item.
 //!
-//! [`Guard`] is the middleware in front of every route: size limits, a
-//! per-client rate limit ([`RateLimiter`]) and load shedding. [`Lifecycle`]
-//! tells the health endpoints and the guard whether the server is loading,
+//! [`Route`] is the one table of the public routes. [`RequestGate`] is the
+//! middleware in front of every route: size limits, a per-client rate limit
+//! ([`RateLimiter`]) and load shedding, request ids, counting into
+//! [`Counters`] and error logging within a [`LogBudget`]. [`Lifecycle`]
+//! tells the health endpoints and the gate whether the server is loading,
 //! serving or draining.
 //!
 //! The admin listener's app ([`admin_app`]) serves Prometheus metrics
-//! ([`Metrics`], exposed through `prometheus-client`), live stats
-//! ([`Snapshot`], taken by a [`Sampler`]) as JSON and Server-Sent Events, a
-//! self-contained dashboard page, the OpenAPI document and a CPU profiler.
-//!
-//! It also holds [`LogRecorder`], the [`feed_domain::ErrorRecorder`] that
-//! counts feed errors by kind and logs each with the user id.
+//! ([`Exposition`] of the [`Counters`], through `prometheus-client`), live
+//! stats ([`Snapshot`], taken by a [`Sampler`]) as JSON and Server-Sent
+//! Events, a self-contained dashboard page, the OpenAPI document and, when
+//! built with the `profiler` feature, a CPU profiler.
 //!
 //! It knows the domain's types and ports, never a concrete adapter: the
 //! binary chooses those.
 
 mod admin;
+mod counters;
 mod encode;
 mod error;
-pub mod guard;
-pub mod metrics;
+mod exposition;
+mod gate;
+mod log_budget;
 pub mod parse;
 mod rate;
-mod recorder;
+mod route;
 mod routes;
 mod state;
 mod stats;
 
 pub use admin::{Admin, OPENAPI, admin_app};
+pub use counters::{Counters, DataInfo, FeedErrorKind, LATENCY_BOUNDS, Refusal, Totals};
 pub use encode::{encode_items, encoded_len_hint, write_items};
 pub use error::ApiError;
-pub use guard::{Guard, GuardCounts, GuardLimits};
-pub use metrics::{DataInfo, Exposition, Metrics};
+pub use exposition::Exposition;
+pub use gate::{
+    GateFuture, GateMiddleware, GateService, PARSER_HEAD_LIMIT, REQUEST_ID, RequestGate,
+    RequestGateBuilder, RequestLimits,
+};
+pub use log_budget::LogBudget;
 pub use rate::RateLimiter;
-pub use recorder::{FeedErrorCounts, LogRecorder};
+pub use route::Route;
 pub use routes::{FeedSlot, app, configure};
 pub use state::Lifecycle;
 pub use stats::{Sampler, Snapshot};

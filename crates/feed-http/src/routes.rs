@@ -7,15 +7,15 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::ContentType;
-use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpResponse, ResponseError, web};
 use feed_domain::{ErrorRecorder, FeedService, FeedStorage, ItemId, RandomFeed};
 use serde::Serialize;
 
 use crate::encode::encode_items;
 use crate::error::ApiError;
-use crate::guard::{self, Guard};
+use crate::gate::RequestGate;
 use crate::parse;
+use crate::route::Route;
 use crate::state::Lifecycle;
 
 thread_local! {
@@ -27,11 +27,11 @@ thread_local! {
 /// The feed service, once the data is loaded.
 pub type FeedSlot<S, R, E> = OnceLock<FeedService<S, R, E>>;
 
-/// The whole public app: the [`Guard`] middleware around [`configure`]'s
-/// routes. The server runs exactly this, and so do the tests.
+/// The whole public app: the [`RequestGate`] middleware around
+/// [`configure`]'s routes. The server runs exactly this, and so do the tests.
 pub fn app<S, R, E>(
     feeds: web::Data<FeedSlot<S, R, E>>,
-    guard: web::Data<Guard>,
+    gate: RequestGate,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -46,14 +46,15 @@ where
     R: RandomFeed,
     E: ErrorRecorder,
 {
-    let lifecycle = guard.lifecycle().clone();
+    let lifecycle = gate.lifecycle().clone();
     App::new()
-        .app_data(guard)
-        .wrap(from_fn(guard::check))
+        .app_data(gate.clone())
+        .wrap(gate.middleware())
         .configure(|cfg| configure(cfg, feeds, lifecycle))
 }
 
-/// Registers the public API on an app or scope:
+/// Registers the public API, exactly the routes of [`Route::API`], on an
+/// app or scope:
 ///
 /// - `GET /feed/{user_id}?size=N`: the user's next items, a JSON array
 ///   (503 with `Retry-After` while the feeds are loading);
@@ -63,7 +64,8 @@ where
 /// - any other method on those paths: 405 with `Allow: GET`;
 /// - anything else: 404.
 ///
-/// Every body is JSON.
+/// Every body is JSON. When the app data holds a [`RequestGate`], feed
+/// answers are counted in its counters.
 pub fn configure<S, R, E>(
     cfg: &mut web::ServiceConfig,
     feeds: web::Data<FeedSlot<S, R, E>>,
@@ -73,23 +75,30 @@ pub fn configure<S, R, E>(
     R: RandomFeed,
     E: ErrorRecorder,
 {
-    // One prefix scope for everything under /feed: its handler splits the
-    // rest of the path itself. A `/feed/{user_id}` resource would match with
-    // a regular expression, which a profile showed at 8% of the server's CPU.
-    cfg.app_data(feeds)
-        .app_data(lifecycle)
-        .service(web::scope("/feed").default_service(web::to(feed_route::<S, R, E>)))
-        .service(
-            web::resource("/livez")
-                .route(web::get().to(livez))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/readyz")
-                .route(web::get().to(readyz))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .default_service(web::to(not_found));
+    cfg.app_data(feeds).app_data(lifecycle);
+    for route in Route::API {
+        match route {
+            // One prefix scope for everything under /feed: its handler splits
+            // the rest of the path itself. A `/feed/{user_id}` resource would
+            // match with a regular expression, which a profile showed to be
+            // a large share of the server's CPU.
+            Route::Feed => cfg.service(
+                web::scope(Route::FEED_PREFIX).default_service(web::to(feed_route::<S, R, E>)),
+            ),
+            Route::Livez => cfg.service(
+                web::resource(route.path())
+                    .route(web::get().to(livez))
+                    .default_service(web::to(method_not_allowed)),
+            ),
+            Route::Readyz => cfg.service(
+                web::resource(route.path())
+                    .route(web::get().to(readyz))
+                    .default_service(web::to(method_not_allowed)),
+            ),
+            Route::Unmatched => cfg,
+        };
+    }
+    cfg.default_service(web::to(not_found));
 }
 
 /// Everything under `/feed`: `GET /feed/{user_id}` serves, `/feed` and
@@ -120,9 +129,8 @@ where
     let size = parse::size(req.query_string(), service.limits())?;
     let body = ITEMS.with_borrow_mut(|items| {
         let served = service.next_feed(user, size, items)?;
-        if let Some(guard) = req.app_data::<web::Data<Guard>>() {
-            guard
-                .metrics()
+        if let Some(gate) = req.app_data::<RequestGate>() {
+            gate.counters()
                 .record_feed(served.personal, served.random, served.exhausted_now);
         }
         Ok::<_, ApiError>(encode_items(items))

@@ -1,14 +1,12 @@
 //! [`Snapshot`]: the once-a-second picture of the server that `/stats`,
 //! `/events` and the dashboard show, and [`Sampler`], which takes it.
 
-use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use actix_web::web;
 use serde::Serialize;
 
-use crate::guard::Guard;
-use crate::metrics::{Metrics, Totals};
+use crate::counters::{Refusal, Totals};
+use crate::gate::RequestGate;
 
 /// Latency percentiles, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -64,18 +62,16 @@ pub struct Snapshot {
 /// call's.
 #[derive(Debug)]
 pub struct Sampler {
-    metrics: Arc<Metrics>,
-    guard: web::Data<Guard>,
+    gate: RequestGate,
     started: Instant,
-    previous: Option<(Instant, Totals, u64, u64)>,
+    previous: Option<(Instant, Totals)>,
 }
 
 impl Sampler {
-    /// A sampler over these counters.
-    pub fn new(metrics: Arc<Metrics>, guard: web::Data<Guard>) -> Self {
+    /// A sampler over the gate's counters.
+    pub fn new(gate: RequestGate) -> Self {
         Self {
-            metrics,
-            guard,
+            gate,
             started: Instant::now(),
             previous: None,
         }
@@ -84,27 +80,26 @@ impl Sampler {
     /// The picture now, with rates since the previous call (zero on the first).
     pub fn sample(&mut self) -> Snapshot {
         let now = Instant::now();
-        let totals = self.metrics.totals();
-        let counts = self.guard.counts();
-        let (shed, limited) = (counts.shed(), counts.rate_limited());
+        let totals = self.gate.counters().totals();
         let mut snapshot = Snapshot {
             ts_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0)),
             uptime_s: self.started.elapsed().as_secs_f64(),
-            ready: self.guard.lifecycle().is_ready(),
+            ready: self.gate.lifecycle().is_ready(),
             exhausted_users: totals.exhausted,
             memory_bytes: resident_bytes(),
-            in_flight: self.guard.in_flight() as u64,
+            in_flight: self.gate.in_flight(&totals),
             ..Snapshot::default()
         };
-        if let Some((then, before, shed_before, limited_before)) = &self.previous {
+        if let Some((then, before)) = &self.previous {
             let seconds = now.duration_since(*then).as_secs_f64().max(1e-3);
             let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / seconds;
             snapshot.rps = rate(totals.all_requests, before.all_requests);
             snapshot.errors_per_s = rate(totals.error_responses, before.error_responses);
-            snapshot.shed_per_s = rate(shed, *shed_before);
-            snapshot.rate_limited_per_s = rate(limited, *limited_before);
+            let refused = |reason| rate(totals.refused(reason), before.refused(reason));
+            snapshot.shed_per_s = refused(Refusal::Shed);
+            snapshot.rate_limited_per_s = refused(Refusal::RateLimited);
             snapshot.items_per_s = Items {
                 personal: rate(totals.items_personal, before.items_personal),
                 random: rate(totals.items_random, before.items_random),
@@ -124,7 +119,7 @@ impl Sampler {
                 p99: ms(0.99),
             };
         }
-        self.previous = Some((now, totals, shed, limited));
+        self.previous = Some((now, totals));
         snapshot
     }
 }
@@ -141,29 +136,34 @@ fn resident_bytes() -> u64 {
 mod tests {
     use std::time::Duration;
 
+    use std::sync::Arc;
+
+    use actix_web::web;
+
     use super::*;
-    use crate::guard::GuardLimits;
-    use crate::metrics::Route;
+    use crate::counters::Counters;
+    use crate::gate::RequestLimits;
+    use crate::route::Route;
     use crate::state::Lifecycle;
 
     #[test]
     fn rates_come_from_the_difference_between_samples() {
-        let metrics = Arc::new(Metrics::new(true));
-        let limits = GuardLimits {
+        let metrics = Arc::new(Counters::new(true));
+        let limits = RequestLimits {
             max_in_flight: 0,
             max_url_bytes: 0,
             max_header_bytes: 0,
         };
-        let guard = web::Data::new(
-            Guard::new(limits, web::Data::new(Lifecycle::loading()))
-                .with_metrics(Arc::clone(&metrics)),
-        );
-        let mut sampler = Sampler::new(Arc::clone(&metrics), guard);
+        let gate = RequestGate::builder(limits, web::Data::new(Lifecycle::loading()))
+            .counters(Arc::clone(&metrics))
+            .build();
+        let mut sampler = Sampler::new(gate);
         let first = sampler.sample();
         assert_eq!(first.rps, 0.0);
         assert!(first.memory_bytes > 0);
         assert!(!first.ready);
 
+        metrics.record_refusal(Refusal::Shed);
         for _ in 0..100 {
             metrics.record_request(Route::Feed, 200, Duration::from_micros(100));
         }
@@ -176,6 +176,7 @@ mod tests {
         let second = sampler.sample();
         assert!(second.rps > 0.0);
         assert!((second.errors_per_s / second.rps - 1.0 / 101.0).abs() < 1e-9);
+        assert!(second.shed_per_s > 0.0);
         assert!((second.random_fill_share - 1.0 / 11.0).abs() < 1e-9);
         assert_eq!(second.exhausted_users, 1);
         assert!(second.latency_ms.p50 > 0.075 && second.latency_ms.p50 <= 0.1);

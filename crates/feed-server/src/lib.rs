@@ -1,13 +1,16 @@
 //! The `feed-server` binary's wiring, kept in a library so tests can reach it.
 //!
 //! It reads the configuration ([`settings`]), builds the logger
-//! ([`logging`]), opens the listener and starts actix-web at once, generates
-//! the data set in the background (the API answers 503 and `/readyz` says
-//! "loading" meanwhile), puts the in-memory adapters behind [`FeedService`]
-//! and, on SIGTERM or SIGINT, drains and stops ([`run`]). It is the only crate
-//! that knows every other one; it holds no business rule.
+//! ([`logging`]), opens the listener and starts actix-web at once, loads the
+//! data on a background thread with a [`Loader`] (the API answers 503 and
+//! `/readyz` says "loading" meanwhile), puts the in-memory adapters behind
+//! [`FeedService`] and, on SIGTERM or SIGINT, drains and stops ([`run`]). It
+//! is the only crate that knows every other one, and the home of the
+//! outbound adapter that logs feed errors ([`recorder`]); it holds no
+//! business rule.
 
 pub mod logging;
+pub mod recorder;
 pub mod settings;
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -18,18 +21,64 @@ use std::time::{Duration, Instant};
 use actix_web::{HttpServer, web};
 use feed_domain::{FeedService, SizeLimits};
 use feed_http::{
-    Admin, DataInfo, Exposition, FeedSlot, Guard, Lifecycle, LogRecorder, Metrics, Sampler,
-    Snapshot,
+    Admin, Counters, DataInfo, Exposition, FeedErrorKind, FeedSlot, Lifecycle, Refusal,
+    RequestGate, Sampler, Snapshot,
 };
 use feed_memory::{CatalogRandomFeed, DataSpec, FeedTable, MemoryFeedStorage};
-use slog::{Logger, info, o, warn};
+use slog::{Logger, error, info, o, warn};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::settings::{Settings, Validated};
+use crate::recorder::LoggingRecorder;
+use crate::settings::{ServiceSpec, Settings};
 
-/// The service as this binary runs it: every port resolved at compile time.
-pub type Feeds = FeedService<MemoryFeedStorage, CatalogRandomFeed, Arc<LogRecorder>>;
+/// The feed service as this binary runs it, over the in-memory adapters:
+/// every port resolved at compile time.
+pub type MemoryFeedService =
+    FeedService<MemoryFeedStorage, CatalogRandomFeed, Arc<LoggingRecorder>>;
+
+/// Why the data could not be loaded. The server logs it and exits non-zero:
+/// a process that can never serve must not look alive.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Loading failed.
+    #[error("{0}")]
+    Failed(String),
+    /// The loader panicked.
+    #[error("the loader panicked: {0}")]
+    Panicked(String),
+}
+
+/// Loads the data on the loading thread: given the error recorder and a
+/// logger, the service over the data (and the time it took).
+pub type Loader = Box<
+    dyn FnOnce(Arc<LoggingRecorder>, &Logger) -> Result<(MemoryFeedService, Duration), LoadError>
+        + Send,
+>;
+
+/// The loader of the synthetic data set of `spec`.
+pub fn synthetic_loader(spec: ServiceSpec) -> Loader {
+    Box::new(move |recorder, logger| Ok(build_feeds(&spec.data, spec.limits, recorder, logger)))
+}
+
+/// Where stop requests come from.
+#[derive(Debug)]
+pub enum Stops {
+    /// SIGTERM and SIGINT.
+    Signals,
+    /// Names sent on a channel (for tests that run the server in-process).
+    Channel(mpsc::UnboundedReceiver<&'static str>),
+}
+
+/// How [`run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Drained and stopped after a stop request.
+    Drained,
+    /// A second stop request stopped it at once, without waiting for
+    /// requests in flight.
+    Forced,
+}
 
 /// How often data generation reports its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -49,9 +98,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 pub fn build_feeds(
     spec: &DataSpec,
     limits: SizeLimits,
-    recorder: Arc<LogRecorder>,
+    recorder: Arc<LoggingRecorder>,
     logger: &Logger,
-) -> (Feeds, Duration) {
+) -> (MemoryFeedService, Duration) {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let started = Instant::now();
     let progress = AtomicU64::new(0);
@@ -108,42 +157,47 @@ pub struct Listeners {
     pub admin: TcpListener,
 }
 
-/// Serves until a stop signal, then drains and returns.
+/// Serves until a stop request, then drains and returns.
 ///
-/// Both listeners serve at once; the feeds are generated on a background
-/// thread and put in place when done. On the first SIGTERM or SIGINT the
-/// server stops advertising readiness, keeps serving for
+/// Both listeners serve at once; `loader` runs on a background thread and
+/// its service is put in place when done. On the first stop request (see
+/// [`Stops`]) the server stops advertising readiness, keeps serving for
 /// `server.shutdown_delay_ms` (answering with `Connection: close`), then
 /// stops accepting and waits up to `server.shutdown_timeout_ms` for in-flight
-/// requests. A second signal stops it at once.
+/// requests. A second request, in any phase, stops it at once.
 ///
 /// # Errors
-/// An I/O error when a server cannot start.
+/// An I/O error when a server cannot start; [`LoadError`] (as an I/O error
+/// of kind `Other`) when the loader fails or panics: the servers are then
+/// stopped at once.
 pub fn run(
     settings: &Settings,
-    valid: Validated,
     listeners: Listeners,
     logger: &Logger,
-) -> std::io::Result<()> {
+    loader: Loader,
+    stops: Stops,
+) -> std::io::Result<Stopped> {
     let addr: SocketAddr = listeners.public.local_addr()?;
     let admin_addr: SocketAddr = listeners.admin.local_addr()?;
     let workers = settings.workers();
     let lifecycle = web::Data::new(Lifecycle::loading());
-    let slot: web::Data<FeedSlot<_, _, _>> = web::Data::new(OnceLock::<Feeds>::new());
-    let metrics = Arc::new(Metrics::new(settings.admin.metrics));
-    let recorder = Arc::new(LogRecorder::new(logger.new(o!("component" => "feed"))));
-    let guard = web::Data::new(
-        Guard::new(settings.guard_limits(), lifecycle.clone())
-            .with_rate_limiter(settings.rate_limiter())
-            .with_metrics(Arc::clone(&metrics))
-            .with_logger(
-                logger.new(o!("component" => "http")),
-                settings.log.access_sample,
-            ),
-    );
+    let slot: web::Data<FeedSlot<_, _, _>> = web::Data::new(OnceLock::<MemoryFeedService>::new());
+    let counters = Arc::new(Counters::new(settings.admin.metrics));
+    let recorder = Arc::new(LoggingRecorder::new(
+        logger.new(o!("component" => "feed")),
+        Arc::clone(&counters),
+    ));
+    let gate = RequestGate::builder(settings.request_limits(), lifecycle.clone())
+        .rate_limiter(settings.rate_limiter())
+        .counters(Arc::clone(&counters))
+        .logger(
+            logger.new(o!("component" => "http")),
+            settings.log.access_sample,
+        )
+        .build();
     let (snapshots, snapshot) = watch::channel(Snapshot::default());
     let admin = web::Data::new(Admin::new(
-        Exposition::registry(Arc::clone(&metrics), guard.clone(), Arc::clone(&recorder)),
+        Exposition::registry(gate.clone()),
         snapshot,
         lifecycle.clone(),
     ));
@@ -151,8 +205,8 @@ pub fn run(
     info!(logger, "listening, loading feeds"; "listen" => %addr, "admin" => %admin_addr, "workers" => workers);
 
     let app_slot = slot.clone();
-    let app_guard = guard.clone();
-    let public = HttpServer::new(move || feed_http::app(app_slot.clone(), app_guard.clone()))
+    let app_gate = gate.clone();
+    let public = HttpServer::new(move || feed_http::app(app_slot.clone(), app_gate.clone()))
         .workers(workers)
         .max_connections(limits.max_connections.div_ceil(workers).max(1))
         .client_request_timeout(Duration::from_millis(limits.client_request_timeout_ms))
@@ -164,24 +218,36 @@ pub fn run(
         .shutdown_timeout(1)
         .disable_signals();
 
+    let (load_failed, load_failure) = oneshot::channel::<LoadError>();
     let loader = {
-        let (logger, lifecycle, slot, metrics) = (
+        let (logger, lifecycle, slot, counters) = (
             logger.clone(),
             lifecycle.clone(),
             slot.clone(),
-            Arc::clone(&metrics),
+            Arc::clone(&counters),
         );
         std::thread::Builder::new()
             .name("load".into())
             .spawn(move || {
-                let (feeds, generation) = build_feeds(&valid.data, valid.limits, recorder, &logger);
+                let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    loader(recorder, &logger)
+                }))
+                .unwrap_or_else(|panic| Err(LoadError::Panicked(panic_message(&*panic))));
+                let (feeds, took) = match loaded {
+                    Ok(loaded) => loaded,
+                    Err(e) => {
+                        error!(logger, "loading the feeds failed"; "error" => %e);
+                        let _ = load_failed.send(e);
+                        return;
+                    }
+                };
                 let table = feeds.storage().table();
                 let (users, items, bytes) = (table.users(), table.total_items(), table.bytes());
-                metrics.set_data(DataInfo {
+                counters.set_data(DataInfo {
                     users: u64::from(users),
                     items: items as u64,
                     bytes: bytes as u64,
-                    generation_seconds: generation.as_secs_f64(),
+                    load_seconds: took.as_secs_f64(),
                 });
                 // The slot is set once, here; set it before saying "ready".
                 if slot.set(feeds).is_ok() {
@@ -189,82 +255,154 @@ pub fn run(
                 }
                 info!(logger, "feed-server ready";
                     "users" => users, "items" => items, "feed_bytes" => bytes,
-                    "generation_ms" => generation.as_millis(), "listen" => %addr,
+                    "load_ms" => took.as_millis(), "listen" => %addr,
                     "admin" => %admin_addr, "workers" => workers);
             })?
     };
 
     let delay = Duration::from_millis(settings.server.shutdown_delay_ms);
-    actix_web::rt::System::new().block_on(async {
+    let ending = actix_web::rt::System::new().block_on(async {
         let public = public.listen(listeners.public)?.run();
         let admin_server = admin_server.listen(listeners.admin)?.run();
-        let (handle, admin_handle) = (public.handle(), admin_server.handle());
-        let drain_logger = logger.clone();
-        let drain_lifecycle = lifecycle.clone();
+        let handles = (public.handle(), admin_server.handle());
+        let sampler_gate = gate.clone();
         actix_web::rt::spawn(async move {
-            let signal = stop_signal().await;
-            drain_lifecycle.begin_drain();
-            info!(drain_logger, "stop signal: draining"; "signal" => signal, "delay_ms" => delay.as_millis());
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {
-                    info!(drain_logger, "no longer accepting; finishing in-flight requests");
-                    handle.stop(true).await;
-                }
-                signal = stop_signal() => {
-                    warn!(drain_logger, "second stop signal: stopping now"; "signal" => signal);
-                    handle.stop(false).await;
-                }
-            }
-            admin_handle.stop(true).await;
-        });
-        let sampler_guard = guard.clone();
-        actix_web::rt::spawn(async move {
-            let mut sampler = Sampler::new(metrics, sampler_guard);
+            let mut sampler = Sampler::new(sampler_gate);
             let mut every = tokio::time::interval(SAMPLE_EVERY);
             loop {
                 every.tick().await;
                 snapshots.send_replace(sampler.sample());
             }
         });
-        if guard.rate_limiter().is_some() {
-            let guard = guard.clone();
+        if gate.rate_limiter().is_some() {
+            let gate = gate.clone();
             actix_web::rt::spawn(async move {
                 let mut every = tokio::time::interval(SWEEP_EVERY);
-                while let Some(rate) = guard.rate_limiter() {
+                while let Some(rate) = gate.rate_limiter() {
                     every.tick().await;
                     rate.sweep();
                 }
             });
         }
-        let (public, admin) = tokio::join!(public, admin_server);
-        public.and(admin)
+        let control = control(
+            stop_requests(stops),
+            load_failure,
+            handles,
+            &lifecycle,
+            delay,
+            logger,
+        );
+        tokio::select! {
+            served = async { tokio::join!(public, admin_server) } => {
+                served.0.and(served.1).map(|()| Ok(Stopped::Drained))
+            }
+            ending = control => Ok(ending),
+        }
     })?;
+    let stopped = match ending {
+        Ok(stopped) => stopped,
+        Err(e) => return Err(std::io::Error::other(e)),
+    };
     if !loader.is_finished() {
         warn!(logger, "stopped before the feeds finished loading");
     }
 
-    let counts = guard.counts();
-    let errors = slot.get().map(|feeds| feeds.errors().counts());
+    let totals = counters.totals();
     info!(logger, "feed-server stopped";
-        "requests" => counts.requests(), "shed" => counts.shed(),
-        "rate_limited" => counts.rate_limited(), "too_large" => counts.too_large(),
-        "unknown_users" => errors.map_or(0, |e| e.unknown_user()),
-        "storage_errors" => errors.map_or(0, |e| e.storage()));
-    Ok(())
+        "requests" => totals.all_requests, "shed" => totals.refused(Refusal::Shed),
+        "rate_limited" => totals.refused(Refusal::RateLimited),
+        "too_large" => totals.refused(Refusal::Oversized),
+        "unknown_users" => totals.feed_errors_of(FeedErrorKind::UnknownUser),
+        "storage_errors" => totals.feed_errors_of(FeedErrorKind::Storage),
+        "forced" => stopped == Stopped::Forced);
+    Ok(stopped)
 }
 
-/// Waits for SIGTERM or SIGINT and names the one that came.
-async fn stop_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the process can still be killed; never resolve.
-        return std::future::pending().await;
+/// Drives the shutdown: waits for the first stop request (or a failed
+/// load), drains, stops accepting, and answers a second stop request in any
+/// of those phases by stopping at once. Resolves only when the servers must
+/// stop at once; a graceful stop ends when the servers do.
+async fn control(
+    mut stops: mpsc::UnboundedReceiver<&'static str>,
+    load_failure: oneshot::Receiver<LoadError>,
+    (public, admin): (actix_web::dev::ServerHandle, actix_web::dev::ServerHandle),
+    lifecycle: &Lifecycle,
+    delay: Duration,
+    logger: &Logger,
+) -> Result<Stopped, LoadError> {
+    let mut next_stop = async move || match stops.recv().await {
+        Some(name) => name,
+        // Nobody can ask any more: never resolve.
+        None => std::future::pending().await,
+    };
+    let stop_now = |signal| {
+        warn!(logger, "second stop signal: stopping now"; "signal" => signal);
+        // Sent at once; not awaited, so a server busy draining cannot hold us.
+        drop(public.stop(false));
+        drop(admin.stop(false));
     };
     tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+        signal = next_stop() => {
+            lifecycle.begin_drain();
+            info!(logger, "stop signal: draining"; "signal" => signal, "delay_ms" => delay.as_millis());
+        }
+        Ok(failure) = load_failure => {
+            drop(public.stop(false));
+            drop(admin.stop(false));
+            return Err(failure);
+        }
     }
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        signal = next_stop() => {
+            stop_now(signal);
+            return Ok(Stopped::Forced);
+        }
+    }
+    info!(logger, "no longer accepting; finishing in-flight requests");
+    drop(public.stop(true));
+    drop(admin.stop(true));
+    let signal = next_stop().await;
+    stop_now(signal);
+    Ok(Stopped::Forced)
+}
+
+/// The stop requests of `stops`, as one channel.
+fn stop_requests(stops: Stops) -> mpsc::UnboundedReceiver<&'static str> {
+    match stops {
+        Stops::Channel(receiver) => receiver,
+        Stops::Signals => {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (sender, receiver) = mpsc::unbounded_channel();
+            // Registered once, before anything is served: a signal that
+            // comes while the feeds load is not lost.
+            if let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                actix_web::rt::spawn(async move {
+                    loop {
+                        let name = tokio::select! {
+                            _ = term.recv() => "SIGTERM",
+                            _ = int.recv() => "SIGINT",
+                        };
+                        if sender.send(name).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            // Without handlers the process can still be killed.
+            receiver
+        }
+    }
+}
+
+/// The message of a panic payload.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }

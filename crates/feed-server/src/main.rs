@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use feed_server::settings::Settings;
+use feed_server::{Stopped, Stops};
 use slog::error;
 
 /// Serves recommendation feeds from memory over HTTP.
@@ -20,7 +21,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = std::env::vars_os()
         .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)));
-    let (settings, valid) = match Settings::load(&cli.config, env) {
+    let (settings, spec) = match Settings::load(&cli.config, env) {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("feed-server: {e}");
@@ -41,8 +42,11 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let listeners = feed_server::Listeners { public, admin };
-    match feed_server::run(&settings, valid, listeners, &logger) {
-        Ok(()) => ExitCode::SUCCESS,
+    let loader = feed_server::synthetic_loader(spec);
+    match feed_server::run(&settings, listeners, &logger, loader, Stops::Signals) {
+        Ok(Stopped::Drained) => ExitCode::SUCCESS,
+        // A second stop signal: requests in flight were abandoned.
+        Ok(Stopped::Forced) => ExitCode::from(130),
         Err(e) => {
             error!(logger, "server failed"; "error" => %e);
             ExitCode::FAILURE

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use feed_domain::SizeLimits;
-use feed_memory::DataSpec;
+use feed_memory::{DataSpec, DataSpecError};
 use serde::Deserialize;
 
 /// The prefix of environment overrides, and the separator between prefix,
@@ -63,6 +63,9 @@ pub struct LimitSettings {
     pub rate_limit_per_s: u32,
     /// Burst per client IP (0: one second's worth).
     pub rate_limit_burst: u32,
+    /// Clients (IPv4 addresses, IPv6 /64s) the rate limit tracks one by one;
+    /// beyond it new clients share one bucket.
+    pub rate_limit_clients: usize,
 }
 
 /// `[server]`: where and how to listen.
@@ -117,9 +120,10 @@ pub struct LogSettings {
     pub access_sample: f64,
 }
 
-/// Log levels, most severe first.
+/// Log levels, most severe first. Read case-insensitively; `warn` and
+/// `warning` are the same level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 #[allow(missing_docs)]
 pub enum LogLevel {
     Critical,
@@ -128,6 +132,26 @@ pub enum LogLevel {
     Info,
     Debug,
     Trace,
+}
+
+impl TryFrom<String> for LogLevel {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "critical" => Self::Critical,
+            "error" => Self::Error,
+            "warn" | "warning" => Self::Warning,
+            "info" => Self::Info,
+            "debug" => Self::Debug,
+            "trace" => Self::Trace,
+            _ => {
+                return Err(format!(
+                    "unknown log level `{name}`, expected critical, error, warn, info, debug or trace"
+                ));
+            }
+        })
+    }
 }
 
 /// Log line formats.
@@ -156,9 +180,10 @@ pub enum SettingsError {
     },
 }
 
-/// What the validated settings turn into.
+/// The domain values the validated settings turn into: what the feed
+/// service is built from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Validated {
+pub struct ServiceSpec {
     /// Request size limits.
     pub limits: SizeLimits,
     /// The data set to generate.
@@ -174,7 +199,7 @@ impl Settings {
     pub fn load(
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<(Self, Validated), SettingsError> {
+    ) -> Result<(Self, ServiceSpec), SettingsError> {
         let prefix = format!("{ENV_PREFIX}{ENV_SEPARATOR}");
         let env: HashMap<String, String> = env
             .into_iter()
@@ -199,7 +224,7 @@ impl Settings {
     ///
     /// # Errors
     /// [`SettingsError::Invalid`] naming the key.
-    pub fn validate(&self) -> Result<Validated, SettingsError> {
+    pub fn validate(&self) -> Result<ServiceSpec, SettingsError> {
         let invalid = |key, reason: String| SettingsError::Invalid { key, reason };
         let api = &self.api;
         if api.max_size == 0 || api.max_size > SizeLimits::CEILING {
@@ -243,8 +268,16 @@ impl Settings {
                 ),
             ));
         }
-        let spec = DataSpec::new(data.users, data.feed_len, data.catalog_size, data.seed)
-            .map_err(|e| invalid("data.users", e.to_string()))?;
+        let spec = DataSpec::new(data.users, data.feed_len, data.catalog_size, data.seed).map_err(
+            |e| {
+                let key = match e {
+                    DataSpecError::TooLarge { .. } => "data.users",
+                    DataSpecError::Catalog { .. } => "data.catalog_size",
+                    _ => "data.feed_len",
+                };
+                invalid(key, e.to_string())
+            },
+        )?;
         if self.server.host.trim().is_empty() {
             return Err(invalid("server.host", "must not be empty".into()));
         }
@@ -270,12 +303,32 @@ impl Settings {
                 return Err(invalid(key, "must be at least 1".into()));
             }
         }
-        Ok(Validated { limits, data: spec })
+        for (key, value) in [
+            ("limits.max_url_bytes", lim.max_url_bytes),
+            ("limits.max_header_bytes", lim.max_header_bytes),
+        ] {
+            if value >= feed_http::PARSER_HEAD_LIMIT {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{value} is not below {}: the HTTP parser refuses request heads that large by itself",
+                        feed_http::PARSER_HEAD_LIMIT
+                    ),
+                ));
+            }
+        }
+        if lim.rate_limit_clients == 0 {
+            return Err(invalid(
+                "limits.rate_limit_clients",
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(ServiceSpec { limits, data: spec })
     }
 
-    /// The guard's limits.
-    pub fn guard_limits(&self) -> feed_http::GuardLimits {
-        feed_http::GuardLimits {
+    /// The request gate's limits.
+    pub fn request_limits(&self) -> feed_http::RequestLimits {
+        feed_http::RequestLimits {
             max_in_flight: self.limits.max_in_flight,
             max_url_bytes: self.limits.max_url_bytes,
             max_header_bytes: self.limits.max_header_bytes,
@@ -290,6 +343,7 @@ impl Settings {
             burst => burst,
         };
         feed_http::RateLimiter::new(per_s, burst)
+            .map(|rate| rate.with_max_clients(self.limits.rate_limit_clients))
     }
 
     /// Worker threads to run: the configured number, or one per core.

@@ -146,10 +146,10 @@ async fn unknown_users_get_a_full_random_feed_and_are_recorded() {
     assert_eq!((status, got.len()), (200, 50));
     assert_eq!(got.iter().collect::<HashSet<_>>().len(), 50);
     assert!(got.iter().all(|&i| (1..=10_000_000).contains(&i)));
-    assert_eq!(errors.counts().unknown_user(), 1);
+    assert_eq!(errors.unknown_users(), 1);
     // Known users are not errors.
     call(&app, Method::GET, "/feed/1").await;
-    assert_eq!(errors.counts().unknown_user(), 1);
+    assert_eq!(errors.unknown_users(), 1);
 }
 
 #[actix_rt::test]

@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 
 use actix_web::http::{ConnectionType, Method};
 use actix_web::{test, web};
-use feed_http::{Guard, Lifecycle};
+use feed_http::{Lifecycle, RequestGate};
 
 use super::{UNLIMITED, call, feeds, guarded};
 
@@ -12,7 +12,7 @@ use super::{UNLIMITED, call, feeds, guarded};
 async fn readiness_follows_the_lifecycle() {
     let lifecycle = web::Data::new(Lifecycle::loading());
     let slot = web::Data::new(OnceLock::new());
-    let app = guarded(slot.clone(), Guard::new(UNLIMITED, lifecycle.clone())).await;
+    let app = guarded(slot.clone(), RequestGate::new(UNLIMITED, lifecycle.clone())).await;
 
     // Loading: alive, not ready, and the feed answers 503 with Retry-After.
     let (status, _, body, _) = call(&app, Method::GET, "/livez").await;

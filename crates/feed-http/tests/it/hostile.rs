@@ -8,10 +8,19 @@ use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::test as actix_test;
 use actix_web::web;
-use feed_http::{Guard, GuardLimits, Lifecycle, RateLimiter};
+use feed_http::{Lifecycle, RateLimiter, RequestGate, RequestLimits};
 use proptest::prelude::*;
 
 use super::{feeds, guarded};
+
+/// Client addresses, few enough that some clients go over the rate limit.
+fn peer() -> impl Strategy<Value = std::net::SocketAddr> {
+    prop_oneof![
+        (0u8..4).prop_map(|n| std::net::SocketAddr::from(([10, 0, 0, n], 4000))),
+        (0u16..4)
+            .prop_map(|n| std::net::SocketAddr::from(([0x2001, 0xdb8, 0, n, 0, 0, 0, 1], 4000))),
+    ]
+}
 
 fn method() -> impl Strategy<Value = Method> {
     prop_oneof![
@@ -66,7 +75,7 @@ fn headers() -> impl Strategy<Value = Vec<(String, String)>> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     #[test]
-    fn never_a_5xx(requests in prop::collection::vec((method(), uri(), headers()), 1..20), loaded in any::<bool>()) {
+    fn never_a_5xx(requests in prop::collection::vec((method(), uri(), headers(), peer()), 1..20), loaded in any::<bool>()) {
         actix_rt::System::new().block_on(async {
             let lifecycle = web::Data::new(Lifecycle::loading());
             let slot = web::Data::new(OnceLock::new());
@@ -74,11 +83,12 @@ proptest! {
                 let _ = slot.set(feeds(3, 1_000));
                 lifecycle.mark_loaded();
             }
-            let limits = GuardLimits { max_in_flight: 8, max_url_bytes: 64, max_header_bytes: 512 };
-            let guard = Guard::new(limits, lifecycle).with_rate_limiter(RateLimiter::new(1_000, 1_000));
-            let app = guarded(slot, guard).await;
-            for (method, uri, headers) in requests {
-                let mut req = actix_test::TestRequest::default().method(method.clone()).uri(&uri);
+            let limits = RequestLimits { max_in_flight: 8, max_url_bytes: 64, max_header_bytes: 512 };
+            // A small burst, so that the rate limit answers 429 within a case.
+            let gate = RequestGate::builder(limits, lifecycle).rate_limiter(RateLimiter::new(1, 5)).build();
+            let app = guarded(slot, gate).await;
+            for (method, uri, headers, peer) in requests {
+                let mut req = actix_test::TestRequest::default().method(method.clone()).uri(&uri).peer_addr(peer);
                 for (name, value) in &headers {
                     if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::from_str(value)) {
                         req = req.append_header((name, value));
@@ -86,7 +96,7 @@ proptest! {
                 }
                 let resp = actix_test::call_service(&app, req.to_request()).await;
                 let status = resp.status().as_u16();
-                let allowed = matches!(status, 200 | 400 | 404 | 405 | 414 | 431) || (status == 503 && !loaded);
+                let allowed = matches!(status, 200 | 400 | 404 | 405 | 414 | 429 | 431) || (status == 503 && !loaded);
                 prop_assert!(allowed, "{method} {uri} {headers:?}: {status}");
                 let body = actix_test::read_body(resp).await;
                 prop_assert!(serde_json::from_slice::<serde_json::Value>(&body).is_ok(), "{method} {uri}: {body:?}");

@@ -2,7 +2,7 @@
 //! One test binary for the crate, with a module per area.
 
 mod api;
-mod guard;
+mod gate;
 mod health;
 mod hostile;
 mod openapi;
@@ -13,28 +13,44 @@ use std::sync::{Arc, OnceLock};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{test, web};
-use feed_domain::{FeedService, SizeLimits, UserId};
-use feed_http::{Guard, GuardLimits, Lifecycle, LogRecorder};
+use feed_domain::{ErrorRecorder, FeedError, FeedService, SizeLimits, UserId};
+use feed_http::{Counters, FeedErrorKind, Lifecycle, RequestGate, RequestLimits};
 use feed_memory::{CatalogRandomFeed, DataSpec, FeedTable, MemoryFeedStorage};
 
-type Feeds = FeedService<MemoryFeedStorage, CatalogRandomFeed, Arc<LogRecorder>>;
+/// Counts feed errors, as the server's recorder does, without logging.
+#[derive(Debug)]
+struct CountingRecorder(Counters);
+
+impl CountingRecorder {
+    /// Unknown-user errors recorded.
+    fn unknown_users(&self) -> u64 {
+        self.0.totals().feed_errors_of(FeedErrorKind::UnknownUser)
+    }
+}
+
+impl ErrorRecorder for CountingRecorder {
+    fn record(&self, _: UserId, error: &FeedError) {
+        self.0.record_feed_error(FeedErrorKind::of(error));
+    }
+}
+
+type Feeds = FeedService<MemoryFeedStorage, CatalogRandomFeed, Arc<CountingRecorder>>;
 
 /// A service over `users` generated users with 30-item feeds, a catalog of
 /// `catalog` items, default size 10 and maximum 200.
 fn feeds(users: u32, catalog: u32) -> Feeds {
     let spec = DataSpec::new(users, 30, catalog.max(30), 7).unwrap();
     let table = FeedTable::generate(&spec, 2, &AtomicU64::new(0));
-    let logger = slog::Logger::root(slog::Discard, slog::o!());
     FeedService::new(
         MemoryFeedStorage::new(table),
         CatalogRandomFeed::new(catalog),
-        Arc::new(LogRecorder::new(logger)),
+        Arc::new(CountingRecorder(Counters::new(false))),
         SizeLimits::new(10, 200).unwrap(),
     )
 }
 
 /// No limit at all.
-const UNLIMITED: GuardLimits = GuardLimits {
+const UNLIMITED: RequestLimits = RequestLimits {
     max_in_flight: 0,
     max_url_bytes: 0,
     max_header_bytes: 0,
@@ -51,19 +67,19 @@ async fn app(
     let lifecycle = web::Data::new(Lifecycle::loading());
     let slot = web::Data::new(OnceLock::from(service));
     lifecycle.mark_loaded();
-    guarded(slot, Guard::new(UNLIMITED, lifecycle)).await
+    guarded(slot, RequestGate::new(UNLIMITED, lifecycle)).await
 }
 
-/// The app over `slot` behind `guard`.
+/// The app over `slot` behind `gate`.
 async fn guarded(
     slot: web::Data<OnceLock<Feeds>>,
-    guard: Guard,
+    gate: RequestGate,
 ) -> impl Service<
     actix_http::Request,
     Response = ServiceResponse<impl MessageBody>,
     Error = actix_web::Error,
 > {
-    test::init_service(feed_http::app(slot, web::Data::new(guard))).await
+    test::init_service(feed_http::app(slot, gate)).await
 }
 
 /// The personal feed of `user`, as the table holds it.

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use actix_web::test::{self as actix_test};
 use actix_web::web;
-use feed_http::{Guard, GuardLimits, Lifecycle, OPENAPI, RateLimiter};
+use feed_http::{Lifecycle, OPENAPI, RateLimiter, RequestGate, RequestLimits, Route};
 use serde_json::Value;
 
 use super::{UNLIMITED, feeds, guarded};
@@ -61,9 +61,9 @@ fn documented_paths_are_the_routes() {
         .keys()
         .map(String::as_str)
         .collect();
-    // The public app's routes, as `configure` registers them (the bare
-    // `/feed` and `/feed/` only answer 400 and are not separate resources).
-    let routes: BTreeSet<&str> = ["/feed/{user_id}", "/livez", "/readyz"].into();
+    // The route table `configure` registers from (the bare `/feed` and
+    // `/feed/` only answer 400 and are not separate routes).
+    let routes: BTreeSet<&str> = Route::API.iter().map(|r| r.path()).collect();
     assert_eq!(documented, routes);
 }
 
@@ -72,17 +72,19 @@ async fn every_documented_answer_is_produced() {
     let doc = document();
     let lifecycle = web::Data::new(Lifecycle::loading());
     lifecycle.mark_loaded();
-    let limits = GuardLimits {
+    let limits = RequestLimits {
         max_in_flight: 0,
         max_url_bytes: 100,
         max_header_bytes: 300,
     };
-    let guard = Guard::new(limits, lifecycle.clone()).with_rate_limiter(RateLimiter::new(1, 1));
-    let app = guarded(web::Data::new(OnceLock::from(feeds(2, 1_000))), guard).await;
+    let gate = RequestGate::builder(limits, lifecycle.clone())
+        .rate_limiter(RateLimiter::new(1, 1))
+        .build();
+    let app = guarded(web::Data::new(OnceLock::from(feeds(2, 1_000))), gate).await;
     let loading_lifecycle = web::Data::new(Lifecycle::loading());
     let loading = guarded(
         web::Data::new(OnceLock::new()),
-        Guard::new(UNLIMITED, loading_lifecycle),
+        RequestGate::new(UNLIMITED, loading_lifecycle),
     )
     .await;
 
@@ -155,7 +157,7 @@ async fn every_documented_answer_is_produced() {
         seen.insert((path, 503));
     }
 
-    for path in ["/feed/{user_id}", "/livez", "/readyz"] {
+    for path in Route::API.map(Route::path) {
         for status in statuses(&doc, path) {
             assert!(
                 seen.contains(&(path, status)),

@@ -111,7 +111,7 @@ fn stats_and_events_show_the_last_second() {
 }
 
 #[test]
-fn responses_carry_a_request_id_and_the_profiler_answers() {
+fn responses_carry_a_request_id() {
     let (server, ready) = Server::start_ready(&[]);
     let generated = get(&server.addr, "/feed/1");
     assert_eq!(generated.header("x-request-id").map(str::len), Some(16));
@@ -125,18 +125,57 @@ fn responses_carry_a_request_id_and_the_profiler_answers() {
         conn.read_answer().unwrap().header("x-request-id"),
         Some("abc-123")
     );
+    let openapi = get(&admin_addr(&ready), "/openapi.json");
+    assert_eq!(openapi.json()["openapi"], "3.0.3");
+}
 
-    // Profile one second of a busy server.
+/// Without the `profiler` feature the endpoint says so, as JSON.
+#[cfg(not(feature = "profiler"))]
+#[test]
+fn the_profiler_is_not_built_in_by_default() {
+    let (_server, ready) = Server::start_ready(&[]);
+    let profile = get(&admin_addr(&ready), "/debug/pprof/profile?seconds=1");
+    assert_eq!(profile.status, 404);
+    assert!(
+        profile.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("--features profiler")
+    );
+}
+
+/// With the `profiler` feature (`cargo test -p feed-server --features
+/// profiler`): a profile of a busy server, and `/metrics` answering while a
+/// profile is being taken.
+#[cfg(feature = "profiler")]
+#[test]
+fn the_profiler_answers_without_stalling_metrics() {
+    let (server, ready) = Server::start_ready(&[]);
     let admin = admin_addr(&ready);
     let public = server.addr.clone();
     let load = std::thread::spawn(move || {
         let mut conn = Connection::open(&public).unwrap();
-        let until = Instant::now() + Duration::from_millis(1500);
+        let until = Instant::now() + Duration::from_millis(2500);
         while Instant::now() < until {
             conn.get("/feed/7?size=200").unwrap();
         }
     });
-    let profile = get(&admin, "/debug/pprof/profile?seconds=1");
+    let profile = {
+        let admin = admin.clone();
+        std::thread::spawn(move || get(&admin, "/debug/pprof/profile?seconds=2"))
+    };
+    // A second profile at the same time is refused; metrics still answer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let busy = get(&admin, "/debug/pprof/profile?seconds=1");
+        if busy.status == 409 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first profile never started");
+    }
+    assert_eq!(get(&admin, "/metrics").status, 200);
+    assert!(!profile.is_finished(), "metrics waited for the profile");
+    let profile = profile.join().unwrap();
     load.join().unwrap();
     assert_eq!(profile.status, 200);
     assert_eq!(profile.header("content-type"), Some("image/svg+xml"));
@@ -145,7 +184,7 @@ fn responses_carry_a_request_id_and_the_profiler_answers() {
         "{}",
         &profile.body[..profile.body.len().min(300)]
     );
-    // How many samples land in one second depends on the machine's timer;
+    // How many samples land in two seconds depends on the machine's timer;
     // either a flamegraph or the idle notice is an SVG.
     assert!(
         profile.body.contains("<title>all (") || profile.body.contains("no CPU samples"),
@@ -153,7 +192,4 @@ fn responses_carry_a_request_id_and_the_profiler_answers() {
     );
     assert_eq!(get(&admin, "/debug/pprof/profile?seconds=0").status, 400);
     assert_eq!(get(&admin, "/debug/pprof/profile?seconds=61").status, 400);
-
-    let openapi = get(&admin, "/openapi.json");
-    assert_eq!(openapi.json()["openapi"], "3.0.3");
 }

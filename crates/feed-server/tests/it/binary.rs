@@ -13,7 +13,7 @@ fn serves_a_users_feed_ten_at_a_time() {
     assert_eq!(ready["users"], 1000);
     assert_eq!(ready["items"], 200_000);
     assert_eq!(ready["feed_bytes"], 800_000);
-    assert!(ready["generation_ms"].is_u64());
+    assert!(ready["load_ms"].is_u64());
     assert_eq!(ready["listen"], server.addr.as_str());
 
     let first = get(&server.addr, "/feed/1");
@@ -41,6 +41,7 @@ fn a_bad_configuration_exits_2_with_one_line_naming_the_key() {
         ("FEED__API__MAX_SIZE", "0", "api.max_size"),
         ("FEED__SERVER__PORT", "abc", "server.port"),
         ("FEED__LIMITS__KEEP_ALIVE_MS", "0", "limits.keep_alive_ms"),
+        ("FEED__LOG__LEVEL", "loud", "log.level"),
     ] {
         let output = command(&[(key, value)]).output().unwrap();
         assert_eq!(output.status.code(), Some(2));

@@ -75,6 +75,40 @@ fn bad_values_name_their_key() {
 }
 
 #[test]
+fn log_levels_are_read_as_other_loggers_spell_them() {
+    for (given, level) in [
+        ("warn", LogLevel::Warning),
+        ("WARN", LogLevel::Warning),
+        ("Warning", LogLevel::Warning),
+        ("error", LogLevel::Error),
+        ("Info", LogLevel::Info),
+        ("TRACE", LogLevel::Trace),
+    ] {
+        let settings = load(&[("FEED__LOG__LEVEL", given)]).unwrap();
+        assert_eq!(settings.log.level, level, "{given}");
+    }
+}
+
+#[test]
+fn limits_must_be_ones_the_server_can_enforce() {
+    // The HTTP parser refuses heads of 128 KiB itself: a limit there or
+    // above would never answer.
+    check_rejected(
+        &[("FEED__LIMITS__MAX_URL_BYTES", "131072")],
+        "limits.max_url_bytes",
+    );
+    check_rejected(
+        &[("FEED__LIMITS__MAX_HEADER_BYTES", "200000")],
+        "limits.max_header_bytes",
+    );
+    assert!(load(&[("FEED__LIMITS__MAX_HEADER_BYTES", "131071")]).is_ok());
+    check_rejected(
+        &[("FEED__LIMITS__RATE_LIMIT_CLIENTS", "0")],
+        "limits.rate_limit_clients",
+    );
+}
+
+#[test]
 fn unknown_keys_are_rejected() {
     check_rejected(&[("FEED__SERVER__PORTX", "1")], "portx");
     check_rejected(&[("FEED__NOPE", "1")], "nope");

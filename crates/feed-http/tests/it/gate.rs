@@ -1,11 +1,11 @@
-//! The guard: shedding, rate limits and size limits, through the real app.
+//! The request gate: shedding, rate limits and size limits, through the real app.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use actix_web::http::Method;
 use actix_web::{test, web};
-use feed_http::{Guard, GuardLimits, Lifecycle, RateLimiter};
+use feed_http::{Lifecycle, RateLimiter, Refusal, RequestGate, RequestLimits};
 
 use super::{UNLIMITED, call, feeds, guarded};
 
@@ -18,8 +18,10 @@ fn loaded() -> (web::Data<OnceLock<super::Feeds>>, web::Data<Lifecycle>) {
 #[actix_rt::test]
 async fn over_the_rate_limit_is_429_with_retry_after() {
     let (slot, lifecycle) = loaded();
-    let guard = Guard::new(UNLIMITED, lifecycle).with_rate_limiter(RateLimiter::new(1, 3));
-    let app = guarded(slot, guard).await;
+    let gate = RequestGate::builder(UNLIMITED, lifecycle)
+        .rate_limiter(RateLimiter::new(1, 3))
+        .build();
+    let app = guarded(slot, gate).await;
     let from = |ip: &str| {
         test::TestRequest::get()
             .uri("/feed/1")
@@ -57,12 +59,12 @@ async fn over_the_rate_limit_is_429_with_retry_after() {
 #[actix_rt::test]
 async fn size_limits_answer_414_and_431() {
     let (slot, lifecycle) = loaded();
-    let limits = GuardLimits {
+    let limits = RequestLimits {
         max_in_flight: 0,
         max_url_bytes: 64,
         max_header_bytes: 256,
     };
-    let app = guarded(slot, Guard::new(limits, lifecycle)).await;
+    let app = guarded(slot, RequestGate::new(limits, lifecycle)).await;
     let long = format!("/feed/1?pad={}", "x".repeat(64));
     let (status, _, body, _) = call(&app, Method::GET, &long).await;
     assert_eq!(status, 414);
@@ -84,28 +86,27 @@ async fn size_limits_answer_414_and_431() {
 #[actix_rt::test]
 async fn requests_beyond_max_in_flight_are_shed() {
     use actix_web::dev::Service;
-    use actix_web::middleware::from_fn;
     use actix_web::{App, HttpResponse};
     use tokio::sync::Semaphore;
 
     let lifecycle = web::Data::new(Lifecycle::loading());
     lifecycle.mark_loaded();
-    let limits = GuardLimits {
+    let limits = RequestLimits {
         max_in_flight: 2,
         ..UNLIMITED
     };
-    let guard = web::Data::new(Guard::new(limits, lifecycle.clone()));
+    let gate = RequestGate::new(limits, lifecycle.clone());
     // A route that holds its slot until the test releases it.
-    let gate = web::Data::new(Semaphore::new(0));
+    let release = web::Data::new(Semaphore::new(0));
     let app = test::init_service(
         App::new()
-            .app_data(guard.clone())
             .app_data(gate.clone())
-            .wrap(from_fn(feed_http::guard::check))
+            .app_data(release.clone())
+            .wrap(gate.middleware())
             .route(
                 "/slow",
-                web::get().to(|gate: web::Data<Semaphore>| async move {
-                    gate.acquire().await.unwrap().forget();
+                web::get().to(|release: web::Data<Semaphore>| async move {
+                    release.acquire().await.unwrap().forget();
                     HttpResponse::Ok().finish()
                 }),
             )
@@ -128,7 +129,7 @@ async fn requests_beyond_max_in_flight_are_shed() {
         let mut second = Box::pin(second);
         assert!(futures_poll_once(&mut first).await.is_none());
         assert!(futures_poll_once(&mut second).await.is_none());
-        assert_eq!(guard.in_flight(), 2);
+        assert_eq!(gate.in_flight(&gate.counters().totals()), 2);
 
         let shed =
             test::call_service(&app, test::TestRequest::get().uri("/feed/1").to_request()).await;
@@ -139,13 +140,13 @@ async fn requests_beyond_max_in_flight_are_shed() {
         assert_eq!(health.status(), 200);
         (first, second)
     };
-    gate.add_permits(2);
+    release.add_permits(2);
     assert_eq!(first.await.unwrap().status(), 200);
     assert_eq!(second.await.unwrap().status(), 200);
-    assert_eq!(guard.in_flight(), 0);
+    assert_eq!(gate.in_flight(&gate.counters().totals()), 0);
     let ok = test::call_service(&app, test::TestRequest::get().uri("/feed/1").to_request()).await;
     assert_eq!(ok.status(), 200);
-    assert_eq!(guard.counts().shed(), 1);
+    assert_eq!(gate.counters().totals().refused(Refusal::Shed), 1);
 }
 
 /// Polls a future once; `Some` when it finished.

@@ -1,0 +1,463 @@
+//! [`RequestGate`]: the limits every request passes before it reaches a
+//! handler, and [`GateMiddleware`], the actix-web middleware that applies it.
+//!
+//! In order: the URL and header size limits (414, 431), then, for everything
+//! but the health probes, the per-client rate limit (429) and the bound on
+//! requests in flight (503). Each refusal is immediate and has a JSON body
+//! and, where waiting helps, `Retry-After`. While the server drains, every
+//! response carries `Connection: close` so that clients move elsewhere.
+//!
+//! It is also where each request is timed and counted ([`Counters`]), given
+//! an `x-request-id`, and logged when it fails (at most a few lines a second,
+//! see [`LogBudget`]) or, sampled, when it succeeds.
+//!
+//! Architecture Invariant: a request that is let through costs at most one
+//! read-modify-write of memory shared between workers, the in-flight count,
+//! and only when `max_in_flight` is on. Everything else it records goes to
+//! the calling thread's own counter shard; the gate's state is reached
+//! through a per-worker `Rc`, and the middleware's future is a plain enum,
+//! not a boxed future.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::http::ConnectionType;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{Error, ResponseError, web};
+use slog::{Logger, info};
+
+use crate::counters::{Counters, Refusal, Totals};
+use crate::error::ApiError;
+use crate::log_budget::LogBudget;
+use crate::rate::RateLimiter;
+use crate::route::Route;
+use crate::state::Lifecycle;
+
+/// The configured limits. A limit of 0 is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Requests being handled at once, across all workers, beyond which new
+    /// ones are shed with 503.
+    pub max_in_flight: usize,
+    /// Bytes of path and query beyond which a request gets 414.
+    pub max_url_bytes: usize,
+    /// Bytes of header names and values beyond which a request gets 431.
+    pub max_header_bytes: usize,
+}
+
+/// The size of request head (request line and headers) from which
+/// actix-http's parser refuses a request by itself, with 431 and an empty
+/// body, before the gate sees it. The gate's own limits must be below it to
+/// mean anything.
+pub const PARSER_HEAD_LIMIT: usize = 131_072;
+
+/// Error lines a second the gate writes, beyond which they are counted and
+/// summed up in the next line written.
+const ERROR_LINES_PER_S: u32 = 10;
+
+/// The request gate's state, shared by every worker: limits, the in-flight
+/// count, the rate limiter, the lifecycle, the counters and the logs. Cheap
+/// to clone (one `Arc`).
+#[derive(Debug, Clone)]
+pub struct RequestGate(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    limits: RequestLimits,
+    /// On a cache line of its own: it is the one shared line requests write.
+    in_flight: CacheLine<AtomicUsize>,
+    rate: Option<RateLimiter>,
+    lifecycle: web::Data<Lifecycle>,
+    counters: Arc<Counters>,
+    logger: Logger,
+    error_budget: LogBudget,
+    access_sample: f64,
+}
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct CacheLine<T>(T);
+
+/// How a [`RequestGate`] is built: limits and lifecycle first, the rest
+/// optional.
+#[derive(Debug)]
+pub struct RequestGateBuilder {
+    shared: Shared,
+}
+
+impl RequestGateBuilder {
+    /// Limits each client address (`None`: no rate limit).
+    #[must_use]
+    pub fn rate_limiter(mut self, rate: Option<RateLimiter>) -> Self {
+        self.shared.rate = rate;
+        self
+    }
+
+    /// Counts into `counters` (by default: counters with the per-request
+    /// metrics off).
+    #[must_use]
+    pub fn counters(mut self, counters: Arc<Counters>) -> Self {
+        self.shared.counters = counters;
+        self
+    }
+
+    /// Logs error responses to `logger` (at most a few lines a second), and
+    /// a random `access_sample` share (0 to 1) of the others.
+    #[must_use]
+    pub fn logger(mut self, logger: Logger, access_sample: f64) -> Self {
+        self.shared.logger = logger;
+        self.shared.access_sample = access_sample.clamp(0.0, 1.0);
+        self
+    }
+
+    /// The gate.
+    pub fn build(self) -> RequestGate {
+        RequestGate(Arc::new(self.shared))
+    }
+}
+
+impl RequestGate {
+    /// A gate with these limits, no rate limit, per-request metrics off and
+    /// no log; the builder sets the rest.
+    pub fn builder(limits: RequestLimits, lifecycle: web::Data<Lifecycle>) -> RequestGateBuilder {
+        RequestGateBuilder {
+            shared: Shared {
+                limits,
+                in_flight: CacheLine::default(),
+                rate: None,
+                lifecycle,
+                counters: Arc::new(Counters::new(false)),
+                logger: Logger::root(slog::Discard, slog::o!()),
+                error_budget: LogBudget::new(ERROR_LINES_PER_S),
+                access_sample: 0.0,
+            },
+        }
+    }
+
+    /// A gate with these limits and nothing else.
+    pub fn new(limits: RequestLimits, lifecycle: web::Data<Lifecycle>) -> Self {
+        Self::builder(limits, lifecycle).build()
+    }
+
+    /// The middleware applying this gate, for `App::wrap`.
+    pub fn middleware(&self) -> GateMiddleware {
+        GateMiddleware(self.clone())
+    }
+
+    /// What the gate counts.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.0.counters
+    }
+
+    /// The lifecycle the gate reads.
+    pub fn lifecycle(&self) -> &web::Data<Lifecycle> {
+        &self.0.lifecycle
+    }
+
+    /// The rate limiter, when rate limiting is on.
+    pub fn rate_limiter(&self) -> Option<&RateLimiter> {
+        self.0.rate.as_ref()
+    }
+
+    /// Requests being handled right now: the shared count when
+    /// `max_in_flight` is on, else what `totals` say.
+    pub fn in_flight(&self, totals: &Totals) -> u64 {
+        if self.0.limits.max_in_flight > 0 {
+            self.0.in_flight.0.load(Ordering::Relaxed) as u64
+        } else {
+            totals.in_flight()
+        }
+    }
+}
+
+impl Shared {
+    /// Lets `req` of `route` in (holding an in-flight slot when that limit
+    /// is on, which the caller must release), or says which limit it breaks.
+    fn admit(&self, req: &ServiceRequest, route: Route) -> Result<bool, (Refusal, ApiError)> {
+        self.check_size(req).map_err(|e| (Refusal::Oversized, e))?;
+        if route.is_health() {
+            return Ok(false);
+        }
+        if let (Some(rate), Some(peer)) = (&self.rate, req.peer_addr())
+            && let Err(wait) = rate.check(peer.ip())
+        {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err((
+                Refusal::RateLimited,
+                ApiError::RateLimited {
+                    retry_after_s: seconds.max(1),
+                },
+            ));
+        }
+        let max = self.limits.max_in_flight;
+        if max == 0 {
+            return Ok(false);
+        }
+        let before = self.in_flight.0.fetch_add(1, Ordering::Relaxed);
+        if before < max {
+            Ok(true)
+        } else {
+            self.in_flight.0.fetch_sub(1, Ordering::Relaxed);
+            Err((Refusal::Shed, ApiError::Overloaded))
+        }
+    }
+
+    /// The first size limit `req` breaks, if any.
+    fn check_size(&self, req: &ServiceRequest) -> Result<(), ApiError> {
+        let limits = &self.limits;
+        if limits.max_url_bytes > 0 {
+            let url = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+            if url > limits.max_url_bytes {
+                return Err(ApiError::UriTooLong);
+            }
+        }
+        if limits.max_header_bytes > 0 {
+            let headers: usize = req
+                .headers()
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len())
+                .sum();
+            if headers > limits.max_header_bytes {
+                return Err(ApiError::HeadersTooLarge);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The request id of `req`: its own `x-request-id` when that is a short
+/// token, else a fresh random one.
+fn request_id(req: &ServiceRequest) -> HeaderValue {
+    let given = req.headers().get(REQUEST_ID).filter(|v| {
+        let bytes = v.as_bytes();
+        (1..=64).contains(&bytes.len())
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    });
+    match given {
+        Some(value) => value.clone(),
+        None => {
+            let mut hex = [0u8; 16];
+            let id = fastrand::u64(..);
+            for (i, digit) in hex.iter_mut().enumerate() {
+                *digit = b"0123456789abcdef"[((id >> (60 - 4 * i)) & 0xf) as usize];
+            }
+            HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("0"))
+        }
+    }
+}
+
+/// The header that carries the request id, in and out.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The middleware factory: `App::new().wrap(gate.middleware())`.
+///
+/// Every answer gets an `x-request-id` header and is counted; every error
+/// answer is logged (within the log budget) with its request id, path
+/// (which holds the user id) and cause.
+#[derive(Debug, Clone)]
+pub struct GateMiddleware(RequestGate);
+
+impl<S, B> Transform<S, ServiceRequest> for GateMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    B: MessageBody,
+{
+    type Response = ServiceResponse<EitherBody<B, BoxBody>>;
+    type Error = Error;
+    type Transform = GateService<S>;
+    type InitError = ();
+    type Future = std::future::Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        std::future::ready(Ok(GateService {
+            service,
+            gate: Rc::new(Arc::clone(&self.0.0)),
+        }))
+    }
+}
+
+/// One worker's gate in front of the app's service.
+#[derive(Debug)]
+pub struct GateService<S> {
+    service: S,
+    /// The shared state behind a per-worker `Rc`: handing it to a request's
+    /// future is a plain (non-atomic) increment.
+    gate: Rc<Arc<Shared>>,
+}
+
+impl<S, B> Service<ServiceRequest> for GateService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    B: MessageBody,
+{
+    type Response = ServiceResponse<EitherBody<B, BoxBody>>;
+    type Error = Error;
+    type Future = GateFuture<S::Future>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let started = Instant::now();
+        let gate = &**self.gate;
+        gate.counters.record_start();
+        let route = Route::of(req.path());
+        let id = request_id(&req);
+        match gate.admit(&req, route) {
+            Ok(holds_slot) => GateFuture {
+                state: State::Admitted {
+                    inner: self.service.call(req),
+                },
+                request: Some(InFlight::new(&self.gate, holds_slot, started, route, id)),
+            },
+            Err((reason, error)) => {
+                gate.counters.record_refusal(reason);
+                let response = req.into_response(error.error_response());
+                GateFuture {
+                    state: State::Refused {
+                        response: Some((response, error)),
+                    },
+                    request: Some(InFlight::new(&self.gate, false, started, route, id)),
+                }
+            }
+        }
+    }
+}
+
+/// A request between the gate and its answer. Dropping it (answered or
+/// cancelled) frees its in-flight slot.
+struct InFlight {
+    gate: Rc<Arc<Shared>>,
+    holds_slot: bool,
+    answered: bool,
+    started: Instant,
+    route: Route,
+    id: HeaderValue,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.holds_slot {
+            self.gate.in_flight.0.fetch_sub(1, Ordering::Relaxed);
+        }
+        if !self.answered {
+            self.gate.counters.record_unanswered();
+        }
+    }
+}
+
+impl InFlight {
+    fn new(
+        gate: &Rc<Arc<Shared>>,
+        holds_slot: bool,
+        started: Instant,
+        route: Route,
+        id: HeaderValue,
+    ) -> Self {
+        Self {
+            gate: Rc::clone(gate),
+            holds_slot,
+            answered: false,
+            started,
+            route,
+            id,
+        }
+    }
+
+    /// Marks, counts and logs the answer.
+    fn finish<B>(
+        mut self,
+        mut response: ServiceResponse<EitherBody<B, BoxBody>>,
+        refusal: Option<ApiError>,
+    ) -> ServiceResponse<EitherBody<B, BoxBody>> {
+        self.answered = true;
+        let gate = &**self.gate;
+        let status = response.status();
+        if gate.lifecycle.is_draining() {
+            response
+                .response_mut()
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
+        }
+        gate.counters
+            .record_request(self.route, status.as_u16(), self.started.elapsed());
+        if status.is_client_error() || status.is_server_error() {
+            if let Some(suppressed) = gate.error_budget.admit() {
+                let cause = refusal
+                    .map(|e| e.to_string())
+                    .or_else(|| response.response().error().map(ToString::to_string));
+                let req = response.request();
+                info!(gate.logger, "error response";
+                    "request_id" => self.id.to_str().unwrap_or(""), "status" => status.as_u16(),
+                    "method" => %req.method(), "path" => req.path(),
+                    "user_id" => req.path().strip_prefix("/feed/").unwrap_or(""),
+                    "cause" => cause.as_deref().unwrap_or(""),
+                    "suppressed_before" => suppressed);
+            }
+        } else if gate.access_sample > 0.0 && fastrand::f64() < gate.access_sample {
+            let req = response.request();
+            info!(gate.logger, "request";
+                "request_id" => self.id.to_str().unwrap_or(""), "status" => status.as_u16(),
+                "method" => %req.method(), "path" => req.path(),
+                "micros" => self.started.elapsed().as_micros());
+        }
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID), self.id.clone());
+        response
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The gate's future: the wrapped service's future, or a refusal ready
+    /// at once. A plain value, not a boxed future.
+    pub struct GateFuture<F> {
+        #[pin]
+        state: State<F>,
+        request: Option<InFlight>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Admitted { #[pin] inner: F },
+        Refused { response: Option<(ServiceResponse, ApiError)> },
+    }
+}
+
+impl<F, B> Future for GateFuture<F>
+where
+    F: Future<Output = Result<ServiceResponse<B>, Error>>,
+    B: MessageBody,
+{
+    type Output = Result<ServiceResponse<EitherBody<B, BoxBody>>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let (response, refusal) = match this.state.project() {
+            StateProj::Admitted { inner } => match inner.poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Ready(Ok(response)) => (response.map_into_left_body(), None),
+            },
+            StateProj::Refused { response } => match response.take() {
+                Some((response, error)) => (response.map_into_right_body(), Some(error)),
+                None => panic!("GateFuture polled after completion"),
+            },
+        };
+        let response = match this.request.take() {
+            Some(request) => request.finish(response, refusal),
+            None => response,
+        };
+        Poll::Ready(Ok(response))
+    }
+}

@@ -164,17 +164,18 @@ fn the_profiler_answers_without_stalling_metrics() {
         let admin = admin.clone();
         std::thread::spawn(move || get(&admin, "/debug/pprof/profile?seconds=2"))
     };
-    // A second profile at the same time is refused; metrics still answer.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let busy = get(&admin, "/debug/pprof/profile?seconds=1");
-        if busy.status == 409 {
-            break;
+    // Scrapes go on while the profile is taken and drawn.
+    let mut answered_meanwhile = 0;
+    while !profile.is_finished() {
+        assert_eq!(get(&admin, "/metrics").status, 200);
+        if !profile.is_finished() {
+            answered_meanwhile += 1;
         }
-        assert!(Instant::now() < deadline, "the first profile never started");
     }
-    assert_eq!(get(&admin, "/metrics").status, 200);
-    assert!(!profile.is_finished(), "metrics waited for the profile");
+    assert!(
+        answered_meanwhile > 0,
+        "no scrape answered during the profile"
+    );
     let profile = profile.join().unwrap();
     load.join().unwrap();
     assert_eq!(profile.status, 200);

@@ -280,7 +280,7 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         std::future::ready(Ok(GateService {
             service,
-            gate: Rc::new(Arc::clone(&self.0.0)),
+            gate: Rc::new(WorkerGate(Arc::clone(&self.0.0))),
         }))
     }
 }
@@ -291,7 +291,20 @@ pub struct GateService<S> {
     service: S,
     /// The shared state behind a per-worker `Rc`: handing it to a request's
     /// future is a plain (non-atomic) increment.
-    gate: Rc<Arc<Shared>>,
+    gate: Rc<WorkerGate>,
+}
+
+/// One worker's handle on the shared state: the `Arc` is cloned once per
+/// worker, the `Rc` around it once per request.
+#[derive(Debug)]
+struct WorkerGate(Arc<Shared>);
+
+impl std::ops::Deref for WorkerGate {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl<S, B> Service<ServiceRequest> for GateService<S>
@@ -335,7 +348,7 @@ where
 /// A request between the gate and its answer. Dropping it (answered or
 /// cancelled) frees its in-flight slot.
 struct InFlight {
-    gate: Rc<Arc<Shared>>,
+    gate: Rc<WorkerGate>,
     holds_slot: bool,
     answered: bool,
     started: Instant,
@@ -356,7 +369,7 @@ impl Drop for InFlight {
 
 impl InFlight {
     fn new(
-        gate: &Rc<Arc<Shared>>,
+        gate: &Rc<WorkerGate>,
         holds_slot: bool,
         started: Instant,
         route: Route,

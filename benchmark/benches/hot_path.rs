@@ -14,12 +14,17 @@
 //!   calls, so with no contention and enough cores it halves with two
 //!   threads. This machine has two cores: four threads measure the
 //!   scheduler too.
-//! - `random_fill`: `CatalogRandomFeed::fill` for 10 and 200 items into an
-//!   empty answer, and for 10 after 190 personal items; next to the same
-//!   algorithm with a `HashSet` instead of the linear scan (a foldhash set
-//!   reused between calls, the best case for hashing, and a std set made per
-//!   call), to check the claim in `feed-memory`'s `random.rs` that the scan
-//!   is faster at these sizes.
+//! - `random_fill`: `CatalogRandomFeed::fill` from a catalog of 10,000,000
+//!   into an empty answer, for 10, 200, 1,000 and 10,000 items (the largest
+//!   answer a configuration may allow), and for 10 after 190 personal items,
+//!   reported per item added: the fill is linear in the answer's size, so
+//!   the figures should stay flat. Next to it, the same algorithm with a
+//!   foldhash `HashSet` reused between calls (the best case for hashing)
+//!   instead of the `SeenSet` filter.
+//! - `generate`: `FeedTable::generate` on every core, per item: the shipped
+//!   shape (feeds of 200 from 10,000,000), both sides of the catalog size
+//!   where it switches from sampling to dealing from a deck, and a catalog
+//!   exactly as large as a feed (every feed a permutation of it).
 //! - `encode_items`: the hand-written encoder against `serde_json::to_vec`
 //!   for 10 and 200 items, and both written into a `Vec<u8>` then turned
 //!   into the `Bytes` that actix-web sends.
@@ -63,7 +68,7 @@ fn table() -> FeedTable {
 
 /// Every user once, in a random order.
 fn shuffled_users() -> Vec<UserId> {
-    let mut users: Vec<UserId> = (0..USERS).map(UserId::new).collect();
+    let mut users: Vec<UserId> = (0..u64::from(USERS)).map(UserId::new).collect();
     fastrand::Rng::with_seed(7).shuffle(&mut users);
     users
 }
@@ -76,7 +81,7 @@ fn fresh_storage(table: &FeedTable) -> MemoryFeedStorage {
     let mut out = Vec::new();
     for user in 0..USERS {
         storage
-            .take_next(UserId::new(user), 0, &mut out)
+            .take_next(UserId::new(user.into()), 0, &mut out)
             .expect("a known user");
     }
     storage
@@ -146,7 +151,7 @@ fn take_next(c: &mut Criterion) {
     group.bench_function("unknown_user", |b| {
         b.iter(|| {
             out.clear();
-            black_box(storage.take_next(black_box(UserId::new(USERS + 5)), SIZE, &mut out)).err();
+            black_box(storage.take_next(black_box(UserId::new(u64::from(USERS) + 5)), SIZE, &mut out)).err();
         });
     });
     group.finish();
@@ -158,7 +163,7 @@ fn advance_from_threads(
     map: &Arc<OffsetMap>,
     threads: u64,
     iters: u64,
-    pick: fn(&mut fastrand::Rng) -> UserId,
+    pick: fn(&mut fastrand::Rng) -> u32,
 ) -> Duration {
     let barrier = Arc::new(Barrier::new(threads as usize));
     let handles: Vec<_> = (0..threads)
@@ -168,7 +173,7 @@ fn advance_from_threads(
             let n = iters / threads + u64::from(t < iters % threads);
             std::thread::spawn(move || {
                 let mut rng = fastrand::Rng::with_seed(t);
-                let users: Vec<UserId> = (0..1024).map(|_| pick(&mut rng)).collect();
+                let users: Vec<u32> = (0..1024).map(|_| pick(&mut rng)).collect();
                 barrier.wait();
                 let start = Instant::now();
                 for i in 0..n {
@@ -190,7 +195,7 @@ fn offsets(c: &mut Criterion) {
     const MAP_USERS: u32 = 1_000_000;
     let map = Arc::new(OffsetMap::with_capacity(MAP_USERS as usize));
     for user in 0..MAP_USERS {
-        map.advance(UserId::new(user), 0, u32::MAX);
+        map.advance(user, 0, u32::MAX);
     }
     let mut group = c.benchmark_group("offsets");
     group.throughput(Throughput::Elements(1));
@@ -200,7 +205,7 @@ fn offsets(c: &mut Criterion) {
             &threads,
             |b, &threads| {
                 b.iter_custom(|iters| {
-                    advance_from_threads(&map, threads, iters, |_| UserId::new(3))
+                    advance_from_threads(&map, threads, iters, |_| 3)
                 });
             },
         );
@@ -209,9 +214,7 @@ fn offsets(c: &mut Criterion) {
             &threads,
             |b, &threads| {
                 b.iter_custom(|iters| {
-                    advance_from_threads(&map, threads, iters, |rng| {
-                        UserId::new(rng.u32(0..MAP_USERS))
-                    })
+                    advance_from_threads(&map, threads, iters, |rng| rng.u32(0..MAP_USERS))
                 });
             },
         );
@@ -239,24 +242,38 @@ fn fill_with_set<S: BuildHasher>(
         }
     }
     // The catalog walk of the real fill is left out: with a catalog of
-    // 10,000,000 and at most 200 items, the draws never run out.
+    // 10,000,000 and at most 10,000 items, the draws never run out.
     match target - items.len() {
         0 => Ok(()),
         missing => Err(RandomFillError::Shortfall { missing }),
     }
 }
 
+/// The largest random fill: `SizeLimits::CEILING`, a whole answer of the
+/// largest size a configuration may allow.
+const LARGEST_FILL: usize = 10_000;
+
 fn random_fill(c: &mut Criterion) {
     let random = CatalogRandomFeed::new(CATALOG);
     let personal: Vec<ItemId> = (1..=190).map(|i| ItemId::new(i * 7)).collect();
     let mut group = c.benchmark_group("random_fill");
     // (name, items already in the answer, items to add)
-    let cases = [("10", 0, 10), ("200", 0, 200), ("10_after_190", 190, 10)];
-    let mut items = Vec::with_capacity(200);
-    let mut reused = HashSet::with_capacity_and_hasher(400, foldhash::fast::RandomState::default());
+    let cases = [
+        ("10", 0, 10),
+        ("200", 0, 200),
+        ("1000", 0, 1_000),
+        ("10000", 0, LARGEST_FILL),
+        ("10_after_190", 190, 10),
+    ];
+    let mut items = Vec::with_capacity(LARGEST_FILL);
     for (name, before, count) in cases {
+        let mut reused = HashSet::with_capacity_and_hasher(
+            before + count,
+            foldhash::fast::RandomState::default(),
+        );
+        // Per item added, so that a fill linear in its size reads flat.
         group.throughput(Throughput::Elements(count as u64));
-        group.bench_function(BenchmarkId::new("linear_scan", name), |b| {
+        group.bench_function(BenchmarkId::new("fill", name), |b| {
             b.iter(|| {
                 items.clear();
                 items.extend_from_slice(&personal[..before]);
@@ -272,14 +289,29 @@ fn random_fill(c: &mut Criterion) {
                 black_box(&items);
             });
         });
-        group.bench_function(BenchmarkId::new("std_set_per_call", name), |b| {
-            b.iter(|| {
-                items.clear();
-                items.extend_from_slice(&personal[..before]);
-                let mut set = HashSet::new();
-                fill_with_set(CATALOG, &mut set, &mut items, black_box(count)).ok();
-                black_box(&items);
-            });
+    }
+    group.finish();
+}
+
+/// `FeedTable::generate` on every core, per item generated. Catalogs from
+/// 16 times a feed up are sampled, smaller ones dealt from a deck (see
+/// `feed-memory`'s `generate.rs`).
+fn generate(c: &mut Criterion) {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut group = c.benchmark_group("generate");
+    group.sample_size(10);
+    // (name, users, feed_len, catalog_size)
+    let cases = [
+        ("100000x200_of_10000000", 100_000, 200, CATALOG),
+        ("100000x200_of_3200", 100_000, 200, 3_200),
+        ("100000x200_of_3199", 100_000, 200, 3_199),
+        ("10000x1000_of_1000", 10_000, 1_000, 1_000),
+    ];
+    for (name, users, feed_len, catalog) in cases {
+        let spec = DataSpec::new(users, feed_len, catalog, 42).expect("a valid spec");
+        group.throughput(Throughput::Elements(u64::from(users) * u64::from(feed_len)));
+        group.bench_function(name, |b| {
+            b.iter(|| FeedTable::generate(&spec, threads, &AtomicU64::new(0)));
         });
     }
     group.finish();
@@ -399,11 +431,19 @@ fn next_feed(c: &mut Criterion) {
     }
     group.bench_function("unknown_user_10", |b| {
         b.iter(|| {
-            black_box(svc.next_feed(black_box(UserId::new(USERS + 1)), size, &mut out)).ok();
+            black_box(svc.next_feed(black_box(UserId::new(u64::from(USERS) + 1)), size, &mut out)).ok();
         });
     });
     group.finish();
 }
 
-criterion_group!(benches, take_next, offsets, random_fill, encode, next_feed);
+criterion_group!(
+    benches,
+    take_next,
+    offsets,
+    random_fill,
+    generate,
+    encode,
+    next_feed
+);
 criterion_main!(benches);

@@ -49,7 +49,7 @@ fn service() -> Service {
 
 fn call(service: &Service, user: u32, size: u32, out: &mut Vec<ItemId>) -> Served {
     let size = service.limits().resolve(size).unwrap();
-    service.next_feed(UserId::new(user), size, out).unwrap()
+    service.next_feed(UserId::new(user.into()), size, out).unwrap()
 }
 
 /// Every user seen once, on this thread, with a buffer of the largest size:
@@ -182,7 +182,7 @@ fn a_flood_of_feed_errors_stays_within_an_allocation_budget() {
         slog::Logger::root(drain.fuse(), slog::o!()),
         Arc::new(Counters::new(true)),
     );
-    let user = UserId::new(USERS + 1);
+    let user = UserId::new(u64::from(USERS) + 1);
     recorder.record(user, &StorageError::UnknownUser(user).into());
     const RECORDS: u64 = 10_000;
     let (counts, ()) = allocations_in(|| {

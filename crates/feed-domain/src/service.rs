@@ -124,8 +124,8 @@ mod tests {
 
     /// Feeds by user, each with a cursor; some users fail on every read.
     struct FakeStorage {
-        feeds: Mutex<HashMap<u32, (Vec<ItemId>, usize)>>,
-        failing: HashSet<u32>,
+        feeds: Mutex<HashMap<u64, (Vec<ItemId>, usize)>>,
+        failing: HashSet<u64>,
     }
 
     impl FeedStorage for FakeStorage {
@@ -198,7 +198,7 @@ mod tests {
     /// and above n are unknown, and `failing` users always fail.
     fn service(
         feed_lens: &[usize],
-        failing: &[u32],
+        failing: &[u64],
         catalog: u32,
     ) -> (
         FeedService<FakeStorage, FakeRandom, FakeRecorder>,
@@ -220,7 +220,7 @@ mod tests {
                 feeds
                     .iter()
                     .enumerate()
-                    .map(|(u, f)| (u as u32, (f.clone(), 0)))
+                    .map(|(u, f)| (u as u64, (f.clone(), 0)))
                     .collect(),
             ),
             failing: failing.iter().copied().collect(),
@@ -236,8 +236,8 @@ mod tests {
         )
     }
 
-    fn requests() -> impl Strategy<Value = Vec<(u32, u32)>> {
-        prop::collection::vec((0u32..8, 0u32..=60), 1..40)
+    fn requests() -> impl Strategy<Value = Vec<(u64, u32)>> {
+        prop::collection::vec((0u64..8, 0u32..=60), 1..40)
     }
 
     proptest! {
@@ -248,7 +248,7 @@ mod tests {
         #[test]
         fn answers_are_full_ordered_and_progress_is_saved(
             lens in prop::collection::vec(0usize..120, 1..6),
-            failing in prop::collection::vec(0u32..8, 0..2),
+            failing in prop::collection::vec(0u64..8, 0..2),
             reqs in requests(),
         ) {
             let (service, feeds) = service(&lens, &failing, 10_000);

@@ -5,19 +5,20 @@ use std::fmt;
 
 use crate::error::{FeedSizeError, SizeLimitsError};
 
-/// A user, identified by a 32-bit number. Every `u32` is a well-formed id;
-/// whether the user has a feed is the storage's business.
+/// A user, identified by a 64-bit number, as offline jobs key their users
+/// (ids may be sparse anywhere in the range). Every `u64` is a well-formed
+/// id; whether the user has a feed is the storage's business.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserId(u32);
+pub struct UserId(u64);
 
 impl UserId {
     /// Wraps a raw id.
-    pub const fn new(raw: u32) -> Self {
+    pub const fn new(raw: u64) -> Self {
         Self(raw)
     }
 
     /// The raw id.
-    pub const fn get(self) -> u32 {
+    pub const fn get(self) -> u64 {
         self.0
     }
 }

@@ -12,6 +12,8 @@
 //! thread, so `/metrics` on the single admin worker never waits for it.
 
 use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
 #[cfg(feature = "profiler")]
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -27,6 +29,7 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::WatchStream;
 
+use crate::counters::DataInfo;
 use crate::error::ApiError;
 use crate::exposition::Exposition;
 use crate::state::Lifecycle;
@@ -51,8 +54,59 @@ pub struct Admin {
     registry: Registry,
     snapshots: watch::Receiver<Snapshot>,
     lifecycle: web::Data<Lifecycle>,
+    data: Option<Arc<dyn DataControl>>,
     #[cfg(feature = "profiler")]
     profiling: AtomicBool,
+}
+
+/// What `POST /admin/reload` and `POST /admin/rollback` ask of the server:
+/// the port through which the admin listener changes the data being served.
+/// Both calls block (a load reads and checks a whole snapshot); the admin
+/// app runs them on a blocking thread.
+pub trait DataControl: std::fmt::Debug + Send + Sync + 'static {
+    /// Loads and verifies the snapshot at `path` (or the configured one)
+    /// and swaps it in.
+    ///
+    /// # Errors
+    /// [`DataControlError`]; the data being served stays as it was.
+    fn reload(&self, path: Option<PathBuf>) -> Result<DataInfo, DataControlError>;
+
+    /// Swaps the data served before the last reload back in.
+    ///
+    /// # Errors
+    /// [`DataControlError::NoPrevious`] when there is none.
+    fn rollback(&self) -> Result<DataInfo, DataControlError>;
+}
+
+/// Why a reload or rollback did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataControlError {
+    /// Another reload or rollback is running.
+    #[error("a reload or rollback is already running")]
+    Busy,
+    /// There is nothing to roll back to.
+    #[error("there is no previous snapshot to roll back to")]
+    NoPrevious,
+    /// There is no snapshot path to reload from.
+    #[error("no snapshot path: give one as {{\"path\": \"...\"}} or set data.snapshot")]
+    NoPath,
+    /// The snapshot could not be loaded.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The JSON body of a reload request; every field optional.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadRequest {
+    path: Option<PathBuf>,
+}
+
+/// The answer of a successful reload or rollback.
+#[derive(Debug, serde::Serialize)]
+struct DataChanged {
+    status: &'static str,
+    data: DataInfo,
 }
 
 impl Admin {
@@ -67,9 +121,18 @@ impl Admin {
             registry,
             snapshots,
             lifecycle,
+            data: None,
             #[cfg(feature = "profiler")]
             profiling: AtomicBool::new(false),
         }
+    }
+
+    /// Serves `POST /admin/reload` and `POST /admin/rollback` through
+    /// `data` (without it they answer 404).
+    #[must_use]
+    pub fn with_data_control(mut self, data: Arc<dyn DataControl>) -> Self {
+        self.data = Some(data);
+        self
     }
 }
 
@@ -80,6 +143,11 @@ impl Admin {
 /// - `GET /events`: Server-Sent Events, one snapshot a second;
 /// - `GET /dashboard`: live charts of the snapshots;
 /// - `GET /openapi.json`: the public API's OpenAPI document;
+/// - `POST /admin/reload` (optional body `{"path": "..."}`): load, verify
+///   and swap in a snapshot; `POST /admin/rollback`: back to the previous
+///   one. 200 with the data now served, or a JSON error (400 bad body, 404
+///   no data control, 409 busy or nothing to roll back to, 422 the snapshot
+///   was refused);
 /// - `GET /debug/pprof/profile?seconds=N`: an N-second CPU profile as a
 ///   flamegraph SVG (default 10, at most 60, one at a time); 404 with a JSON
 ///   error when built without the `profiler` feature.
@@ -101,6 +169,8 @@ pub fn admin_app(
         .route("/events", web::get().to(events))
         .route("/dashboard", web::get().to(dashboard))
         .route("/openapi.json", web::get().to(openapi))
+        .route("/admin/reload", web::post().to(reload))
+        .route("/admin/rollback", web::post().to(rollback))
         .route("/debug/pprof/profile", web::get().to(profile))
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::NotFound)
@@ -138,6 +208,33 @@ async fn events(admin: web::Data<Admin>) -> HttpResponse {
         .content_type("text/event-stream")
         .insert_header(CacheControl(vec![CacheDirective::NoCache]))
         .streaming(stream)
+}
+
+async fn reload(admin: web::Data<Admin>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let request: ReloadRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ReloadRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidBody(e.to_string()))?
+    };
+    change_data(&admin, "reloaded", move |data| data.reload(request.path)).await
+}
+
+async fn rollback(admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
+    change_data(&admin, "rolled back", |data| data.rollback()).await
+}
+
+/// Runs a data change on a blocking thread and answers with its outcome.
+async fn change_data(
+    admin: &Admin,
+    status: &'static str,
+    change: impl FnOnce(&dyn DataControl) -> Result<DataInfo, DataControlError> + Send + 'static,
+) -> Result<HttpResponse, ApiError> {
+    let data = admin.data.clone().ok_or(ApiError::NotFound)?;
+    let outcome = web::block(move || change(&*data))
+        .await
+        .map_err(|_| ApiError::DataChange(DataControlError::Failed("the reload thread failed".into())))?;
+    let data = outcome.map_err(ApiError::DataChange)?;
+    Ok(HttpResponse::Ok().json(DataChanged { status, data }))
 }
 
 async fn dashboard() -> HttpResponse {

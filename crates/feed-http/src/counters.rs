@@ -145,7 +145,7 @@ impl Default for Shard {
 }
 
 /// Facts about the data being served, replaced whenever it is.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DataInfo {
     /// Users with a feed.
     pub users: u64,
@@ -155,6 +155,44 @@ pub struct DataInfo {
     pub bytes: u64,
     /// Seconds loading (or generating) the data took.
     pub load_seconds: f64,
+    /// The snapshot it came from; `None` for the synthetic set.
+    pub snapshot: Option<SnapshotInfo>,
+}
+
+/// Which snapshot is being served.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SnapshotInfo {
+    /// The snapshot id, as 16 hex digits.
+    pub id: String,
+    /// When the snapshot was written, in milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+    /// The file it was loaded from.
+    pub path: String,
+}
+
+/// How a reload or rollback ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataChange {
+    /// New data was swapped in.
+    Reloaded,
+    /// A load failed; the data being served stayed.
+    Failed,
+    /// The previous data was swapped back in.
+    RolledBack,
+}
+
+impl DataChange {
+    /// Every kind, in label order.
+    pub const ALL: [Self; 3] = [Self::Reloaded, Self::Failed, Self::RolledBack];
+
+    /// The `result` label.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Reloaded => "reloaded",
+            Self::Failed => "failed",
+            Self::RolledBack => "rolled_back",
+        }
+    }
 }
 
 /// Totals over all shards, for a scrape or a dashboard sample.
@@ -239,6 +277,7 @@ pub struct Counters {
     enabled: bool,
     shards: Box<[Shard]>,
     data: Mutex<Option<DataInfo>>,
+    changes: [AtomicU64; DataChange::ALL.len()],
 }
 
 /// Spreads threads over shards.
@@ -256,6 +295,7 @@ impl Counters {
             enabled,
             shards: (0..shards).map(|_| Shard::default()).collect(),
             data: Mutex::new(None),
+            changes: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -349,7 +389,17 @@ impl Counters {
 
     /// The facts about the data being served, once set.
     pub fn data(&self) -> Option<DataInfo> {
-        self.data.lock().ok().and_then(|data| *data)
+        self.data.lock().ok().and_then(|data| data.clone())
+    }
+
+    /// Counts a reload or rollback (rare: one shared counter is fine).
+    pub fn record_data_change(&self, change: DataChange) {
+        self.changes[change as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reloads and rollbacks of `change`'s kind so far.
+    pub fn data_changes(&self, change: DataChange) -> u64 {
+        self.changes[change as usize].load(Ordering::Relaxed)
     }
 
     /// Adds up all shards.

@@ -4,14 +4,16 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use feed_domain::{FeedUnavailable, SizeLimits};
+
+use crate::admin::DataControlError;
 use serde::Serialize;
 
 /// An error answer. Each variant maps to one status; the body is always
 /// `{"error": "..."}` naming what was wrong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
     /// The `user_id` path segment is not a decimal user id.
-    #[error("invalid user_id: expected a decimal integer from 0 to 4294967295")]
+    #[error("invalid user_id: expected a decimal integer from 0 to 18446744073709551615")]
     InvalidUserId,
     /// The `size` query parameter is not acceptable under these limits.
     #[error(
@@ -53,6 +55,12 @@ pub enum ApiError {
     /// The CPU profiler could not run.
     #[error("the CPU profiler is not available")]
     ProfilerUnavailable,
+    /// A request body that is not the JSON expected.
+    #[error("invalid body: {0}")]
+    InvalidBody(String),
+    /// A reload or rollback did not happen.
+    #[error("{0}")]
+    DataChange(crate::admin::DataControlError),
     /// No route matches the path.
     #[error("not found")]
     NotFound,
@@ -75,8 +83,15 @@ struct ErrorBody<'a> {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::InvalidUserId | Self::InvalidSize(_) | Self::InvalidSeconds(_) => {
-                StatusCode::BAD_REQUEST
+            Self::InvalidUserId
+            | Self::InvalidSize(_)
+            | Self::InvalidSeconds(_)
+            | Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            Self::DataChange(DataControlError::Failed(_) | DataControlError::NoPath) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::DataChange(DataControlError::Busy | DataControlError::NoPrevious) => {
+                StatusCode::CONFLICT
             }
             Self::Busy => StatusCode::CONFLICT,
             Self::Unavailable | Self::Loading | Self::Overloaded | Self::ProfilerUnavailable => {

@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::counters::{Counters, FeedErrorKind, LATENCY_BOUNDS, Refusal};
+use crate::counters::{Counters, DataChange, FeedErrorKind, LATENCY_BOUNDS, Refusal};
 use crate::gate::RequestGate;
 
 /// Everything `/metrics` shows: the totals of the gate's [`Counters`] and
@@ -174,7 +174,35 @@ impl Collector for Exposition {
         ] {
             counter(&mut encoder, name, help, totals.refused(reason))?;
         }
+        {
+            let mut family = encoder.encode_descriptor(
+                "data_changes",
+                "Snapshot reloads and rollbacks, by result",
+                None,
+                MetricType::Counter,
+            )?;
+            for change in DataChange::ALL {
+                ConstCounter::new(self.counters().data_changes(change))
+                    .encode(family.encode_family(&[("result", change.label())])?)?;
+            }
+        }
         if let Some(data) = self.counters().data() {
+            if let Some(snapshot) = &data.snapshot {
+                encoder
+                    .encode_descriptor(
+                        "data_snapshot",
+                        "The snapshot being served",
+                        None,
+                        MetricType::Info,
+                    )?
+                    .encode_info(&[("id", snapshot.id.as_str()), ("path", snapshot.path.as_str())])?;
+                gauge(
+                    &mut encoder,
+                    "data_snapshot_created_seconds",
+                    "When the snapshot being served was written, Unix time",
+                    snapshot.created_unix_ms as f64 / 1e3,
+                )?;
+            }
             for (name, help, value) in [
                 ("data_users", "Users with a feed", data.users as f64),
                 ("data_items", "Feed item ids held", data.items as f64),

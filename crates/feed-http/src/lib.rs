@@ -36,8 +36,10 @@ mod routes;
 mod state;
 mod stats;
 
-pub use admin::{Admin, OPENAPI, admin_app};
-pub use counters::{Counters, DataInfo, FeedErrorKind, LATENCY_BOUNDS, Refusal, Totals};
+pub use admin::{Admin, DataControl, DataControlError, OPENAPI, admin_app};
+pub use counters::{
+    Counters, DataChange, DataInfo, FeedErrorKind, LATENCY_BOUNDS, Refusal, SnapshotInfo, Totals,
+};
 pub use encode::{encode_items, encoded_len_hint, write_items};
 pub use error::ApiError;
 pub use exposition::Exposition;

@@ -5,10 +5,10 @@ use feed_domain::{FeedSize, SizeLimits, UserId};
 
 use crate::error::ApiError;
 
-/// A `u32` written as ASCII decimal digits only: no sign, no spaces, no
-/// other digit systems. Leading zeros are allowed. `None` when it is not one
-/// or does not fit.
-pub fn decimal_u32(raw: &str) -> Option<u32> {
+/// An unsigned integer written as ASCII decimal digits only: no sign, no
+/// spaces, no other digit systems. Leading zeros are allowed. `None` when it
+/// is not one or does not fit.
+fn decimal<T: std::str::FromStr>(raw: &str) -> Option<T> {
     if raw.is_empty() || raw.len() > 32 || !raw.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -16,12 +16,22 @@ pub fn decimal_u32(raw: &str) -> Option<u32> {
     raw.parse().ok()
 }
 
+/// A `u32` in strict ASCII decimal (see `decimal`).
+pub fn decimal_u32(raw: &str) -> Option<u32> {
+    decimal(raw)
+}
+
+/// A `u64` in strict ASCII decimal (see `decimal`).
+pub fn decimal_u64(raw: &str) -> Option<u64> {
+    decimal(raw)
+}
+
 /// The `user_id` path segment.
 ///
 /// # Errors
-/// [`ApiError::InvalidUserId`] unless it is a decimal `u32`.
+/// [`ApiError::InvalidUserId`] unless it is a decimal `u64`.
 pub fn user_id(raw: &str) -> Result<UserId, ApiError> {
-    decimal_u32(raw)
+    decimal_u64(raw)
         .map(UserId::new)
         .ok_or(ApiError::InvalidUserId)
 }
@@ -86,6 +96,15 @@ mod tests {
             "abc",
         ] {
             assert_eq!(decimal_u32(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn user_ids_span_u64() {
+        assert_eq!(user_id("0"), Ok(UserId::new(0)));
+        assert_eq!(user_id("18446744073709551615"), Ok(UserId::new(u64::MAX)));
+        for bad in ["18446744073709551616", "-1", "", "1a", "+5"] {
+            assert_eq!(user_id(bad), Err(ApiError::InvalidUserId), "{bad:?}");
         }
     }
 

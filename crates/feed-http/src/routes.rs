@@ -1,7 +1,9 @@
 //! The routes and their handlers.
 
 use std::cell::RefCell;
-use std::sync::OnceLock;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
@@ -24,13 +26,46 @@ thread_local! {
     static ITEMS: RefCell<Vec<ItemId>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The feed service, once the data is loaded.
-pub type FeedSlot<S, R, E> = OnceLock<FeedService<S, R, E>>;
+/// The feed service being served, once the data is loaded; replaced
+/// atomically when new data is swapped in. A request holds the version it
+/// started with to its end (a guard taken without any shared write in the
+/// common case), and a version is dropped, its memory released, when its
+/// last request is done.
+#[derive(Debug)]
+pub struct FeedSlot<T>(ArcSwapOption<T>);
+
+impl<T> Default for FeedSlot<T> {
+    fn default() -> Self {
+        Self(ArcSwapOption::empty())
+    }
+}
+
+impl<T> FeedSlot<T> {
+    /// An empty slot: the data is loading.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// A slot holding `service`.
+    pub fn holding(service: T) -> Self {
+        Self(ArcSwapOption::from_pointee(service))
+    }
+
+    /// The service now, if any.
+    pub fn current(&self) -> Option<Arc<T>> {
+        self.0.load_full()
+    }
+
+    /// Serves `service` from now on and returns the one it replaces.
+    pub fn replace(&self, service: Arc<T>) -> Option<Arc<T>> {
+        self.0.swap(Some(service))
+    }
+}
 
 /// The whole public app: the [`RequestGate`] middleware around
 /// [`configure`]'s routes. The server runs exactly this, and so do the tests.
 pub fn app<S, R, E>(
-    feeds: web::Data<FeedSlot<S, R, E>>,
+    feeds: web::Data<FeedSlot<FeedService<S, R, E>>>,
     gate: RequestGate,
 ) -> App<
     impl ServiceFactory<
@@ -68,7 +103,7 @@ where
 /// answers are counted in its counters.
 pub fn configure<S, R, E>(
     cfg: &mut web::ServiceConfig,
-    feeds: web::Data<FeedSlot<S, R, E>>,
+    feeds: web::Data<FeedSlot<FeedService<S, R, E>>>,
     lifecycle: web::Data<Lifecycle>,
 ) where
     S: FeedStorage,
@@ -106,7 +141,7 @@ pub fn configure<S, R, E>(
 /// are not allowed (405).
 async fn feed_route<S, R, E>(
     req: HttpRequest,
-    feeds: web::Data<FeedSlot<S, R, E>>,
+    feeds: web::Data<FeedSlot<FeedService<S, R, E>>>,
 ) -> Result<HttpResponse, ApiError>
 where
     S: FeedStorage,
@@ -125,7 +160,8 @@ where
         },
     };
     let user = parse::user_id(raw)?;
-    let service = feeds.get().ok_or(ApiError::Loading)?;
+    let service = feeds.0.load();
+    let service = service.as_ref().ok_or(ApiError::Loading)?;
     let size = parse::size(req.query_string(), service.limits())?;
     let body = ITEMS.with_borrow_mut(|items| {
         let served = service.next_feed(user, size, items)?;

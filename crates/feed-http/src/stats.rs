@@ -5,7 +5,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::counters::{Refusal, Totals};
+use crate::counters::{DataInfo, Refusal, Totals};
 use crate::gate::RequestGate;
 
 /// Latency percentiles, in milliseconds.
@@ -56,6 +56,8 @@ pub struct Snapshot {
     pub memory_bytes: u64,
     /// Requests being handled now.
     pub in_flight: u64,
+    /// The data being served, once loaded.
+    pub data: Option<DataInfo>,
 }
 
 /// Takes [`Snapshot`]s: each call compares the counters with the previous
@@ -90,6 +92,7 @@ impl Sampler {
             exhausted_users: totals.exhausted,
             memory_bytes: resident_bytes(),
             in_flight: self.gate.in_flight(&totals),
+            data: self.gate.counters().data(),
             ..Snapshot::default()
         };
         if let Some((then, before)) = &self.previous {

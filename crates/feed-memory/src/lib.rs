@@ -1,12 +1,16 @@
 //! In-memory adapters for the ports of `feed-domain`.
 //!
-//! - [`FeedTable`]: every user's feed in one contiguous block of `u32` ids,
-//!   read-only after start-up. User `u`'s feed is the slice
-//!   `[u * feed_len, (u + 1) * feed_len)`: no per-user allocation, no pointer
-//!   chasing, and the memory is the raw ids (4 bytes an item) and nothing more.
-//! - [`OffsetMap`]: each user's progress, a lock-free `papaya` map from user
-//!   to an `AtomicU32` updated in place with one compare-and-swap loop, so two
-//!   concurrent requests for one user can never be handed the same item.
+//! - [`FeedTable`]: every user's feed in a few flat blocks, read-only after
+//!   start-up: compressed sparse rows of `u32` item ids, users either dense
+//!   (`0..n`, fixed-length feeds, the synthetic set) or sparse 64-bit ids
+//!   found through a bucket index: no per-user allocation, no pointer
+//!   chasing.
+//! - [`Snapshot`]: a [`FeedTable`] and a fallback list in one file, mapped
+//!   rather than parsed, with checksums; [`snapshot::write`] writes one.
+//! - [`OffsetMap`]: each user's progress, a lock-free `papaya` map from the
+//!   user's position to an `AtomicU32` updated in place with one
+//!   compare-and-swap loop, so two concurrent requests for one user can never
+//!   be handed the same item.
 //! - [`MemoryFeedStorage`]: the two above, as a [`feed_domain::FeedStorage`].
 //! - [`CatalogRandomFeed`]: random items from the catalog `1..=catalog_size`,
 //!   as a [`feed_domain::RandomFeed`].
@@ -18,11 +22,14 @@
 mod generate;
 mod offsets;
 mod random;
+mod seen;
+pub mod snapshot;
 mod storage;
 mod table;
 
 pub use generate::{DataSpec, DataSpecError};
 pub use offsets::OffsetMap;
 pub use random::CatalogRandomFeed;
+pub use snapshot::{FallbackList, ItemsVerifier, Snapshot, SnapshotError, SnapshotMeta};
 pub use storage::MemoryFeedStorage;
 pub use table::{FeedTable, TableError};

@@ -3,9 +3,9 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use feed_domain::UserId;
-
-/// Each user's offset into their feed: a lock-free `papaya` map from user to
+/// Each user's offset into their feed: a lock-free `papaya` map from the
+/// user's position in the feed table (not the 64-bit id: a position fits in
+/// a `u32` and belongs to one table, as progress belongs to one data set) to
 /// an `AtomicU32`.
 ///
 /// A user's entry is created on their first request (the only allocation)
@@ -29,9 +29,9 @@ impl OffsetMap {
     /// returns the range of feed positions this call now owns. The range is
     /// empty once the feed is exhausted. Concurrent calls get disjoint ranges.
     #[inline]
-    pub fn advance(&self, user: UserId, want: u32, len: u32) -> Range<u32> {
+    pub fn advance(&self, position: u32, want: u32, len: u32) -> Range<u32> {
         let map = self.map.pin();
-        let key = user.get();
+        let key = position;
         let cell = match map.get(&key) {
             Some(cell) => cell,
             None => map.get_or_insert_with(key, || AtomicU32::new(0)),
@@ -46,11 +46,11 @@ impl OffsetMap {
         }
     }
 
-    /// `user`'s current offset (0 for a user not seen yet).
-    pub fn offset(&self, user: UserId) -> u32 {
+    /// The current offset of the user at `position` (0 for one not seen yet).
+    pub fn offset(&self, position: u32) -> u32 {
         self.map
             .pin()
-            .get(&user.get())
+            .get(&position)
             .map_or(0, |cell| cell.load(Ordering::Relaxed))
     }
 
@@ -77,13 +77,13 @@ mod tests {
     #[test]
     fn advances_and_stops_at_the_end() {
         let map = OffsetMap::default();
-        let u = UserId::new(4);
+        let u = 4;
         assert_eq!(map.advance(u, 3, 7), 0..3);
         assert_eq!(map.advance(u, 3, 7), 3..6);
         assert_eq!(map.advance(u, 3, 7), 6..7);
         assert_eq!(map.advance(u, 3, 7), 7..7);
         assert_eq!(map.offset(u), 7);
-        assert_eq!(map.offset(UserId::new(5)), 0);
+        assert_eq!(map.offset(5), 0);
         assert_eq!(map.len(), 1);
     }
 
@@ -97,7 +97,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut got = Vec::new();
                     loop {
-                        let range = map.advance(UserId::new(1), 1 + t % 3, LEN);
+                        let range = map.advance(1, 1 + t % 3, LEN);
                         if range.is_empty() {
                             return got;
                         }
@@ -120,7 +120,7 @@ mod tests {
             let map = OffsetMap::default();
             let mut last = 0;
             for want in wants {
-                let range = map.advance(UserId::new(0), want, len);
+                let range = map.advance(0, want, len);
                 prop_assert_eq!(range.start, last);
                 prop_assert!(range.end >= range.start && range.end <= len);
                 prop_assert_eq!(range.len() as u32, want.min(len - last));

@@ -43,14 +43,14 @@ impl FeedStorage for MemoryFeedStorage {
     ) -> Result<Taken, StorageError> {
         // Look the user up before touching the offset map, so that requests
         // for unknown users never grow it.
-        let feed = self
+        let (position, feed) = self
             .table
-            .feed(user)
+            .lookup(user)
             .ok_or(StorageError::UnknownUser(user))?;
         let want = u32::try_from(max).unwrap_or(u32::MAX);
         // A feed is at most u32::MAX long: the table holds at most that many items per user.
         let len = feed.len() as u32;
-        let range = self.offsets.advance(user, want, len);
+        let range = self.offsets.advance(position, want, len);
         let taken = &feed[range.start as usize..range.end as usize];
         out.extend(taken.iter().map(|&id| ItemId::new(id)));
         Ok(Taken {

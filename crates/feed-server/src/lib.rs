@@ -9,33 +9,31 @@
 //! outbound adapter that logs feed errors ([`recorder`]); it holds no
 //! business rule.
 
+pub mod data;
+pub mod import;
 pub mod logging;
 pub mod recorder;
 pub mod settings;
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpServer, web};
-use feed_domain::{FeedService, SizeLimits};
+use feed_domain::SizeLimits;
 use feed_http::{
-    Admin, Counters, DataInfo, Exposition, FeedErrorKind, FeedSlot, Lifecycle, Refusal,
-    RequestGate, Sampler, Snapshot,
+    Admin, Counters, DataControl, Exposition, FeedErrorKind, FeedSlot, Lifecycle, Refusal,
+    RequestGate, Sampler,
 };
-use feed_memory::{CatalogRandomFeed, DataSpec, FeedTable, MemoryFeedStorage};
+use feed_memory::{ItemsVerifier, Snapshot};
 use slog::{Logger, error, info, o, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use crate::data::{DataManager, Loaded, MemoryFeedService};
 use crate::recorder::LoggingRecorder;
 use crate::settings::{ServiceSpec, Settings};
-
-/// The feed service as this binary runs it, over the in-memory adapters:
-/// every port resolved at compile time.
-pub type MemoryFeedService =
-    FeedService<MemoryFeedStorage, CatalogRandomFeed, Arc<LoggingRecorder>>;
 
 /// Why the data could not be loaded. The server logs it and exits non-zero:
 /// a process that can never serve must not look alive.
@@ -50,15 +48,30 @@ pub enum LoadError {
 }
 
 /// Loads the data on the loading thread: given the error recorder and a
-/// logger, the service over the data (and the time it took).
+/// logger, the data to serve, and the check of a snapshot's items still to
+/// run once it is served.
 pub type Loader = Box<
-    dyn FnOnce(Arc<LoggingRecorder>, &Logger) -> Result<(MemoryFeedService, Duration), LoadError>
+    dyn FnOnce(Arc<LoggingRecorder>, &Logger) -> Result<(Loaded, Option<ItemsVerifier>), LoadError>
         + Send,
 >;
 
 /// The loader of the synthetic data set of `spec`.
 pub fn synthetic_loader(spec: ServiceSpec) -> Loader {
-    Box::new(move |recorder, logger| Ok(build_feeds(&spec.data, spec.limits, recorder, logger)))
+    Box::new(move |recorder, logger| {
+        Ok((
+            data::synthetic(&spec.data, spec.limits, recorder, logger),
+            None,
+        ))
+    })
+}
+
+/// The loader of an opened `snapshot` (opened in `took`): its header, ids
+/// and offsets are verified; its items are verified once it is served.
+pub fn snapshot_loader(snapshot: Snapshot, took: Duration, limits: SizeLimits) -> Loader {
+    Box::new(move |recorder, _| {
+        let (loaded, verifier) = data::from_snapshot(snapshot, took, limits, recorder);
+        Ok((loaded, Some(verifier)))
+    })
 }
 
 /// Where stop requests come from.
@@ -80,9 +93,6 @@ pub enum Stopped {
     Forced,
 }
 
-/// How often data generation reports its progress.
-const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-
 /// Connections the kernel may queue before the server accepts them.
 const BACKLOG: i32 = 2048;
 
@@ -91,47 +101,6 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the rate limiter forgets idle clients.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
-
-/// Generates the data set on every core, logging progress each second, and
-/// returns the service over it (reporting errors to `recorder`) with the
-/// time generation took.
-pub fn build_feeds(
-    spec: &DataSpec,
-    limits: SizeLimits,
-    recorder: Arc<LoggingRecorder>,
-    logger: &Logger,
-) -> (MemoryFeedService, Duration) {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let started = Instant::now();
-    let progress = AtomicU64::new(0);
-    let table = std::thread::scope(|scope| {
-        let generator = scope.spawn(|| FeedTable::generate(spec, threads, &progress));
-        let mut next_report = started + PROGRESS_EVERY;
-        while !generator.is_finished() {
-            std::thread::sleep(Duration::from_millis(20));
-            if Instant::now() >= next_report {
-                next_report += PROGRESS_EVERY;
-                let done = progress.load(Ordering::Relaxed);
-                info!(logger, "generating feeds";
-                    "users_done" => done, "users" => spec.users(),
-                    "percent" => done * 100 / u64::from(spec.users()).max(1));
-            }
-        }
-        generator.join()
-    });
-    let table = match table {
-        Ok(table) => table,
-        Err(panic) => std::panic::resume_unwind(panic),
-    };
-    let elapsed = started.elapsed();
-    let feeds = FeedService::new(
-        MemoryFeedStorage::new(table),
-        CatalogRandomFeed::new(spec.catalog_size()),
-        recorder,
-        limits,
-    );
-    (feeds, elapsed)
-}
 
 /// Opens the listening socket for `host:port`, with a backlog of 2048.
 ///
@@ -172,6 +141,7 @@ pub struct Listeners {
 /// stopped at once.
 pub fn run(
     settings: &Settings,
+    limits: SizeLimits,
     listeners: Listeners,
     logger: &Logger,
     loader: Loader,
@@ -181,11 +151,19 @@ pub fn run(
     let admin_addr: SocketAddr = listeners.admin.local_addr()?;
     let workers = settings.workers();
     let lifecycle = web::Data::new(Lifecycle::loading());
-    let slot: web::Data<FeedSlot<_, _, _>> = web::Data::new(OnceLock::<MemoryFeedService>::new());
+    let slot = web::Data::new(FeedSlot::<MemoryFeedService>::empty());
     let counters = Arc::new(Counters::new(settings.admin.metrics));
     let recorder = Arc::new(LoggingRecorder::new(
         logger.new(o!("component" => "feed")),
         Arc::clone(&counters),
+    ));
+    let manager = Arc::new(DataManager::new(
+        slot.clone(),
+        Arc::clone(&counters),
+        Arc::clone(&recorder),
+        limits,
+        settings.snapshot_path(),
+        logger.new(o!("component" => "data")),
     ));
     let gate = RequestGate::builder(settings.request_limits(), lifecycle.clone())
         .rate_limiter(settings.rate_limiter())
@@ -195,12 +173,15 @@ pub fn run(
             settings.log.access_sample,
         )
         .build();
-    let (snapshots, snapshot) = watch::channel(Snapshot::default());
-    let admin = web::Data::new(Admin::new(
-        Exposition::registry(gate.clone()),
-        snapshot,
-        lifecycle.clone(),
-    ));
+    let (snapshots, snapshot) = watch::channel(feed_http::Snapshot::default());
+    let admin = web::Data::new(
+        Admin::new(
+            Exposition::registry(gate.clone()),
+            snapshot,
+            lifecycle.clone(),
+        )
+        .with_data_control(Arc::clone(&manager) as Arc<dyn DataControl>),
+    );
     let limits = &settings.limits;
     info!(logger, "listening, loading feeds"; "listen" => %addr, "admin" => %admin_addr, "workers" => workers);
 
@@ -220,20 +201,17 @@ pub fn run(
 
     let (load_failed, load_failure) = oneshot::channel::<LoadError>();
     let loader = {
-        let (logger, lifecycle, slot, counters) = (
-            logger.clone(),
-            lifecycle.clone(),
-            slot.clone(),
-            Arc::clone(&counters),
-        );
+        let (logger, lifecycle, manager) =
+            (logger.clone(), lifecycle.clone(), Arc::clone(&manager));
         std::thread::Builder::new()
             .name("load".into())
             .spawn(move || {
+                let recorder = Arc::clone(manager.recorder());
                 let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     loader(recorder, &logger)
                 }))
                 .unwrap_or_else(|panic| Err(LoadError::Panicked(panic_message(&*panic))));
-                let (feeds, took) = match loaded {
+                let (loaded, verifier) = match loaded {
                     Ok(loaded) => loaded,
                     Err(e) => {
                         error!(logger, "loading the feeds failed"; "error" => %e);
@@ -241,22 +219,29 @@ pub fn run(
                         return;
                     }
                 };
-                let table = feeds.storage().table();
-                let (users, items, bytes) = (table.users(), table.total_items(), table.bytes());
-                counters.set_data(DataInfo {
-                    users: u64::from(users),
-                    items: items as u64,
-                    bytes: bytes as u64,
-                    load_seconds: took.as_secs_f64(),
-                });
-                // The slot is set once, here; set it before saying "ready".
-                if slot.set(feeds).is_ok() {
-                    lifecycle.mark_loaded();
-                }
+                let info = loaded.info.clone();
+                // The data is in place before the server says "ready".
+                manager.install(loaded);
+                lifecycle.mark_loaded();
                 info!(logger, "feed-server ready";
-                    "users" => users, "items" => items, "feed_bytes" => bytes,
-                    "load_ms" => took.as_millis(), "listen" => %addr,
-                    "admin" => %admin_addr, "workers" => workers);
+                    "users" => info.users, "items" => info.items, "feed_bytes" => info.bytes,
+                    "load_ms" => (info.load_seconds * 1e3) as u64,
+                    "snapshot_id" => info.snapshot.as_ref().map_or("", |s| s.id.as_str()),
+                    "listen" => %addr, "admin" => %admin_addr, "workers" => workers);
+                // A snapshot's items are checked while it is already served:
+                // a corrupt one stops the server rather than serve garbage.
+                if let Some(verifier) = verifier {
+                    let started = Instant::now();
+                    match verifier.verify() {
+                        Ok(()) => info!(logger, "snapshot items verified";
+                            "ms" => started.elapsed().as_millis()),
+                        Err(e) => {
+                            let e = LoadError::Failed(e.to_string());
+                            error!(logger, "loading the feeds failed"; "error" => %e);
+                            let _ = load_failed.send(e);
+                        }
+                    }
+                }
             })?
     };
 
@@ -274,6 +259,16 @@ pub fn run(
                 snapshots.send_replace(sampler.sample());
             }
         });
+        reload_on_hangup(Arc::clone(&manager));
+        if settings.data.watch
+            && let Some(path) = manager.default_path().map(Path::to_owned)
+        {
+            watch_file(
+                path,
+                Duration::from_millis(settings.data.watch_interval_ms),
+                Arc::clone(&manager),
+            );
+        }
         if gate.rate_limiter().is_some() {
             let gate = gate.clone();
             actix_web::rt::spawn(async move {
@@ -396,6 +391,47 @@ fn stop_requests(stops: Stops) -> mpsc::UnboundedReceiver<&'static str> {
             receiver
         }
     }
+}
+
+/// Reloads the default snapshot on every SIGHUP.
+fn reload_on_hangup(manager: Arc<DataManager>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    actix_web::rt::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let manager = Arc::clone(&manager);
+            // The outcome is logged and counted by the manager.
+            let _ = tokio::task::spawn_blocking(move || manager.reload(None)).await;
+        }
+    });
+}
+
+/// What identifies a file's content without reading it: replacing the file
+/// (a rename over it) changes the inode; rewriting it changes the length or
+/// the modification time.
+fn file_identity(path: &Path) -> Option<(u64, u64, Option<std::time::SystemTime>)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.ino(), meta.len(), meta.modified().ok()))
+}
+
+/// Reloads `path` whenever it is replaced, looking every `every`.
+fn watch_file(path: PathBuf, every: Duration, manager: Arc<DataManager>) {
+    actix_web::rt::spawn(async move {
+        let mut seen = file_identity(&path);
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            ticks.tick().await;
+            let now = file_identity(&path);
+            if now.is_some() && now != seen {
+                seen = now;
+                let manager = Arc::clone(&manager);
+                let _ = tokio::task::spawn_blocking(move || manager.reload(None)).await;
+            }
+        }
+    });
 }
 
 /// The message of a panic payload.

@@ -1,10 +1,12 @@
 //! `feed-server --config PATH`: serves every user's feed from memory.
+//! `feed-server import ...`: turns an offline job's output into a snapshot.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
-use clap::Parser;
-use feed_server::settings::Settings;
+use clap::{Args, Parser, Subcommand};
+use feed_server::settings::{DataSource, Settings};
 use feed_server::{Stopped, Stops};
 use slog::error;
 
@@ -13,8 +15,38 @@ use slog::error;
 #[command(version, about)]
 struct Cli {
     /// The TOML configuration file; `FEED__SECTION__KEY` variables override it.
-    #[arg(long, default_value = "config/default.toml")]
+    #[arg(long, default_value = "config/default.toml", global = true)]
     config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Writes a snapshot file from Parquet or JSON Lines feeds (or from the
+    /// configured synthetic data set), for `[data] source = "snapshot"`.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// An input file: `.parquet` (columns `user_id` and `items`) or `.jsonl`
+    /// (`{"user_id": 17, "items": [5, 9, 2]}` a line). Repeat for several.
+    #[arg(long = "input", required_unless_present = "synthetic")]
+    inputs: Vec<PathBuf>,
+    /// Items to fill short feeds with: `.parquet` with a column `item_id`,
+    /// or a text file with one id a line. Default: every distinct item of
+    /// the feeds.
+    #[arg(long, conflicts_with = "synthetic")]
+    fallback: Option<PathBuf>,
+    /// Write the configured synthetic data set (`[data]` users, feed_len,
+    /// catalog_size, seed) instead of reading inputs.
+    #[arg(long, conflicts_with = "inputs")]
+    synthetic: bool,
+    /// The snapshot file to write (atomically: written beside it, synced,
+    /// renamed).
+    #[arg(long)]
+    output: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -26,6 +58,27 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("feed-server: {e}");
             return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::Import(args)) = cli.command {
+        return import(&args, &spec);
+    }
+    // A snapshot to serve is opened (and its header, ids and offsets
+    // checked) before anything listens: a bad one is a bad configuration.
+    let loader = match settings.data.source {
+        DataSource::Synthetic => feed_server::synthetic_loader(spec),
+        DataSource::Snapshot => {
+            let started = Instant::now();
+            let path = settings.snapshot_path().unwrap_or_default();
+            match feed_memory::Snapshot::open(&path) {
+                Ok(snapshot) => {
+                    feed_server::snapshot_loader(snapshot, started.elapsed(), spec.limits)
+                }
+                Err(e) => {
+                    eprintln!("feed-server: data.snapshot: {e}");
+                    return ExitCode::from(2);
+                }
+            }
         }
     };
     let (logger, _flush_on_exit) = feed_server::logging::logger(&settings.log);
@@ -42,14 +95,40 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let listeners = feed_server::Listeners { public, admin };
-    let loader = feed_server::synthetic_loader(spec);
-    match feed_server::run(&settings, listeners, &logger, loader, Stops::Signals) {
+    match feed_server::run(
+        &settings,
+        spec.limits,
+        listeners,
+        &logger,
+        loader,
+        Stops::Signals,
+    ) {
         Ok(Stopped::Drained) => ExitCode::SUCCESS,
         // A second stop signal: requests in flight were abandoned.
         Ok(Stopped::Forced) => ExitCode::from(130),
         Err(e) => {
             error!(logger, "server failed"; "error" => %e);
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `feed-server import`: exit 0 with a summary, or 2 with one line naming
+/// what was wrong.
+fn import(args: &ImportArgs, spec: &feed_server::settings::ServiceSpec) -> ExitCode {
+    let outcome = if args.synthetic {
+        feed_server::import::synthetic(spec, &args.output)
+    } else {
+        feed_server::import::files(&args.inputs, args.fallback.as_deref(), &args.output)
+    };
+    match outcome {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("feed-server import: {e}");
+            ExitCode::from(2)
         }
     }
 }

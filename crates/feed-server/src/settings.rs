@@ -94,10 +94,19 @@ pub struct ApiSettings {
     pub max_size: u32,
 }
 
-/// `[data]`: the synthetic data set.
+/// `[data]`: where the feeds come from.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSettings {
+    /// `synthetic` (generated from the keys below) or `snapshot` (the file
+    /// at `snapshot`).
+    pub source: DataSource,
+    /// The snapshot file, for `source = "snapshot"` and reloads.
+    pub snapshot: String,
+    /// Reload when the file at `snapshot` is replaced.
+    pub watch: bool,
+    /// How often to look at the file, with `watch`.
+    pub watch_interval_ms: u64,
     /// Users `0..users`.
     pub users: u32,
     /// Items per feed.
@@ -106,6 +115,17 @@ pub struct DataSettings {
     pub catalog_size: u32,
     /// Seed of the generator.
     pub seed: u64,
+}
+
+/// Where the feeds come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataSource {
+    /// Generated at start-up from `data.users`, `feed_len`, `catalog_size`
+    /// and `seed`.
+    Synthetic,
+    /// The snapshot file at `data.snapshot`.
+    Snapshot,
 }
 
 /// `[log]`
@@ -278,6 +298,24 @@ impl Settings {
                 invalid(key, e.to_string())
             },
         )?;
+        if data.source == DataSource::Snapshot && data.snapshot.trim().is_empty() {
+            return Err(invalid(
+                "data.snapshot",
+                "must name a file when data.source is \"snapshot\"".into(),
+            ));
+        }
+        if data.watch && data.snapshot.trim().is_empty() {
+            return Err(invalid(
+                "data.snapshot",
+                "must name a file when data.watch is on".into(),
+            ));
+        }
+        if data.watch && data.watch_interval_ms == 0 {
+            return Err(invalid(
+                "data.watch_interval_ms",
+                "must be at least 1".into(),
+            ));
+        }
         if self.server.host.trim().is_empty() {
             return Err(invalid("server.host", "must not be empty".into()));
         }
@@ -324,6 +362,13 @@ impl Settings {
             ));
         }
         Ok(ServiceSpec { limits, data: spec })
+    }
+
+    /// The snapshot file reloads use when they name none (`data.snapshot`,
+    /// if set).
+    pub fn snapshot_path(&self) -> Option<std::path::PathBuf> {
+        let path = self.data.snapshot.trim();
+        (!path.is_empty()).then(|| path.into())
     }
 
     /// The request gate's limits.

@@ -90,7 +90,7 @@ async fn invalid_user_ids() {
     for path in [
         "/feed/abc",
         "/feed/-1",
-        "/feed/4294967296",
+        "/feed/18446744073709551616",
         "/feed/99999999999999999999",
         "/feed/1.5",
         "/feed/+1",

@@ -1,18 +1,17 @@
 //! The request gate: shedding, rate limits and size limits, through the real app.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 
 use actix_web::http::Method;
 use actix_web::{test, web};
-use feed_http::{Lifecycle, RateLimiter, Refusal, RequestGate, RequestLimits};
+use feed_http::{FeedSlot, Lifecycle, RateLimiter, Refusal, RequestGate, RequestLimits};
 
 use super::{UNLIMITED, call, feeds, guarded};
 
-fn loaded() -> (web::Data<OnceLock<super::Feeds>>, web::Data<Lifecycle>) {
+fn loaded() -> (web::Data<FeedSlot<super::Feeds>>, web::Data<Lifecycle>) {
     let lifecycle = web::Data::new(Lifecycle::loading());
     lifecycle.mark_loaded();
-    (web::Data::new(OnceLock::from(feeds(2, 1_000))), lifecycle)
+    (web::Data::new(FeedSlot::holding(feeds(2, 1_000))), lifecycle)
 }
 
 #[actix_rt::test]
@@ -113,7 +112,7 @@ async fn requests_beyond_max_in_flight_are_shed() {
             .configure(|cfg| {
                 feed_http::configure(
                     cfg,
-                    web::Data::new(OnceLock::from(feeds(1, 1_000))),
+                    web::Data::new(FeedSlot::holding(feeds(1, 1_000))),
                     lifecycle,
                 )
             }),

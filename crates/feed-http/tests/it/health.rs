@@ -1,17 +1,16 @@
 //! The health endpoints and the loading state.
 
-use std::sync::OnceLock;
 
 use actix_web::http::{ConnectionType, Method};
 use actix_web::{test, web};
-use feed_http::{Lifecycle, RequestGate};
+use feed_http::{FeedSlot, Lifecycle, RequestGate};
 
 use super::{UNLIMITED, call, feeds, guarded};
 
 #[actix_rt::test]
 async fn readiness_follows_the_lifecycle() {
     let lifecycle = web::Data::new(Lifecycle::loading());
-    let slot = web::Data::new(OnceLock::new());
+    let slot = web::Data::new(FeedSlot::empty());
     let app = guarded(slot.clone(), RequestGate::new(UNLIMITED, lifecycle.clone())).await;
 
     // Loading: alive, not ready, and the feed answers 503 with Retry-After.
@@ -28,7 +27,7 @@ async fn readiness_follows_the_lifecycle() {
     assert_eq!(call(&app, Method::GET, "/feed/x").await.0, 400);
 
     // Loaded.
-    assert!(slot.set(feeds(2, 1_000)).is_ok());
+    assert!(slot.replace(std::sync::Arc::new(feeds(2, 1_000))).is_none());
     lifecycle.mark_loaded();
     let (status, _, body, _) = call(&app, Method::GET, "/readyz").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ready")));

@@ -2,13 +2,12 @@
 //! it means to give). Arbitrary methods, paths, queries and headers go
 //! through the whole app, guard included.
 
-use std::sync::OnceLock;
 
 use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::test as actix_test;
 use actix_web::web;
-use feed_http::{Lifecycle, RateLimiter, RequestGate, RequestLimits};
+use feed_http::{FeedSlot, Lifecycle, RateLimiter, RequestGate, RequestLimits};
 use proptest::prelude::*;
 
 use super::{feeds, guarded};
@@ -78,9 +77,9 @@ proptest! {
     fn never_a_5xx(requests in prop::collection::vec((method(), uri(), headers(), peer()), 1..20), loaded in any::<bool>()) {
         actix_rt::System::new().block_on(async {
             let lifecycle = web::Data::new(Lifecycle::loading());
-            let slot = web::Data::new(OnceLock::new());
+            let slot = web::Data::new(FeedSlot::empty());
             if loaded {
-                let _ = slot.set(feeds(3, 1_000));
+                slot.replace(std::sync::Arc::new(feeds(3, 1_000)));
                 lifecycle.mark_loaded();
             }
             let limits = RequestLimits { max_in_flight: 8, max_url_bytes: 64, max_header_bytes: 512 };

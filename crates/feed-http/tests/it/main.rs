@@ -8,13 +8,13 @@ mod hostile;
 mod openapi;
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{test, web};
 use feed_domain::{ErrorRecorder, FeedError, FeedService, SizeLimits, UserId};
-use feed_http::{Counters, FeedErrorKind, Lifecycle, RequestGate, RequestLimits};
+use feed_http::{FeedSlot, Counters, FeedErrorKind, Lifecycle, RequestGate, RequestLimits};
 use feed_memory::{CatalogRandomFeed, DataSpec, FeedTable, MemoryFeedStorage};
 
 /// Counts feed errors, as the server's recorder does, without logging.
@@ -65,14 +65,14 @@ async fn app(
     Error = actix_web::Error,
 > {
     let lifecycle = web::Data::new(Lifecycle::loading());
-    let slot = web::Data::new(OnceLock::from(service));
+    let slot = web::Data::new(FeedSlot::holding(service));
     lifecycle.mark_loaded();
     guarded(slot, RequestGate::new(UNLIMITED, lifecycle)).await
 }
 
 /// The app over `slot` behind `gate`.
 async fn guarded(
-    slot: web::Data<OnceLock<Feeds>>,
+    slot: web::Data<FeedSlot<Feeds>>,
     gate: RequestGate,
 ) -> impl Service<
     actix_http::Request,
@@ -87,7 +87,7 @@ fn personal(service: &Feeds, user: u32) -> Vec<u32> {
     service
         .storage()
         .table()
-        .feed(UserId::new(user))
+        .feed(UserId::new(user.into()))
         .unwrap()
         .to_vec()
 }

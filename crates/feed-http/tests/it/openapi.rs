@@ -5,11 +5,10 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 
 use actix_web::test::{self as actix_test};
 use actix_web::web;
-use feed_http::{Lifecycle, OPENAPI, RateLimiter, RequestGate, RequestLimits, Route};
+use feed_http::{FeedSlot, Lifecycle, OPENAPI, RateLimiter, RequestGate, RequestLimits, Route};
 use serde_json::Value;
 
 use super::{UNLIMITED, feeds, guarded};
@@ -80,10 +79,10 @@ async fn every_documented_answer_is_produced() {
     let gate = RequestGate::builder(limits, lifecycle.clone())
         .rate_limiter(RateLimiter::new(1, 1))
         .build();
-    let app = guarded(web::Data::new(OnceLock::from(feeds(2, 1_000))), gate).await;
+    let app = guarded(web::Data::new(FeedSlot::holding(feeds(2, 1_000))), gate).await;
     let loading_lifecycle = web::Data::new(Lifecycle::loading());
     let loading = guarded(
-        web::Data::new(OnceLock::new()),
+        web::Data::new(FeedSlot::empty()),
         RequestGate::new(UNLIMITED, loading_lifecycle),
     )
     .await;

@@ -33,7 +33,7 @@ fn service(users: u32, feed_len: u32, catalog: u32, seed: u64) -> (Service, Arc<
     (service, recorded)
 }
 
-fn feed(service: &Service, user: u32) -> Vec<ItemId> {
+fn feed(service: &Service, user: u64) -> Vec<ItemId> {
     let table = service.storage().table();
     table
         .feed(UserId::new(user))
@@ -58,13 +58,13 @@ proptest! {
     ) {
         let users = 4;
         let (service, recorded) = service(users, feed_len, 300.max(feed_len), seed);
-        let feeds: Vec<_> = (0..users).map(|u| feed(&service, u)).collect();
+        let feeds: Vec<_> = (0..users).map(|u| feed(&service, u.into())).collect();
         let mut offsets = vec![0usize; users as usize];
         let mut out = Vec::new();
         for (user, requested) in reqs {
             let size = service.limits().resolve(requested).unwrap();
             let errors_before = recorded.0.lock().unwrap().len();
-            let served = service.next_feed(UserId::new(user), size, &mut out).unwrap();
+            let served = service.next_feed(UserId::new(user.into()), size, &mut out).unwrap();
 
             prop_assert_eq!(out.len(), size.get());
             prop_assert_eq!(out.iter().collect::<HashSet<_>>().len(), out.len());
@@ -78,13 +78,13 @@ proptest! {
                 let end = (start + size.get()).min(feed_len as usize);
                 prop_assert_eq!(&out[..served.personal], &feeds[user as usize][start..end]);
                 offsets[user as usize] = end;
-                let saved = service.storage().offsets().offset(UserId::new(user)) as usize;
+                let saved = service.storage().offsets().offset(user) as usize;
                 prop_assert_eq!(saved, end);
                 prop_assert!(saved <= feed_len as usize && saved >= start);
                 prop_assert!(errors.is_empty());
             } else {
                 prop_assert_eq!(served.personal, 0);
-                prop_assert_eq!(errors, vec![UserId::new(user)]);
+                prop_assert_eq!(errors, vec![UserId::new(user.into())]);
             }
         }
         // Unknown users never take room in the offset map.

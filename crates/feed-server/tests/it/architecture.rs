@@ -139,9 +139,10 @@ fn dependencies_point_inward() {
     };
     assert_eq!(ours("feed-memory"), set(&["feed-domain"]));
     assert_eq!(ours("feed-http"), set(&["feed-domain"]));
+    assert_eq!(ours("feed-import"), set(&[]));
     assert_eq!(
         ours("feed-server"),
-        set(&["feed-domain", "feed-http", "feed-memory"])
+        set(&["feed-domain", "feed-http", "feed-import", "feed-memory"])
     );
     let memory = graph.closure("feed-memory");
     let bad: Vec<_> = memory
@@ -155,6 +156,12 @@ fn dependencies_point_inward() {
         .filter(|n| **n == "feed-memory" || **n == "config")
         .collect();
     assert!(bad.is_empty(), "feed-http reaches {bad:?}");
+    let import = graph.closure("feed-import");
+    let bad: Vec<_> = import
+        .iter()
+        .filter(|n| n.starts_with("actix") || n.starts_with("tokio") || **n == "config")
+        .collect();
+    assert!(bad.is_empty(), "feed-import reaches {bad:?}");
 }
 
 /// "The profiler is not in the default build."

@@ -58,10 +58,12 @@ impl InProcess {
         let (log_sender, logs) = channel();
         let logger = slog::Logger::root(Messages(Mutex::new(log_sender)).fuse(), slog::o!());
         let (stops, stop_requests) = unbounded_channel();
+        let limits = spec.limits;
         let loader = loader(spec);
         let thread = std::thread::spawn(move || {
             feed_server::run(
                 &settings,
+                limits,
                 listeners,
                 &logger,
                 loader,

@@ -1,0 +1,220 @@
+//! Text inputs: JSON Lines feeds (`{"user_id": 17, "items": [5, 9, 2]}` a
+//! line) and the fallback list as plain text (one item id a line). Blank
+//! lines are skipped but counted, so an error's line is the editor's.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::{Number, Value};
+
+use crate::Progress;
+use crate::collect::Collector;
+use crate::error::{ImportError, MAX_ITEM, Position, Problem, shorten};
+
+/// Lines between two progress reports.
+const REPORT_EVERY: u64 = 8192;
+
+/// One line of a JSON Lines input. A field that is absent is `None`; one
+/// that is `null` is `Some(Value::Null)`. Other fields are skipped.
+#[derive(Deserialize)]
+#[serde(expecting = "an object with `user_id` and `items`")]
+struct Record {
+    #[serde(default, deserialize_with = "present")]
+    user_id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    items: Option<Value>,
+}
+
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
+
+/// Reads the feeds of one JSON Lines file.
+pub(crate) fn read_feeds(
+    path: &Path,
+    file: usize,
+    collector: &mut Collector,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), ImportError> {
+    collector.begin_source(path, true);
+    for_each_line(path, |line, text| {
+        // serde would also take a JSON array for a struct; a line is an object.
+        let start = text.len() - text.trim_start().len();
+        if !text[start..].starts_with('{') {
+            return Err(ImportError::Json {
+                path: path.to_owned(),
+                line,
+                character: text[..start].chars().count() + 1,
+                message: "expected an object with `user_id` and `items`".to_owned(),
+            });
+        }
+        let record: Record = serde_json::from_str(text).map_err(|e| malformed(path, line, &e))?;
+        let fault = |column, problem| ImportError::Value {
+            path: path.to_owned(),
+            position: Position::Line(line),
+            column,
+            problem,
+        };
+        let user = match record.user_id {
+            None => Err(Problem::Missing),
+            Some(Value::Number(number)) => integer(&number, 0, u64::MAX),
+            Some(Value::Null) => Err(Problem::Null),
+            Some(other) => Err(not_integer(&other)),
+        }
+        .map_err(|problem| fault("user_id", problem))?;
+        let items = match record.items {
+            None => Err(Problem::Missing),
+            Some(Value::Array(items)) => Ok(items),
+            Some(Value::Null) => Err(Problem::Null),
+            Some(other) => Err(Problem::NotList {
+                found: shorten(&other.to_string()),
+            }),
+        }
+        .map_err(|problem| fault("items", problem))?;
+        collector
+            .push_feed(user, Some(line), items.len(), |index| {
+                element(&items[index], index)
+            })
+            .map_err(|problem| fault("items", problem))?;
+        if collector.rows().is_multiple_of(REPORT_EVERY) {
+            progress(Progress {
+                file,
+                rows: collector.rows(),
+            });
+        }
+        Ok(())
+    })?;
+    progress(Progress {
+        file,
+        rows: collector.rows(),
+    });
+    Ok(())
+}
+
+/// Reads a fallback list written as text, one item id a line, in file
+/// order, repeats included.
+pub(crate) fn read_item_ids(path: &Path) -> Result<Vec<u32>, ImportError> {
+    let mut ids = Vec::new();
+    for_each_line(path, |line, text| {
+        let text = text.trim();
+        let id = match text.parse::<i128>() {
+            Ok(value) => match u32::try_from(value) {
+                Ok(id) if id != 0 => Ok(id),
+                _ => Err(Problem::OutOfRange {
+                    value,
+                    min: 1,
+                    max: MAX_ITEM,
+                }),
+            },
+            Err(_) => Err(Problem::NotInteger {
+                found: format!("{:?}", shorten(text)),
+            }),
+        };
+        ids.push(id.map_err(|problem| ImportError::Value {
+            path: path.to_owned(),
+            position: Position::Line(line),
+            column: "item_id",
+            problem,
+        })?);
+        Ok(())
+    })?;
+    Ok(ids)
+}
+
+/// Calls `each(line, text)` for every line of the file that is not blank,
+/// with the 1-based line number.
+fn for_each_line(
+    path: &Path,
+    mut each: impl FnMut(u64, &str) -> Result<(), ImportError>,
+) -> Result<(), ImportError> {
+    let io = |cause| ImportError::Io {
+        path: path.to_owned(),
+        cause,
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, File::open(path).map_err(io)?);
+    let mut text = String::new();
+    let mut line = 0u64;
+    loop {
+        text.clear();
+        line += 1;
+        let read = reader
+            .read_line(&mut text)
+            .map_err(|cause| ImportError::Io {
+                path: path.to_owned(),
+                cause: std::io::Error::new(cause.kind(), format!("line {line}: {cause}")),
+            })?;
+        if read == 0 {
+            return Ok(());
+        }
+        if !text.trim().is_empty() {
+            each(line, &text)?;
+        }
+    }
+}
+
+fn malformed(path: &Path, line: u64, error: &serde_json::Error) -> ImportError {
+    let full = error.to_string();
+    // serde_json ends its message with the place in the one-line text,
+    // which would read as a line of the file; the character is kept apart.
+    let suffix = format!(" at line {} column {}", error.line(), error.column());
+    let message = full.strip_suffix(&suffix).unwrap_or(&full).to_owned();
+    ImportError::Json {
+        path: path.to_owned(),
+        line,
+        character: error.column(),
+        message,
+    }
+}
+
+/// A JSON number as an integer in `min..=max`.
+fn integer<U: TryFrom<i128>>(number: &Number, min: u64, max: u64) -> Result<U, Problem> {
+    let value = if let Some(value) = number.as_u64() {
+        i128::from(value)
+    } else if let Some(value) = number.as_i64() {
+        i128::from(value)
+    } else {
+        // A float: a whole one (such as 2^64, which JSON parsers read as a
+        // float) is out of range, not "not an integer".
+        match number.as_f64() {
+            Some(float) if float.fract() == 0.0 && float.abs() < 1e38 => float as i128,
+            _ => {
+                return Err(Problem::NotInteger {
+                    found: shorten(&number.to_string()),
+                });
+            }
+        }
+    };
+    match U::try_from(value) {
+        Ok(id) if (i128::from(min)..=i128::from(max)).contains(&value) => Ok(id),
+        _ => Err(Problem::OutOfRange { value, min, max }),
+    }
+}
+
+fn not_integer(value: &Value) -> Problem {
+    Problem::NotInteger {
+        found: shorten(&value.to_string()),
+    }
+}
+
+/// The `index`-th element of a feed as an item id.
+fn element(value: &Value, index: usize) -> Result<u32, Problem> {
+    match value {
+        Value::Number(number) => match integer::<u32>(number, 1, MAX_ITEM) {
+            Ok(id) => Ok(id),
+            Err(Problem::OutOfRange { value, .. }) => {
+                Err(Problem::ElementOutOfRange { index, value })
+            }
+            Err(_) => Err(Problem::ElementNotInteger {
+                index,
+                found: shorten(&number.to_string()),
+            }),
+        },
+        Value::Null => Err(Problem::NullElement { index }),
+        other => Err(Problem::ElementNotInteger {
+            index,
+            found: shorten(&other.to_string()),
+        }),
+    }
+}

@@ -1,0 +1,256 @@
+//! [`SeenSet`]: the ids one random draw has taken so far. The random fill
+//! ([`crate::CatalogRandomFeed`]) and the generator ([`crate::DataSpec`])
+//! both draw distinct ids by rejecting those already taken, and both ask
+//! this one type.
+//!
+//! Architecture Invariant: for a set sized for `n` ids, every call costs
+//! O(1) expected time, and [`SeenSet::reset`] costs O(n): a draw of `n`
+//! distinct ids does work linear in `n`, whatever `n` is. That is what
+//! keeps a request's cost proportional to its size (up to
+//! `SizeLimits::CEILING` items) and generation linear in `feed_len`.
+//!
+//! How: a filter of at least [`BITS_PER_ID`] bits an id, a power of two,
+//! indexed by a multiplicative hash of the id, answers "certainly new" for
+//! almost every fresh candidate with one load and one well-predicted branch.
+//! When the bit is already set the answer must be exact, and it stays O(1):
+//! for up to [`SCAN_LIMIT`] ids it is a scan of the ids held (a bounded,
+//! cache-resident scan, which the random-fill benchmark found the fastest
+//! for small answers), above it a walk of one hash chain (bucket heads and
+//! links into the caller's list, about one id a bucket). An exact scan above the
+//! limit would cost O(n) per set bit, O(n^2) per draw: the bug this type
+//! replaced.
+
+use feed_domain::ItemId;
+
+/// Filter bits an id, at least: the filter is the next power of two. While
+/// a set fills, under 1/16 of the bits are set, so a fresh candidate finds
+/// its bit clear and skips the exact check nearly always.
+const BITS_PER_ID: usize = 16;
+
+/// Sets sized for at most this many ids check set bits with a scan of the
+/// caller's list; larger ones with hash chains.
+pub(crate) const SCAN_LIMIT: usize = 256;
+
+/// The golden-ratio multiplier of Fibonacci hashing: the top bits of
+/// `id * GOLDEN` spread both random and consecutive ids evenly.
+const GOLDEN: u32 = 0x9E37_79B1;
+
+/// An id a [`SeenSet`] can check: a `u32`, or a newtype of one.
+pub(crate) trait Id: Copy + PartialEq {
+    /// The raw id, which the set hashes.
+    fn raw(self) -> u32;
+}
+
+impl Id for u32 {
+    fn raw(self) -> u32 {
+        self
+    }
+}
+
+impl Id for ItemId {
+    fn raw(self) -> u32 {
+        self.get()
+    }
+}
+
+/// Which of a caller's ids are taken, sized for a known number of them and
+/// reused from one draw to the next: [`Self::reset`] clears it without
+/// freeing, so once its buffers have grown to the largest size asked for, it
+/// never allocates.
+///
+/// The set keeps no copy of the ids: the caller's own list is the record
+/// (the answer so far, or the feed so far), passed as `held` to each call,
+/// and every id the set accepts must be appended to it. The exact check
+/// reads that list.
+#[derive(Debug, Default)]
+pub(crate) struct SeenSet {
+    /// The filter: bit `hash >> filter_shift` is set for every id held.
+    words: Vec<u64>,
+    filter_shift: u32,
+    /// Whether set bits are checked with the chains below (else a scan).
+    chained: bool,
+    /// Per bucket `hash >> bucket_shift`: one plus the index in `held` of
+    /// the newest id in the bucket, 0 for none.
+    heads: Vec<u32>,
+    bucket_shift: u32,
+    /// Per id held, in the order of `held`: the link to the next older id of
+    /// its bucket, encoded as in `heads`.
+    links: Vec<u32>,
+}
+
+impl SeenSet {
+    /// An empty set with room for `capacity` ids: a set sized for up to that
+    /// many, and at most [`SCAN_LIMIT`], never allocates.
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        let (bits, _) = Self::filter_bits(capacity);
+        Self {
+            words: Vec::with_capacity(bits / 64),
+            ..Self::default()
+        }
+    }
+
+    /// Empties the set and sizes it for up to `capacity` ids. Holding more
+    /// is correct but may allocate and makes checks slower.
+    pub(crate) fn reset(&mut self, capacity: usize) {
+        let (bits, log2) = Self::filter_bits(capacity);
+        self.words.clear();
+        self.words.resize(bits / 64, 0);
+        self.filter_shift = 32 - log2;
+        self.chained = capacity > SCAN_LIMIT;
+        self.heads.clear();
+        self.links.clear();
+        if self.chained {
+            // About one id a bucket, and never more buckets than filter bits.
+            let log2_buckets = ceil_log2(capacity).min(log2);
+            self.heads.resize(1 << log2_buckets, 0);
+            self.bucket_shift = 32 - log2_buckets;
+            self.links.reserve(capacity);
+        }
+    }
+
+    /// The filter's size for `capacity` ids: a power of two from 64 to 2^32
+    /// bits, and its base-2 logarithm.
+    fn filter_bits(capacity: usize) -> (usize, u32) {
+        let log2 = ceil_log2(capacity.saturating_mul(BITS_PER_ID)).clamp(6, 32);
+        (1 << log2, log2)
+    }
+
+    /// Takes note of every id of `held`, the caller's list so far, on an
+    /// empty set.
+    pub(crate) fn hold_all<T: Id>(&mut self, held: &[T]) {
+        debug_assert!(self.links.is_empty());
+        for (index, &id) in held.iter().enumerate() {
+            let hash = id.raw().wrapping_mul(GOLDEN);
+            let slot = (hash >> self.filter_shift) as usize;
+            self.words[slot / 64] |= 1 << (slot % 64);
+            if self.chained {
+                self.link(hash, index);
+            }
+        }
+    }
+
+    /// Whether `id` is new, not in `held` (the caller's list of ids taken so
+    /// far). If it is, the set takes note of it as the next id of `held`,
+    /// and the caller must append it there.
+    #[inline]
+    pub(crate) fn insert<T: Id>(&mut self, id: T, held: &[T]) -> bool {
+        let hash = id.raw().wrapping_mul(GOLDEN);
+        let slot = (hash >> self.filter_shift) as usize;
+        let (word, bit) = (slot / 64, 1 << (slot % 64));
+        if self.words[word] & bit != 0 && self.holds(id, hash, held) {
+            return false;
+        }
+        self.words[word] |= bit;
+        if self.chained {
+            self.link(hash, held.len());
+        }
+        true
+    }
+
+    /// Chains `held[index]`, whose hash is `hash`, into its bucket.
+    #[inline]
+    fn link(&mut self, hash: u32, index: usize) {
+        debug_assert_eq!(self.links.len(), index, "every id taken is held");
+        let bucket = (hash >> self.bucket_shift) as usize;
+        self.links.push(self.heads[bucket]);
+        // Held lists are answers and feeds, far shorter than u32::MAX ids.
+        debug_assert!(index < u32::MAX as usize);
+        self.heads[bucket] = index as u32 + 1;
+    }
+
+    /// The exact check, for an id whose filter bit is set.
+    #[cold]
+    fn holds<T: Id>(&self, id: T, hash: u32, held: &[T]) -> bool {
+        if !self.chained {
+            return held.contains(&id);
+        }
+        let mut link = self.heads[(hash >> self.bucket_shift) as usize];
+        while let Some(index) = (link as usize).checked_sub(1) {
+            if held[index] == id {
+                return true;
+            }
+            link = self.links[index];
+        }
+        false
+    }
+}
+
+/// The base-2 logarithm of the smallest power of two at least `n` (0 for
+/// 0), without overflow.
+const fn ceil_log2(n: usize) -> u32 {
+    match n {
+        0 => 0,
+        n => usize::BITS - (n - 1).leading_zeros(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Offers `ids` to a set sized for `capacity`, twice over (the second
+    /// time to the reused set), checking every answer against a `HashSet`.
+    fn check(capacity: usize, ids: &[u32]) {
+        let mut seen = SeenSet::with_capacity(8);
+        for round in 0..2 {
+            seen.reset(capacity);
+            let (mut held, mut model) = (Vec::new(), HashSet::new());
+            for &id in ids {
+                let new = seen.insert(id, &held);
+                assert_eq!(new, model.insert(id), "{id} in round {round}");
+                if new {
+                    held.push(id);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn answers_as_a_hash_set(capacity in 0usize..2_000, ids in prop::collection::vec(any::<u32>(), 0..600)) {
+            check(capacity, &ids);
+        }
+
+        #[test]
+        fn answers_as_a_hash_set_with_many_repeats(capacity in 0usize..2_000, ids in prop::collection::vec(0u32..300, 0..1_500)) {
+            check(capacity, &ids);
+        }
+
+        #[test]
+        fn holds_what_it_is_told(capacity in 0usize..2_000, held in prop::collection::vec(0u32..3_000, 0..400), ids in prop::collection::vec(0u32..3_000, 0..400)) {
+            let mut seen = SeenSet::default();
+            seen.reset(capacity);
+            let mut held: Vec<ItemId> = held.into_iter().map(ItemId::new).collect();
+            seen.hold_all(&held);
+            let mut model: HashSet<ItemId> = held.iter().copied().collect();
+            for id in ids.into_iter().map(ItemId::new) {
+                let new = seen.insert(id, &held);
+                prop_assert_eq!(new, model.insert(id));
+                if new {
+                    held.push(id);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn consecutive_ids_and_both_modes() {
+        let ids: Vec<u32> = (0..5_000).chain(0..5_000).chain([u32::MAX, 0]).collect();
+        for capacity in [0, 1, SCAN_LIMIT, SCAN_LIMIT + 1, 5_000, 10_002] {
+            check(capacity, &ids);
+        }
+    }
+
+    #[test]
+    fn huge_capacities_are_clamped_not_overflowed() {
+        assert_eq!(SeenSet::filter_bits(0), (64, 6));
+        assert_eq!(SeenSet::filter_bits(usize::MAX), (1 << 32, 32));
+        assert_eq!(SeenSet::filter_bits(1 << 28), (1 << 32, 32));
+        assert_eq!(SeenSet::filter_bits(1 << 27), (1 << 31, 31));
+        assert_eq!(ceil_log2(usize::MAX), usize::BITS);
+    }
+}

@@ -25,6 +25,9 @@ use crate::error::{ImportError, MAX_ITEM, Position, Problem};
 /// small enough that a batch of 200-item feeds stays a few megabytes.
 const BATCH_ROWS: usize = 8192;
 
+/// Batches decoded ahead of the checks, at most.
+const DECODE_AHEAD: usize = 2;
+
 const INTEGER: &str = "an integer type";
 const INTEGER_LIST: &str = "a list of an integer type";
 
@@ -97,29 +100,43 @@ pub(crate) fn read_feeds(
     }
 
     collector.begin_source(path, false);
-    let mut users = Vec::with_capacity(BATCH_ROWS);
-    let mut row = 0u64;
-    for batch in reader {
-        let batch = batch.map_err(|cause| ImportError::Decode {
-            path: path.to_owned(),
-            row,
-            cause,
-        })?;
-        let fault = |column, (index, problem): (usize, Problem)| ImportError::Value {
-            path: path.to_owned(),
-            position: Position::Row(row + index as u64 + 1),
-            column,
-            problem,
-        };
-        user_ids(&batch, &mut users).map_err(|e| fault("user_id", e))?;
-        push_feeds(&batch, &users, collector).map_err(|e| fault("items", e))?;
-        row += batch.num_rows() as u64;
-        progress(Progress {
-            file,
-            rows: collector.rows(),
+    // Decoding (decompression, levels, Arrow buffers) is most of the work:
+    // it runs on a thread of its own, a few batches ahead of the checks
+    // here. When the checks stop early, dropping `batches` stops it.
+    std::thread::scope(|scope| {
+        let (sender, batches) = std::sync::mpsc::sync_channel(DECODE_AHEAD);
+        scope.spawn(move || {
+            for batch in reader {
+                let failed = batch.is_err();
+                if sender.send(batch).is_err() || failed {
+                    break;
+                }
+            }
         });
-    }
-    Ok(())
+        let mut users = Vec::with_capacity(BATCH_ROWS);
+        let mut row = 0u64;
+        for batch in batches {
+            let batch = batch.map_err(|cause| ImportError::Decode {
+                path: path.to_owned(),
+                row,
+                cause,
+            })?;
+            let fault = |column, (index, problem): (usize, Problem)| ImportError::Value {
+                path: path.to_owned(),
+                position: Position::Row(row + index as u64 + 1),
+                column,
+                problem,
+            };
+            user_ids(&batch, &mut users).map_err(|e| fault("user_id", e))?;
+            push_feeds(&batch, &users, collector).map_err(|e| fault("items", e))?;
+            row += batch.num_rows() as u64;
+            progress(Progress {
+                file,
+                rows: collector.rows(),
+            });
+        }
+        Ok(())
+    })
 }
 
 /// Reads the fallback list of a Parquet file (column `item_id`), in file

@@ -30,6 +30,8 @@ mod table;
 pub use generate::{DataSpec, DataSpecError};
 pub use offsets::OffsetMap;
 pub use random::CatalogRandomFeed;
-pub use snapshot::{FallbackList, ItemsVerifier, Snapshot, SnapshotError, SnapshotMeta};
+pub use snapshot::{
+    FallbackList, FileIdentity, ItemsVerifier, Snapshot, SnapshotError, SnapshotMeta,
+};
 pub use storage::MemoryFeedStorage;
 pub use table::{FeedTable, TableError};

@@ -61,6 +61,34 @@ pub struct SnapshotMeta {
     pub fallback: u64,
 }
 
+/// What tells one file's content from another's without reading it: a
+/// file replaced by a rename has another inode, one rewritten in place
+/// another length or modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    inode: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileIdentity {
+    /// The identity of the file at `path` now, `None` when there is none.
+    pub fn of(path: &Path) -> Option<Self> {
+        std::fs::metadata(path).ok().map(|meta| Self::from(&meta))
+    }
+}
+
+impl From<&std::fs::Metadata> for FileIdentity {
+    fn from(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            inode: meta.ino(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+}
+
 /// A section's place in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Entry {
@@ -112,6 +140,7 @@ impl SnapshotError {
 #[derive(Debug)]
 pub struct Snapshot {
     meta: SnapshotMeta,
+    identity: FileIdentity,
     path: PathBuf,
     table: FeedTable,
     fallback: Arc<Section<u32>>,
@@ -129,10 +158,9 @@ impl Snapshot {
     /// checksum mismatch, truncated, or a malformed section.
     pub fn open(path: &Path) -> Result<Self, SnapshotError> {
         let file = File::open(path).map_err(|e| SnapshotError::io(path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| SnapshotError::io(path, e))?
-            .len();
+        let metadata = file.metadata().map_err(|e| SnapshotError::io(path, e))?;
+        let identity = FileIdentity::from(&metadata);
+        let len = metadata.len();
         if len < PAGE {
             return Err(SnapshotError::invalid(
                 path,
@@ -190,6 +218,7 @@ impl Snapshot {
             .map_err(|e| SnapshotError::invalid(path, e.to_string()))?;
         Ok(Self {
             meta,
+            identity,
             path: path.to_owned(),
             table,
             fallback: Arc::new(fallback),
@@ -220,6 +249,12 @@ impl Snapshot {
     /// What the header says.
     pub const fn meta(&self) -> &SnapshotMeta {
         &self.meta
+    }
+
+    /// The identity of the file as it was opened (what is mapped, whatever
+    /// has since been renamed over its path).
+    pub const fn identity(&self) -> FileIdentity {
+        self.identity
     }
 
     /// The file it was opened from.

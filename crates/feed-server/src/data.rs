@@ -16,8 +16,8 @@ use actix_web::web;
 use feed_domain::{FeedService, SizeLimits};
 use feed_http::{DataChange, DataControl, DataControlError, DataInfo, FeedSlot, SnapshotInfo};
 use feed_memory::{
-    CatalogRandomFeed, DataSpec, FeedTable, ItemsVerifier, MemoryFeedStorage, Snapshot,
-    SnapshotMeta,
+    CatalogRandomFeed, DataSpec, FeedTable, FileIdentity, ItemsVerifier, MemoryFeedStorage,
+    Snapshot, SnapshotMeta,
 };
 use slog::{Logger, info, warn};
 
@@ -38,6 +38,8 @@ pub struct Loaded {
     pub service: MemoryFeedService,
     /// What it holds.
     pub info: DataInfo,
+    /// The snapshot file it was loaded from, as it was then.
+    pub file: Option<FileIdentity>,
 }
 
 /// The facts of `table`, loaded in `took`, from `snapshot` if any.
@@ -97,7 +99,11 @@ pub fn synthetic(
         recorder,
         limits,
     );
-    Loaded { service, info }
+    Loaded {
+        service,
+        info,
+        file: None,
+    }
 }
 
 /// The service over an opened `snapshot` (opened `took` ago), and the check
@@ -109,6 +115,7 @@ pub fn from_snapshot(
     recorder: Arc<LoggingRecorder>,
 ) -> (Loaded, ItemsVerifier) {
     let verifier = snapshot.verifier();
+    let file = Some(snapshot.identity());
     let path = snapshot.path().to_owned();
     let (meta, table, fallback) = snapshot.into_parts();
     let info = info(&table, took, Some((&meta, &path)));
@@ -118,7 +125,14 @@ pub fn from_snapshot(
         recorder,
         limits,
     );
-    (Loaded { service, info }, verifier)
+    (
+        Loaded {
+            service,
+            info,
+            file,
+        },
+        verifier,
+    )
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -149,6 +163,8 @@ pub struct DataManager {
     limits: SizeLimits,
     default_path: Option<PathBuf>,
     versions: Mutex<Versions>,
+    /// The snapshot file last loaded or tried, for the file watch.
+    watched: Mutex<Option<FileIdentity>>,
     /// Held for the whole of a reload or rollback.
     busy: Mutex<()>,
     logger: Logger,
@@ -172,6 +188,7 @@ impl DataManager {
             limits,
             default_path,
             versions: Mutex::default(),
+            watched: Mutex::default(),
             busy: Mutex::new(()),
             logger,
         }
@@ -190,6 +207,9 @@ impl DataManager {
     /// Serves `loaded` from now on; what was served becomes the previous
     /// version (for a rollback).
     pub fn install(&self, loaded: Loaded) {
+        if let (Some(file), Ok(mut watched)) = (loaded.file, self.watched.lock()) {
+            *watched = Some(file);
+        }
         let service = Arc::new(loaded.service);
         self.slot.replace(Arc::clone(&service));
         self.counters.set_data(loaded.info.clone());
@@ -210,6 +230,29 @@ impl DataManager {
             Arc::clone(&self.recorder),
         );
         Ok(loaded)
+    }
+}
+
+impl DataManager {
+    /// Reloads the default snapshot if its file is not the one last loaded
+    /// or tried (a failed file is not tried again until it changes).
+    pub fn reload_if_replaced(&self) {
+        let Some(path) = self.default_path.as_deref() else {
+            return;
+        };
+        let now = FileIdentity::of(path);
+        let Ok(mut watched) = self.watched.lock() else {
+            return;
+        };
+        // Nothing loaded from a file yet (the start-up load is still
+        // running, or the data is synthetic): nothing to compare with.
+        if watched.is_none() || now.is_none() || now == *watched {
+            return;
+        }
+        *watched = now;
+        drop(watched);
+        // The outcome is logged and counted by `reload`.
+        let _ = self.reload(None);
     }
 }
 

@@ -16,7 +16,6 @@ pub mod recorder;
 pub mod settings;
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -260,11 +259,8 @@ pub fn run(
             }
         });
         reload_on_hangup(Arc::clone(&manager));
-        if settings.data.watch
-            && let Some(path) = manager.default_path().map(Path::to_owned)
-        {
+        if settings.data.watch {
             watch_file(
-                path,
                 Duration::from_millis(settings.data.watch_interval_ms),
                 Arc::clone(&manager),
             );
@@ -408,28 +404,15 @@ fn reload_on_hangup(manager: Arc<DataManager>) {
     });
 }
 
-/// What identifies a file's content without reading it: replacing the file
-/// (a rename over it) changes the inode; rewriting it changes the length or
-/// the modification time.
-fn file_identity(path: &Path) -> Option<(u64, u64, Option<std::time::SystemTime>)> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.ino(), meta.len(), meta.modified().ok()))
-}
-
-/// Reloads `path` whenever it is replaced, looking every `every`.
-fn watch_file(path: PathBuf, every: Duration, manager: Arc<DataManager>) {
+/// Reloads the default snapshot whenever its file is replaced, looking
+/// every `every`.
+fn watch_file(every: Duration, manager: Arc<DataManager>) {
     actix_web::rt::spawn(async move {
-        let mut seen = file_identity(&path);
         let mut ticks = tokio::time::interval(every);
         loop {
             ticks.tick().await;
-            let now = file_identity(&path);
-            if now.is_some() && now != seen {
-                seen = now;
-                let manager = Arc::clone(&manager);
-                let _ = tokio::task::spawn_blocking(move || manager.reload(None)).await;
-            }
+            let manager = Arc::clone(&manager);
+            let _ = tokio::task::spawn_blocking(move || manager.reload_if_replaced()).await;
         }
     });
 }

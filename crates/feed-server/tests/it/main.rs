@@ -10,6 +10,7 @@ mod inprocess;
 mod lifecycle;
 mod protection;
 mod server;
+mod snapshot;
 
 use std::path::PathBuf;
 

@@ -72,11 +72,21 @@ impl Server {
 
     /// Waits (at most 60 s) for the log line with message `msg`.
     pub(crate) fn wait_for_log(&mut self, msg: &str) -> serde_json::Value {
+        self.wait_for_log_where(msg, |_| true)
+    }
+
+    /// Waits (at most 60 s) for a log line with message `msg` for which
+    /// `matches` holds.
+    pub(crate) fn wait_for_log_where(
+        &mut self,
+        msg: &str,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.log.recv_timeout(left) {
-                Ok(record) if record["msg"] == msg => return record,
+                Ok(record) if record["msg"] == msg && matches(&record) => return record,
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => panic!("no log line {msg:?} within 60 s"),
                 Err(RecvTimeoutError::Disconnected) => {
@@ -203,6 +213,18 @@ impl Connection {
     pub(crate) fn stream(&mut self) -> &mut TcpStream {
         self.reader.get_mut()
     }
+}
+
+/// `POST path` with a JSON `body` on a fresh connection.
+pub(crate) fn post(addr: &str, path: &str, body: &str) -> Answer {
+    let mut conn = Connection::open(addr).unwrap();
+    write!(
+        conn.stream(),
+        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    conn.read_answer().unwrap()
 }
 
 /// `GET path` on a fresh connection.

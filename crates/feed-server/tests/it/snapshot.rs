@@ -1,0 +1,334 @@
+//! Real feeds through the real binary: `feed-server import` of JSON Lines
+//! into a snapshot, serving it (sparse 64-bit ids, feeds of any length, the
+//! fallback list), refusing bad input and bad snapshots, and swapping
+//! snapshots under load (reload, rollback, SIGHUP, file watch).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use feed_memory::Snapshot;
+
+use super::server::{Connection, Server, command, get, post};
+
+/// A fresh directory for one test's files.
+fn scratch() -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "feed-server-it-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn admin_addr(ready: &serde_json::Value) -> String {
+    ready["admin"].as_str().unwrap().to_owned()
+}
+
+/// Runs `feed-server import` with `args`; returns (exit code, stdout, stderr).
+fn import(args: &[&str]) -> (i32, String, String) {
+    let output = command(&[]).arg("import").args(args).output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Writes `lines` as a JSON Lines file and imports it (with `fallback`
+/// lines, if any) into `name`.snap beside it.
+fn snapshot_of(dir: &Path, name: &str, lines: &[String], fallback: Option<&str>) -> PathBuf {
+    let input = dir.join(format!("{name}.jsonl"));
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let output = dir.join(format!("{name}.snap"));
+    let mut args = vec![
+        "--input".to_owned(),
+        input.display().to_string(),
+        "--output".to_owned(),
+        output.display().to_string(),
+    ];
+    if let Some(list) = fallback {
+        let path = dir.join(format!("{name}.fallback.txt"));
+        std::fs::write(&path, list).unwrap();
+        args.extend(["--fallback".to_owned(), path.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, stdout, stderr) = import(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("wrote"), "{stdout}");
+    output
+}
+
+fn line(user: u64, items: &[u32]) -> String {
+    format!(r#"{{"user_id": {user}, "items": {items:?}}}"#)
+}
+
+fn items(body: &str) -> Vec<u32> {
+    serde_json::from_str(body).unwrap()
+}
+
+fn serve(snapshot: &Path, env: &[(&str, &str)]) -> (Server, serde_json::Value) {
+    let path = snapshot.display().to_string();
+    let mut all = vec![
+        ("FEED__DATA__SOURCE", "snapshot"),
+        ("FEED__DATA__SNAPSHOT", path.as_str()),
+    ];
+    all.extend_from_slice(env);
+    Server::start_ready(&all)
+}
+
+#[test]
+fn imported_feeds_are_served_in_order_with_the_fallback_list() {
+    let dir = scratch();
+    let long: Vec<u32> = (1..=250).collect();
+    let big_id = u64::MAX - 7;
+    let snapshot = snapshot_of(
+        &dir,
+        "feeds",
+        &[
+            line(big_id, &[30, 10, 20]),
+            line(5, &[7, 7, 8]), // a repeat inside a feed keeps its first place
+            line(1 << 40, &[]),
+            line(6, &long),
+        ],
+        Some("900\n901\n902\n903\n904\n905\n906\n907\n908\n909\n910\n911\n"),
+    );
+    let (server, ready) = serve(&snapshot, &[]);
+    assert_eq!(ready["users"], 4);
+    assert_eq!(ready["snapshot_id"].as_str().map(str::len), Some(16));
+
+    let fallback: Vec<u32> = (900..=911).collect();
+    let check = |path: &str, personal: &[u32], size: usize| {
+        let got = items(&get(&server.addr, path).body);
+        assert_eq!(got.len(), size, "{path}");
+        assert_eq!(&got[..personal.len()], personal, "{path}");
+        assert!(
+            got[personal.len()..].iter().all(|i| fallback.contains(i)),
+            "{path}: {got:?}"
+        );
+    };
+    check(&format!("/feed/{big_id}?size=2"), &[30, 10], 2);
+    check(&format!("/feed/{big_id}?size=3"), &[20], 3);
+    check("/feed/5?size=4", &[7, 8], 4);
+    check(&format!("/feed/{}?size=5", 1u64 << 40), &[], 5);
+    check("/feed/12345?size=6", &[], 6); // unknown user
+    check("/feed/6?size=200", &long[..200], 200);
+    check("/feed/6?size=60", &long[200..], 60);
+    // More than the rest of the feed and the fallback list can give: all
+    // there is, no item twice.
+    let all = items(&get(&server.addr, "/feed/6?size=100").body);
+    assert_eq!(all.len(), 12);
+
+    // The stats are sampled once a second: wait for one taken with the data.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stats = loop {
+        let stats = get(&admin_addr(&ready), "/stats").json();
+        if !stats["data"].is_null() {
+            break stats;
+        }
+        assert!(Instant::now() < deadline, "no stats with the data");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(stats["data"]["users"], 4);
+    assert_eq!(stats["data"]["snapshot"]["id"], ready["snapshot_id"]);
+}
+
+#[test]
+fn bad_input_exits_2_naming_the_file_and_leaves_nothing() {
+    let dir = scratch();
+    let input = dir.join("bad.jsonl");
+    std::fs::write(
+        &input,
+        format!("{}\n{}\n", line(1, &[1]), r#"{"user_id": 2, "items": [0]}"#),
+    )
+    .unwrap();
+    let output = dir.join("out.snap");
+    let (code, _, stderr) = import(&[
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    // Progress lines may come first; the error is the last line.
+    let last = stderr.trim().lines().last().unwrap_or_default();
+    for part in ["bad.jsonl", "line 2", "items"] {
+        assert!(last.contains(part), "{part} not in {last:?}");
+    }
+    assert!(!output.exists());
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        1,
+        "a file was left behind"
+    );
+}
+
+#[test]
+fn a_bad_snapshot_stops_the_start_with_exit_2() {
+    let dir = scratch();
+    let good = snapshot_of(&dir, "good", &[line(1, &[1, 2])], None);
+    let mut bytes = std::fs::read(&good).unwrap();
+    bytes[0] ^= 0xff;
+    let corrupt = dir.join("corrupt.snap");
+    std::fs::write(&corrupt, &bytes).unwrap();
+    for (path, reason) in [
+        (dir.join("missing.snap"), "No such file"),
+        (corrupt, "wrong magic"),
+    ] {
+        let path_text = path.display().to_string();
+        let output = command(&[
+            ("FEED__DATA__SOURCE", "snapshot"),
+            ("FEED__DATA__SNAPSHOT", path_text.as_str()),
+        ])
+        .output()
+        .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&path_text) && stderr.contains(reason),
+            "{stderr}"
+        );
+    }
+}
+
+/// Clients keep asking while snapshots are swapped: not one request fails,
+/// a reload serves the new feeds from their start, a failed reload keeps
+/// the current ones and answers a JSON error, and a rollback returns to the
+/// previous version.
+#[test]
+fn reload_and_rollback_under_load_fail_no_request() {
+    let dir = scratch();
+    let users = 50u64;
+    let first: Vec<String> = (0..users)
+        .map(|u| line(u * 1_000_003, &[1, 2, 3, 4]))
+        .collect();
+    let second: Vec<String> = (0..users)
+        .map(|u| line(u * 1_000_003, &[91, 92, 93, 94]))
+        .collect();
+    let a = snapshot_of(&dir, "a", &first, None);
+    let b = snapshot_of(&dir, "b", &second, None);
+    let (mut server, ready) = serve(&a, &[("FEED__SERVER__WORKERS", "2")]);
+    let admin = admin_addr(&ready);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..3)
+        .map(|c| {
+            let (addr, stop, served) =
+                (server.addr.clone(), Arc::clone(&stop), Arc::clone(&served));
+            std::thread::spawn(move || -> Result<(), String> {
+                let mut conn = Connection::open(&addr).map_err(|e| e.to_string())?;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let user = (n * 7 + c) % users * 1_000_003;
+                    let answer = conn
+                        .get(&format!("/feed/{user}?size=2"))
+                        .map_err(|e| e.to_string())?;
+                    if answer.status != 200 || items(&answer.body).len() != 2 {
+                        return Err(format!("status {} body {}", answer.status, answer.body));
+                    }
+                    served.fetch_add(1, Ordering::Relaxed);
+                    n += 1;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let wait_served = |at_least: u64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while served.load(Ordering::Relaxed) < at_least {
+            assert!(Instant::now() < deadline, "clients stalled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait_served(200);
+
+    // A user with progress in `a`.
+    let probe = 3 * 1_000_003;
+    let reload = post(
+        &admin,
+        "/admin/reload",
+        &format!(r#"{{"path": "{}"}}"#, b.display()),
+    );
+    assert_eq!(reload.status, 200, "{}", reload.body);
+    assert_eq!(reload.json()["status"], "reloaded");
+    let now = served.load(Ordering::Relaxed);
+    wait_served(now + 200);
+    // New recommendations, from their start (this user is not asked by the clients' pattern at once).
+    let fresh = items(&get(&server.addr, &format!("/feed/{probe}?size=4")).body);
+    assert!(fresh.iter().all(|i| !(1..=4).contains(i)), "{fresh:?}");
+
+    // A failed reload: the current data stays, the answer says why.
+    let bad = dir.join("not-a-snapshot.snap");
+    std::fs::write(&bad, b"garbage").unwrap();
+    let failed = post(
+        &admin,
+        "/admin/reload",
+        &format!(r#"{{"path": "{}"}}"#, bad.display()),
+    );
+    assert_eq!(failed.status, 422);
+    assert!(
+        failed.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("truncated")
+    );
+    assert_eq!(post(&admin, "/admin/reload", "{nope").status, 400);
+
+    // Back to `a`, with the progress it had.
+    let rolled = post(&admin, "/admin/rollback", "");
+    assert_eq!(rolled.status, 200, "{}", rolled.body);
+    let now = served.load(Ordering::Relaxed);
+    wait_served(now + 200);
+    let metrics = get(&admin, "/metrics").body;
+    for line in [
+        r#"feed_data_changes_total{result="reloaded"} 1"#,
+        r#"feed_data_changes_total{result="failed"} 1"#,
+        r#"feed_data_changes_total{result="rolled_back"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+
+    // SIGHUP reloads the configured file, replaced (by a rename, never in
+    // place: `a` is mapped) with `b`'s content.
+    let replacement = dir.join("replacement.snap");
+    std::fs::copy(&b, &replacement).unwrap();
+    std::fs::rename(&replacement, &a).unwrap();
+    server.signal("HUP");
+    let a_text = a.display().to_string();
+    server.wait_for_log_where("reloaded", |r| r["path"] == a_text.as_str());
+
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client
+            .join()
+            .unwrap()
+            .expect("a request failed during a swap");
+    }
+}
+
+#[test]
+fn a_replaced_snapshot_file_is_reloaded_when_watched() {
+    let dir = scratch();
+    let a = snapshot_of(&dir, "a", &[line(1, &[1, 2, 3])], None);
+    let b = snapshot_of(&dir, "b", &[line(1, &[7, 8, 9])], None);
+    let b_id = Snapshot::open(&b).unwrap().meta().id;
+    let (mut server, _) = serve(
+        &a,
+        &[
+            ("FEED__DATA__WATCH", "true"),
+            ("FEED__DATA__WATCH_INTERVAL_MS", "50"),
+        ],
+    );
+    assert_eq!(items(&get(&server.addr, "/feed/1?size=1").body), [1]);
+    // Replace it as an import does: a rename over the watched path.
+    std::fs::rename(&b, &a).unwrap();
+    let b_id = format!("{b_id:016x}");
+    server.wait_for_log_where("reloaded", |r| r["snapshot_id"] == b_id.as_str());
+    assert_eq!(items(&get(&server.addr, "/feed/1?size=3").body), [7, 8, 9]);
+}

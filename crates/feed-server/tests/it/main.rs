@@ -9,6 +9,7 @@ mod dashboard;
 mod inprocess;
 mod lifecycle;
 mod protection;
+mod roundtrip;
 mod server;
 mod snapshot;
 

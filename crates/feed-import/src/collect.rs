@@ -151,12 +151,17 @@ impl Collector {
 
     /// The feeds sorted by user id, or the first user (in input order) that
     /// appears twice.
-    pub(crate) fn finish(self) -> Result<(ImportedFeeds, Stats), ImportError> {
+    pub(crate) fn finish(mut self) -> Result<(ImportedFeeds, Stats), ImportError> {
         let stats = Stats {
             rows: self.rows(),
             duplicates_dropped: self.duplicates_dropped,
         };
         if self.sorted {
+            // Growth by doubling may have reserved up to twice the items;
+            // give back what the caller would otherwise hold for nothing.
+            self.items.shrink_to_fit();
+            self.user_ids.shrink_to_fit();
+            self.offsets.shrink_to_fit();
             let feeds = ImportedFeeds {
                 user_ids: self.user_ids,
                 offsets: self.offsets,
@@ -223,10 +228,12 @@ fn first_repeat(order: &[(u64, usize)]) -> Option<(usize, usize)> {
 ///
 /// Pass one walks the input from its end, copying each feed into the bucket
 /// of its destination (bucket `b` holds the `b`-th of [`BUCKETS`] equal
-/// shares of the sorted items) and giving the input's tail back to the allocator as it goes; pass
-/// two walks the users in sorted order, copies each feed from its bucket to
-/// its final place, and frees each bucket once the walk has passed it. Large blocks come from `mmap`, so what is freed is
-/// returned to the system and the peak stays near the items plus a bucket.
+/// shares of the sorted items) and giving the input's tail back to the
+/// allocator as it goes. Pass two walks the users in sorted order, copies
+/// each feed from its bucket to its final place, and frees each bucket once
+/// the walk has passed it. Blocks this large are `mmap`ed, so what is freed
+/// goes back to the system at once and the peak stays near the items plus
+/// one bucket.
 fn lay_out(order: &[(u64, usize)], offsets: &[u64], mut items: Vec<u32>) -> (Vec<u64>, Vec<u32>) {
     let total = items.len();
     let len = |index: usize| (offsets[index + 1] - offsets[index]) as usize;

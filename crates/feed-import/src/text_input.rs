@@ -148,8 +148,13 @@ fn for_each_line(
         if read == 0 {
             return Ok(());
         }
-        if !text.trim().is_empty() {
-            each(line, &text)?;
+        // A byte-order mark, as some Windows tools write, is not content.
+        let content = match line {
+            1 => text.strip_prefix('\u{feff}').unwrap_or(&text),
+            _ => &text,
+        };
+        if !content.trim().is_empty() {
+            each(line, content)?;
         }
     }
 }

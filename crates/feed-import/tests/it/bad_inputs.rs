@@ -169,6 +169,30 @@ fn rust_written_bad_values_are_placed_across_row_groups() {
     }
 }
 
+#[test]
+fn a_bad_value_past_the_first_record_batch_stops_the_read_at_its_row() {
+    // Record batches are 8192 rows: row 9000 is in the second, and the
+    // decoder thread is ahead of the checks when they stop.
+    let path = scratch("large").join("large.parquet");
+    let mut feeds: Vec<RawFeed> = (0..30_000)
+        .map(|u| (Some(u), Some(vec![Some(u + 1)])))
+        .collect();
+    feeds[8999].1 = Some(vec![Some(1), Some(0)]);
+    let layout = Layout {
+        row_group_rows: 5000,
+        ..Layout::default()
+    };
+    write_raw_parquet(&path, &feeds, &layout);
+    check_error(
+        std::slice::from_ref(&path),
+        None,
+        &format!(
+            "{}: row 9000, column `items`: the value at index 1 is 0, outside 1..=4294967295",
+            path.display()
+        ),
+    );
+}
+
 /// A JSON Lines file whose third line is `line` (a good line and a blank
 /// line before it) fails with `{path}: {message}`, `PATH` in `message` also
 /// standing for the file.

@@ -151,6 +151,14 @@ fn input_already_sorted_across_files_stays_as_read() {
 }
 
 #[test]
+fn jsonl_with_a_byte_order_mark_crlf_and_other_fields() {
+    let path = scratch("bom").join("feeds.jsonl");
+    let text = "\u{feff}{\"user_id\": 2, \"items\": [3], \"model\": \"v2\"}\r\n\r\n  {\"items\": [], \"user_id\": 1}\r\n";
+    std::fs::write(&path, text).unwrap();
+    check(&[path], &[(1, &[]), (2, &[3])], 0);
+}
+
+#[test]
 fn empty_files_import_as_no_users() {
     let dir = scratch("empty");
     let a = dir.join("a.parquet");

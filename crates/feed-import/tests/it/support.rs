@@ -31,11 +31,17 @@ pub(crate) fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// A committed fixture.
+/// A fixture: the committed one, or, when `FEED_IMPORT_FIXTURES` names a
+/// folder, the one `fixtures/make_fixtures.py` wrote there (CI regenerates
+/// them with the pyarrow it installs, so the tests also read files written
+/// by a current pyarrow, not only by the one that wrote the committed set).
 pub(crate) fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
+    match std::env::var_os("FEED_IMPORT_FIXTURES") {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name),
+    }
 }
 
 /// How a Rust-written Parquet file is laid out.

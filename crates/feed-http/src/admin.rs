@@ -232,7 +232,7 @@ async fn change_data(
     let data = admin.data.clone().ok_or(ApiError::NotFound)?;
     let outcome = web::block(move || change(&*data))
         .await
-        .map_err(|_| ApiError::DataChange(DataControlError::Failed("the reload thread failed".into())))?;
+        .map_err(|_| ApiError::Internal("the reload thread failed; see the log"))?;
     let data = outcome.map_err(ApiError::DataChange)?;
     Ok(HttpResponse::Ok().json(DataChanged { status, data }))
 }

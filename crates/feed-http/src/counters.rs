@@ -287,10 +287,25 @@ thread_local! {
     static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
 }
 
+/// The calling thread's shard number (take it modulo the shard count).
+#[inline]
+pub(crate) fn shard_index() -> usize {
+    SHARD.with(|s| *s)
+}
+
+/// Shards per set of per-thread counters: two per core, and a few more for
+/// other threads.
+pub(crate) fn shard_count() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from) * 2 + 2
+}
+
+/// [`shard_count`], worked out once.
+pub(crate) static SHARDS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
 impl Counters {
     /// Counters with one shard per core (and a few more for other threads).
     pub fn new(enabled: bool) -> Self {
-        let shards = std::thread::available_parallelism().map_or(2, usize::from) * 2 + 2;
+        let shards = *SHARDS.get_or_init(shard_count);
         Self {
             enabled,
             shards: (0..shards).map(|_| Shard::default()).collect(),
@@ -299,14 +314,9 @@ impl Counters {
         }
     }
 
-    /// Whether the per-request counters are recorded.
-    pub const fn enabled(&self) -> bool {
-        self.enabled
-    }
-
     #[inline]
     fn shard(&self) -> &Shard {
-        &self.shards[SHARD.with(|s| *s) % self.shards.len()]
+        &self.shards[shard_index() % self.shards.len()]
     }
 
     /// A request reached the gate.

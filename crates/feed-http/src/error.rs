@@ -61,6 +61,10 @@ pub enum ApiError {
     /// A reload or rollback did not happen.
     #[error("{0}")]
     DataChange(crate::admin::DataControlError),
+    /// The server failed (a panicked background task): nothing the
+    /// client sent causes this.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
     /// No route matches the path.
     #[error("not found")]
     NotFound,
@@ -94,6 +98,7 @@ impl ResponseError for ApiError {
                 StatusCode::CONFLICT
             }
             Self::Busy => StatusCode::CONFLICT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable | Self::Loading | Self::Overloaded | Self::ProfilerUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -195,7 +195,10 @@ impl Collector for Exposition {
                         None,
                         MetricType::Info,
                     )?
-                    .encode_info(&[("id", snapshot.id.as_str()), ("path", snapshot.path.as_str())])?;
+                    .encode_info(&[
+                        ("id", snapshot.id.as_str()),
+                        ("path", snapshot.path.as_str()),
+                    ])?;
                 gauge(
                     &mut encoder,
                     "data_snapshot_created_seconds",

@@ -11,12 +11,14 @@
 //! an `x-request-id`, and logged when it fails (at most a few lines a second,
 //! see [`LogBudget`]) or, sampled, when it succeeds.
 //!
-//! Architecture Invariant: a request that is let through costs at most one
-//! read-modify-write of memory shared between workers, the in-flight count,
-//! and only when `max_in_flight` is on. Everything else it records goes to
-//! the calling thread's own counter shard; the gate's state is reached
-//! through a per-worker `Rc`, and the middleware's future is a plain enum,
-//! not a boxed future.
+//! Architecture Invariant: the only memory shared between workers that a
+//! request that is let through writes is the in-flight count (one increment
+//! and one decrement), and only when `max_in_flight` is on; with the rate
+//! limit on, also its own client's bucket (one compare-and-swap). Everything
+//! else it records goes to the calling thread's own counter shard, including
+//! error lines left out of the log; the gate's state is reached through a
+//! per-worker `Rc`, and the middleware's future is a plain enum, not a boxed
+//! future. A generated request id is one small allocation.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -385,6 +387,21 @@ impl InFlight {
         }
     }
 
+    /// Counts and logs a request whose service failed with `error` (actix
+    /// turns it into a response after the gate).
+    fn finish_error(mut self, error: &Error) {
+        self.answered = true;
+        let status = error.as_response_error().status_code();
+        self.gate
+            .counters
+            .record_request(self.route, status.as_u16(), self.started.elapsed());
+        if let Some(suppressed) = self.gate.error_budget.admit() {
+            info!(self.gate.logger, "error response";
+                "request_id" => self.id.to_str().unwrap_or(""), "status" => status.as_u16(),
+                "cause" => %error, "suppressed_before" => suppressed);
+        }
+    }
+
     /// Marks, counts and logs the answer.
     fn finish<B>(
         mut self,
@@ -422,9 +439,10 @@ impl InFlight {
                 "method" => %req.method(), "path" => req.path(),
                 "micros" => self.started.elapsed().as_micros());
         }
+        let id = std::mem::replace(&mut self.id, HeaderValue::from_static(""));
         response
             .headers_mut()
-            .insert(HeaderName::from_static(REQUEST_ID), self.id.clone());
+            .insert(HeaderName::from_static(REQUEST_ID), id);
         response
     }
 }
@@ -459,7 +477,12 @@ where
         let (response, refusal) = match this.state.project() {
             StateProj::Admitted { inner } => match inner.poll(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Ready(Err(error)) => {
+                    if let Some(request) = this.request.take() {
+                        request.finish_error(&error);
+                    }
+                    return Poll::Ready(Err(error));
+                }
                 Poll::Ready(Ok(response)) => (response.map_into_left_body(), None),
             },
             StateProj::Refused { response } => match response.take() {

@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// A per-second budget of log lines. Lock-free: a call that may log costs a
-/// few atomic operations, one that may not costs two.
+/// few atomic operations on shared lines (at most `per_second` such calls a
+/// second); one that may not costs two loads of shared lines and one
+/// increment on the calling thread's own line, so a flood of events does
+/// not make the workers contend.
 #[derive(Debug)]
 pub struct LogBudget {
     per_second: u32,
@@ -18,8 +21,14 @@ pub struct LogBudget {
     /// The second (since `epoch`) that `used` counts.
     window: AtomicU64,
     used: AtomicU32,
-    suppressed: AtomicU64,
+    /// Lines left out, per thread shard, summed (and reset) when one is
+    /// written.
+    suppressed: Box<[Padded]>,
 }
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(AtomicU64);
 
 impl LogBudget {
     /// At most `per_second` lines a second (0: none at all).
@@ -29,7 +38,9 @@ impl LogBudget {
             epoch: Instant::now(),
             window: AtomicU64::new(0),
             used: AtomicU32::new(0),
-            suppressed: AtomicU64::new(0),
+            suppressed: (0..*crate::counters::SHARDS.get_or_init(crate::counters::shard_count))
+                .map(|_| Padded::default())
+                .collect(),
         }
     }
 
@@ -53,9 +64,15 @@ impl LogBudget {
         if self.used.load(Ordering::Relaxed) < self.per_second
             && self.used.fetch_add(1, Ordering::Relaxed) < self.per_second
         {
-            Some(self.suppressed.swap(0, Ordering::Relaxed))
+            Some(
+                self.suppressed
+                    .iter()
+                    .map(|shard| shard.0.swap(0, Ordering::Relaxed))
+                    .sum(),
+            )
         } else {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            let shard = crate::counters::shard_index() % self.suppressed.len();
+            self.suppressed[shard].0.fetch_add(1, Ordering::Relaxed);
             None
         }
     }

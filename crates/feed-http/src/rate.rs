@@ -47,7 +47,7 @@ fn client_key(addr: IpAddr) -> IpAddr {
 
 impl RateLimiter {
     /// Clients tracked one by one unless [`Self::with_max_clients`] says otherwise.
-    pub const DEFAULT_MAX_CLIENTS: usize = 100_000;
+    const DEFAULT_MAX_CLIENTS: usize = 100_000;
 
     /// `per_second` requests a second with bursts of up to `burst`; `None`
     /// when `per_second` is 0 (rate limiting off).

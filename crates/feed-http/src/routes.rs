@@ -51,11 +51,6 @@ impl<T> FeedSlot<T> {
         Self(ArcSwapOption::from_pointee(service))
     }
 
-    /// The service now, if any.
-    pub fn current(&self) -> Option<Arc<T>> {
-        self.0.load_full()
-    }
-
     /// Serves `service` from now on and returns the one it replaces.
     pub fn replace(&self, service: Arc<T>) -> Option<Arc<T>> {
         self.0.swap(Some(service))

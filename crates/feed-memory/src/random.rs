@@ -39,7 +39,7 @@ impl CatalogRandomFeed {
     }
 
     /// The number of items in the catalog.
-    pub fn catalog_size(&self) -> u32 {
+    fn catalog_size(&self) -> u32 {
         match &self.catalog {
             Catalog::Range(size) => *size,
             Catalog::List(list) => u32::try_from(list.items().len()).unwrap_or(u32::MAX),
@@ -180,6 +180,21 @@ mod tests {
             let free = list.iter().filter(|i| !existing.contains(i)).count();
             prop_assert_eq!(added.len(), count.min(free));
             prop_assert_eq!(result.is_ok(), added.len() == count);
+        }
+    }
+
+    #[test]
+    fn the_largest_answers_fill_with_distinct_items() {
+        let largest = feed_domain::SizeLimits::CEILING;
+        // A catalog far larger than the answer, and one exactly as large
+        // (the walk finishes it), each after some personal items.
+        for catalog in [10_000_000, largest] {
+            let random = CatalogRandomFeed::new(catalog);
+            let mut items: Vec<ItemId> = (1..=190).map(|i| ItemId::new(i * 7)).collect();
+            random.fill(&mut items, largest as usize - 190).unwrap();
+            assert_eq!(items.len(), largest as usize);
+            assert_eq!(items.iter().collect::<HashSet<_>>().len(), items.len());
+            assert!(items.iter().all(|i| (1..=catalog).contains(&i.get())));
         }
     }
 

@@ -35,9 +35,9 @@ use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 use crate::table::{FeedTable, Section};
 
 /// The first eight bytes of every snapshot.
-pub const MAGIC: [u8; 8] = *b"FFEEDSNP";
+const MAGIC: [u8; 8] = *b"FFEEDSNP";
 /// The format version this build reads and writes.
-pub const VERSION: u32 = 1;
+const VERSION: u32 = 1;
 /// Sections start at multiples of this (and the header fills the first).
 const PAGE: u64 = 4096;
 /// Bytes of the header that carry data (the rest of the page is zero).
@@ -158,16 +158,19 @@ impl Snapshot {
     /// checksum mismatch, truncated, or a malformed section.
     pub fn open(path: &Path) -> Result<Self, SnapshotError> {
         let file = File::open(path).map_err(|e| SnapshotError::io(path, e))?;
-        let metadata = file.metadata().map_err(|e| SnapshotError::io(path, e))?;
-        let identity = FileIdentity::from(&metadata);
-        let len = metadata.len();
+        let identity =
+            FileIdentity::from(&file.metadata().map_err(|e| SnapshotError::io(path, e))?);
+        let map = map_file(&file).map_err(|e| SnapshotError::io(path, e))?;
+        // Everything below is checked against the mapping itself, not the
+        // length the file had a moment before: a file that changed size in
+        // between is refused, never read out of bounds.
+        let len = map.len() as u64;
         if len < PAGE {
             return Err(SnapshotError::invalid(
                 path,
                 format!("truncated: {len} bytes, not even a header"),
             ));
         }
-        let map = map_file(&file).map_err(|e| SnapshotError::io(path, e))?;
         let (meta, entries) = read_header(&map[..HEADER_BYTES], len)
             .map_err(|reason| SnapshotError::invalid(path, reason))?;
         // The sections every lookup reads: verified before serving.
@@ -289,23 +292,33 @@ pub struct ItemsVerifier {
 }
 
 impl ItemsVerifier {
-    /// Checks the checksums of the items and the fallback list, and that
-    /// neither holds item 0.
+    /// Checks the checksums of the items and the fallback list, that
+    /// neither holds item 0, and that the fallback list holds no item twice
+    /// (the random fill's walk over it is bounded by the answer's size only
+    /// for a list of distinct items).
     ///
     /// # Errors
     /// [`SnapshotError::Invalid`] naming the section.
     pub fn verify(&self) -> Result<(), SnapshotError> {
+        let invalid = |reason: String| SnapshotError::invalid(&self.path, reason);
         for (entry, name) in self.entries.iter().zip(&SECTIONS[2..]) {
-            check_section(&self.map, entry, name)
-                .map_err(|reason| SnapshotError::invalid(&self.path, reason))?;
+            check_section(&self.map, entry, name).map_err(invalid)?;
             let bytes = &self.map[entry.offset as usize..(entry.offset + entry.bytes) as usize];
             let values: &[u32] = bytemuck::cast_slice(bytes);
             if values.contains(&0) {
-                return Err(SnapshotError::invalid(
-                    &self.path,
-                    format!("item 0 in the {name} section"),
-                ));
+                return Err(invalid(format!("item 0 in the {name} section")));
             }
+        }
+        let fallback = &self.entries[1];
+        let bytes =
+            &self.map[fallback.offset as usize..(fallback.offset + fallback.bytes) as usize];
+        let mut sorted: Vec<u32> = bytemuck::cast_slice(bytes).to_vec();
+        sorted.sort_unstable();
+        if let Some(pair) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(invalid(format!(
+                "item {} twice in the fallback section",
+                pair[0]
+            )));
         }
         Ok(())
     }
@@ -761,10 +774,25 @@ mod tests {
 
     #[test]
     fn a_failed_write_leaves_nothing_behind() {
+        // The rename fails: the target is a directory that is not empty.
         let dir = dir();
-        let target = dir.join("missing-dir").join("x.snap");
+        let target = dir.join("x.snap");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("keep"), b"").unwrap();
         assert!(write(&target, &sample(), &[], 1).is_err());
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["x.snap"], "the temporary file was left behind");
+    }
+
+    #[test]
+    fn a_fallback_list_with_a_repeat_is_refused() {
+        let path = dir().join("repeat.snap");
+        write(&path, &sample(), &[9, 8, 9], 1).unwrap();
+        let error = Snapshot::open(&path).unwrap().verify_items().unwrap_err();
+        assert!(error.to_string().contains("item 9 twice"), "{error}");
     }
 
     #[test]
@@ -795,7 +823,7 @@ mod tests {
         #[test]
         fn any_feeds_round_trip(
             feeds in prop::collection::btree_map(any::<u64>(), prop::collection::hash_set(1u32.., 0..20), 0..30),
-            fallback in prop::collection::vec(1u32.., 0..10),
+            fallback in prop::collection::hash_set(1u32.., 0..10),
         ) {
             let mut ids = Vec::new();
             let mut offsets = vec![0u64];
@@ -805,6 +833,7 @@ mod tests {
                 items.extend(feed.iter().copied());
                 offsets.push(items.len() as u64);
             }
+            let fallback: Vec<u32> = fallback.into_iter().collect();
             let table = FeedTable::from_csr(ids, offsets, items).unwrap();
             let path = dir().join("p.snap");
             write(&path, &table, &fallback, 5).unwrap();

@@ -9,9 +9,12 @@
 //! - sparse (an imported snapshot): sorted 64-bit user ids anywhere in the
 //!   range, with a CSR offset array for feeds of any length, including 0.
 //!   A user is found through a [`BucketIndex`] over the high bits of the
-//!   id: a direct jump to a bucket of a few ids, then a binary search inside
-//!   it, so a lookup touches two or three cache lines, not the twenty-odd of
-//!   a binary search over millions of ids.
+//!   id: a direct jump to a bucket, then a binary search inside it. For ids
+//!   spread evenly over their range (hashed or random ids, the usual case)
+//!   a bucket holds a few ids and a lookup touches two or three cache lines,
+//!   not the twenty-odd of a binary search over millions of ids; ids
+//!   clustered in a small part of their range fall back towards a plain
+//!   binary search, still O(log n).
 //!
 //! The blocks live on the heap, in an anonymous mapping (generated tables,
 //! advised to use huge pages) or in a read-only file mapping (snapshots).
@@ -88,7 +91,8 @@ impl<T: Pod> Section<T> {
 
 /// A direct index into sorted 64-bit ids: the ids' offset from the smallest
 /// one, shifted right, picks a bucket; each bucket holds the position of its
-/// first id. About one bucket per two ids, whatever the ids' spread.
+/// first id. About one bucket per two ids; buckets split the id range
+/// evenly, so evenly spread ids get a few per bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BucketIndex {
     min: u64,
@@ -352,7 +356,7 @@ impl FeedTable {
     ///
     /// # Errors
     /// The first [`TableError::ZeroItem`] or [`TableError::Duplicate`].
-    pub fn check_feeds(&self) -> Result<(), TableError> {
+    pub(crate) fn check_feeds(&self) -> Result<(), TableError> {
         let mut sorted = Vec::new();
         for (user, feed) in self.entries() {
             if feed.contains(&0) {
@@ -449,11 +453,11 @@ impl FeedTable {
     pub fn bytes(&self) -> usize {
         let ids = match &self.users {
             Users::Dense => 0,
-            Users::Sparse { ids, .. } => ids.get().len() * size_of::<u64>(),
+            Users::Sparse { ids, .. } => size_of_val(ids.get()),
         };
         let offsets = match &self.shape {
             Shape::Fixed { .. } => 0,
-            Shape::Csr { offsets } => offsets.get().len() * size_of::<u64>(),
+            Shape::Csr { offsets } => size_of_val(offsets.get()),
         };
         self.total_items() * size_of::<u32>() + ids + offsets
     }

@@ -150,6 +150,18 @@ type Version = (Arc<MemoryFeedService>, DataInfo);
 struct Versions {
     current: Option<Version>,
     previous: Option<Version>,
+    /// The identity of the file at the default path when it was last
+    /// loaded or tried (for the file watch); `None` until the first load
+    /// of that path.
+    watched: Option<FileIdentity>,
+}
+
+/// Locks `mutex`, recovering the value if a panicking thread left it
+/// poisoned: every update here leaves `Versions` consistent at each step.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Puts data in place and swaps it: the start-up load, reloads (admin
@@ -163,11 +175,18 @@ pub struct DataManager {
     limits: SizeLimits,
     default_path: Option<PathBuf>,
     versions: Mutex<Versions>,
-    /// The snapshot file last loaded or tried, for the file watch.
-    watched: Mutex<Option<FileIdentity>>,
-    /// Held for the whole of a reload or rollback.
+    /// Held for the whole of a load, reload or rollback.
     busy: Mutex<()>,
     logger: Logger,
+}
+
+/// Why a change could not start: another one holds the lock.
+fn busy(mutex: &Mutex<()>) -> Result<std::sync::MutexGuard<'_, ()>, DataControlError> {
+    match mutex.try_lock() {
+        Ok(guard) => Ok(guard),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => Ok(poisoned.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => Err(DataControlError::Busy),
+    }
 }
 
 impl DataManager {
@@ -188,7 +207,6 @@ impl DataManager {
             limits,
             default_path,
             versions: Mutex::default(),
-            watched: Mutex::default(),
             busy: Mutex::new(()),
             logger,
         }
@@ -199,23 +217,34 @@ impl DataManager {
         &self.recorder
     }
 
-    /// The path reloads use when they name none.
-    pub fn default_path(&self) -> Option<&Path> {
-        self.default_path.as_deref()
+    /// Serves the start-up data; waits for a reload that started first.
+    pub fn install_first(&self, loaded: Loaded) {
+        let _busy = lock(&self.busy);
+        self.install(loaded);
+    }
+
+    /// Whether the snapshot with `id` is the one being served.
+    pub fn serves_snapshot(&self, id: &str) -> bool {
+        lock(&self.versions)
+            .current
+            .as_ref()
+            .and_then(|(_, info)| info.snapshot.as_ref())
+            .is_some_and(|snapshot| snapshot.id == id)
     }
 
     /// Serves `loaded` from now on; what was served becomes the previous
-    /// version (for a rollback).
-    pub fn install(&self, loaded: Loaded) {
-        if let (Some(file), Ok(mut watched)) = (loaded.file, self.watched.lock()) {
-            *watched = Some(file);
-        }
+    /// version (for a rollback). The caller holds `busy`.
+    fn install(&self, loaded: Loaded) {
         let service = Arc::new(loaded.service);
+        let mut versions = lock(&self.versions);
+        if let (Some(file), Some(snapshot)) = (loaded.file, &loaded.info.snapshot)
+            && self.default_path.as_deref() == Some(Path::new(&snapshot.path))
+        {
+            versions.watched = Some(file);
+        }
         self.slot.replace(Arc::clone(&service));
         self.counters.set_data(loaded.info.clone());
-        if let Ok(mut versions) = self.versions.lock() {
-            versions.previous = versions.current.replace((service, loaded.info));
-        }
+        versions.previous = versions.current.replace((service, loaded.info));
     }
 
     /// Opens and fully verifies the snapshot at `path`.
@@ -231,41 +260,48 @@ impl DataManager {
         );
         Ok(loaded)
     }
-}
 
-impl DataManager {
     /// Reloads the default snapshot if its file is not the one last loaded
-    /// or tried (a failed file is not tried again until it changes).
+    /// or tried from that path (a failed file is not tried again until it
+    /// changes). Does nothing before the first load of that path, or while
+    /// another change runs (the next look tries again).
     pub fn reload_if_replaced(&self) {
-        let Some(path) = self.default_path.as_deref() else {
+        let Some(path) = self.default_path.clone() else {
             return;
         };
-        let now = FileIdentity::of(path);
-        let Ok(mut watched) = self.watched.lock() else {
+        let Ok(_busy) = busy(&self.busy) else {
             return;
         };
-        // Nothing loaded from a file yet (the start-up load is still
-        // running, or the data is synthetic): nothing to compare with.
-        if watched.is_none() || now.is_none() || now == *watched {
-            return;
+        let now = FileIdentity::of(&path);
+        {
+            let mut versions = lock(&self.versions);
+            if versions.watched.is_none() || now.is_none() || now == versions.watched {
+                return;
+            }
+            versions.watched = now;
         }
-        *watched = now;
-        drop(watched);
-        // The outcome is logged and counted by `reload`.
-        let _ = self.reload(None);
+        // The outcome is logged and counted by `reload_locked`.
+        let _ = self.reload_locked(path);
     }
-}
 
-impl DataControl for DataManager {
-    fn reload(&self, path: Option<PathBuf>) -> Result<DataInfo, DataControlError> {
-        let _busy = self.busy.try_lock().map_err(|_| DataControlError::Busy)?;
-        let path = path
-            .or_else(|| self.default_path.clone())
-            .ok_or(DataControlError::NoPath)?;
+    /// Loads `path` and swaps it in; the caller holds `busy`. The same
+    /// snapshot as the one served (same id) is kept as it is, with its
+    /// progress: a reload that changes nothing does not replay every feed.
+    fn reload_locked(&self, path: PathBuf) -> Result<DataInfo, DataControlError> {
         info!(self.logger, "reloading"; "path" => %path.display());
         match self.load(&path) {
             Ok(loaded) => {
                 let info = loaded.info.clone();
+                let same = info
+                    .snapshot
+                    .as_ref()
+                    .is_some_and(|snapshot| self.serves_snapshot(&snapshot.id));
+                if same {
+                    info!(self.logger, "reload: the same snapshot is being served, kept with its progress";
+                        "path" => %path.display(),
+                        "snapshot_id" => info.snapshot.as_ref().map_or("", |s| s.id.as_str()));
+                    return Ok(self.counters.data().unwrap_or(info));
+                }
                 self.install(loaded);
                 self.counters.record_data_change(DataChange::Reloaded);
                 info!(self.logger, "reloaded";
@@ -282,13 +318,20 @@ impl DataControl for DataManager {
             }
         }
     }
+}
+
+impl DataControl for DataManager {
+    fn reload(&self, path: Option<PathBuf>) -> Result<DataInfo, DataControlError> {
+        let _busy = busy(&self.busy)?;
+        let path = path
+            .or_else(|| self.default_path.clone())
+            .ok_or(DataControlError::NoPath)?;
+        self.reload_locked(path)
+    }
 
     fn rollback(&self) -> Result<DataInfo, DataControlError> {
-        let _busy = self.busy.try_lock().map_err(|_| DataControlError::Busy)?;
-        let mut versions = self
-            .versions
-            .lock()
-            .map_err(|_| DataControlError::Failed("the data state is poisoned".into()))?;
+        let _busy = busy(&self.busy)?;
+        let mut versions = lock(&self.versions);
         let (service, info) = versions
             .previous
             .take()

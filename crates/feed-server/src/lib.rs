@@ -220,7 +220,7 @@ pub fn run(
                 };
                 let info = loaded.info.clone();
                 // The data is in place before the server says "ready".
-                manager.install(loaded);
+                manager.install_first(loaded);
                 lifecycle.mark_loaded();
                 info!(logger, "feed-server ready";
                     "users" => info.users, "items" => info.items, "feed_bytes" => info.bytes,
@@ -231,9 +231,14 @@ pub fn run(
                 // a corrupt one stops the server rather than serve garbage.
                 if let Some(verifier) = verifier {
                     let started = Instant::now();
+                    let id = info.snapshot.as_ref().map_or("", |s| s.id.as_str());
                     match verifier.verify() {
                         Ok(()) => info!(logger, "snapshot items verified";
                             "ms" => started.elapsed().as_millis()),
+                        // A verified reload has replaced it meanwhile: nothing is lost.
+                        Err(e) if !manager.serves_snapshot(id) => warn!(logger,
+                            "the start-up snapshot was corrupt, but is no longer served";
+                            "error" => %e),
                         Err(e) => {
                             let e = LoadError::Failed(e.to_string());
                             error!(logger, "loading the feeds failed"; "error" => %e);

@@ -279,7 +279,7 @@ impl Settings {
                 ),
             ));
         }
-        if data.catalog_size < api.max_size {
+        if data.source == DataSource::Synthetic && data.catalog_size < api.max_size {
             return Err(invalid(
                 "data.catalog_size",
                 format!(
@@ -304,10 +304,10 @@ impl Settings {
                 "must name a file when data.source is \"snapshot\"".into(),
             ));
         }
-        if data.watch && data.snapshot.trim().is_empty() {
+        if data.watch && data.source != DataSource::Snapshot {
             return Err(invalid(
-                "data.snapshot",
-                "must name a file when data.watch is on".into(),
+                "data.watch",
+                "watches the snapshot being served: it needs data.source = \"snapshot\"".into(),
             ));
         }
         if data.watch && data.watch_interval_ms == 0 {

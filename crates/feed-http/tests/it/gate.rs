@@ -11,7 +11,10 @@ use super::{UNLIMITED, call, feeds, guarded};
 fn loaded() -> (web::Data<FeedSlot<super::Feeds>>, web::Data<Lifecycle>) {
     let lifecycle = web::Data::new(Lifecycle::loading());
     lifecycle.mark_loaded();
-    (web::Data::new(FeedSlot::holding(feeds(2, 1_000))), lifecycle)
+    (
+        web::Data::new(FeedSlot::holding(feeds(2, 1_000))),
+        lifecycle,
+    )
 }
 
 #[actix_rt::test]
@@ -146,6 +149,44 @@ async fn requests_beyond_max_in_flight_are_shed() {
     let ok = test::call_service(&app, test::TestRequest::get().uri("/feed/1").to_request()).await;
     assert_eq!(ok.status(), 200);
     assert_eq!(gate.counters().totals().refused(Refusal::Shed), 1);
+}
+
+/// A request cancelled while in flight (the client went away) frees its
+/// slot and is counted as unanswered, once.
+#[actix_rt::test]
+async fn a_cancelled_request_frees_its_slot() {
+    use actix_web::dev::Service;
+    use actix_web::{App, HttpResponse};
+    use feed_http::Counters;
+
+    let lifecycle = web::Data::new(Lifecycle::loading());
+    lifecycle.mark_loaded();
+    let limits = RequestLimits {
+        max_in_flight: 1,
+        ..UNLIMITED
+    };
+    let gate = RequestGate::builder(limits, lifecycle)
+        .counters(std::sync::Arc::new(Counters::new(true)))
+        .build();
+    let app = test::init_service(App::new().wrap(gate.middleware()).route(
+        "/never",
+        web::get().to(|| async {
+            std::future::pending::<()>().await;
+            HttpResponse::Ok().finish()
+        }),
+    ))
+    .await;
+    let mut pending = Box::pin(app.call(test::TestRequest::get().uri("/never").to_request()));
+    assert!(futures_poll_once(&mut pending).await.is_none());
+    let totals = gate.counters().totals();
+    assert_eq!(gate.in_flight(&totals), 1);
+    drop(pending);
+    let totals = gate.counters().totals();
+    assert_eq!(gate.in_flight(&totals), 0);
+    assert_eq!(
+        (totals.started, totals.unanswered, totals.all_requests),
+        (1, 1, 0)
+    );
 }
 
 /// Polls a future once; `Some` when it finished.

@@ -1,6 +1,5 @@
 //! The health endpoints and the loading state.
 
-
 use actix_web::http::{ConnectionType, Method};
 use actix_web::{test, web};
 use feed_http::{FeedSlot, Lifecycle, RequestGate};

@@ -2,7 +2,6 @@
 //! it means to give). Arbitrary methods, paths, queries and headers go
 //! through the whole app, guard included.
 
-
 use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::test as actix_test;

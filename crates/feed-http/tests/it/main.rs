@@ -7,14 +7,14 @@ mod health;
 mod hostile;
 mod openapi;
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{test, web};
 use feed_domain::{ErrorRecorder, FeedError, FeedService, SizeLimits, UserId};
-use feed_http::{FeedSlot, Counters, FeedErrorKind, Lifecycle, RequestGate, RequestLimits};
+use feed_http::{Counters, FeedErrorKind, FeedSlot, Lifecycle, RequestGate, RequestLimits};
 use feed_memory::{CatalogRandomFeed, DataSpec, FeedTable, MemoryFeedStorage};
 
 /// Counts feed errors, as the server's recorder does, without logging.

@@ -109,6 +109,20 @@ fn limits_must_be_ones_the_server_can_enforce() {
 }
 
 #[test]
+fn a_snapshot_source_needs_a_file_and_watching_needs_a_snapshot() {
+    check_rejected(&[("FEED__DATA__SOURCE", "snapshot")], "data.snapshot");
+    check_rejected(&[("FEED__DATA__SOURCE", "parquet")], "data.source");
+    check_rejected(&[("FEED__DATA__WATCH", "true")], "data.watch");
+    let settings = load(&[
+        ("FEED__DATA__SOURCE", "snapshot"),
+        ("FEED__DATA__SNAPSHOT", "feeds.snap"),
+        ("FEED__DATA__WATCH", "true"),
+    ])
+    .unwrap();
+    assert_eq!(settings.snapshot_path(), Some("feeds.snap".into()));
+}
+
+#[test]
 fn unknown_keys_are_rejected() {
     check_rejected(&[("FEED__SERVER__PORTX", "1")], "portx");
     check_rejected(&[("FEED__NOPE", "1")], "nope");

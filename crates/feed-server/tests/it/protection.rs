@@ -1,5 +1,6 @@
 //! Overload and hostile clients against the real binary: slow headers, the
-//! rate limit, load shedding.
+//! rate limit, the size limits. (Load shedding is tested deterministically
+//! through the app in `feed-http`, where requests can be held in flight.)
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -15,7 +16,9 @@ use super::server::{Connection, Server, get};
 fn slow_clients_are_cut_off_and_do_not_block_others() {
     let (server, _) = Server::start_ready(&[
         ("FEED__SERVER__WORKERS", "2"),
-        ("FEED__LIMITS__CLIENT_REQUEST_TIMEOUT_MS", "5000"),
+        // Long enough that opening 300 connections and serving 20 requests
+        // ends well before it, even on a loaded machine.
+        ("FEED__LIMITS__CLIENT_REQUEST_TIMEOUT_MS", "8000"),
     ]);
     let mut slow: Vec<Connection> = (0..300)
         .map(|_| {
@@ -140,42 +143,4 @@ fn over_the_rate_limit_is_429() {
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert!(refused.json()["error"].is_string());
     assert_eq!(conn.get("/livez").unwrap().status, 200);
-}
-
-/// With room for one request in flight and two workers busy, some requests
-/// are shed: each answered with 503 and Retry-After, every other one served
-/// in full.
-#[test]
-fn requests_beyond_the_in_flight_limit_are_shed_fast() {
-    let (server, _) = Server::start_ready(&[
-        ("FEED__SERVER__WORKERS", "2"),
-        ("FEED__LIMITS__MAX_IN_FLIGHT", "1"),
-    ]);
-    let clients: Vec<_> = (0..8)
-        .map(|c| {
-            let addr = server.addr.clone();
-            std::thread::spawn(move || {
-                let mut conn = Connection::open(&addr).unwrap();
-                let (mut ok, mut shed) = (0, 0);
-                for _ in 0..400 {
-                    let answer = conn.get(&format!("/feed/{c}?size=200")).unwrap();
-                    match answer.status {
-                        200 => ok += 1,
-                        503 => {
-                            assert_eq!(answer.header("retry-after"), Some("1"));
-                            shed += 1;
-                        }
-                        other => panic!("status {other}"),
-                    }
-                }
-                (ok, shed)
-            })
-        })
-        .collect();
-    let (ok, shed) = clients
-        .into_iter()
-        .map(|c| c.join().unwrap())
-        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
-    assert!(ok > 0, "nothing was served");
-    assert!(shed > 0, "nothing was shed ({ok} served)");
 }

@@ -193,7 +193,7 @@ fn advance_from_threads(
 
 fn offsets(c: &mut Criterion) {
     const MAP_USERS: u32 = 1_000_000;
-    let map = Arc::new(OffsetMap::with_capacity(MAP_USERS as usize));
+    let map = Arc::new(OffsetMap::in_memory(MAP_USERS));
     for user in 0..MAP_USERS {
         map.advance(user, 0, u32::MAX);
     }

@@ -204,9 +204,9 @@ const DENSE_FACTOR: u64 = 16;
 ///   `1..=catalog` is laid out (under `DENSE_FACTOR` ids an item), then a
 ///   partial Fisher-Yates shuffle deals the feed, one draw an item.
 /// - A larger catalog is sampled: each draw is rejected and drawn again if
-///   the [`SeenSet`] (O(1) a check) holds it already, with probability under
-///   `1 / DENSE_FACTOR`, so under `DENSE_FACTOR / (DENSE_FACTOR - 1)` draws
-///   an item are expected.
+///   the feed holds it already (an O(1) check, see [`crate::seen::Seen`]),
+///   with probability under `1 / DENSE_FACTOR`, so under
+///   `DENSE_FACTOR / (DENSE_FACTOR - 1)` draws an item are expected.
 ///
 /// Either way every ordered choice of distinct ids is equally likely.
 fn fill_feed(rng: &mut fastrand::Rng, catalog: u32, feed: &mut [u32], scratch: &mut Scratch) {
@@ -220,8 +220,7 @@ fn fill_feed(rng: &mut fastrand::Rng, catalog: u32, feed: &mut [u32], scratch: &
             *slot = deck[i];
         }
     } else {
-        let seen = &mut scratch.seen;
-        seen.reset(feed.len());
+        let mut seen = scratch.seen.start(feed.len());
         for i in 0..feed.len() {
             let (held, rest) = feed.split_at_mut(i);
             rest[0] = loop {

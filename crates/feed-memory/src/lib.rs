@@ -7,10 +7,11 @@
 //!   chasing.
 //! - [`Snapshot`]: a [`FeedTable`] and a fallback list in one file, mapped
 //!   rather than parsed, with checksums; [`snapshot::write`] writes one.
-//! - [`OffsetMap`]: each user's progress, a lock-free `papaya` map from the
-//!   user's position to an `AtomicU32` updated in place with one
-//!   compare-and-swap loop, so two concurrent requests for one user can never
-//!   be handed the same item.
+//! - [`OffsetMap`]: each user's progress, a flat array of `AtomicU32` by the
+//!   user's position, updated in place with one compare-and-swap loop, so
+//!   two concurrent requests for one user can never be handed the same item;
+//!   in memory, or in a [`ProgressFile`] mapped shared, so that it survives
+//!   a crash.
 //! - [`MemoryFeedStorage`]: the two above, as a [`feed_domain::FeedStorage`].
 //! - [`CatalogRandomFeed`]: random items from the catalog `1..=catalog_size`,
 //!   as a [`feed_domain::RandomFeed`].
@@ -21,6 +22,7 @@
 
 mod generate;
 mod offsets;
+pub mod progress;
 mod random;
 mod seen;
 pub mod snapshot;
@@ -29,6 +31,7 @@ mod table;
 
 pub use generate::{DataSpec, DataSpecError};
 pub use offsets::OffsetMap;
+pub use progress::{OnCorrupt, Opened, ProgressError, ProgressFile};
 pub use random::CatalogRandomFeed;
 pub use snapshot::{
     FallbackList, FileIdentity, ItemsVerifier, Snapshot, SnapshotError, SnapshotMeta,

@@ -1,40 +1,77 @@
-//! [`OffsetMap`]: each user's progress through their feed.
+//! [`OffsetMap`]: each user's progress through their feed, in memory or in
+//! a progress file that survives a crash ([`ProgressFile`]).
+//!
+//! Architecture Invariant: progress is indexed by the user's position in the
+//! feed table, which is dense (`0..users`), so it is a flat array of
+//! `AtomicU32`, 4 bytes a user, advanced in place by one compare-and-swap:
+//! no lock, no allocation, no hashing. A concurrent hash map (papaya, used
+//! by the rate limiter for sparse client addresses) would cost about ten
+//! times the memory here for nothing. The same array maps straight onto a
+//! file, which is how progress is made durable.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Each user's offset into their feed: a lock-free `papaya` map from the
-/// user's position in the feed table (not the 64-bit id: a position fits in
-/// a `u32` and belongs to one table, as progress belongs to one data set) to
-/// an `AtomicU32`.
+use crate::progress::ProgressFile;
+
+/// Each user's offset into their feed, by position in the feed table.
 ///
-/// A user's entry is created on their first request (the only allocation)
-/// and from then on updated in place by [`OffsetMap::advance`], one atomic
-/// read-modify-write: no lock, no allocation, and no window in which two
-/// requests can read the same offset.
-#[derive(Debug, Default)]
+/// [`OffsetMap::advance`] is one atomic read-modify-write of the user's
+/// cell: no window in which two requests can read the same offset.
+#[derive(Debug)]
 pub struct OffsetMap {
-    map: papaya::HashMap<u32, AtomicU32, foldhash::fast::RandomState>,
+    cells: Cells,
+}
+
+#[derive(Debug)]
+enum Cells {
+    /// Progress that lives as long as the process.
+    Memory(Box<[AtomicU32]>),
+    /// Progress in a shared file mapping: every advance is in the page
+    /// cache at once (it survives the process), and on disk after the next
+    /// sync.
+    File(ProgressFile),
 }
 
 impl OffsetMap {
-    /// An empty map with room for `users` entries before it must grow.
-    pub fn with_capacity(users: usize) -> Self {
+    /// Offsets for `users` users in memory, all at 0.
+    pub fn in_memory(users: u32) -> Self {
         Self {
-            map: papaya::HashMap::with_capacity_and_hasher(users, Default::default()),
+            cells: Cells::Memory((0..users).map(|_| AtomicU32::new(0)).collect()),
         }
     }
 
-    /// Moves `user`'s offset forward by up to `want`, never past `len`, and
-    /// returns the range of feed positions this call now owns. The range is
-    /// empty once the feed is exhausted. Concurrent calls get disjoint ranges.
+    /// Offsets kept in `file`.
+    pub fn in_file(file: ProgressFile) -> Self {
+        Self {
+            cells: Cells::File(file),
+        }
+    }
+
+    #[inline]
+    fn cells(&self) -> &[AtomicU32] {
+        match &self.cells {
+            Cells::Memory(cells) => cells,
+            Cells::File(file) => file.cells(),
+        }
+    }
+
+    /// The progress file, when progress is durable.
+    pub fn file(&self) -> Option<&ProgressFile> {
+        match &self.cells {
+            Cells::Memory(_) => None,
+            Cells::File(file) => Some(file),
+        }
+    }
+
+    /// Moves the offset of the user at `position` forward by up to `want`,
+    /// never past `len`, and returns the range of feed positions this call
+    /// now owns. The range is empty once the feed is exhausted, and for a
+    /// position beyond the users. Concurrent calls get disjoint ranges.
     #[inline]
     pub fn advance(&self, position: u32, want: u32, len: u32) -> Range<u32> {
-        let map = self.map.pin();
-        let key = position;
-        let cell = match map.get(&key) {
-            Some(cell) => cell,
-            None => map.get_or_insert_with(key, || AtomicU32::new(0)),
+        let Some(cell) = self.cells().get(position as usize) else {
+            return 0..0;
         };
         // Relaxed is enough: the offset publishes no other memory, and the
         // read-modify-write itself is atomic, so every call sees a distinct
@@ -46,22 +83,19 @@ impl OffsetMap {
         }
     }
 
-    /// The current offset of the user at `position` (0 for one not seen yet).
+    /// The current offset of the user at `position` (0 beyond the users).
     pub fn offset(&self, position: u32) -> u32 {
-        self.map
-            .pin()
-            .get(&position)
+        self.cells()
+            .get(position as usize)
             .map_or(0, |cell| cell.load(Ordering::Relaxed))
     }
 
-    /// The number of users with an entry.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// No user has an entry yet.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+    /// Users whose offset has moved from 0.
+    pub fn started(&self) -> usize {
+        self.cells()
+            .iter()
+            .filter(|cell| cell.load(Ordering::Relaxed) > 0)
+            .count()
     }
 }
 
@@ -76,7 +110,7 @@ mod tests {
 
     #[test]
     fn advances_and_stops_at_the_end() {
-        let map = OffsetMap::default();
+        let map = OffsetMap::in_memory(10);
         let u = 4;
         assert_eq!(map.advance(u, 3, 7), 0..3);
         assert_eq!(map.advance(u, 3, 7), 3..6);
@@ -84,13 +118,16 @@ mod tests {
         assert_eq!(map.advance(u, 3, 7), 7..7);
         assert_eq!(map.offset(u), 7);
         assert_eq!(map.offset(5), 0);
-        assert_eq!(map.len(), 1);
+        assert_eq!(map.started(), 1);
+        // Beyond the users: nothing, and no panic.
+        assert_eq!(map.advance(10, 3, 7), 0..0);
+        assert_eq!(map.offset(u32::MAX), 0);
     }
 
     #[test]
     fn concurrent_advances_get_disjoint_ranges() {
         const LEN: u32 = 5_000;
-        let map = Arc::new(OffsetMap::default());
+        let map = Arc::new(OffsetMap::in_memory(4));
         let handles: Vec<_> = (0..8)
             .map(|t| {
                 let map = Arc::clone(&map);
@@ -117,7 +154,7 @@ mod tests {
     proptest! {
         #[test]
         fn offsets_never_go_back_or_past_the_end(len in 0u32..500, wants in prop::collection::vec(0u32..300, 1..50)) {
-            let map = OffsetMap::default();
+            let map = OffsetMap::in_memory(1);
             let mut last = 0;
             for want in wants {
                 let range = map.advance(0, want, len);

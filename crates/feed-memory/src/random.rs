@@ -66,10 +66,10 @@ impl RandomFeed for CatalogRandomFeed {
     /// `4 * count + 32` draws, then a walk of at most `2 * N` catalog items
     /// (each step either adds an item or meets one already in the answer,
     /// each at most once), and every duplicate check costs O(1) (see
-    /// [`SeenSet`]), whether the answer holds 10 items or 10,000.
+    /// `seen.rs`), whether the answer holds 10 items or 10,000.
     ///
     /// The check's buffers belong to the thread and are reused: they are
-    /// made with room for answers of up to [`SCAN_LIMIT`] items on the
+    /// made with room for answers of up to `SCAN_LIMIT` items on the
     /// thread's first fill, and grow only when a larger answer comes, so a
     /// warmed-up thread's fill allocates nothing.
     fn fill(&self, items: &mut Vec<ItemId>, count: usize) -> Result<(), RandomFillError> {
@@ -81,7 +81,7 @@ impl RandomFeed for CatalogRandomFeed {
             return shortfall(items.len(), target);
         }
         SEEN.with_borrow_mut(|seen| {
-            seen.reset(items.len() + addable);
+            let mut seen = seen.start(items.len() + addable);
             seen.hold_all(items);
             let mut draws = addable * 4 + 32;
             while items.len() < target && draws > 0 {

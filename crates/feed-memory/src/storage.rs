@@ -16,9 +16,17 @@ pub struct MemoryFeedStorage {
 }
 
 impl MemoryFeedStorage {
-    /// Storage over `table`, every user starting at offset 0.
+    /// Storage over `table`, every user starting at offset 0, progress in
+    /// memory.
     pub fn new(table: FeedTable) -> Self {
-        let offsets = OffsetMap::with_capacity(table.users() as usize);
+        let offsets = OffsetMap::in_memory(table.users());
+        Self { table, offsets }
+    }
+
+    /// Storage over `table` with the progress in `offsets` (which must be
+    /// for as many users as the table has: a user beyond them never
+    /// advances).
+    pub fn with_offsets(table: FeedTable, offsets: OffsetMap) -> Self {
         Self { table, offsets }
     }
 

@@ -278,6 +278,42 @@ pub struct Counters {
     shards: Box<[Shard]>,
     data: Mutex<Option<DataInfo>>,
     changes: [AtomicU64; DataChange::ALL.len()],
+    progress: ProgressSyncs,
+}
+
+/// Syncs of the progress files (rare: a few a second, shared counters).
+#[derive(Debug, Default)]
+struct ProgressSyncs {
+    count: AtomicU64,
+    errors: AtomicU64,
+    bytes: AtomicU64,
+    nanos: AtomicU64,
+    last_unix_ms: AtomicU64,
+    buckets: [AtomicU64; SYNC_BUCKETS],
+}
+
+/// Upper bounds of the progress sync duration buckets, in seconds.
+pub const SYNC_BOUNDS: [f64; 10] = [
+    0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+];
+const SYNC_BUCKETS: usize = SYNC_BOUNDS.len() + 1;
+
+/// Totals of the progress syncs.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SyncTotals {
+    /// Syncs done.
+    pub count: u64,
+    /// Syncs that failed.
+    pub errors: u64,
+    /// Bytes of progress synced (the files' sizes: an upper bound of what
+    /// was written).
+    pub bytes: u64,
+    /// Seconds spent syncing.
+    pub seconds: f64,
+    /// When the last sync ended, ms since the Unix epoch (0: never).
+    pub last_unix_ms: u64,
+    /// Duration bucket counts (not cumulative), one more than the bounds.
+    pub buckets: Vec<u64>,
 }
 
 /// Spreads threads over shards.
@@ -311,6 +347,7 @@ impl Counters {
             shards: (0..shards).map(|_| Shard::default()).collect(),
             data: Mutex::new(None),
             changes: std::array::from_fn(|_| AtomicU64::new(0)),
+            progress: ProgressSyncs::default(),
         }
     }
 
@@ -400,6 +437,49 @@ impl Counters {
     /// The facts about the data being served, once set.
     pub fn data(&self) -> Option<DataInfo> {
         self.data.lock().ok().and_then(|data| data.clone())
+    }
+
+    /// Counts a sync of a progress file of `bytes` bytes that took `took`.
+    pub fn record_progress_sync(&self, took: Duration, bytes: u64) {
+        let p = &self.progress;
+        p.count.fetch_add(1, Ordering::Relaxed);
+        p.bytes.fetch_add(bytes, Ordering::Relaxed);
+        p.nanos.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        let seconds = took.as_secs_f64();
+        let bucket = SYNC_BOUNDS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(SYNC_BUCKETS - 1);
+        p.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        p.last_unix_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Counts a failed sync of a progress file.
+    pub fn record_progress_sync_error(&self) {
+        self.progress.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The progress syncs so far.
+    pub fn progress_syncs(&self) -> SyncTotals {
+        let p = &self.progress;
+        SyncTotals {
+            count: p.count.load(Ordering::Relaxed),
+            errors: p.errors.load(Ordering::Relaxed),
+            bytes: p.bytes.load(Ordering::Relaxed),
+            seconds: p.nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            last_unix_ms: p.last_unix_ms.load(Ordering::Relaxed),
+            buckets: p
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+        }
     }
 
     /// Counts a reload or rollback (rare: one shared counter is fine).

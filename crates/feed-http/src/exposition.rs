@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::counters::{Counters, DataChange, FeedErrorKind, LATENCY_BOUNDS, Refusal};
+use crate::counters::{Counters, DataChange, FeedErrorKind, LATENCY_BOUNDS, Refusal, SYNC_BOUNDS};
 use crate::gate::RequestGate;
 
 /// Everything `/metrics` shows: the totals of the gate's [`Counters`] and
@@ -185,6 +185,46 @@ impl Collector for Exposition {
                 ConstCounter::new(self.counters().data_changes(change))
                     .encode(family.encode_family(&[("result", change.label())])?)?;
             }
+        }
+        let syncs = self.counters().progress_syncs();
+        if syncs.count > 0 || syncs.errors > 0 {
+            let buckets: Vec<(f64, u64)> = SYNC_BOUNDS
+                .iter()
+                .copied()
+                .chain(std::iter::once(f64::MAX))
+                .zip(syncs.buckets.iter().copied())
+                .collect();
+            encoder
+                .encode_descriptor(
+                    "progress_sync_duration_seconds",
+                    "Time one sync of a progress file to disk took",
+                    None,
+                    MetricType::Histogram,
+                )?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    syncs.seconds,
+                    syncs.count,
+                    &buckets,
+                    None,
+                )?;
+            counter(
+                &mut encoder,
+                "progress_synced_bytes",
+                "Bytes of progress files synced to disk (their sizes)",
+                syncs.bytes,
+            )?;
+            counter(
+                &mut encoder,
+                "progress_sync_errors",
+                "Progress syncs that failed",
+                syncs.errors,
+            )?;
+            gauge(
+                &mut encoder,
+                "progress_last_sync_timestamp_seconds",
+                "When the last progress sync ended, Unix time",
+                syncs.last_unix_ms as f64 / 1e3,
+            )?;
         }
         if let Some(data) = self.counters().data() {
             if let Some(snapshot) = &data.snapshot {

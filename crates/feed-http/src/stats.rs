@@ -58,6 +58,9 @@ pub struct Snapshot {
     pub in_flight: u64,
     /// The data being served, once loaded.
     pub data: Option<DataInfo>,
+    /// Milliseconds since the progress was last synced to disk; `None`
+    /// when it never was (progress in memory, or not yet).
+    pub progress_sync_age_ms: Option<u64>,
 }
 
 /// Takes [`Snapshot`]s: each call compares the counters with the previous
@@ -83,16 +86,21 @@ impl Sampler {
     pub fn sample(&mut self) -> Snapshot {
         let now = Instant::now();
         let totals = self.gate.counters().totals();
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
         let mut snapshot = Snapshot {
-            ts_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0)),
+            ts_ms: now_ms,
             uptime_s: self.started.elapsed().as_secs_f64(),
             ready: self.gate.lifecycle().is_ready(),
             exhausted_users: totals.exhausted,
             memory_bytes: resident_bytes(),
             in_flight: self.gate.in_flight(&totals),
             data: self.gate.counters().data(),
+            progress_sync_age_ms: match self.gate.counters().progress_syncs().last_unix_ms {
+                0 => None,
+                last => Some(now_ms.saturating_sub(last)),
+            },
             ..Snapshot::default()
         };
         if let Some((then, before)) = &self.previous {

@@ -121,6 +121,19 @@ impl DataSpec {
     pub const fn seed(&self) -> u64 {
         self.seed
     }
+
+    /// Identifies the data this spec generates (users, feed length,
+    /// catalog and seed, hashed): what the synthetic set's progress belongs
+    /// to, as a snapshot's progress belongs to its id.
+    pub fn fingerprint(&self) -> u64 {
+        let mut bytes = Vec::with_capacity(28);
+        bytes.extend_from_slice(b"synthetic");
+        for value in [self.users, self.feed_len, self.catalog_size] {
+            bytes.extend_from_slice(&value.to_le_bytes());
+        }
+        bytes.extend_from_slice(&self.seed.to_le_bytes());
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    }
 }
 
 impl FeedTable {

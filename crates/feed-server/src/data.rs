@@ -17,7 +17,7 @@ use feed_domain::{FeedService, SizeLimits};
 use feed_http::{DataChange, DataControl, DataControlError, DataInfo, FeedSlot, SnapshotInfo};
 use feed_memory::{
     CatalogRandomFeed, DataSpec, FeedTable, FileIdentity, ItemsVerifier, MemoryFeedStorage,
-    Snapshot, SnapshotMeta,
+    OffsetMap, OnCorrupt, Opened, ProgressError, ProgressFile, Snapshot, SnapshotMeta,
 };
 use slog::{Logger, info, warn};
 
@@ -28,14 +28,82 @@ use crate::recorder::LoggingRecorder;
 pub type MemoryFeedService =
     FeedService<MemoryFeedStorage, CatalogRandomFeed, Arc<LoggingRecorder>>;
 
+/// What `load` says when the snapshot is the one being served.
+const SAME: &str = "the same snapshot is being served";
+/// What `load` says when the snapshot is the one served before.
+const PREVIOUS: &str = "the snapshot served before";
+
 /// How often data generation reports its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Where users' progress is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressPlace {
+    /// The folder of the progress files; `None` keeps progress in memory.
+    pub dir: Option<PathBuf>,
+    /// What to do with a bad progress file.
+    pub on_corrupt: OnCorrupt,
+}
+
+impl ProgressPlace {
+    /// Progress in memory only.
+    pub const MEMORY: Self = Self {
+        dir: None,
+        on_corrupt: OnCorrupt::Fail,
+    };
+
+    /// The offsets of data `id` with `users` users: restored from its
+    /// progress file, or fresh; in memory without a folder. Says in the log
+    /// which.
+    ///
+    /// # Errors
+    /// [`ProgressError`] naming the file or folder.
+    pub fn offsets(
+        &self,
+        id: u64,
+        users: u32,
+        logger: &Logger,
+    ) -> Result<OffsetMap, ProgressError> {
+        let Some(dir) = &self.dir else {
+            return Ok(OffsetMap::in_memory(users));
+        };
+        let (file, opened) = ProgressFile::open(dir, id, users, self.on_corrupt)?;
+        let path = file.path().display().to_string();
+        let offsets = OffsetMap::in_file(file);
+        match opened {
+            Opened::Fresh => info!(logger, "progress: fresh for this data";
+                "data_id" => format!("{id:016x}"), "file" => &path),
+            Opened::Restored => info!(logger, "progress: restored";
+                "data_id" => format!("{id:016x}"), "file" => &path,
+                "users_started" => offsets.started()),
+            Opened::Reset { reason, aside } => warn!(logger,
+                "progress: the file was bad, kept aside, starting fresh";
+                "file" => &path, "reason" => reason, "aside" => %aside.display()),
+        }
+        Ok(offsets)
+    }
+
+    /// Removes progress files of data other than `keep`.
+    fn clean(&self, keep: &[u64], logger: &Logger) {
+        if let Some(dir) = &self.dir {
+            match ProgressFile::clean(dir, keep) {
+                Ok(removed) if !removed.is_empty() => info!(logger, "progress: old files removed";
+                    "files" => removed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
+                Ok(_) => {}
+                Err(e) => warn!(logger, "progress: cannot clean the folder"; "error" => %e),
+            }
+        }
+    }
+}
 
 /// A loaded version of the data: the service over it and its facts.
 #[derive(Debug)]
 pub struct Loaded {
     /// The service.
     pub service: MemoryFeedService,
+    /// What its progress belongs to: the snapshot id, or the synthetic
+    /// set's fingerprint.
+    pub data_id: u64,
     /// What it holds.
     pub info: DataInfo,
     /// The snapshot file it was loaded from, as it was then.
@@ -84,35 +152,39 @@ pub fn generate(spec: &DataSpec, logger: &Logger) -> (FeedTable, Duration) {
     }
 }
 
-/// The service over the synthetic data set of `spec`.
+/// The service over the synthetic data set of `spec`, with its progress
+/// in `offsets`.
 pub fn synthetic(
     spec: &DataSpec,
     limits: SizeLimits,
     recorder: Arc<LoggingRecorder>,
+    offsets: OffsetMap,
     logger: &Logger,
 ) -> Loaded {
     let (table, took) = generate(spec, logger);
     let info = info(&table, took, None);
     let service = FeedService::new(
-        MemoryFeedStorage::new(table),
+        MemoryFeedStorage::with_offsets(table, offsets),
         CatalogRandomFeed::new(spec.catalog_size()),
         recorder,
         limits,
     );
     Loaded {
         service,
+        data_id: spec.fingerprint(),
         info,
         file: None,
     }
 }
 
-/// The service over an opened `snapshot` (opened `took` ago), and the check
-/// of its items still to run.
+/// The service over an opened `snapshot` (opened `took` ago) with its
+/// progress in `offsets`, and the check of its items still to run.
 pub fn from_snapshot(
     snapshot: Snapshot,
     took: Duration,
     limits: SizeLimits,
     recorder: Arc<LoggingRecorder>,
+    offsets: OffsetMap,
 ) -> (Loaded, ItemsVerifier) {
     let verifier = snapshot.verifier();
     let file = Some(snapshot.identity());
@@ -120,7 +192,7 @@ pub fn from_snapshot(
     let (meta, table, fallback) = snapshot.into_parts();
     let info = info(&table, took, Some((&meta, &path)));
     let service = FeedService::new(
-        MemoryFeedStorage::new(table),
+        MemoryFeedStorage::with_offsets(table, offsets),
         CatalogRandomFeed::from_list(fallback),
         recorder,
         limits,
@@ -128,6 +200,7 @@ pub fn from_snapshot(
     (
         Loaded {
             service,
+            data_id: meta.id,
             info,
             file,
         },
@@ -142,8 +215,8 @@ pub fn now_unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// One version of the data, as served.
-type Version = (Arc<MemoryFeedService>, DataInfo);
+/// One version of the data, as served: the service, its facts, its data id.
+type Version = (Arc<MemoryFeedService>, DataInfo, u64);
 
 /// What is served now and what was served before it.
 #[derive(Debug, Default)]
@@ -174,6 +247,7 @@ pub struct DataManager {
     recorder: Arc<LoggingRecorder>,
     limits: SizeLimits,
     default_path: Option<PathBuf>,
+    progress: ProgressPlace,
     versions: Mutex<Versions>,
     /// Held for the whole of a load, reload or rollback.
     busy: Mutex<()>,
@@ -198,6 +272,7 @@ impl DataManager {
         recorder: Arc<LoggingRecorder>,
         limits: SizeLimits,
         default_path: Option<PathBuf>,
+        progress: ProgressPlace,
         logger: Logger,
     ) -> Self {
         Self {
@@ -206,6 +281,7 @@ impl DataManager {
             recorder,
             limits,
             default_path,
+            progress,
             versions: Mutex::default(),
             busy: Mutex::new(()),
             logger,
@@ -228,7 +304,7 @@ impl DataManager {
         lock(&self.versions)
             .current
             .as_ref()
-            .and_then(|(_, info)| info.snapshot.as_ref())
+            .and_then(|(_, info, _)| info.snapshot.as_ref())
             .is_some_and(|snapshot| snapshot.id == id)
     }
 
@@ -244,7 +320,44 @@ impl DataManager {
         }
         self.slot.replace(Arc::clone(&service));
         self.counters.set_data(loaded.info.clone());
-        versions.previous = versions.current.replace((service, loaded.info));
+        versions.previous = versions
+            .current
+            .replace((service, loaded.info, loaded.data_id));
+        // Progress files of this version and the previous one stay (for a
+        // rollback); older ones go.
+        let keep: Vec<u64> = [&versions.current, &versions.previous]
+            .into_iter()
+            .flatten()
+            .map(|(_, _, id)| *id)
+            .collect();
+        drop(versions);
+        self.progress.clean(&keep, &self.logger);
+    }
+
+    /// Writes the progress of the versions held (current and previous) to
+    /// disk, and counts it; a no-op for progress in memory.
+    pub fn sync(&self) {
+        let services: Vec<Arc<MemoryFeedService>> = {
+            let versions = lock(&self.versions);
+            [&versions.current, &versions.previous]
+                .into_iter()
+                .flatten()
+                .map(|(service, _, _)| Arc::clone(service))
+                .collect()
+        };
+        for service in services {
+            if let Some(file) = service.storage().offsets().file() {
+                match file.sync() {
+                    Ok(took) => self
+                        .counters
+                        .record_progress_sync(took, file.bytes() as u64),
+                    Err(e) => {
+                        self.counters.record_progress_sync_error();
+                        warn!(self.logger, "progress: sync failed"; "file" => %file.path().display(), "error" => %e);
+                    }
+                }
+            }
+        }
     }
 
     /// Opens and fully verifies the snapshot at `path`.
@@ -252,11 +365,30 @@ impl DataManager {
         let started = Instant::now();
         let snapshot = Snapshot::open(path).map_err(|e| e.to_string())?;
         snapshot.verify_items().map_err(|e| e.to_string())?;
+        let meta = *snapshot.meta();
+        // The same snapshot as the one served keeps its progress: no new
+        // file is opened for it (it would be the one in use).
+        if self.serves_snapshot(&format!("{:016x}", meta.id)) {
+            return Err(SAME.into());
+        }
+        if lock(&self.versions)
+            .previous
+            .as_ref()
+            .is_some_and(|(_, _, id)| *id == meta.id)
+        {
+            return Err(PREVIOUS.into());
+        }
+        let users = u32::try_from(meta.users).map_err(|_| "too many users".to_owned())?;
+        let offsets = self
+            .progress
+            .offsets(meta.id, users, &self.logger)
+            .map_err(|e| e.to_string())?;
         let (loaded, _) = from_snapshot(
             snapshot,
             started.elapsed(),
             self.limits,
             Arc::clone(&self.recorder),
+            offsets,
         );
         Ok(loaded)
     }
@@ -290,18 +422,24 @@ impl DataManager {
     fn reload_locked(&self, path: PathBuf) -> Result<DataInfo, DataControlError> {
         info!(self.logger, "reloading"; "path" => %path.display());
         match self.load(&path) {
+            Err(previous) if previous == PREVIOUS => {
+                // Its progress file is held by that version: serve it again.
+                let info = self.swap_back()?;
+                info!(self.logger, "reloaded";
+                    "path" => %path.display(), "users" => info.users, "items" => info.items,
+                    "snapshot_id" => info.snapshot.as_ref().map_or("", |s| s.id.as_str()),
+                    "as" => "the previous version, with its progress");
+                Ok(info)
+            }
+            Err(same) if same == SAME => {
+                info!(self.logger, "reload: the same snapshot is being served, kept with its progress";
+                    "path" => %path.display());
+                self.counters
+                    .data()
+                    .ok_or_else(|| DataControlError::Failed("no data served yet".into()))
+            }
             Ok(loaded) => {
                 let info = loaded.info.clone();
-                let same = info
-                    .snapshot
-                    .as_ref()
-                    .is_some_and(|snapshot| self.serves_snapshot(&snapshot.id));
-                if same {
-                    info!(self.logger, "reload: the same snapshot is being served, kept with its progress";
-                        "path" => %path.display(),
-                        "snapshot_id" => info.snapshot.as_ref().map_or("", |s| s.id.as_str()));
-                    return Ok(self.counters.data().unwrap_or(info));
-                }
                 self.install(loaded);
                 self.counters.record_data_change(DataChange::Reloaded);
                 info!(self.logger, "reloaded";
@@ -331,14 +469,21 @@ impl DataControl for DataManager {
 
     fn rollback(&self) -> Result<DataInfo, DataControlError> {
         let _busy = busy(&self.busy)?;
+        self.swap_back()
+    }
+}
+
+impl DataManager {
+    /// Serves the previous version again; the caller holds `busy`.
+    fn swap_back(&self) -> Result<DataInfo, DataControlError> {
         let mut versions = lock(&self.versions);
-        let (service, info) = versions
+        let (service, info, id) = versions
             .previous
             .take()
             .ok_or(DataControlError::NoPrevious)?;
         self.slot.replace(Arc::clone(&service));
         self.counters.set_data(info.clone());
-        versions.previous = versions.current.replace((service, info.clone()));
+        versions.previous = versions.current.replace((service, info.clone(), id));
         self.counters.record_data_change(DataChange::RolledBack);
         info!(self.logger, "rolled back";
             "users" => info.users,

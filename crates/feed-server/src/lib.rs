@@ -25,12 +25,12 @@ use feed_http::{
     Admin, Counters, DataControl, Exposition, FeedErrorKind, FeedSlot, Lifecycle, Refusal,
     RequestGate, Sampler,
 };
-use feed_memory::{ItemsVerifier, Snapshot};
+use feed_memory::{ItemsVerifier, OffsetMap, Snapshot};
 use slog::{Logger, error, info, o, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use crate::data::{DataManager, Loaded, MemoryFeedService};
+pub use crate::data::{DataManager, Loaded, MemoryFeedService, ProgressPlace};
 use crate::recorder::LoggingRecorder;
 use crate::settings::{ServiceSpec, Settings};
 
@@ -54,21 +54,28 @@ pub type Loader = Box<
         + Send,
 >;
 
-/// The loader of the synthetic data set of `spec`.
-pub fn synthetic_loader(spec: ServiceSpec) -> Loader {
+/// The loader of the synthetic data set of `spec`, with its progress in
+/// `offsets`.
+pub fn synthetic_loader(spec: ServiceSpec, offsets: OffsetMap) -> Loader {
     Box::new(move |recorder, logger| {
         Ok((
-            data::synthetic(&spec.data, spec.limits, recorder, logger),
+            data::synthetic(&spec.data, spec.limits, recorder, offsets, logger),
             None,
         ))
     })
 }
 
-/// The loader of an opened `snapshot` (opened in `took`): its header, ids
-/// and offsets are verified; its items are verified once it is served.
-pub fn snapshot_loader(snapshot: Snapshot, took: Duration, limits: SizeLimits) -> Loader {
+/// The loader of an opened `snapshot` (opened in `took`) with its progress
+/// in `offsets`: its header, ids and offsets are verified; its items are
+/// verified once it is served.
+pub fn snapshot_loader(
+    snapshot: Snapshot,
+    took: Duration,
+    limits: SizeLimits,
+    offsets: OffsetMap,
+) -> Loader {
     Box::new(move |recorder, _| {
-        let (loaded, verifier) = data::from_snapshot(snapshot, took, limits, recorder);
+        let (loaded, verifier) = data::from_snapshot(snapshot, took, limits, recorder, offsets);
         Ok((loaded, Some(verifier)))
     })
 }
@@ -162,6 +169,7 @@ pub fn run(
         Arc::clone(&recorder),
         limits,
         settings.snapshot_path(),
+        settings.progress_place(),
         logger.new(o!("component" => "data")),
     ));
     let gate = RequestGate::builder(settings.request_limits(), lifecycle.clone())
@@ -249,6 +257,23 @@ pub fn run(
             })?
     };
 
+    // Progress to disk every `progress.sync_ms`, on its own thread (an
+    // msync can block), until the servers have stopped.
+    let syncing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let syncer = settings.progress_dir().map(|_| {
+        let (manager, syncing) = (Arc::clone(&manager), Arc::clone(&syncing));
+        let every = Duration::from_millis(settings.progress.sync_ms);
+        std::thread::Builder::new()
+            .name("progress-sync".into())
+            .spawn(move || {
+                while syncing.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(every);
+                    manager.sync();
+                }
+            })
+    });
+    let syncer = syncer.transpose()?;
+
     let delay = Duration::from_millis(settings.server.shutdown_delay_ms);
     let ending = actix_web::rt::System::new().block_on(async {
         let public = public.listen(listeners.public)?.run();
@@ -301,6 +326,15 @@ pub fn run(
     };
     if !loader.is_finished() {
         warn!(logger, "stopped before the feeds finished loading");
+    }
+    // The servers have stopped: no request moves progress any more. One
+    // last sync, so that a restart loses nothing.
+    syncing.store(false, std::sync::atomic::Ordering::Relaxed);
+    if let Some(syncer) = syncer {
+        let _ = syncer.join();
+        let started = Instant::now();
+        manager.sync();
+        info!(logger, "progress synced at shutdown"; "ms" => started.elapsed().as_millis());
     }
 
     let totals = counters.totals();

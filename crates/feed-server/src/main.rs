@@ -63,25 +63,43 @@ fn main() -> ExitCode {
     if let Some(Command::Import(args)) = cli.command {
         return import(&args, &spec);
     }
-    // A snapshot to serve is opened (and its header, ids and offsets
-    // checked) before anything listens: a bad one is a bad configuration.
+    let (logger, _flush_on_exit) = feed_server::logging::logger(&settings.log);
+    // The data to serve and its progress are opened before anything
+    // listens: a bad snapshot or an unusable progress file is a bad
+    // configuration (exit 2, one line naming the file).
+    let place = settings.progress_place();
     let loader = match settings.data.source {
-        DataSource::Synthetic => feed_server::synthetic_loader(spec),
+        DataSource::Synthetic => place
+            .offsets(spec.data.fingerprint(), spec.data.users(), &logger)
+            .map(|offsets| feed_server::synthetic_loader(spec, offsets))
+            .map_err(|e| format!("progress.path: {e}")),
         DataSource::Snapshot => {
             let started = Instant::now();
             let path = settings.snapshot_path().unwrap_or_default();
-            match feed_memory::Snapshot::open(&path) {
-                Ok(snapshot) => {
-                    feed_server::snapshot_loader(snapshot, started.elapsed(), spec.limits)
-                }
-                Err(e) => {
-                    eprintln!("feed-server: data.snapshot: {e}");
-                    return ExitCode::from(2);
-                }
-            }
+            feed_memory::Snapshot::open(&path)
+                .map_err(|e| format!("data.snapshot: {e}"))
+                .and_then(|snapshot| {
+                    let meta = *snapshot.meta();
+                    let users = u32::try_from(meta.users).unwrap_or(u32::MAX);
+                    let offsets = place
+                        .offsets(meta.id, users, &logger)
+                        .map_err(|e| format!("progress.path: {e}"))?;
+                    Ok(feed_server::snapshot_loader(
+                        snapshot,
+                        started.elapsed(),
+                        spec.limits,
+                        offsets,
+                    ))
+                })
         }
     };
-    let (logger, _flush_on_exit) = feed_server::logging::logger(&settings.log);
+    let loader = match loader {
+        Ok(loader) => loader,
+        Err(line) => {
+            eprintln!("feed-server: {line}");
+            return ExitCode::from(2);
+        }
+    };
 
     let bind = |host: &str, port| {
         feed_server::bind(host, port).map_err(|e| {

@@ -29,6 +29,32 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// `[log]`
     pub log: LogSettings,
+    /// `[progress]`
+    pub progress: ProgressSettings,
+}
+
+/// `[progress]`: where users' progress is kept across restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressSettings {
+    /// The folder of the progress files (created if missing); empty: keep
+    /// progress in memory only.
+    pub path: String,
+    /// How often progress is written to disk: what a machine crash or
+    /// power loss can cost.
+    pub sync_ms: u64,
+    /// What to do with a torn, truncated or foreign progress file.
+    pub on_corrupt: OnCorruptSetting,
+}
+
+/// `progress.on_corrupt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnCorruptSetting {
+    /// Refuse to start, with one line naming the file.
+    Fail,
+    /// Keep the bad file aside, start fresh, log a warning.
+    Reset,
 }
 
 /// `[admin]`: the admin listener.
@@ -355,6 +381,9 @@ impl Settings {
                 ));
             }
         }
+        if self.progress.sync_ms == 0 {
+            return Err(invalid("progress.sync_ms", "must be at least 1".into()));
+        }
         if lim.rate_limit_clients == 0 {
             return Err(invalid(
                 "limits.rate_limit_clients",
@@ -369,6 +398,23 @@ impl Settings {
     pub fn snapshot_path(&self) -> Option<std::path::PathBuf> {
         let path = self.data.snapshot.trim();
         (!path.is_empty()).then(|| path.into())
+    }
+
+    /// The progress folder, `None` for progress in memory only.
+    pub fn progress_dir(&self) -> Option<std::path::PathBuf> {
+        let path = self.progress.path.trim();
+        (!path.is_empty()).then(|| path.into())
+    }
+
+    /// Where progress is kept: `progress.path` and `progress.on_corrupt`.
+    pub fn progress_place(&self) -> crate::data::ProgressPlace {
+        crate::data::ProgressPlace {
+            dir: self.progress_dir(),
+            on_corrupt: match self.progress.on_corrupt {
+                OnCorruptSetting::Fail => feed_memory::OnCorrupt::Fail,
+                OnCorruptSetting::Reset => feed_memory::OnCorrupt::Reset,
+            },
+        }
     }
 
     /// The request gate's limits.

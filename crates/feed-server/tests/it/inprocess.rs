@@ -45,6 +45,7 @@ impl InProcess {
         let mut all = vec![
             ("FEED__SERVER__WORKERS", "1"),
             ("FEED__DATA__USERS", "1000"),
+            ("FEED__PROGRESS__PATH", ""),
         ];
         all.extend_from_slice(env);
         let env = all.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
@@ -124,10 +125,15 @@ impl Drop for InProcess {
     }
 }
 
+/// Progress in memory for the synthetic data of `spec`.
+pub(crate) fn memory_offsets(spec: &ServiceSpec) -> feed_memory::OffsetMap {
+    feed_memory::OffsetMap::in_memory(spec.data.users())
+}
+
 /// A loader that waits for the test's word before loading the synthetic
 /// data of `spec`, and the sender of that word.
 pub(crate) fn gated(spec: ServiceSpec, release: Receiver<()>) -> Loader {
-    let load = feed_server::synthetic_loader(spec);
+    let load = feed_server::synthetic_loader(spec, memory_offsets(&spec));
     Box::new(move |recorder, logger| {
         let _ = release.recv();
         load(recorder, logger)

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use feed_server::{LoadError, Stopped};
 
-use super::inprocess::{InProcess, gated};
+use super::inprocess::{InProcess, gated, memory_offsets};
 use super::server::{Connection, Server, get};
 
 /// Waits (at most 60 s) until `condition` holds, checking every 10 ms.
@@ -95,7 +95,9 @@ fn a_second_stop_request_stops_at_once_in_every_phase() {
     assert_eq!(loading.join(at_once).unwrap(), Stopped::Forced);
 
     // The delay, still serving.
-    let delaying = InProcess::start(&minute, |spec| feed_server::synthetic_loader(spec));
+    let delaying = InProcess::start(&minute, |spec| {
+        feed_server::synthetic_loader(spec, memory_offsets(&spec))
+    });
     delaying.wait_for_log("feed-server ready");
     delaying.stop();
     delaying.wait_for_log("stop signal: draining");
@@ -109,7 +111,9 @@ fn a_second_stop_request_stops_at_once_in_every_phase() {
         ("FEED__SERVER__SHUTDOWN_TIMEOUT_MS", "60000"),
         ("FEED__LIMITS__CLIENT_REQUEST_TIMEOUT_MS", "60000"),
     ];
-    let finishing = InProcess::start(&no_delay, |spec| feed_server::synthetic_loader(spec));
+    let finishing = InProcess::start(&no_delay, |spec| {
+        feed_server::synthetic_loader(spec, memory_offsets(&spec))
+    });
     finishing.wait_for_log("feed-server ready");
     let mut slow = Connection::open(&finishing.addr).unwrap();
     std::io::Write::write_all(slow.stream(), b"GET /feed/1 HTTP/1.1\r\nHost: slow\r\n").unwrap();

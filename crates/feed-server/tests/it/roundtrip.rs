@@ -47,7 +47,8 @@ proptest! {
         let counters = Arc::new(feed_http::Counters::new(false));
         let recorder = Arc::new(LoggingRecorder::new(slog::Logger::root(slog::Discard, slog::o!()), counters));
         let limits = SizeLimits::new(3, 7).unwrap();
-        let (loaded, _) = from_snapshot(opened, std::time::Duration::ZERO, limits, recorder);
+        let offsets = feed_memory::OffsetMap::in_memory(imported.user_ids.len() as u32);
+        let (loaded, _) = from_snapshot(opened, std::time::Duration::ZERO, limits, recorder, offsets);
         let service = Arc::new(loaded.service);
 
         // Three threads take every user's feed, a few items at a time.

@@ -28,10 +28,13 @@ pub(crate) fn command(env: &[(&str, &str)]) -> Command {
 }
 
 impl Server {
-    /// Starts the server on a free loopback port with JSON logs, one worker
-    /// and `env` on top, and returns once it listens (not yet ready).
+    /// Starts the server on a free loopback port with JSON logs, one worker,
+    /// its progress in a folder of its own, and `env` on top, and returns
+    /// once it listens (not yet ready).
     pub(crate) fn start(env: &[(&str, &str)]) -> Self {
+        let progress = scratch_dir("progress").display().to_string();
         let mut all = vec![
+            ("FEED__PROGRESS__PATH", progress.as_str()),
             ("FEED__SERVER__HOST", "127.0.0.1"),
             ("FEED__SERVER__PORT", "0"),
             ("FEED__ADMIN__PORT", "0"),
@@ -213,6 +216,20 @@ impl Connection {
     pub(crate) fn stream(&mut self) -> &mut TcpStream {
         self.reader.get_mut()
     }
+}
+
+/// A fresh, empty folder for one test's files.
+pub(crate) fn scratch_dir(name: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "feed-server-it-{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// `POST path` with a JSON `body` on a fresh connection.

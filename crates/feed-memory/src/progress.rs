@@ -284,21 +284,30 @@ impl ProgressFile {
     }
 
     /// Removes the progress files in `dir` other than those of the data ids
-    /// in `keep`, and returns the ones removed.
+    /// in `keep` and the newest of the others (the progress of the data
+    /// served before, for a rollback or a restart on it), and returns the
+    /// ones removed.
     ///
     /// # Errors
     /// The system's error for the folder (a file that cannot be removed is
     /// left, not an error).
     pub fn clean(dir: &Path, keep: &[u64]) -> std::io::Result<Vec<PathBuf>> {
         let keep: Vec<String> = keep.iter().map(|&id| Self::file_name(id)).collect();
-        let mut removed = Vec::new();
+        let mut others = Vec::new();
         for entry in std::fs::read_dir(dir)? {
-            let name = entry?.file_name().to_string_lossy().into_owned();
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with("progress-") && name.ends_with(".bin") && !keep.contains(&name) {
-                let path = dir.join(&name);
-                if std::fs::remove_file(&path).is_ok() {
-                    removed.push(path);
-                }
+                let modified = entry.metadata().and_then(|m| m.modified()).ok();
+                others.push((modified, dir.join(&name)));
+            }
+        }
+        // Newest first; the newest stays.
+        others.sort_by(|a, b| b.cmp(a));
+        let mut removed = Vec::new();
+        for (_, path) in others.into_iter().skip(1) {
+            if std::fs::remove_file(&path).is_ok() {
+                removed.push(path);
             }
         }
         Ok(removed)
@@ -362,7 +371,11 @@ mod tests {
         assert_eq!(opened, Opened::Fresh);
         assert_eq!(other.offset(42), 0);
         drop(other);
-        let removed = ProgressFile::clean(&dir, &[8]).unwrap();
+        // Cleaning keeps the data named and the newest other file.
+        assert!(ProgressFile::clean(&dir, &[8]).unwrap().is_empty());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        drop(open(&dir, 9, 100, OnCorrupt::Fail).unwrap());
+        let removed = ProgressFile::clean(&dir, &[9]).unwrap();
         assert_eq!(removed, [dir.join(ProgressFile::file_name(7))]);
     }
 

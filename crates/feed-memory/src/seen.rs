@@ -157,7 +157,11 @@ impl Seen<'_> {
     /// Whether `id` is new, not in `held` (the caller's list of ids taken so
     /// far). If it is, the set takes note of it as the next id of `held`,
     /// and the caller must append it there.
-    #[inline]
+    ///
+    /// Always inlined: it is the body of every draw loop, and a call per
+    /// candidate (which the optimiser chose in the benchmark's build)
+    /// costs more than the check itself.
+    #[inline(always)]
     pub(crate) fn insert<T: Id>(&mut self, id: T, held: &[T]) -> bool {
         let hash = id.raw().wrapping_mul(GOLDEN);
         let slot = (hash >> self.filter_shift) as usize;

@@ -6,6 +6,7 @@ mod architecture;
 mod binary;
 mod config;
 mod dashboard;
+mod durable;
 mod inprocess;
 mod lifecycle;
 mod protection;

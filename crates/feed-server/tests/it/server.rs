@@ -14,6 +14,8 @@ pub(crate) struct Server {
     /// The address it listens on.
     pub(crate) addr: String,
     log: Receiver<serde_json::Value>,
+    /// Every log record read so far.
+    history: Vec<serde_json::Value>,
 }
 
 /// The command that runs the binary from the workspace root with the
@@ -60,6 +62,7 @@ impl Server {
             child,
             addr: String::new(),
             log,
+            history: Vec::new(),
         };
         let listening = server.wait_for_log("listening, loading feeds");
         server.addr = listening["listen"].as_str().unwrap().to_owned();
@@ -89,14 +92,24 @@ impl Server {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.log.recv_timeout(left) {
-                Ok(record) if record["msg"] == msg && matches(&record) => return record,
-                Ok(_) => {}
+                Ok(record) => {
+                    self.history.push(record.clone());
+                    if record["msg"] == msg && matches(&record) {
+                        return record;
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => panic!("no log line {msg:?} within 60 s"),
                 Err(RecvTimeoutError::Disconnected) => {
                     panic!("the server exited before logging {msg:?}")
                 }
             }
         }
+    }
+
+    /// A record with message `msg` among those read so far (by an earlier
+    /// wait), if any.
+    pub(crate) fn logged(&self, msg: &str) -> Option<&serde_json::Value> {
+        self.history.iter().find(|record| record["msg"] == msg)
     }
 
     /// Sends a signal to the server.

@@ -1,0 +1,217 @@
+//! Durable progress through the real binary: a `kill -9` under load or a
+//! SIGTERM, then a restart on the same data, repeats no item a 200 answer
+//! delivered and continues where each user was; bad progress files and an
+//! unusable folder are refused or kept aside as configured.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use super::server::{Connection, Server, command, get, scratch_dir};
+
+const USERS: u64 = 40;
+
+fn items(body: &str) -> Vec<u32> {
+    serde_json::from_str(body).unwrap()
+}
+
+/// A server on the synthetic set (40 users, feeds of 200) with its
+/// progress in `dir`.
+fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+    let dir = dir.display().to_string();
+    let mut all = vec![
+        ("FEED__PROGRESS__PATH", dir.as_str()),
+        ("FEED__DATA__USERS", "40"),
+        ("FEED__SERVER__WORKERS", "2"),
+    ];
+    all.extend_from_slice(env);
+    Server::start_ready(&all).0
+}
+
+/// Clients ask every user's feed over keep-alive connections until told to
+/// stop or the server goes away; each returns every personal item it was
+/// delivered in a 200 answer, by user. (Feeds are 200 long and answers 5
+/// items, so no user runs out in these tests: every item is personal.)
+fn hammer(
+    addr: &str,
+    stop: &Arc<AtomicBool>,
+    answered: &Arc<AtomicUsize>,
+) -> Vec<std::thread::JoinHandle<Vec<(u64, Vec<u32>)>>> {
+    (0..3)
+        .map(|c| {
+            let (addr, stop, answered) = (addr.to_owned(), Arc::clone(stop), Arc::clone(answered));
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let Ok(mut conn) = Connection::open(&addr) else {
+                    return got;
+                };
+                let mut n = c;
+                while !stop.load(Ordering::Relaxed) {
+                    let user = n % USERS;
+                    n += 3;
+                    match conn.get(&format!("/feed/{user}?size=5")) {
+                        Ok(answer) if answer.status == 200 => {
+                            got.push((user, items(&answer.body)));
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(answer) => panic!("status {}", answer.status),
+                        // The server went away: what was answered counts.
+                        Err(_) => return got,
+                    }
+                }
+                got
+            })
+        })
+        .collect()
+}
+
+/// Runs load until at least `answers` answers came back, `end`s the server
+/// while the clients keep asking, and returns what each user was delivered.
+fn load_then(
+    server: &mut Server,
+    answers: usize,
+    end: impl FnOnce(&mut Server),
+) -> HashMap<u64, Vec<u32>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let clients = hammer(&server.addr, &stop, &answered);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answered.load(Ordering::Relaxed) < answers {
+        assert!(Instant::now() < deadline, "the clients stalled");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    end(server);
+    // Let the clients run into the end (a killed server), then stop them.
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let mut delivered: HashMap<u64, Vec<u32>> = HashMap::new();
+    for client in clients {
+        for (user, got) in client.join().unwrap() {
+            delivered.entry(user).or_default().extend(got);
+        }
+    }
+    delivered
+}
+
+/// After a restart, every user's next answer continues the feed: none of
+/// its items was delivered before.
+fn check_continues(server: &Server, before: &HashMap<u64, Vec<u32>>) {
+    let mut total = 0;
+    for user in 0..USERS {
+        let next = items(&get(&server.addr, &format!("/feed/{user}?size=5")).body);
+        let earlier: HashSet<u32> = before.get(&user).into_iter().flatten().copied().collect();
+        total += earlier.len();
+        assert!(
+            next.iter().all(|i| !earlier.contains(i)),
+            "user {user} was handed again {next:?} of {earlier:?}"
+        );
+    }
+    assert!(total > 0, "nothing was delivered before the restart");
+}
+
+#[test]
+fn kill_9_under_load_then_restart_repeats_nothing() {
+    let dir = scratch_dir("durable-kill");
+    let mut server = start(&dir, &[]);
+    let before = load_then(&mut server, 300, |server| server.signal("KILL"));
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), None, "not killed by the signal");
+    let restarted = start(&dir, &[]);
+    check_continues(&restarted, &before);
+}
+
+#[test]
+fn sigterm_syncs_and_a_restart_repeats_nothing() {
+    let dir = scratch_dir("durable-term");
+    let mut server = start(&dir, &[("FEED__SERVER__SHUTDOWN_DELAY_MS", "0")]);
+    let before = load_then(&mut server, 200, |server| server.signal("TERM"));
+    let synced = server.wait_for_log("progress synced at shutdown");
+    assert!(synced["ms"].is_u64());
+    assert_eq!(server.wait_exit(Duration::from_secs(30)).code(), Some(0));
+    let restarted = start(&dir, &[]);
+    check_continues(&restarted, &before);
+}
+
+#[test]
+fn other_data_starts_fresh_and_says_so() {
+    let dir = scratch_dir("durable-other");
+    let server = start(&dir, &[]);
+    let first = items(&get(&server.addr, "/feed/1?size=5").body);
+    drop(server);
+    // Another seed is other data: fresh progress, logged.
+    let mut other = Server::start(&[
+        ("FEED__PROGRESS__PATH", dir.to_str().unwrap()),
+        ("FEED__DATA__USERS", "40"),
+        ("FEED__DATA__SEED", "7"),
+    ]);
+    other.wait_for_log("feed-server ready");
+    let fresh = other.logged("progress: fresh for this data").unwrap();
+    assert!(fresh["file"].as_str().unwrap().contains("progress-"));
+    drop(other);
+    // Back on the first data: its progress was kept (the previous file).
+    let again = start(&dir, &[]);
+    let next = items(&get(&again.addr, "/feed/1?size=5").body);
+    assert!(next.iter().all(|i| !first.contains(i)));
+}
+
+#[test]
+fn a_bad_progress_file_fails_or_is_kept_aside() {
+    let dir = scratch_dir("durable-corrupt");
+    drop(start(&dir, &[]));
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "bin"))
+        .unwrap();
+    let dir_text = dir.display().to_string();
+    for (bytes, reason) in [
+        (b"torn".to_vec(), "not a progress file"),
+        (std::fs::read(&file).unwrap()[..4200].to_vec(), "expected"),
+    ] {
+        std::fs::write(&file, &bytes).unwrap();
+        let output = command(&[
+            ("FEED__PROGRESS__PATH", dir_text.as_str()),
+            ("FEED__DATA__USERS", "40"),
+        ])
+        .output()
+        .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("progress.path") && stderr.contains(reason),
+            "{stderr}"
+        );
+        let mut reset = Server::start(&[
+            ("FEED__PROGRESS__PATH", dir_text.as_str()),
+            ("FEED__DATA__USERS", "40"),
+            ("FEED__PROGRESS__ON_CORRUPT", "reset"),
+        ]);
+        reset.wait_for_log("feed-server ready");
+        let warning = reset
+            .logged("progress: the file was bad, kept aside, starting fresh")
+            .unwrap();
+        let aside = warning["aside"].as_str().unwrap().to_owned();
+        assert_eq!(std::fs::read(&aside).unwrap(), bytes);
+        assert_eq!(get(&reset.addr, "/feed/1").status, 200);
+        drop(reset);
+        std::fs::remove_file(aside).unwrap();
+    }
+}
+
+#[test]
+fn an_unusable_progress_folder_exits_2_naming_it() {
+    let dir = scratch_dir("durable-folder");
+    let blocker = dir.join("a-file");
+    std::fs::write(&blocker, b"").unwrap();
+    let path = blocker.join("progress").display().to_string();
+    let output = command(&[("FEED__PROGRESS__PATH", path.as_str())])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("a-file"), "{stderr}");
+}

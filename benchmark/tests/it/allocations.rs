@@ -10,7 +10,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use feed_domain::{ErrorRecorder, FeedError, FeedService, ItemId, Served, SizeLimits, UserId};
-use feed_memory::{CatalogRandomFeed, DataSpec, FeedTable, MemoryFeedStorage};
+use feed_memory::{
+    CatalogRandomFeed, DataSpec, FeedTable, MemoryFeedStorage, OffsetMap, OnCorrupt, ProgressFile,
+};
 
 use super::{Counts, allocations_in};
 
@@ -36,11 +38,32 @@ impl ErrorRecorder for CountErrors {
 
 type Service = FeedService<MemoryFeedStorage, CatalogRandomFeed, CountErrors>;
 
-fn service() -> Service {
+/// Where the service keeps progress.
+#[derive(Debug, Clone, Copy)]
+enum Progress {
+    Memory,
+    /// A progress file, as `feed-server` runs with `[progress] path` set.
+    Durable,
+}
+
+fn service(progress: Progress) -> Service {
     let spec = DataSpec::new(USERS, FEED_LEN, 10_000_000, 42).unwrap();
     let table = FeedTable::generate(&spec, 2, &AtomicU64::new(0));
+    let offsets = match progress {
+        Progress::Memory => OffsetMap::in_memory(USERS),
+        Progress::Durable => {
+            let dir = std::env::temp_dir().join(format!(
+                "feed-alloc-{}-{}",
+                std::process::id(),
+                fastrand::u64(..)
+            ));
+            let (file, _) =
+                ProgressFile::open(&dir, spec.fingerprint(), USERS, OnCorrupt::Fail).unwrap();
+            OffsetMap::in_file(file)
+        }
+    };
     FeedService::new(
-        MemoryFeedStorage::new(table),
+        MemoryFeedStorage::with_offsets(table, offsets),
         CatalogRandomFeed::new(spec.catalog_size()),
         CountErrors::default(),
         SizeLimits::new(10, MAX).unwrap(),
@@ -49,13 +72,15 @@ fn service() -> Service {
 
 fn call(service: &Service, user: u32, size: u32, out: &mut Vec<ItemId>) -> Served {
     let size = service.limits().resolve(size).unwrap();
-    service.next_feed(UserId::new(user.into()), size, out).unwrap()
+    service
+        .next_feed(UserId::new(user.into()), size, out)
+        .unwrap()
 }
 
 /// Every user seen once, on this thread, with a buffer of the largest size:
 /// the state of a worker thread that has been serving for a while.
-fn warmed_up() -> (Service, Vec<ItemId>) {
-    let service = service();
+fn warmed_up(progress: Progress) -> (Service, Vec<ItemId>) {
+    let service = service(progress);
     let mut out = Vec::with_capacity(MAX as usize);
     for user in 0..USERS {
         call(&service, user, 10, &mut out);
@@ -73,7 +98,16 @@ fn warmed_up() -> (Service, Vec<ItemId>) {
 
 #[test]
 fn serving_a_feed_allocates_nothing() {
-    let (service, mut out) = warmed_up();
+    serves_without_allocating(Progress::Memory);
+}
+
+#[test]
+fn serving_a_feed_with_durable_progress_allocates_nothing() {
+    serves_without_allocating(Progress::Durable);
+}
+
+fn serves_without_allocating(progress: Progress) {
+    let (service, mut out) = warmed_up(progress);
     let errors_before = service.errors().0.load(Ordering::Relaxed);
     let mut calls = 0u64;
     let mut rng = fastrand::Rng::with_seed(3);
@@ -120,23 +154,22 @@ fn serving_a_feed_allocates_nothing() {
     );
 }
 
+/// Progress is a flat array by user position, in memory or in a file: a
+/// user's first request takes no allocation either.
 #[test]
-fn a_first_visit_allocates_one_offset_entry() {
-    let (service, mut out) = warmed_up();
-    // A second service: its users have never been seen. Warm this thread's
-    // papaya and fastrand state on one user first.
-    let fresh = self::service();
-    call(&fresh, 0, 10, &mut out);
-    let (counts, ()) = allocations_in(|| {
-        for user in 1..101 {
-            call(&fresh, user, 10, &mut out);
-        }
-    });
-    // papaya boxes each entry: one allocation per new user, on their first
-    // request only (the map was sized for every user up front, so it never
-    // grows). The entry holds the key and the offset.
-    assert_eq!(counts.allocations, 100, "{counts:?}");
-    drop(service);
+fn a_first_visit_allocates_nothing() {
+    for progress in [Progress::Memory, Progress::Durable] {
+        let mut out = Vec::with_capacity(MAX as usize);
+        let fresh = self::service(progress);
+        // Warm this thread's fastrand state on one user first.
+        call(&fresh, 0, 10, &mut out);
+        let (counts, ()) = allocations_in(|| {
+            for user in 1..101 {
+                call(&fresh, user, 10, &mut out);
+            }
+        });
+        assert_eq!(counts, Counts::default(), "{progress:?}");
+    }
 }
 
 #[test]

@@ -125,7 +125,29 @@ fn kill_9_under_load_then_restart_repeats_nothing() {
 #[test]
 fn sigterm_syncs_and_a_restart_repeats_nothing() {
     let dir = scratch_dir("durable-term");
-    let mut server = start(&dir, &[("FEED__SERVER__SHUTDOWN_DELAY_MS", "0")]);
+    let mut server = start(
+        &dir,
+        &[
+            ("FEED__SERVER__SHUTDOWN_DELAY_MS", "0"),
+            ("FEED__PROGRESS__SYNC_MS", "20"),
+        ],
+    );
+    // The sync thread's work shows in the metrics.
+    let admin = server.logged("feed-server ready").unwrap()["admin"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = get(&admin, "/metrics").body;
+        if metrics.contains("feed_progress_sync_duration_seconds_count")
+            && metrics.contains("feed_progress_last_sync_timestamp_seconds")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress sync in\n{metrics}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let before = load_then(&mut server, 200, |server| server.signal("TERM"));
     let synced = server.wait_for_log("progress synced at shutdown");
     assert!(synced["ms"].is_u64());

@@ -1,30 +1,45 @@
-//! The run's plot: three panels of bars, feed next to floor.
+//! The run's plot: panels of bars, feed next to floor, three to a row,
+//! one panel for each thing the run measured:
 //!
-//! 1. requests a second under wrk, by round (and the median);
-//! 2. wrk's p50 and p99 (closed loop, so coordinated omission hides the
-//!    worst), median over the rounds;
+//! 1. requests a second under wrk on shared cores, by round (and the median);
+//! 2. wrk's p50 and p99 there (closed loop, so coordinated omission hides
+//!    the worst), median over the rounds;
 //! 3. oha's p50, p99 and p99.9 at each fixed rate (corrected), on a log
-//!    scale because the tail can be orders of magnitude above the median.
+//!    scale because the tail can be orders of magnitude above the median;
+//! 4. and 5. the same as 1 and 2 for the pinned rounds;
+//! 6. the servers' CPU time per request (medians, shared and pinned);
+//! 7. instructions per request under callgrind.
 //!
-//! It is an SVG drawn by `plotters` with its SVG backend only: no system
-//! fonts and no image libraries, so it builds on any machine that builds
-//! the rest.
+//! A part that did not run has no panels. It is an SVG drawn by `plotters`
+//! with its SVG backend only: no system fonts and no image libraries, so it
+//! builds on any machine that builds the rest.
 
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::report::{Run, Summary, Target, latency, rate, target_name};
+use crate::report::{Ratios, Run, Summary, Target, cpu, latency, rate, target_name};
 
 const FEED: RGBColor = RGBColor(31, 119, 180);
 const FLOOR: RGBColor = RGBColor(160, 160, 160);
 const WIDTH: u32 = 1500;
-const HEIGHT: u32 = 560;
+const TITLE_HEIGHT: u32 = 36;
+const ROW_HEIGHT: u32 = 524;
+const COLUMNS: usize = 3;
 
 /// One group of two bars: a label and the feed and floor values.
 struct Group {
     label: String,
     feed: f64,
     floor: f64,
+}
+
+/// One chart.
+struct Panel {
+    caption: String,
+    y_desc: &'static str,
+    groups: Vec<Group>,
+    log: bool,
+    show: fn(f64) -> String,
 }
 
 /// An error while drawing (plotters' error, as text).
@@ -43,87 +58,78 @@ fn err(e: impl std::fmt::Display) -> PlotError {
     PlotError(e.to_string())
 }
 
-/// The plot of `run` as an SVG document.
-///
-/// # Errors
-/// [`PlotError`] if plotters fails (it does not for finite values).
-pub fn svg(run: &Run) -> Result<String, PlotError> {
-    let summary = run
-        .summary
-        .clone()
-        .unwrap_or_else(|| Summary::of(&run.rounds));
-    let mut out = String::new();
-    {
-        let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let title = format!(
-            "feed-server vs constant-response floor: {} users x {}, wrk -t{} -c{} -d{}s, {} mode, {}",
-            rate(run.config.users as f64),
-            run.config.feed_len,
-            run.config.wrk_threads,
-            run.config.wrk_connections,
-            run.config.duration_s,
-            run.mode,
-            run.machine.date
-        );
-        let (top, body) = root.split_vertically(36);
-        top.draw_text(
-            &title,
-            &("sans-serif", 17).into_font().color(&BLACK),
-            (12, 10),
-        )
-        .map_err(err)?;
-        let panels = body.split_evenly((1, 3));
+fn x(r: f64) -> String {
+    if r.is_finite() {
+        format!("{r:.2}")
+    } else {
+        "n/a".into()
+    }
+}
 
-        let mut throughput: Vec<Group> = summary
-            .rounds
-            .iter()
-            .map(|r| Group {
-                label: format!("round {}", r.round),
-                feed: r.feed_rps,
-                floor: r.floor_rps,
-            })
-            .collect();
-        if summary.rounds.len() > 1 {
-            throughput.push(Group {
-                label: "median".into(),
-                feed: summary.median.feed_rps,
-                floor: summary.median.floor_rps,
-            });
-        }
-        bars(
-            &panels[0],
-            &format!(
-                "req/s under wrk (median feed/floor {:.2})",
-                summary.median.rps_ratio
-            ),
-            "requests per second",
-            &throughput,
-            false,
-            rate,
-        )?;
+/// Requests a second by round, and the median when there are several rounds.
+fn throughput(ratios: &Ratios) -> Vec<Group> {
+    let mut groups: Vec<Group> = ratios
+        .rounds
+        .iter()
+        .map(|r| Group {
+            label: format!("round {}", r.round),
+            feed: r.feed_rps,
+            floor: r.floor_rps,
+        })
+        .collect();
+    if let (true, Some(m)) = (ratios.rounds.len() > 1, &ratios.median) {
+        groups.push(Group {
+            label: "median".into(),
+            feed: m.feed_rps,
+            floor: m.floor_rps,
+        });
+    }
+    groups
+}
 
-        let wrk_latency = vec![
+/// The median p50 and p99.
+fn wrk_latency(ratios: &Ratios) -> Vec<Group> {
+    ratios.median.as_ref().map_or_else(Vec::new, |m| {
+        vec![
             Group {
                 label: "p50".into(),
-                feed: summary.median.feed_p50_us,
-                floor: summary.median.floor_p50_us,
+                feed: m.feed_p50_us,
+                floor: m.floor_p50_us,
             },
             Group {
                 label: "p99".into(),
-                feed: summary.median.feed_p99_us,
-                floor: summary.median.floor_p99_us,
+                feed: m.feed_p99_us,
+                floor: m.floor_p99_us,
             },
-        ];
-        bars(
-            &panels[1],
-            "wrk latency, median of rounds (closed loop)",
-            "latency",
-            &wrk_latency,
-            false,
-            latency,
-        )?;
+        ]
+    })
+}
 
+fn panels(run: &Run, summary: &Summary) -> Vec<Panel> {
+    let mut panels = Vec::new();
+    let median_ratio = |r: &Ratios, f: fn(&crate::report::RoundSummary) -> f64| {
+        r.median.as_ref().map_or(f64::NAN, f)
+    };
+    if !summary.shared.rounds.is_empty() {
+        panels.push(Panel {
+            caption: format!(
+                "req/s under wrk (median feed/floor {:.2})",
+                median_ratio(&summary.shared, |m| m.rps_ratio)
+            ),
+            y_desc: "requests per second",
+            groups: throughput(&summary.shared),
+            log: false,
+            show: rate,
+        });
+        panels.push(Panel {
+            caption: "wrk latency, median of rounds (closed loop)".into(),
+            y_desc: "latency",
+            groups: wrk_latency(&summary.shared),
+            log: false,
+            show: latency,
+        });
+    }
+    if !run.oha.is_empty() {
         let mut rates: Vec<u64> = run.oha.iter().map(|o| o.rate).collect();
         rates.sort_unstable();
         rates.dedup();
@@ -145,14 +151,162 @@ pub fn svg(run: &Run) -> Result<String, PlotError> {
                 });
             }
         }
-        bars(
-            &panels[2],
-            "oha at fixed rates (corrected), log scale",
-            "latency",
-            &oha,
-            true,
-            latency,
-        )?;
+        panels.push(Panel {
+            caption: "oha at fixed rates (corrected), log scale".into(),
+            y_desc: "latency",
+            groups: oha,
+            log: true,
+            show: latency,
+        });
+    }
+    if let (Some(p), Some(pinned)) = (&run.pinned, &summary.pinned) {
+        panels.push(Panel {
+            caption: format!(
+                "pinned req/s, wrk -t{} -c{} (median feed/floor {})",
+                p.wrk_threads,
+                p.wrk_connections,
+                x(median_ratio(pinned, |m| m.rps_ratio))
+            ),
+            y_desc: "requests per second",
+            groups: throughput(pinned),
+            log: false,
+            show: rate,
+        });
+        panels.push(Panel {
+            caption: format!(
+                "pinned wrk latency, median (p99 feed/floor {})",
+                x(median_ratio(pinned, |m| m.p99_ratio))
+            ),
+            y_desc: "latency",
+            groups: wrk_latency(pinned),
+            log: false,
+            show: latency,
+        });
+    }
+    let mut cpu_groups = Vec::new();
+    let mut cpu_ratios = Vec::new();
+    for (name, ratios) in [
+        ("shared", Some(&summary.shared)),
+        ("pinned", summary.pinned.as_ref()),
+    ] {
+        let Some(m) = ratios.and_then(|r| r.median.as_ref()) else {
+            continue;
+        };
+        if let (Some(feed), Some(floor), Some(ratio)) = (m.feed_cpu_us, m.floor_cpu_us, m.cpu_ratio)
+        {
+            cpu_groups.push(Group {
+                label: name.into(),
+                feed,
+                floor,
+            });
+            cpu_ratios.push(format!("{name} {}", x(ratio)));
+        }
+    }
+    if !cpu_groups.is_empty() {
+        panels.push(Panel {
+            caption: format!(
+                "server CPU per request, median (feed/floor {})",
+                cpu_ratios.join(", ")
+            ),
+            y_desc: "CPU time per request",
+            groups: cpu_groups,
+            log: false,
+            show: cpu,
+        });
+    }
+    if let Some(cg) = &summary.callgrind {
+        panels.push(Panel {
+            caption: format!(
+                "instructions per request, callgrind (feed/floor {})",
+                x(cg.ratio)
+            ),
+            y_desc: "instructions per request",
+            groups: vec![Group {
+                label: "user-space instructions".into(),
+                feed: cg.feed_per_request,
+                floor: cg.floor_per_request,
+            }],
+            log: false,
+            show: rate,
+        });
+    }
+    panels
+}
+
+fn title(run: &Run) -> String {
+    let label = run
+        .label
+        .as_ref()
+        .map_or_else(String::new, |l| format!(", {l}"));
+    if !run.rounds.is_empty() {
+        return format!(
+            "feed-server vs constant-response floor: {} users x {}, wrk -t{} -c{} -d{}s, {} mode{label}, {}",
+            rate(run.config.users as f64),
+            run.config.feed_len,
+            run.config.wrk_threads,
+            run.config.wrk_connections,
+            run.config.duration_s,
+            run.mode,
+            run.machine.date
+        );
+    }
+    let mut parts = Vec::new();
+    if let Some(p) = &run.pinned {
+        parts.push(format!(
+            "pinned {} users x {}, wrk -t{} -c{} -d{}s",
+            rate(p.users as f64),
+            run.config.feed_len,
+            p.wrk_threads,
+            p.wrk_connections,
+            p.duration_s
+        ));
+    }
+    if let Some(c) = &run.callgrind {
+        parts.push(format!(
+            "callgrind {} users, {} requests",
+            rate(c.users as f64),
+            rate(c.requests as f64)
+        ));
+    }
+    format!(
+        "feed-server vs constant-response floor: {}, {} mode{label}, {}",
+        parts.join("; "),
+        run.mode,
+        run.machine.date
+    )
+}
+
+/// The plot of `run` as an SVG document.
+///
+/// # Errors
+/// [`PlotError`] if plotters fails (it does not for finite values).
+pub fn svg(run: &Run) -> Result<String, PlotError> {
+    let summary = run.summary.clone().unwrap_or_else(|| Summary::of(run));
+    let panels = panels(run, &summary);
+    let rows = panels.len().div_ceil(COLUMNS).max(1);
+    let height = TITLE_HEIGHT + ROW_HEIGHT * rows as u32;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (WIDTH, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let (top, body) = root.split_vertically(TITLE_HEIGHT);
+        top.draw_text(
+            &title(run),
+            &("sans-serif", 17).into_font().color(&BLACK),
+            (12, 10),
+        )
+        .map_err(err)?;
+        let areas = body.split_evenly((rows, COLUMNS));
+        for (area, panel) in areas.iter().zip(&panels) {
+            bars(
+                area,
+                &panel.caption,
+                panel.y_desc,
+                &panel.groups,
+                panel.log,
+                panel.show,
+            )?;
+        }
         root.present().map_err(err)?;
     }
     Ok(out)

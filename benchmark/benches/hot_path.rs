@@ -151,7 +151,12 @@ fn take_next(c: &mut Criterion) {
     group.bench_function("unknown_user", |b| {
         b.iter(|| {
             out.clear();
-            black_box(storage.take_next(black_box(UserId::new(u64::from(USERS) + 5)), SIZE, &mut out)).err();
+            black_box(storage.take_next(
+                black_box(UserId::new(u64::from(USERS) + 5)),
+                SIZE,
+                &mut out,
+            ))
+            .err();
         });
     });
     group.finish();
@@ -204,9 +209,7 @@ fn offsets(c: &mut Criterion) {
             BenchmarkId::new("one_user", threads),
             &threads,
             |b, &threads| {
-                b.iter_custom(|iters| {
-                    advance_from_threads(&map, threads, iters, |_| 3)
-                });
+                b.iter_custom(|iters| advance_from_threads(&map, threads, iters, |_| 3));
             },
         );
         group.bench_with_input(
@@ -249,9 +252,9 @@ fn fill_with_set<S: BuildHasher>(
     }
 }
 
-/// The largest random fill: `SizeLimits::CEILING`, a whole answer of the
-/// largest size a configuration may allow.
-const LARGEST_FILL: usize = 10_000;
+/// The largest random fill: a whole answer of the largest size a
+/// configuration may allow.
+const LARGEST_FILL: usize = SizeLimits::CEILING as usize;
 
 fn random_fill(c: &mut Criterion) {
     let random = CatalogRandomFeed::new(CATALOG);
@@ -431,7 +434,8 @@ fn next_feed(c: &mut Criterion) {
     }
     group.bench_function("unknown_user_10", |b| {
         b.iter(|| {
-            black_box(svc.next_feed(black_box(UserId::new(u64::from(USERS) + 1)), size, &mut out)).ok();
+            black_box(svc.next_feed(black_box(UserId::new(u64::from(USERS) + 1)), size, &mut out))
+                .ok();
         });
     });
     group.finish();

@@ -3,6 +3,8 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use feed_domain::SizeLimits;
+
 use crate::seen::SeenSet;
 use crate::table::FeedTable;
 
@@ -55,12 +57,12 @@ const BLOCK_ITEMS: usize = 1 << 21;
 
 impl DataSpec {
     /// The longest feed accepted: ten answers of the largest size a request
-    /// may ask for ([`feed_domain::SizeLimits::CEILING`]), far beyond any
-    /// realistic personal feed. Generation is linear in `feed_len` whatever
-    /// its value; the bound keeps what one feed costs small: 4 bytes an item
-    /// of table, and per generating thread a scratch of under
-    /// `DENSE_FACTOR * feed_len` ids (see [`FeedTable::generate`]).
-    pub const MAX_FEED_LEN: u32 = 100_000;
+    /// may ask for ([`SizeLimits::CEILING`]), far beyond any realistic
+    /// personal feed. Generation is linear in `feed_len` whatever its value;
+    /// the bound keeps what one feed costs small: 4 bytes an item of table,
+    /// and per generating thread a scratch of under `DENSE_FACTOR * feed_len`
+    /// ids (see [`FeedTable::generate`]).
+    pub const MAX_FEED_LEN: u32 = 10 * SizeLimits::CEILING;
 
     /// A valid spec.
     ///

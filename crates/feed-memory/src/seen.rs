@@ -15,12 +15,12 @@
 //! indexed by a multiplicative hash of the id, answers "certainly new" for
 //! almost every fresh candidate with one load and one well-predicted branch.
 //! When the bit is already set the answer must be exact, and it stays O(1):
-//! for draws of up to [`SCAN_LIMIT`] ids a scan of the ids taken (bounded,
-//! in cache, and measured faster than the chains for answers of a few
-//! hundred items), above it a walk of one hash chain (bucket heads and
-//! links into the caller's list, about one id a bucket). An exact scan at every
-//! size, with a filter of fixed size, as before this type, costs O(n) a
-//! check and O(n^2) a draw once the filter fills up.
+//! for draws of up to [`SCAN_LIMIT`] ids a scan of the ids taken (at most
+//! that many compares, in cache, and measured faster than the chains for
+//! answers of a few hundred items), above it a walk of one hash chain
+//! (bucket heads and links into the caller's list, about one id a bucket).
+//! An exact scan at every size behind a filter of fixed size, as before
+//! this type, costs O(n) a check and O(n^2) a draw once the filter fills.
 
 use feed_domain::ItemId;
 

@@ -13,6 +13,9 @@ use super::server::{Connection, Server, command, get, scratch_dir};
 
 const USERS: u64 = 40;
 
+/// What one client was handed: each 200 answer's user and items.
+type Deliveries = Vec<(u64, Vec<u32>)>;
+
 fn items(body: &str) -> Vec<u32> {
     serde_json::from_str(body).unwrap()
 }
@@ -38,7 +41,7 @@ fn hammer(
     addr: &str,
     stop: &Arc<AtomicBool>,
     answered: &Arc<AtomicUsize>,
-) -> Vec<std::thread::JoinHandle<Vec<(u64, Vec<u32>)>>> {
+) -> Vec<std::thread::JoinHandle<Deliveries>> {
     (0..3)
         .map(|c| {
             let (addr, stop, answered) = (addr.to_owned(), Arc::clone(stop), Arc::clone(answered));

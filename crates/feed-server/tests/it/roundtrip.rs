@@ -1,4 +1,5 @@
-//! Any feeds survive the whole path: written as JSON Lines, imported,
+//! Any feeds survive the whole path: written as Parquet (by the `parquet`
+//! crate, snappy) and JSON Lines, imported,
 //! written as a snapshot, mapped, and served by `FeedService` to threads
 //! asking at once, every personal item handed out exactly once and in the
 //! input's order.
@@ -23,22 +24,54 @@ fn feeds() -> impl Strategy<Value = BTreeMap<u64, Vec<u32>>> {
     prop::collection::btree_map(id, feed, 1..25)
 }
 
+/// `rows` as a Parquet file with columns `user_id` (uint64) and `items`
+/// (list of uint32), snappy, as a Rust batch job would write it.
+fn write_parquet(path: &std::path::Path, rows: &[(&u64, &Vec<u32>)]) {
+    use arrow_array::builder::{ListBuilder, UInt32Builder};
+    use arrow_array::{ArrayRef, RecordBatch, UInt64Array};
+
+    let users = UInt64Array::from_iter_values(rows.iter().map(|(user, _)| **user));
+    let mut items = ListBuilder::new(UInt32Builder::new());
+    for (_, feed) in rows {
+        items.values().append_slice(feed);
+        items.append(true);
+    }
+    let batch = RecordBatch::try_from_iter([
+        ("user_id", Arc::new(users) as ArrayRef),
+        ("items", Arc::new(items.finish()) as ArrayRef),
+    ])
+    .unwrap();
+    let properties = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(properties)).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
     #[test]
     fn imported_feeds_are_served_in_input_order_under_concurrency(feeds in feeds(), seed in any::<u64>()) {
         let dir = std::env::temp_dir().join(format!("feed-roundtrip-{}-{seed:x}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        // The lines in a shuffled order: the import sorts users itself.
-        let mut lines: Vec<String> = feeds
+        // In a shuffled order (the import sorts users itself), half of the
+        // users in a Parquet file, half in JSON Lines.
+        let mut rows: Vec<(&u64, &Vec<u32>)> = feeds.iter().collect();
+        fastrand::Rng::with_seed(seed).shuffle(&mut rows);
+        let (parquet_rows, json_rows) = rows.split_at(rows.len() / 2);
+        let lines: Vec<String> = json_rows
             .iter()
             .map(|(user, items)| format!(r#"{{"user_id": {user}, "items": {items:?}}}"#))
             .collect();
-        fastrand::Rng::with_seed(seed).shuffle(&mut lines);
-        let input = dir.join("feeds.jsonl");
-        std::fs::write(&input, lines.join("\n")).unwrap();
+        let jsonl = dir.join("feeds.jsonl");
+        std::fs::write(&jsonl, lines.join("\n")).unwrap();
+        let parquet = dir.join("feeds.parquet");
+        write_parquet(&parquet, parquet_rows);
 
-        let (imported, _) = feed_import::import(&[input], None, &mut |_| {}).unwrap();
+        let (imported, _) = feed_import::import(&[parquet, jsonl], None, &mut |_| {}).unwrap();
         let fallback = feed_import::distinct_items(&imported.items);
         let path = dir.join("feeds.snap");
         snapshot::write_csr(&path, &imported.user_ids, &imported.offsets, &imported.items, &fallback, 1).unwrap();

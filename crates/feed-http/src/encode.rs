@@ -6,8 +6,8 @@
 //! `Bytes` of exactly the body's length: one allocation per response, the
 //! one actix needs to own the body. The `encode_items` benchmark compares
 //! this with `serde_json::to_vec`; an earlier version that wrote through
-//! `BytesMut`'s `put_*` calls measured twice as slow as `serde_json` (190 ns
-//! against 99 ns for 10 items) and allocated twice.
+//! `BytesMut`'s `put_*` calls measured slower than `serde_json` and
+//! allocated twice (figures in docs/BENCHMARKS.md).
 
 use std::cell::RefCell;
 

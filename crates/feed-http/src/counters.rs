@@ -305,8 +305,7 @@ pub struct SyncTotals {
     pub count: u64,
     /// Syncs that failed.
     pub errors: u64,
-    /// Bytes of progress synced (the files' sizes: an upper bound of what
-    /// was written).
+    /// Bytes of progress written to disk.
     pub bytes: u64,
     /// Seconds spent syncing.
     pub seconds: f64,

@@ -210,7 +210,7 @@ impl Collector for Exposition {
             counter(
                 &mut encoder,
                 "progress_synced_bytes",
-                "Bytes of progress files synced to disk (their sizes)",
+                "Bytes of progress written to disk (journal batches, and arrays when folded)",
                 syncs.bytes,
             )?;
             counter(

@@ -22,7 +22,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use memmap2::MmapRaw;
@@ -103,7 +103,34 @@ pub struct ProgressFile {
     users: usize,
     /// Held open for its lock, released when the file is dropped.
     _file: File,
+    /// The journal of changed offsets, written by [`Self::sync`].
+    journal: std::sync::Mutex<Journal>,
 }
+
+/// The journal beside a progress file: batches of (position, offset) pairs
+/// appended and made durable (`fdatasync`) at every sync, so that the mapped
+/// array itself is written to disk only now and then (a compaction). An
+/// `msync` of the array every `sync_ms` would rewrite every page with a
+/// change, which at random users is all of them, and make every request
+/// that dirties a page again take a fault.
+///
+/// A batch: `u32` count, `count` x (`u32` position, `u32` offset), XXH3-64
+/// of those bytes. A torn last batch (a crash mid-write) fails its checksum
+/// and is ignored with the rest of the file: everything before it was
+/// synced whole.
+#[derive(Debug)]
+struct Journal {
+    path: PathBuf,
+    file: File,
+    /// The offsets as of the last sync: what the journal and the array on
+    /// disk together hold.
+    shadow: Vec<u32>,
+    /// Bytes in the journal since the last compaction.
+    len: u64,
+}
+
+/// A journal past this size is folded into the array (and emptied).
+const COMPACT_JOURNAL_BYTES: u64 = 64 << 20;
 
 impl ProgressFile {
     /// The file name of the progress of data `id`.
@@ -166,15 +193,77 @@ impl ProgressFile {
                 reason: "its length changed while it was opened".into(),
             });
         }
-        Ok((
-            Self {
-                path,
-                map,
-                users,
-                _file: file,
-            },
-            opened,
-        ))
+        let journal_path = path.with_extension("journal");
+        if opened != Opened::Restored {
+            // A journal of earlier data under this name means nothing now.
+            let _ = std::fs::remove_file(&journal_path);
+        }
+        let journal_file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&journal_path)
+            .map_err(io(&journal_path))?;
+        let progress = Self {
+            path,
+            map,
+            users,
+            _file: file,
+            journal: std::sync::Mutex::new(Journal {
+                path: journal_path,
+                file: journal_file,
+                shadow: Vec::new(),
+                len: 0,
+            }),
+        };
+        progress.replay().map_err(io(&progress.path))?;
+        Ok((progress, opened))
+    }
+
+    /// Applies the journal to the array (offsets only grow, so the larger
+    /// of the two wins), writes the array to disk, empties the journal, and
+    /// takes the shadow copy.
+    fn replay(&self) -> std::io::Result<()> {
+        let mut journal = self
+            .journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bytes = std::fs::read(&journal.path)?;
+        let cells = self.cells();
+        let mut at = 0;
+        while at + 4 <= bytes.len() {
+            let count =
+                u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default()) as usize;
+            let body = at + 4;
+            let end = body + count * 8;
+            if end + 8 > bytes.len() {
+                break; // torn: never synced whole
+            }
+            let stored = u64::from_le_bytes(bytes[end..end + 8].try_into().unwrap_or_default());
+            if xxh3_64(&bytes[at..end]) != stored {
+                break;
+            }
+            for pair in bytes[body..end].chunks_exact(8) {
+                let position =
+                    u32::from_le_bytes(pair[..4].try_into().unwrap_or_default()) as usize;
+                let offset = u32::from_le_bytes(pair[4..].try_into().unwrap_or_default());
+                if let Some(cell) = cells.get(position) {
+                    cell.fetch_max(offset, Ordering::Relaxed);
+                }
+            }
+            at = end + 8;
+        }
+        journal.shadow = cells.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        self.compact(&mut journal)
+    }
+
+    /// Writes the array to disk, then empties the journal.
+    fn compact(&self, journal: &mut Journal) -> std::io::Result<()> {
+        self.map.flush()?;
+        journal.file.set_len(0)?;
+        journal.file.sync_all()?;
+        journal.len = 0;
+        Ok(())
     }
 
     /// Why the file at `path` is not the progress of data `id` with
@@ -263,17 +352,70 @@ impl ProgressFile {
         }
     }
 
-    /// Writes the dirty pages to disk (`msync`) and says how long it took.
+    /// Makes the progress so far durable: appends the offsets that changed
+    /// since the last sync to the journal and syncs it (group commit); now
+    /// and then folds the journal into the array. Returns how long it took
+    /// and the bytes written.
     ///
     /// # Errors
-    /// The system's error (the progress stays in the page cache).
-    pub fn sync(&self) -> std::io::Result<Duration> {
+    /// The system's error (the progress stays in the page cache, and the
+    /// next sync writes it).
+    pub fn sync(&self) -> std::io::Result<(Duration, u64)> {
         let started = Instant::now();
-        self.map.flush()?;
-        Ok(started.elapsed())
+        let mut journal = self
+            .journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let journal = &mut *journal;
+        let mut batch = vec![0u8; 4];
+        for (position, (cell, seen)) in self
+            .cells()
+            .iter()
+            .zip(journal.shadow.iter_mut())
+            .enumerate()
+        {
+            let offset = cell.load(Ordering::Relaxed);
+            if offset != *seen {
+                *seen = offset;
+                batch.extend_from_slice(&(position as u32).to_le_bytes());
+                batch.extend_from_slice(&offset.to_le_bytes());
+            }
+        }
+        let count = (batch.len() - 4) / 8;
+        if count == 0 {
+            return Ok((started.elapsed(), 0));
+        }
+        batch[..4].copy_from_slice(&(count as u32).to_le_bytes());
+        let checksum = xxh3_64(&batch);
+        batch.extend_from_slice(&checksum.to_le_bytes());
+        journal.file.write_all(&batch)?;
+        journal.file.sync_data()?;
+        journal.len += batch.len() as u64;
+        let mut written = batch.len() as u64;
+        if journal.len > COMPACT_JOURNAL_BYTES {
+            self.compact(journal)?;
+            written += self.bytes() as u64;
+        }
+        Ok((started.elapsed(), written))
     }
 
-    /// Bytes of progress the file holds (what a sync writes at most).
+    /// Folds everything into the array on disk and empties the journal: the
+    /// state a clean shutdown leaves.
+    ///
+    /// # Errors
+    /// The system's error.
+    pub fn sync_all(&self) -> std::io::Result<(Duration, u64)> {
+        let started = Instant::now();
+        let (_, written) = self.sync()?;
+        let mut journal = self
+            .journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.compact(&mut journal)?;
+        Ok((started.elapsed(), written + self.bytes() as u64))
+    }
+
+    /// Bytes of progress the array holds.
     pub const fn bytes(&self) -> usize {
         self.users * 4
     }
@@ -307,6 +449,7 @@ impl ProgressFile {
         let mut removed = Vec::new();
         for (_, path) in others.into_iter().skip(1) {
             if std::fs::remove_file(&path).is_ok() {
+                let _ = std::fs::remove_file(path.with_extension("journal"));
                 removed.push(path);
             }
         }
@@ -322,8 +465,6 @@ fn now_ms() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
-
     use proptest::prelude::*;
 
     use super::*;
@@ -364,7 +505,7 @@ mod tests {
         let (map, opened) = open(&dir, 7, 100, OnCorrupt::Fail).unwrap();
         assert_eq!(opened, Opened::Restored);
         assert_eq!(map.advance(42, 5, 200), 5..10);
-        assert_eq!(map.file().unwrap().sync().map(|_| ()).ok(), Some(()));
+        assert!(map.file().unwrap().sync().is_ok());
         drop(map);
         // Other data: its own file, from the start.
         let (other, opened) = open(&dir, 8, 100, OnCorrupt::Fail).unwrap();
@@ -377,6 +518,42 @@ mod tests {
         drop(open(&dir, 9, 100, OnCorrupt::Fail).unwrap());
         let removed = ProgressFile::clean(&dir, &[9]).unwrap();
         assert_eq!(removed, [dir.join(ProgressFile::file_name(7))]);
+    }
+
+    /// A power loss: the array on disk is older than the last sync (the
+    /// kernel had not written its pages back), the journal has every sync,
+    /// and its last batch may be torn. Reopening recovers the offsets of the
+    /// last sync.
+    #[test]
+    fn the_journal_recovers_what_a_power_loss_took_from_the_array() {
+        let dir = dir();
+        let path = dir.join(ProgressFile::file_name(5));
+        let (map, _) = open(&dir, 5, 1000, OnCorrupt::Fail).unwrap();
+        let stale_array = std::fs::read(&path).unwrap();
+        for position in 0..1000 {
+            map.advance(position, position % 7 + 1, 50);
+        }
+        let (_, written) = map.file().unwrap().sync().unwrap();
+        assert_eq!(written, 4 + 1000 * 8 + 8);
+        map.advance(3, 1, 50); // after the last sync: may be lost
+        let journal = std::fs::read(path.with_extension("journal")).unwrap();
+        drop(map);
+        std::fs::write(&path, &stale_array).unwrap();
+        let mut torn = journal.clone();
+        torn.extend_from_slice(&[9, 0, 0, 0, 1, 2, 3]);
+        std::fs::write(path.with_extension("journal"), &torn).unwrap();
+        let (map, opened) = open(&dir, 5, 1000, OnCorrupt::Fail).unwrap();
+        assert_eq!(opened, Opened::Restored);
+        for position in 0..1000 {
+            assert_eq!(map.offset(position), position % 7 + 1, "{position}");
+        }
+        // Replaying folded the journal into the array and emptied it.
+        assert_eq!(
+            std::fs::metadata(path.with_extension("journal"))
+                .unwrap()
+                .len(),
+            0
+        );
     }
 
     #[test]
@@ -458,6 +635,7 @@ mod tests {
             for (user, want, op) in ops {
                 match op {
                     0 => { map.as_ref().unwrap().file().unwrap().sync().unwrap(); }
+                    9 => { map.as_ref().unwrap().file().unwrap().sync_all().unwrap(); }
                     1 => {
                         drop(map.take());
                         map = Some(open(&dir, 9, 4, OnCorrupt::Fail).unwrap().0);

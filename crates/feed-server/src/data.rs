@@ -334,9 +334,10 @@ impl DataManager {
         self.progress.clean(&keep, &self.logger);
     }
 
-    /// Writes the progress of the versions held (current and previous) to
-    /// disk, and counts it; a no-op for progress in memory.
-    pub fn sync(&self) {
+    /// Makes the progress of the versions held (current and previous)
+    /// durable, and counts it; a no-op for progress in memory. `all` also
+    /// folds the journals into the arrays (at shutdown).
+    pub fn sync(&self, all: bool) {
         let services: Vec<Arc<MemoryFeedService>> = {
             let versions = lock(&self.versions);
             [&versions.current, &versions.previous]
@@ -347,10 +348,9 @@ impl DataManager {
         };
         for service in services {
             if let Some(file) = service.storage().offsets().file() {
-                match file.sync() {
-                    Ok(took) => self
-                        .counters
-                        .record_progress_sync(took, file.bytes() as u64),
+                let synced = if all { file.sync_all() } else { file.sync() };
+                match synced {
+                    Ok((took, bytes)) => self.counters.record_progress_sync(took, bytes),
                     Err(e) => {
                         self.counters.record_progress_sync_error();
                         warn!(self.logger, "progress: sync failed"; "file" => %file.path().display(), "error" => %e);

@@ -268,7 +268,7 @@ pub fn run(
             .spawn(move || {
                 while syncing.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(every);
-                    manager.sync();
+                    manager.sync(false);
                 }
             })
     });
@@ -333,7 +333,7 @@ pub fn run(
     if let Some(syncer) = syncer {
         let _ = syncer.join();
         let started = Instant::now();
-        manager.sync();
+        manager.sync(true);
         info!(logger, "progress synced at shutdown"; "ms" => started.elapsed().as_millis());
     }
 

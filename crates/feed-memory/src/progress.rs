@@ -4,11 +4,16 @@
 //! position in the feed table), mapped shared (`MAP_SHARED`): an advance is
 //! a compare-and-swap on the mapped page, which is the page cache itself,
 //! so it survives a crash of the process at once (`kill -9`, a panic, the
-//! OOM killer) with no write call at all. [`ProgressFile::sync`] (`msync`)
-//! puts the dirty pages on disk; a server calls it every `progress.sync_ms`,
-//! so a machine crash or power loss costs at most that much progress. Each
-//! 4-byte offset is written whole, so a torn page mixes older and newer
-//! offsets, never a half-written one.
+//! OOM killer) with no write call at all. [`ProgressFile::sync`] makes it
+//! durable against a machine crash: the offsets changed since the last
+//! sync go to a journal beside the file in one checksummed batch, synced
+//! with `fdatasync` (group commit); a server calls it every
+//! `progress.sync_ms`, so a power loss costs at most that much progress.
+//! The array is written to disk when the journal grows large, at open
+//! (after the journal is replayed) and by [`ProgressFile::sync_all`] at
+//! shutdown. Each 4-byte offset is written whole, so a torn page mixes
+//! older and newer offsets, never a half-written one, and offsets only
+//! grow, so replaying takes the larger of the two.
 //!
 //! Progress belongs to the data it counts through: the header names the
 //! data's id (a snapshot id, or a fingerprint of the synthetic set) and

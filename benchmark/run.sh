@@ -682,7 +682,7 @@ if ((shared)); then
     start_feed feed "$port" "$workers" "$users"
     feed_pid=$started_pid
     ready_ms=$started_ms
-    generation_ms=$(grep '"feed-server ready"' "$tmp/feed.log" | head -n 1 | jq -r '.generation_ms // 0')
+    generation_ms=$(grep '"feed-server ready"' "$tmp/feed.log" | head -n 1 | jq -r '.load_ms // .generation_ms // 0')
     rss_ready=$(rss_kib "$feed_pid")
     progress_done "ready in $ready_ms ms (generation $generation_ms ms), RSS $((rss_ready / 1024)) MiB"
 

@@ -142,7 +142,7 @@ pub struct Config {
 pub struct Server {
     /// From spawning the process to the first successful `GET /feed/1`.
     pub ready_ms: u64,
-    /// `generation_ms` of the server's ready log line.
+    /// `load_ms` (formerly `generation_ms`) of the server's ready log line.
     pub generation_ms: u64,
     /// `VmRSS` once ready.
     pub rss_ready_kib: u64,

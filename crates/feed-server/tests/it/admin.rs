@@ -5,11 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use super::server::{Connection, Server, get};
-
-fn admin_addr(ready: &serde_json::Value) -> String {
-    ready["admin"].as_str().unwrap().to_owned()
-}
+use super::server::{Connection, Server, admin_addr, get};
 
 #[test]
 fn metrics_count_what_was_served() {

@@ -1,7 +1,7 @@
 //! The real `feed-server` binary, started on a free port with a small data
 //! set: the README's `curl` promise, and its exit codes.
 
-use super::server::{Server, command, get};
+use super::server::{Server, get, refused_start};
 
 fn items(body: &str) -> Vec<u32> {
     serde_json::from_str(body).unwrap()
@@ -43,10 +43,7 @@ fn a_bad_configuration_exits_2_with_one_line_naming_the_key() {
         ("FEED__LIMITS__KEEP_ALIVE_MS", "0", "limits.keep_alive_ms"),
         ("FEED__LOG__LEVEL", "loud", "log.level"),
     ] {
-        let output = command(&[(key, value)]).output().unwrap();
-        assert_eq!(output.status.code(), Some(2));
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        let stderr = refused_start(&[(key, value)]);
         assert!(stderr.contains(named), "{stderr}");
     }
 }

@@ -7,9 +7,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::server::{Connection, Server, command, get, scratch_dir};
+use super::server::{Connection, Server, admin_addr, get, refused_start, scratch_dir, wait_until};
 
 const USERS: u64 = 40;
 
@@ -80,11 +80,9 @@ fn load_then(
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicUsize::new(0));
     let clients = hammer(&server.addr, &stop, &answered);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while answered.load(Ordering::Relaxed) < answers {
-        assert!(Instant::now() < deadline, "the clients stalled");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("answers before the end", || {
+        answered.load(Ordering::Relaxed) >= answers
+    });
     end(server);
     // Let the clients run into the end (a killed server), then stop them.
     std::thread::sleep(Duration::from_millis(200));
@@ -136,21 +134,12 @@ fn sigterm_syncs_and_a_restart_repeats_nothing() {
         ],
     );
     // The sync thread's work shows in the metrics.
-    let admin = server.logged("feed-server ready").unwrap()["admin"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let admin = admin_addr(server.logged("feed-server ready").unwrap());
+    wait_until("a progress sync in /metrics", || {
         let metrics = get(&admin, "/metrics").body;
-        if metrics.contains("feed_progress_sync_duration_seconds_count")
+        metrics.contains("feed_progress_sync_duration_seconds_count")
             && metrics.contains("feed_progress_last_sync_timestamp_seconds")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no progress sync in\n{metrics}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    });
     let before = load_then(&mut server, 200, |server| server.signal("TERM"));
     let synced = server.wait_for_log("progress synced at shutdown");
     assert!(synced["ms"].is_u64());
@@ -196,15 +185,10 @@ fn a_bad_progress_file_fails_or_is_kept_aside() {
         (std::fs::read(&file).unwrap()[..4200].to_vec(), "expected"),
     ] {
         std::fs::write(&file, &bytes).unwrap();
-        let output = command(&[
+        let stderr = refused_start(&[
             ("FEED__PROGRESS__PATH", dir_text.as_str()),
             ("FEED__DATA__USERS", "40"),
-        ])
-        .output()
-        .unwrap();
-        assert_eq!(output.status.code(), Some(2));
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        ]);
         assert!(
             stderr.contains("progress.path") && stderr.contains(reason),
             "{stderr}"
@@ -232,11 +216,6 @@ fn an_unusable_progress_folder_exits_2_naming_it() {
     let blocker = dir.join("a-file");
     std::fs::write(&blocker, b"").unwrap();
     let path = blocker.join("progress").display().to_string();
-    let output = command(&[("FEED__PROGRESS__PATH", path.as_str())])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let stderr = refused_start(&[("FEED__PROGRESS__PATH", path.as_str())]);
     assert!(stderr.contains("a-file"), "{stderr}");
 }

@@ -8,16 +8,7 @@ use std::time::{Duration, Instant};
 use feed_server::{LoadError, Stopped};
 
 use super::inprocess::{InProcess, gated, memory_offsets};
-use super::server::{Connection, Server, get};
-
-/// Waits (at most 60 s) until `condition` holds, checking every 10 ms.
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !condition() {
-        assert!(Instant::now() < deadline, "{what}: not within 60 s");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use super::server::{Connection, Server, get, wait_until};
 
 #[test]
 fn the_listener_answers_while_feeds_load_then_turns_ready() {

@@ -231,6 +231,31 @@ impl Connection {
     }
 }
 
+/// The admin listener's address, from the `feed-server ready` log line.
+pub(crate) fn admin_addr(ready: &serde_json::Value) -> String {
+    ready["admin"].as_str().unwrap().to_owned()
+}
+
+/// Waits (at most 60 s) until `condition` holds, checking every 5 ms;
+/// `what` names the wait if it runs out.
+pub(crate) fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not within 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs the binary with `env`, which must refuse to start: exit code 2
+/// and one line on stderr, which is returned.
+pub(crate) fn refused_start(env: &[(&str, &str)]) -> String {
+    let output = command(env).output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    stderr
+}
+
 /// A fresh, empty folder for one test's files.
 pub(crate) fn scratch_dir(name: &str) -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};

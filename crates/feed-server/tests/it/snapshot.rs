@@ -6,11 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use feed_memory::Snapshot;
 
-use super::server::{Connection, Server, command, get, post};
+use super::server::{
+    Connection, Server, admin_addr, command, get, post, refused_start, wait_until,
+};
 
 /// A fresh directory for one test's files.
 fn scratch() -> PathBuf {
@@ -23,10 +24,6 @@ fn scratch() -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn admin_addr(ready: &serde_json::Value) -> String {
-    ready["admin"].as_str().unwrap().to_owned()
 }
 
 /// Runs `feed-server import` with `args`; returns (exit code, stdout, stderr).
@@ -124,15 +121,11 @@ fn imported_feeds_are_served_in_order_with_the_fallback_list() {
     assert_eq!(all.len(), 12);
 
     // The stats are sampled once a second: wait for one taken with the data.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let stats = loop {
-        let stats = get(&admin_addr(&ready), "/stats").json();
-        if !stats["data"].is_null() {
-            break stats;
-        }
-        assert!(Instant::now() < deadline, "no stats with the data");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut stats = serde_json::Value::Null;
+    wait_until("stats with the data", || {
+        stats = get(&admin_addr(&ready), "/stats").json();
+        !stats["data"].is_null()
+    });
     assert_eq!(stats["data"]["users"], 4);
     assert_eq!(stats["data"]["snapshot"]["id"], ready["snapshot_id"]);
 }
@@ -180,15 +173,10 @@ fn a_bad_snapshot_stops_the_start_with_exit_2() {
         (corrupt, "wrong magic"),
     ] {
         let path_text = path.display().to_string();
-        let output = command(&[
+        let stderr = refused_start(&[
             ("FEED__DATA__SOURCE", "snapshot"),
             ("FEED__DATA__SNAPSHOT", path_text.as_str()),
-        ])
-        .output()
-        .unwrap();
-        assert_eq!(output.status.code(), Some(2));
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        ]);
         assert!(
             stderr.contains(&path_text) && stderr.contains(reason),
             "{stderr}"
@@ -245,11 +233,9 @@ fn reload_and_rollback_under_load_fail_no_request() {
         })
         .collect();
     let wait_served = |at_least: u64| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while served.load(Ordering::Relaxed) < at_least {
-            assert!(Instant::now() < deadline, "clients stalled");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("clients served", || {
+            served.load(Ordering::Relaxed) >= at_least
+        });
     };
     wait_served(200);
     let take = |n: usize| items(&get(&server.addr, &format!("/feed/{probe}?size={n}")).body);

@@ -315,6 +315,13 @@ pub struct SyncTotals {
     pub buckets: Vec<u64>,
 }
 
+/// Milliseconds since the Unix epoch, now (0 before it).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Spreads threads over shards.
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
@@ -453,10 +460,7 @@ impl Counters {
             .position(|&bound| seconds <= bound)
             .unwrap_or(SYNC_BUCKETS - 1);
         p.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        p.last_unix_ms.store(now, Ordering::Relaxed);
+        p.last_unix_ms.store(unix_ms(), Ordering::Relaxed);
     }
 
     /// Counts a failed sync of a progress file.

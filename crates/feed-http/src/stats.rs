@@ -1,11 +1,11 @@
 //! [`Snapshot`]: the once-a-second picture of the server that `/stats`,
 //! `/events` and the dashboard show, and [`Sampler`], which takes it.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::counters::{DataInfo, Refusal, Totals};
+use crate::counters::{DataInfo, Refusal, Totals, unix_ms};
 use crate::gate::RequestGate;
 
 /// Latency percentiles, in milliseconds.
@@ -86,9 +86,7 @@ impl Sampler {
     pub fn sample(&mut self) -> Snapshot {
         let now = Instant::now();
         let totals = self.gate.counters().totals();
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+        let now_ms = unix_ms();
         let mut snapshot = Snapshot {
             ts_ms: now_ms,
             uptime_s: self.started.elapsed().as_secs_f64(),

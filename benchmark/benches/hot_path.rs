@@ -39,6 +39,7 @@
 // `criterion_group!` defines a public function that cannot carry a doc.
 #![allow(missing_docs)]
 
+use futures_util::FutureExt;
 use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::hint::black_box;
@@ -81,7 +82,7 @@ fn fresh_storage(table: &FeedTable) -> MemoryFeedStorage {
     let mut out = Vec::new();
     for user in 0..USERS {
         storage
-            .take_next(UserId::new(user.into()), 0, &mut out)
+            .take_now(UserId::new(user.into()), 0, &mut out)
             .expect("a known user");
     }
     storage
@@ -116,7 +117,7 @@ fn exhaust(storage: &MemoryFeedStorage, users: impl IntoIterator<Item = UserId>)
     let mut out = Vec::new();
     for user in users {
         storage
-            .take_next(user, FEED_LEN as usize, &mut out)
+            .take_now(user, FEED_LEN as usize, &mut out)
             .expect("a known user");
     }
 }
@@ -133,7 +134,11 @@ fn take_next(c: &mut Criterion) {
             timed_on_fresh_storage(&table, iters, |storage, i| {
                 out.clear();
                 let user = order[(i % u64::from(USERS)) as usize];
-                black_box(storage.take_next(black_box(user), SIZE, &mut out)).ok();
+                black_box(
+                    storage
+                        .take_next(black_box(user), SIZE, &mut out)
+                        .now_or_never(),
+                );
             })
         });
     });
@@ -145,18 +150,21 @@ fn take_next(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             i = (i + 1) % order.len();
-            black_box(storage.take_next(black_box(order[i]), SIZE, &mut out)).ok();
+            black_box(
+                storage
+                    .take_next(black_box(order[i]), SIZE, &mut out)
+                    .now_or_never(),
+            );
         });
     });
     group.bench_function("unknown_user", |b| {
         b.iter(|| {
             out.clear();
-            black_box(storage.take_next(
-                black_box(UserId::new(u64::from(USERS) + 5)),
-                SIZE,
-                &mut out,
-            ))
-            .err();
+            black_box(
+                storage
+                    .take_next(black_box(UserId::new(u64::from(USERS) + 5)), SIZE, &mut out)
+                    .now_or_never(),
+            );
         });
     });
     group.finish();
@@ -403,7 +411,7 @@ fn next_feed(c: &mut Criterion) {
             let start = Instant::now();
             for i in 0..n {
                 let user = order[(i % u64::from(USERS)) as usize];
-                black_box(svc.next_feed(black_box(user), size, out)).ok();
+                black_box(svc.next_feed(black_box(user), size, out).now_or_never());
                 if encode {
                     black_box(feed_http::encode_items(out));
                 }
@@ -428,14 +436,19 @@ fn next_feed(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("exhausted", requested), |b| {
             b.iter(|| {
                 i = (i + 1) % order.len();
-                black_box(svc.next_feed(black_box(order[i]), size, &mut out)).ok();
+                black_box(
+                    svc.next_feed(black_box(order[i]), size, &mut out)
+                        .now_or_never(),
+                );
             });
         });
     }
     group.bench_function("unknown_user_10", |b| {
         b.iter(|| {
-            black_box(svc.next_feed(black_box(UserId::new(u64::from(USERS) + 1)), size, &mut out))
-                .ok();
+            black_box(
+                svc.next_feed(black_box(UserId::new(u64::from(USERS) + 1)), size, &mut out)
+                    .now_or_never(),
+            );
         });
     });
     group.finish();

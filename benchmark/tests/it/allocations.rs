@@ -7,6 +7,8 @@
 //! encodes the answer into a new buffer per response; the test below pins
 //! down exactly what that costs.
 
+use futures_util::FutureExt;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use feed_domain::{ErrorRecorder, FeedError, FeedService, ItemId, Served, SizeLimits, UserId};
@@ -74,6 +76,8 @@ fn call(service: &Service, user: u32, size: u32, out: &mut Vec<ItemId>) -> Serve
     let size = service.limits().resolve(size).unwrap();
     service
         .next_feed(UserId::new(user.into()), size, out)
+        .now_or_never()
+        .expect("the memory store answers at once")
         .unwrap()
 }
 

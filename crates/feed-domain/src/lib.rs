@@ -37,7 +37,16 @@
 //! }
 //!
 //! impl FeedStorage for SmallStore {
+//!     // An in-process store answers at once: its future is already complete.
 //!     fn take_next(&self, user: UserId, max: usize, out: &mut Vec<ItemId>)
+//!         -> impl Future<Output = Result<Taken, StorageError>> + Send
+//!     {
+//!         std::future::ready(self.take(user, max, out))
+//!     }
+//! }
+//!
+//! impl SmallStore {
+//!     fn take(&self, user: UserId, max: usize, out: &mut Vec<ItemId>)
 //!         -> Result<Taken, StorageError>
 //!     {
 //!         let mut cursors = self.cursors.lock().map_err(|_| StorageError::backend("poisoned"))?;
@@ -86,19 +95,30 @@
 //! let limits = SizeLimits::new(3, 10).unwrap();
 //! let service = FeedService::new(store, Counting, CountErrors::default(), limits);
 //!
+//! // `next_feed` is async. Over a store that answers at once its future is
+//! // complete on the first poll, so this example polls it once; a server
+//! // awaits it on its runtime.
+//! fn now<F: std::future::Future>(future: F) -> F::Output {
+//!     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+//!     match std::pin::pin!(future).poll(&mut cx) {
+//!         std::task::Poll::Ready(output) => output,
+//!         std::task::Poll::Pending => unreachable!("SmallStore answers at once"),
+//!     }
+//! }
+//!
 //! let mut items = Vec::new();
 //! let size = service.limits().resolve(0).unwrap(); // 0 means "the default", 3 here
-//! service.next_feed(UserId::new(7), size, &mut items).unwrap();
+//! now(service.next_feed(UserId::new(7), size, &mut items)).unwrap();
 //! assert_eq!(items, [1, 2, 3].map(ItemId::new));
 //!
 //! // Only two personal items remain; the third comes from the random feed.
-//! let served = service.next_feed(UserId::new(7), size, &mut items).unwrap();
+//! let served = now(service.next_feed(UserId::new(7), size, &mut items)).unwrap();
 //! assert_eq!(items, [4, 5, 1000].map(ItemId::new));
 //! assert_eq!((served.personal, served.random), (2, 1));
 //!
 //! // A user the store does not know gets a full random feed; the error is recorded.
 //! let two: FeedSize = service.limits().resolve(2).unwrap();
-//! service.next_feed(UserId::new(500), two, &mut items).unwrap();
+//! now(service.next_feed(UserId::new(500), two, &mut items)).unwrap();
 //! assert_eq!(items, [1000, 1001].map(ItemId::new));
 //! assert_eq!(service.errors().0.load(Ordering::Relaxed), 1);
 //! ```

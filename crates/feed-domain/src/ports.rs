@@ -1,9 +1,17 @@
 //! The ports: what [`crate::FeedService`] needs from the outside world.
 //!
 //! Every port is `Send + Sync + 'static`, because one service value is shared
-//! by every worker thread. Implementations must never block for long: they
-//! run on the request path.
+//! by every worker thread. Implementations must never block: they run on the
+//! request path.
+//!
+//! [`FeedStorage`] is async-capable: a store across the network answers with a
+//! future the request awaits, so no worker thread waits on a socket, while an
+//! in-process store returns a future that is already complete
+//! ([`std::future::Ready`]). The future is the implementation's own concrete
+//! type (return-position `impl Future` in the trait): nothing is boxed and
+//! nothing allocated, and no runtime is named here.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use crate::error::{FeedError, RandomFillError, StorageError};
@@ -29,16 +37,21 @@ pub trait FeedStorage: Send + Sync + 'static {
     /// and never passes the end of the feed. The items of one feed are
     /// distinct.
     ///
+    /// The returned future must be `Send` and must not wait longer than the
+    /// store's own time limit: a caller awaits it on the request path.
+    ///
     /// # Errors
     /// [`StorageError::UnknownUser`] when the storage has no feed for `user`;
-    /// [`StorageError::Backend`] when it cannot be read. On error nothing is
-    /// appended and the offset is unchanged.
+    /// [`StorageError::Backend`] when it cannot be read (or did not answer in
+    /// time). On error nothing is appended; the offset is unchanged unless
+    /// the store cannot tell (a remote store that timed out may have
+    /// advanced it: those items are skipped, never handed out twice).
     fn take_next(
         &self,
         user: UserId,
         max: usize,
         out: &mut Vec<ItemId>,
-    ) -> Result<Taken, StorageError>;
+    ) -> impl Future<Output = Result<Taken, StorageError>> + Send;
 }
 
 /// A source of random catalog items, used when a personal feed runs short.
@@ -59,13 +72,13 @@ pub trait ErrorRecorder: Send + Sync + 'static {
     fn record(&self, user: UserId, error: &FeedError);
 }
 
-impl<T: FeedStorage + ?Sized> FeedStorage for Arc<T> {
+impl<T: FeedStorage> FeedStorage for Arc<T> {
     fn take_next(
         &self,
         user: UserId,
         max: usize,
         out: &mut Vec<ItemId>,
-    ) -> Result<Taken, StorageError> {
+    ) -> impl Future<Output = Result<Taken, StorageError>> + Send {
         (**self).take_next(user, max, out)
     }
 }

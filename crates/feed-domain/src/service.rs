@@ -65,7 +65,10 @@ impl<S: FeedStorage, R: RandomFeed, E: ErrorRecorder> FeedService<S, R, E> {
     ///
     /// # Errors
     /// [`FeedUnavailable`] only when not a single item could be served.
-    pub fn next_feed(
+    ///
+    /// The future completes as soon as the storage's does: at once over an
+    /// in-process store. It is `Send` whenever the ports are.
+    pub async fn next_feed(
         &self,
         user: UserId,
         size: FeedSize,
@@ -74,7 +77,7 @@ impl<S: FeedStorage, R: RandomFeed, E: ErrorRecorder> FeedService<S, R, E> {
         let want = size.get();
         out.clear();
         let mut exhausted_now = false;
-        match self.storage.take_next(user, want, out) {
+        match self.storage.take_next(user, want, out).await {
             Ok(taken) => exhausted_now = taken.count > 0 && taken.remaining == 0,
             Err(error) => {
                 out.clear();
@@ -109,7 +112,9 @@ mod tests {
     //! properties run against the real in-memory adapters in `feed-memory`.
 
     use std::collections::{HashMap, HashSet};
+    use std::pin::pin;
     use std::sync::Mutex;
+    use std::task::{Context, Poll, Waker};
 
     use proptest::prelude::*;
 
@@ -125,6 +130,17 @@ mod tests {
 
     impl FeedStorage for FakeStorage {
         fn take_next(
+            &self,
+            user: UserId,
+            max: usize,
+            out: &mut Vec<ItemId>,
+        ) -> impl Future<Output = Result<Taken, StorageError>> + Send {
+            std::future::ready(self.take_now(user, max, out))
+        }
+    }
+
+    impl FakeStorage {
+        fn take_now(
             &self,
             user: UserId,
             max: usize,
@@ -145,6 +161,15 @@ mod tests {
                 count,
                 remaining: feed.len() - end,
             })
+        }
+    }
+
+    /// Polls `future` once: every fake here answers at once, so it must be
+    /// complete.
+    fn now<F: Future>(future: F) -> F::Output {
+        match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(output) => output,
+            Poll::Pending => panic!("the service waited on a store that answers at once"),
         }
     }
 
@@ -252,7 +277,7 @@ mod tests {
             for (user, requested) in reqs {
                 let size = service.limits().resolve(requested).unwrap();
                 let before = service.errors().0.lock().unwrap().len();
-                let served = service.next_feed(UserId::new(user), size, &mut out).unwrap();
+                let served = now(service.next_feed(UserId::new(user), size, &mut out)).unwrap();
 
                 prop_assert_eq!(out.len(), size.get());
                 prop_assert_eq!(out.iter().collect::<HashSet<_>>().len(), out.len());
@@ -294,7 +319,7 @@ mod tests {
             let mut personal = Vec::new();
             for size in sizes {
                 let size = service.limits().resolve(size).unwrap();
-                let served = service.next_feed(UserId::new(0), size, &mut out).unwrap();
+                let served = now(service.next_feed(UserId::new(0), size, &mut out)).unwrap();
                 personal.extend_from_slice(&out[..served.personal]);
             }
             prop_assert_eq!(&personal[..], &feeds[0][..personal.len()]);
@@ -307,7 +332,7 @@ mod tests {
             let (service, _) = service(&[], &[], catalog);
             let size = service.limits().resolve(requested).unwrap();
             let mut out = Vec::new();
-            service.next_feed(UserId::new(3), size, &mut out).unwrap();
+            now(service.next_feed(UserId::new(3), size, &mut out)).unwrap();
             prop_assert_eq!(out.len(), size.get().min(catalog as usize));
             prop_assert_eq!(out.iter().collect::<HashSet<_>>().len(), out.len());
             prop_assert!(out.iter().all(|i| (1..=catalog).contains(&i.get())));
@@ -320,13 +345,76 @@ mod tests {
         }
     }
 
+    /// A store that answers on the second poll, as one across the network
+    /// does: its items are appended only then, and the service serves them.
+    struct Remote(Vec<ItemId>);
+
+    impl FeedStorage for Remote {
+        fn take_next(
+            &self,
+            _user: UserId,
+            max: usize,
+            out: &mut Vec<ItemId>,
+        ) -> impl Future<Output = Result<Taken, StorageError>> + Send {
+            let mut polled = false;
+            std::future::poll_fn(move |cx| {
+                if !polled {
+                    polled = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                let end = max.min(self.0.len());
+                out.extend_from_slice(&self.0[..end]);
+                Poll::Ready(Ok(Taken {
+                    count: end,
+                    remaining: self.0.len() - end,
+                }))
+            })
+        }
+    }
+
+    #[test]
+    fn a_store_that_answers_later_is_awaited() {
+        fn assert_send<T: Send>(value: T) -> T {
+            value
+        }
+        let feed: Vec<_> = (1..=3).map(ItemId::new).collect();
+        let random = FakeRandom {
+            catalog: 100,
+            start: Mutex::new(7),
+        };
+        let limits = SizeLimits::new(5, 10).unwrap();
+        let service = FeedService::new(Remote(feed), random, FakeRecorder::default(), limits);
+        let size = service.limits().resolve(5).unwrap();
+        let mut out = Vec::new();
+        let served = {
+            let mut future = pin!(assert_send(service.next_feed(
+                UserId::new(1),
+                size,
+                &mut out
+            )));
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(future.as_mut().poll(&mut cx).is_pending());
+            let Poll::Ready(served) = future.poll(&mut cx) else {
+                panic!("the service did not finish once the store answered");
+            };
+            served
+        };
+        assert_eq!(
+            served.map(|s| (s.personal, s.random, s.exhausted_now)),
+            Ok((3, 2, true))
+        );
+        assert_eq!(out[..3], [1, 2, 3].map(ItemId::new));
+        assert!(service.errors().0.lock().unwrap().is_empty());
+    }
+
     #[test]
     fn nothing_to_serve_is_unavailable() {
         let (service, _) = service(&[], &[], 0);
         let mut out = vec![ItemId::new(5)];
         let size = service.limits().resolve(3).unwrap();
         assert_eq!(
-            service.next_feed(UserId::new(1), size, &mut out),
+            now(service.next_feed(UserId::new(1), size, &mut out)),
             Err(FeedUnavailable {
                 user: UserId::new(1)
             })

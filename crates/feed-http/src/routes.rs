@@ -158,14 +158,19 @@ where
     let service = feeds.0.load();
     let service = service.as_ref().ok_or(ApiError::Loading)?;
     let size = parse::size(req.query_string(), service.limits())?;
-    let body = ITEMS.with_borrow_mut(|items| {
-        let served = service.next_feed(user, size, items)?;
+    // The worker's buffer is moved out for the await (a remote store's answer
+    // may interleave with other requests on this thread) and put back after.
+    let mut items = ITEMS.with_borrow_mut(std::mem::take);
+    let served = service.next_feed(user, size, &mut items).await;
+    let body = served.map(|served| {
         if let Some(gate) = req.app_data::<RequestGate>() {
             gate.counters()
                 .record_feed(served.personal, served.random, served.exhausted_now);
         }
-        Ok::<_, ApiError>(encode_items(items))
-    })?;
+        encode_items(&items)
+    });
+    ITEMS.set(items);
+    let body = body?;
     Ok(HttpResponse::Ok()
         .insert_header(ContentType::json())
         .body(body))

@@ -42,8 +42,26 @@ impl MemoryFeedStorage {
 }
 
 impl FeedStorage for MemoryFeedStorage {
+    /// Answers at once: the future is [`std::future::Ready`].
     #[inline]
     fn take_next(
+        &self,
+        user: UserId,
+        max: usize,
+        out: &mut Vec<ItemId>,
+    ) -> impl Future<Output = Result<Taken, StorageError>> + Send {
+        std::future::ready(self.take_now(user, max, out))
+    }
+}
+
+impl MemoryFeedStorage {
+    /// [`FeedStorage::take_next`] without the future: appends up to `max` of
+    /// `user`'s next items to `out` and advances the user's offset.
+    ///
+    /// # Errors
+    /// [`StorageError::UnknownUser`] when the table has no feed for `user`.
+    #[inline]
+    pub fn take_now(
         &self,
         user: UserId,
         max: usize,

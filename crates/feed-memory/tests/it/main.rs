@@ -7,7 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use feed_domain::{ErrorRecorder, FeedError, FeedService, ItemId, SizeLimits, UserId};
 use feed_memory::{CatalogRandomFeed, DataSpec, FeedTable, MemoryFeedStorage};
+use futures_util::FutureExt;
 use proptest::prelude::*;
+
+/// The in-memory store answers at once: its futures are complete when made.
+const AT_ONCE: &str = "the memory store answers at once";
 
 #[derive(Default)]
 struct Recorded(Mutex<Vec<UserId>>);
@@ -64,7 +68,7 @@ proptest! {
         for (user, requested) in reqs {
             let size = service.limits().resolve(requested).unwrap();
             let errors_before = recorded.0.lock().unwrap().len();
-            let served = service.next_feed(UserId::new(user.into()), size, &mut out).unwrap();
+            let served = service.next_feed(UserId::new(user.into()), size, &mut out).now_or_never().expect(AT_ONCE).unwrap();
 
             prop_assert_eq!(out.len(), size.get());
             prop_assert_eq!(out.iter().collect::<HashSet<_>>().len(), out.len());
@@ -108,7 +112,11 @@ fn concurrent_requests_for_one_user_never_share_an_item() {
                 let mut out = Vec::new();
                 let mut personal = Vec::new();
                 for _ in 0..200 {
-                    let served = service.next_feed(UserId::new(2), size, &mut out).unwrap();
+                    let served = service
+                        .next_feed(UserId::new(2), size, &mut out)
+                        .now_or_never()
+                        .expect(AT_ONCE)
+                        .unwrap();
                     personal.extend_from_slice(&out[..served.personal]);
                 }
                 personal

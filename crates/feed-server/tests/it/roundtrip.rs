@@ -4,6 +4,8 @@
 //! asking at once, every personal item handed out exactly once and in the
 //! input's order.
 
+use futures_util::FutureExt;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -95,7 +97,7 @@ proptest! {
                         let size = limits.resolve(1 + t * 3).unwrap();
                         for &user in feeds.keys() {
                             loop {
-                                let served = service.next_feed(UserId::new(user), size, &mut out).unwrap();
+                                let served = service.next_feed(UserId::new(user), size, &mut out).now_or_never().expect("the memory store answers at once").unwrap();
                                 if served.personal == 0 {
                                     break;
                                 }

@@ -1,0 +1,179 @@
+//! The frontends' side of the cluster: a small pool of multiplexed cluster
+//! connections, and the version pointer.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+
+use crate::error::RedisStoreError;
+use crate::keys;
+
+/// How to reach the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// Seed nodes, as `redis://HOST:PORT`; the rest are discovered.
+    pub nodes: Vec<String>,
+    /// The longest any one call may take, connecting included.
+    pub timeout: Duration,
+    /// Multiplexed connections (each with one socket per node) that calls
+    /// are spread over.
+    pub pool_size: usize,
+}
+
+/// What one data version holds, as its loader described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// The version number.
+    pub version: u64,
+    /// Users with a feed.
+    pub users: u64,
+    /// Items in all feeds.
+    pub items: u64,
+    /// The fallback list random fills draw from.
+    pub fallback: Vec<u32>,
+    /// When it was published, in milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+    /// Where it was loaded from (the snapshot's id).
+    pub source: String,
+}
+
+/// Connections to the cluster, used round-robin.
+pub struct Cluster {
+    pool: Box<[ClusterConnection]>,
+    next: AtomicUsize,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("pool_size", &self.pool.len())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects `settings.pool_size` multiplexed connections. Their
+    /// background tasks run on the calling tokio runtime, which must keep
+    /// running while the connections are used (from any thread).
+    ///
+    /// # Errors
+    /// The client's error, or [`RedisStoreError::Timeout`].
+    pub async fn connect(settings: &ClusterSettings) -> Result<Self, RedisStoreError> {
+        let client = ClusterClient::builder(settings.nodes.iter().map(String::as_str))
+            .connection_timeout(settings.timeout)
+            .response_timeout(settings.timeout)
+            .retries(2)
+            .build()?;
+        let mut pool = Vec::with_capacity(settings.pool_size.max(1));
+        for _ in 0..settings.pool_size.max(1) {
+            let connection =
+                tokio::time::timeout(settings.timeout * 4, client.get_async_connection())
+                    .await
+                    .map_err(|_| RedisStoreError::Timeout(settings.timeout * 4))??;
+            pool.push(connection);
+        }
+        Ok(Self {
+            pool: pool.into(),
+            next: AtomicUsize::new(0),
+            timeout: settings.timeout,
+        })
+    }
+
+    /// The next connection of the pool (a cheap handle).
+    pub fn connection(&self) -> ClusterConnection {
+        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
+        self.pool[at].clone()
+    }
+
+    /// The time limit of every call.
+    pub const fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The version being served, if any has been published.
+    ///
+    /// # Errors
+    /// The cluster's error, [`RedisStoreError::Timeout`], or
+    /// [`RedisStoreError::Corrupt`] when the pointer or the description is
+    /// malformed.
+    pub async fn current_version(&self) -> Result<Option<u64>, RedisStoreError> {
+        let mut connection = self.connection();
+        let current: Option<u64> = self.limited(connection.get(keys::CURRENT)).await?;
+        Ok(current)
+    }
+
+    /// The description of `version`.
+    ///
+    /// # Errors
+    /// As [`Self::current_version`]; [`RedisStoreError::Corrupt`] when the
+    /// version has no description.
+    pub async fn version_info(&self, version: u64) -> Result<VersionInfo, RedisStoreError> {
+        let mut connection = self.connection();
+        let fields: std::collections::HashMap<String, Vec<u8>> = self
+            .limited(connection.hgetall(keys::meta(version)))
+            .await?;
+        VersionInfo::from_fields(version, &fields)
+    }
+
+    async fn limited<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, RedisStoreError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(answer) => Ok(answer?),
+            Err(_) => Err(RedisStoreError::Timeout(self.timeout)),
+        }
+    }
+}
+
+impl VersionInfo {
+    /// The fields of its description hash.
+    pub fn to_fields(&self) -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            ("users", self.users.to_string().into_bytes()),
+            ("items", self.items.to_string().into_bytes()),
+            (
+                "created_unix_ms",
+                self.created_unix_ms.to_string().into_bytes(),
+            ),
+            ("source", self.source.clone().into_bytes()),
+            ("fallback", crate::encode_items(&self.fallback)),
+        ]
+    }
+
+    fn from_fields(
+        version: u64,
+        fields: &std::collections::HashMap<String, Vec<u8>>,
+    ) -> Result<Self, RedisStoreError> {
+        let corrupt = |what: &str| RedisStoreError::Corrupt(format!("version {version}: {what}"));
+        let number = |name: &str| -> Result<u64, RedisStoreError> {
+            let raw = fields
+                .get(name)
+                .ok_or_else(|| corrupt(&format!("no {name}")))?;
+            std::str::from_utf8(raw)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| corrupt(&format!("{name} is not a number")))
+        };
+        if fields.is_empty() {
+            return Err(corrupt("no description"));
+        }
+        let fallback = fields
+            .get("fallback")
+            .ok_or_else(|| corrupt("no fallback"))?;
+        Ok(Self {
+            version,
+            users: number("users")?,
+            items: number("items")?,
+            created_unix_ms: number("created_unix_ms")?,
+            source: String::from_utf8_lossy(fields.get("source").map_or(&[][..], Vec::as_slice))
+                .into_owned(),
+            fallback: crate::decode_items(fallback).ok_or_else(|| corrupt("fallback length"))?,
+        })
+    }
+}

@@ -1,0 +1,87 @@
+//! Where everything lives in the cluster.
+//!
+//! A user's feed of one data version is a string of little-endian `u32`
+//! item ids at `f:{USER}:VERSION`; their offset into it, a decimal counter,
+//! at `o:{USER}:VERSION` (absent until their first request). Both carry the
+//! hash tag `{USER}`, so they sit in one slot and one script call can read
+//! the feed and move the offset atomically. The version pointers and each
+//! version's description carry the tag `{ff}`, so they share one slot too.
+
+/// The hash slots of a Redis Cluster.
+pub const SLOTS: u16 = 16_384;
+
+/// The version being served.
+pub const CURRENT: &str = "{ff}:current";
+/// The version served before the current one, kept for rollback.
+pub const PREVIOUS: &str = "{ff}:previous";
+/// The counter that numbers new versions.
+pub const NEXT: &str = "{ff}:next";
+
+/// The key of `user`'s feed in `version`.
+pub fn feed(user: u64, version: u64) -> String {
+    format!("f:{{{user}}}:{version}")
+}
+
+/// The key of `user`'s offset in `version`.
+pub fn offset(user: u64, version: u64) -> String {
+    format!("o:{{{user}}}:{version}")
+}
+
+/// The hash of `version`'s description: users, items, fallback list.
+pub fn meta(version: u64) -> String {
+    format!("{{ff}}:meta:{version}")
+}
+
+/// A `SCAN MATCH` pattern for every key of `version`'s users (feeds and
+/// offsets).
+pub fn version_pattern(version: u64) -> String {
+    format!("[fo]:{{*}}:{version}")
+}
+
+/// The hash slot of `user`'s keys: CRC16 (XMODEM) of the tag, as Redis
+/// computes it.
+pub fn slot(user: u64) -> u16 {
+    let mut digits = [0u8; 20];
+    let tag = decimal(user, &mut digits);
+    crc16::State::<crc16::XMODEM>::calculate(tag) % SLOTS
+}
+
+/// `value` in decimal, written at the end of `buf`.
+fn decimal(mut value: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_the_ones_redis_computes() {
+        // `CLUSTER KEYSLOT 123456789` is 12739, the CRC16 check value.
+        assert_eq!(slot(123_456_789), 12_739);
+        assert_eq!(
+            slot(0),
+            crc16::State::<crc16::XMODEM>::calculate(b"0") % SLOTS
+        );
+        assert_eq!(
+            slot(u64::MAX),
+            crc16::State::<crc16::XMODEM>::calculate(u64::MAX.to_string().as_bytes()) % SLOTS
+        );
+    }
+
+    #[test]
+    fn a_users_keys_share_the_tag() {
+        assert_eq!(feed(42, 7), "f:{42}:7");
+        assert_eq!(offset(42, 7), "o:{42}:7");
+        assert_eq!(meta(7), "{ff}:meta:7");
+        assert_eq!(version_pattern(7), "[fo]:{*}:7");
+    }
+}

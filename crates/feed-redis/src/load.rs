@@ -1,0 +1,242 @@
+//! The loader's side: writes a data version into the cluster, publishes it,
+//! rolls back, and deletes versions no longer kept. Blocking: it runs in the
+//! `feed-server redis-load` command, not in a frontend.
+//!
+//! A version becomes visible only when its description is written and the
+//! pointer moves to it ([`Loader::publish`]), after every feed is in place;
+//! frontends poll the pointer. Two versions are kept, the current and the
+//! previous one, each with its users' progress; publishing a third deletes
+//! the oldest.
+
+use std::time::Duration;
+
+use redis::cluster::{ClusterClient, ClusterConnection, cluster_pipe};
+use redis::{Commands, Script};
+
+use crate::cluster::VersionInfo;
+use crate::error::RedisStoreError;
+use crate::keys;
+
+/// Moves the pointer to `ARGV[1]`: the current version becomes the
+/// previous one. Returns `{old current, old previous}` ('' for none).
+const PUBLISH: &str = r"
+local current = redis.call('GET', KEYS[1])
+local previous = redis.call('GET', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1])
+if current then redis.call('SET', KEYS[2], current) else redis.call('DEL', KEYS[2]) end
+return {current or '', previous or ''}
+";
+
+/// Swaps the current and the previous version. Returns `{from, to}`, or nil
+/// when there is no previous version.
+const ROLLBACK: &str = r"
+local current = redis.call('GET', KEYS[1])
+local previous = redis.call('GET', KEYS[2])
+if not current or not previous then return false end
+redis.call('SET', KEYS[1], previous)
+redis.call('SET', KEYS[2], current)
+return {current, previous}
+";
+
+/// What [`Loader::publish`] changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The version now current.
+    pub version: u64,
+    /// The version now previous (kept for rollback).
+    pub previous: Option<u64>,
+    /// The version no longer kept, to delete.
+    pub dropped: Option<u64>,
+}
+
+/// A blocking connection to the cluster for loading.
+pub struct Loader {
+    connection: ClusterConnection,
+}
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loader").finish_non_exhaustive()
+    }
+}
+
+fn version_of(raw: &str) -> Result<Option<u64>, RedisStoreError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    raw.parse()
+        .map(Some)
+        .map_err(|_| RedisStoreError::Corrupt(format!("version pointer {raw:?}")))
+}
+
+impl Loader {
+    /// Connects to the cluster through the seed `nodes`.
+    ///
+    /// # Errors
+    /// The client's error when no node answers in `timeout`.
+    pub fn connect(nodes: &[String], timeout: Duration) -> Result<Self, RedisStoreError> {
+        let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .build()?;
+        Ok(Self {
+            connection: client.get_connection()?,
+        })
+    }
+
+    /// Numbers a new version (nothing refers to it yet).
+    ///
+    /// # Errors
+    /// The cluster's error.
+    pub fn new_version(&mut self) -> Result<u64, RedisStoreError> {
+        Ok(self.connection.incr(keys::NEXT, 1)?)
+    }
+
+    /// Writes `feeds` as `version`'s, `batch` users per pipeline (one
+    /// pipeline is split by node and sent to each at once), calling
+    /// `progress` with the users written so far after each batch.
+    ///
+    /// # Errors
+    /// The cluster's error; what was written stays unreferenced until a
+    /// later load of the same version number, which never comes: delete it
+    /// with [`Loader::delete_version`].
+    pub fn write_feeds<'a>(
+        &mut self,
+        version: u64,
+        feeds: impl IntoIterator<Item = (u64, &'a [u32])>,
+        batch: usize,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, RedisStoreError> {
+        let mut pipe = cluster_pipe();
+        let mut in_batch = 0;
+        let mut written = 0u64;
+        for (user, items) in feeds {
+            pipe.set(keys::feed(user, version), crate::encode_items(items))
+                .ignore();
+            in_batch += 1;
+            if in_batch == batch.max(1) {
+                pipe.exec(&mut self.connection)?;
+                pipe.clear();
+                written += in_batch as u64;
+                in_batch = 0;
+                progress(written);
+            }
+        }
+        if in_batch > 0 {
+            pipe.exec(&mut self.connection)?;
+            written += in_batch as u64;
+            progress(written);
+        }
+        Ok(written)
+    }
+
+    /// Writes `info`'s description and moves the pointer to its version.
+    ///
+    /// # Errors
+    /// The cluster's error, or [`RedisStoreError::Corrupt`] when the
+    /// pointers are malformed.
+    pub fn publish(&mut self, info: &VersionInfo) -> Result<Published, RedisStoreError> {
+        let _: () = self
+            .connection
+            .hset_multiple(keys::meta(info.version), &info.to_fields())?;
+        let (current, previous): (String, String) = Script::new(PUBLISH)
+            .key(keys::CURRENT)
+            .key(keys::PREVIOUS)
+            .arg(info.version)
+            .invoke(&mut self.connection)?;
+        let current = version_of(&current)?;
+        Ok(Published {
+            version: info.version,
+            previous: current,
+            dropped: version_of(&previous)?.filter(|&v| Some(v) != current && v != info.version),
+        })
+    }
+
+    /// The version being served and the one kept before it.
+    ///
+    /// # Errors
+    /// The cluster's error.
+    pub fn versions(&mut self) -> Result<(Option<u64>, Option<u64>), RedisStoreError> {
+        Ok((
+            self.connection.get(keys::CURRENT)?,
+            self.connection.get(keys::PREVIOUS)?,
+        ))
+    }
+
+    /// Serves the previous version again (and keeps the current one as the
+    /// previous). Returns `(from, to)`, or `None` when there is no previous
+    /// version.
+    ///
+    /// # Errors
+    /// The cluster's error.
+    pub fn rollback(&mut self) -> Result<Option<(u64, u64)>, RedisStoreError> {
+        let swapped: Option<(u64, u64)> = Script::new(ROLLBACK)
+            .key(keys::CURRENT)
+            .key(keys::PREVIOUS)
+            .invoke(&mut self.connection)?;
+        Ok(swapped)
+    }
+
+    /// Deletes every key of `version` (feeds, offsets, description) from
+    /// every master, `SCAN`ning each. Returns the keys deleted.
+    ///
+    /// # Errors
+    /// The cluster's error.
+    pub fn delete_version(&mut self, version: u64) -> Result<u64, RedisStoreError> {
+        let mut deleted = 0;
+        let pattern = keys::version_pattern(version);
+        for master in self.masters()? {
+            let client = redis::Client::open(format!("redis://{master}"))?;
+            let mut node = client.get_connection()?;
+            let mut cursor = 0u64;
+            loop {
+                let (next, found): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(&mut node)?;
+                if !found.is_empty() {
+                    // Keys of different slots: one UNLINK each, pipelined.
+                    let mut pipe = redis::pipe();
+                    for key in &found {
+                        pipe.unlink(key).ignore();
+                    }
+                    pipe.exec(&mut node)?;
+                    deleted += found.len() as u64;
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        let removed: u64 = self.connection.del(keys::meta(version))?;
+        Ok(deleted + removed)
+    }
+
+    /// The masters' addresses, from `CLUSTER NODES`.
+    fn masters(&mut self) -> Result<Vec<String>, RedisStoreError> {
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query(&mut self.connection)?;
+        Ok(nodes
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split(' ');
+                let address = fields.nth(1)?;
+                let flags = fields.next()?;
+                let master = flags.split(',').any(|f| f == "master")
+                    && !flags.split(',').any(|f| f == "fail" || f == "noaddr");
+                master.then(|| {
+                    address
+                        .split(['@', ','])
+                        .next()
+                        .unwrap_or(address)
+                        .to_owned()
+                })
+            })
+            .collect())
+    }
+}

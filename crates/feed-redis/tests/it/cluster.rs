@@ -1,0 +1,245 @@
+//! A throwaway Redis Cluster on loopback for tests: `masters` masters with
+//! `replicas` replicas each, every node a child `redis-server` in a scratch
+//! directory, stopped when dropped.
+//!
+//! Without `redis-server`/`redis-cli` on the PATH, [`TestCluster::start`]
+//! returns `None` and says why, unless `FEED_REQUIRE_REDIS=1` (set by CI),
+//! where it panics instead: there the tests must run.
+//!
+//! Shared by the feed-redis and feed-server tests (included by path).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One node.
+pub struct Node {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+/// The cluster; see the module documentation.
+pub struct TestCluster {
+    pub nodes: Vec<Node>,
+    dir: PathBuf,
+}
+
+fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A port that is free, with its cluster bus port (+10000) free too.
+fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn cli(port: u16, args: &[&str]) -> Option<String> {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl TestCluster {
+    /// Starts the cluster and waits until every slot is served; `None` when
+    /// Redis is not installed (see the module documentation).
+    pub fn start(masters: usize, replicas: usize) -> Option<Self> {
+        if !have("redis-server") || !have("redis-cli") {
+            assert!(
+                std::env::var("FEED_REQUIRE_REDIS").as_deref() != Ok("1"),
+                "FEED_REQUIRE_REDIS=1 but redis-server or redis-cli is not installed"
+            );
+            eprintln!(
+                "SKIPPED: redis-server and redis-cli are not installed \
+                 (apt-get install redis-server redis-tools)"
+            );
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "feed-test-cluster-{}-{}",
+            std::process::id(),
+            fastrand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            dir,
+        };
+        for _ in 0..masters * (1 + replicas) {
+            let port = free_port();
+            let child = cluster.spawn(port);
+            cluster.nodes.push(Node {
+                port,
+                child: Some(child),
+            });
+        }
+        for node in &cluster.nodes {
+            wait(Duration::from_secs(10), || {
+                cli(node.port, &["PING"]).is_some_and(|o| o.contains("PONG"))
+            })
+            .expect("a node answers PING");
+        }
+        let addresses: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli runs");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        cluster.wait_ok(Duration::from_secs(20));
+        Some(cluster)
+    }
+
+    fn spawn(&self, port: u16) -> Child {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--protected-mode", "no"])
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+            .args(["--cluster-node-timeout", "1000"])
+            .args(["--save", "", "--appendonly", "no"])
+            // Replicas sync at once instead of after the default 5 s.
+            .args(["--repl-diskless-sync-delay", "0"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts")
+    }
+
+    /// Waits until every live node reports `cluster_state:ok` and every
+    /// replica is in sync with its master (a replica that never synced
+    /// cannot take over).
+    pub fn wait_ok(&self, limit: Duration) {
+        wait(limit, || {
+            self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
+                cli(n.port, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok"))
+                    && cli(n.port, &["INFO", "replication"]).is_some_and(|i| {
+                        i.contains("role:master") || i.contains("master_link_status:up")
+                    })
+            })
+        })
+        .expect("the cluster reaches cluster_state:ok with every replica in sync");
+    }
+
+    /// `redis://127.0.0.1:PORT` of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// The port of the master serving hash slot `slot`.
+    pub fn master_of(&self, slot: u16) -> u16 {
+        let live = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .expect("a live node");
+        let nodes = cli(live.port, &["CLUSTER", "NODES"]).expect("CLUSTER NODES");
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let port: u16 = fields[1]
+                .split(['@', ','])
+                .next()
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+                .expect("a node address");
+            for range in &fields[8..] {
+                let (start, end) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(start), Ok(end)) = (start.parse::<u16>(), end.parse::<u16>()) {
+                    if (start..=end).contains(&slot) {
+                        return port;
+                    }
+                }
+            }
+        }
+        panic!("no master serves slot {slot}");
+    }
+
+    /// Kills the node on `port` (SIGKILL), as a crash would.
+    pub fn kill(&mut self, port: u16) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of ours");
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills every node.
+    pub fn kill_all(&mut self) {
+        let ports: Vec<u16> = self.nodes.iter().map(|n| n.port).collect();
+        for port in ports {
+            self.kill(port);
+        }
+    }
+
+    /// Runs `redis-cli` against the node on `port`.
+    pub fn cli(&self, port: u16, args: &[&str]) -> Option<String> {
+        cli(port, args)
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.kill_all();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `done` every 50 ms until it holds or `limit` passes.
+pub fn wait(limit: Duration, mut done: impl FnMut() -> bool) -> Result<Duration, Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if done() {
+            return Ok(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(started.elapsed())
+}
+
+fn fastrand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(Instant::now().elapsed().as_nanos());
+    hasher.finish()
+}

@@ -1,0 +1,254 @@
+//! The adapter against a real Redis Cluster that the test starts (see
+//! `cluster.rs`; skipped with a message when Redis is not installed, except
+//! in CI).
+
+mod cluster;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cluster::TestCluster;
+use feed_domain::{FeedStorage, ItemId, StorageError, UserId};
+use feed_redis::{
+    Breaker, BreakerSettings, Cluster, ClusterSettings, Loader, RedisFeedStorage, VersionInfo, keys,
+};
+
+const TIMEOUT: Duration = Duration::from_millis(300);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+fn settings(cluster: &TestCluster) -> ClusterSettings {
+    ClusterSettings {
+        nodes: cluster.urls(),
+        timeout: TIMEOUT,
+        pool_size: 2,
+    }
+}
+
+fn breaker() -> Arc<Breaker> {
+    Arc::new(Breaker::new(BreakerSettings {
+        failures: 3,
+        open_for: Duration::from_millis(200),
+    }))
+}
+
+/// Loads `feeds` as a new version and publishes it.
+fn publish(loader: &mut Loader, feeds: &[(u64, Vec<u32>)], fallback: &[u32]) -> u64 {
+    let version = loader.new_version().unwrap();
+    let written = loader
+        .write_feeds(version, feeds.iter().map(|(u, f)| (*u, &f[..])), 2, |_| {})
+        .unwrap();
+    assert_eq!(written, feeds.len() as u64);
+    loader
+        .publish(&VersionInfo {
+            version,
+            users: feeds.len() as u64,
+            items: feeds.iter().map(|f| f.1.len() as u64).sum(),
+            fallback: fallback.to_vec(),
+            created_unix_ms: 1,
+            source: "test".into(),
+        })
+        .unwrap();
+    version
+}
+
+async fn take(storage: &RedisFeedStorage, user: u64, max: usize) -> Result<Vec<u32>, StorageError> {
+    let mut out = Vec::new();
+    let taken = storage.take_next(UserId::new(user), max, &mut out).await?;
+    assert_eq!(taken.count, out.len());
+    Ok(out.into_iter().map(ItemId::get).collect())
+}
+
+#[test]
+fn feeds_are_handed_out_in_order_once_across_frontends_and_versions() {
+    let Some(cluster) = TestCluster::start(3, 0) else {
+        return;
+    };
+    let sparse = 9_007_199_254_740_993u64;
+    let feeds = vec![
+        (1, (100..110).collect::<Vec<u32>>()),
+        (2, vec![7]),
+        (sparse, (1..=300).collect()),
+        (4, Vec::new()),
+    ];
+    let mut loader = Loader::connect(&cluster.urls(), TIMEOUT * 10).unwrap();
+    let first = publish(&mut loader, &feeds, &[1, 2, 3]);
+    runtime().block_on(async {
+        let connect = Cluster::connect(&settings(&cluster)).await.unwrap();
+        let frontend = Arc::new(connect);
+        assert_eq!(frontend.current_version().await.unwrap(), Some(first));
+        let info = frontend.version_info(first).await.unwrap();
+        assert_eq!(
+            (info.users, info.items, &info.fallback[..]),
+            (4, 311, &[1, 2, 3][..])
+        );
+
+        let storage = RedisFeedStorage::new(Arc::clone(&frontend), breaker(), first);
+        storage.prepare().await.unwrap();
+        assert_eq!(take(&storage, 1, 4).await.unwrap(), [100, 101, 102, 103]);
+        assert_eq!(take(&storage, 1, 0).await.unwrap(), Vec::<u32>::new());
+        let mut out = Vec::new();
+        let taken = storage
+            .take_next(UserId::new(1), 5, &mut out)
+            .await
+            .unwrap();
+        assert_eq!((taken.count, taken.remaining), (5, 1));
+        assert_eq!(take(&storage, 1, 5).await.unwrap(), [109]);
+        assert_eq!(take(&storage, 1, 5).await.unwrap(), Vec::<u32>::new());
+        assert_eq!(take(&storage, 2, 10).await.unwrap(), [7]);
+        assert!(matches!(
+            take(&storage, 3, 10).await,
+            Err(StorageError::UnknownUser(_))
+        ));
+
+        // Two frontends (separate connections), 40 concurrent requests for
+        // one user: every item once, none twice.
+        let other = Arc::new(Cluster::connect(&settings(&cluster)).await.unwrap());
+        let stores = [
+            storage.clone(),
+            RedisFeedStorage::new(other, breaker(), first),
+        ];
+        let calls = (0..40).map(|i| {
+            let store = stores[i % 2].clone();
+            async move { take(&store, sparse, 1 + i % 9).await.unwrap() }
+        });
+        let mut handed = Vec::new();
+        for items in join_all(calls).await {
+            handed.extend(items);
+        }
+        let distinct: HashSet<_> = handed.iter().copied().collect();
+        assert_eq!(distinct.len(), handed.len(), "an item was handed out twice");
+        assert_eq!(
+            handed.len(),
+            (0..40).map(|i| 1 + i % 9).sum::<usize>().min(300)
+        );
+    });
+
+    // A second version starts everyone from 0; the first keeps its progress
+    // for a rollback; a third deletes the first.
+    let second = publish(&mut loader, &feeds, &[9]);
+    runtime().block_on(async {
+        let frontend = Arc::new(Cluster::connect(&settings(&cluster)).await.unwrap());
+        assert_eq!(frontend.current_version().await.unwrap(), Some(second));
+        let storage = RedisFeedStorage::new(Arc::clone(&frontend), breaker(), second);
+        assert_eq!(take(&storage, 2, 10).await.unwrap(), [7]);
+    });
+    assert_eq!(loader.rollback().unwrap(), Some((second, first)));
+    assert_eq!(loader.versions().unwrap(), (Some(first), Some(second)));
+    runtime().block_on(async {
+        let frontend = Arc::new(Cluster::connect(&settings(&cluster)).await.unwrap());
+        let storage = RedisFeedStorage::new(frontend, breaker(), first);
+        assert_eq!(
+            take(&storage, 1, 5).await.unwrap(),
+            Vec::<u32>::new(),
+            "progress kept"
+        );
+    });
+    assert_eq!(loader.rollback().unwrap(), Some((first, second)));
+    let third = publish(&mut loader, &feeds, &[9]);
+    let published = loader.versions().unwrap();
+    assert_eq!(published, (Some(third), Some(second)));
+    // user 1 and the sparse user have offsets in `first`: 4 feeds + 3 offsets + its description.
+    assert_eq!(loader.delete_version(first).unwrap(), 8);
+    assert_eq!(loader.delete_version(first).unwrap(), 0);
+}
+
+#[test]
+fn a_dead_master_fails_fast_then_its_replica_serves_with_progress_intact() {
+    let Some(mut cluster) = TestCluster::start(3, 1) else {
+        return;
+    };
+    let users: Vec<(u64, Vec<u32>)> = (0..200).map(|u| (u, (1..=50).collect())).collect();
+    let mut loader = Loader::connect(&cluster.urls(), TIMEOUT * 10).unwrap();
+    let version = publish(&mut loader, &users, &[1]);
+    let victim = 17u64;
+    let dead_master = cluster.master_of(keys::slot(victim));
+    runtime().block_on(async {
+        let frontend = Arc::new(Cluster::connect(&settings(&cluster)).await.unwrap());
+        let storage = RedisFeedStorage::new(frontend, breaker(), version);
+        storage.prepare().await.unwrap();
+        assert_eq!(take(&storage, victim, 3).await.unwrap(), [1, 2, 3]);
+        // Replication is asynchronous: let the replica have the offset.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        cluster.kill(dead_master);
+        let killed = Instant::now();
+        let mut slowest = Duration::ZERO;
+        let mut failures = 0;
+        let mut recovered = None;
+        while killed.elapsed() < Duration::from_secs(30) {
+            let started = Instant::now();
+            let answer = take(&storage, victim, 1).await;
+            slowest = slowest.max(started.elapsed());
+            match answer {
+                Ok(items) => {
+                    recovered = Some((killed.elapsed(), items));
+                    break;
+                }
+                Err(StorageError::Backend(_)) => failures += 1,
+                Err(other) => panic!("unexpected {other}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (after, items) = recovered.expect("the replica took over within 30 s");
+        eprintln!("degraded for {after:?}, {failures} failed calls, slowest {slowest:?}");
+        assert!(failures > 0, "the kill was noticed");
+        assert!(
+            slowest <= TIMEOUT + Duration::from_millis(100),
+            "a call waited {slowest:?}, beyond the {TIMEOUT:?} limit"
+        );
+        assert_eq!(items, [4], "progress continued where it stopped");
+        assert!(storage.breaker().times_opened() >= 1);
+
+        // The whole cluster down: every call fails within the limit, and
+        // once the breaker opens, at once.
+        cluster.kill_all();
+        let mut last = Duration::ZERO;
+        for _ in 0..20 {
+            let started = Instant::now();
+            assert!(take(&storage, victim, 1).await.is_err());
+            last = started.elapsed();
+            assert!(
+                last <= TIMEOUT + Duration::from_millis(100),
+                "waited {last:?}"
+            );
+        }
+        assert!(
+            last < Duration::from_millis(5),
+            "the open breaker answered in {last:?}"
+        );
+    });
+}
+
+/// Runs `futures` concurrently on this task.
+async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for future in futures {
+        set.push(Box::pin(future));
+    }
+    let mut outputs: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in set.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(Option::unwrap).collect()
+}

@@ -181,10 +181,10 @@ impl TestCluster {
                 .expect("a node address");
             for range in &fields[8..] {
                 let (start, end) = range.split_once('-').unwrap_or((range, range));
-                if let (Ok(start), Ok(end)) = (start.parse::<u16>(), end.parse::<u16>()) {
-                    if (start..=end).contains(&slot) {
-                        return port;
-                    }
+                if let (Ok(start), Ok(end)) = (start.parse::<u16>(), end.parse::<u16>())
+                    && (start..=end).contains(&slot)
+                {
+                    return port;
                 }
             }
         }

@@ -159,6 +159,25 @@ pub struct DataInfo {
     pub snapshot: Option<SnapshotInfo>,
 }
 
+/// The health of a remote feed storage (none for the in-process one): its
+/// circuit breaker, which fails calls at once for the slots of a node that
+/// is down.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StorageHealth {
+    /// What the storage is, e.g. `"redis"`.
+    pub kind: &'static str,
+    /// `"closed"`, `"partial"` (some slot groups open) or `"open"`.
+    pub breaker: &'static str,
+    /// Slot groups whose breaker is open.
+    pub open_groups: u64,
+    /// Slot groups in all.
+    pub groups: u64,
+    /// Times a group's breaker has opened, since start.
+    pub opened_total: u64,
+    /// The data version being served.
+    pub version: u64,
+}
+
 /// Which snapshot is being served.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SnapshotInfo {
@@ -277,6 +296,7 @@ pub struct Counters {
     enabled: bool,
     shards: Box<[Shard]>,
     data: Mutex<Option<DataInfo>>,
+    storage: Mutex<Option<StorageHealth>>,
     changes: [AtomicU64; DataChange::ALL.len()],
     progress: ProgressSyncs,
 }
@@ -352,6 +372,7 @@ impl Counters {
             enabled,
             shards: (0..shards).map(|_| Shard::default()).collect(),
             data: Mutex::new(None),
+            storage: Mutex::new(None),
             changes: std::array::from_fn(|_| AtomicU64::new(0)),
             progress: ProgressSyncs::default(),
         }
@@ -443,6 +464,18 @@ impl Counters {
     /// The facts about the data being served, once set.
     pub fn data(&self) -> Option<DataInfo> {
         self.data.lock().ok().and_then(|data| data.clone())
+    }
+
+    /// Replaces the remote storage's health (a few times a second).
+    pub fn set_storage_health(&self, health: StorageHealth) {
+        if let Ok(mut storage) = self.storage.lock() {
+            *storage = Some(health);
+        }
+    }
+
+    /// The remote storage's health; `None` for the in-process storage.
+    pub fn storage_health(&self) -> Option<StorageHealth> {
+        self.storage.lock().ok().and_then(|storage| storage.clone())
     }
 
     /// Counts a sync of a progress file of `bytes` bytes that took `took`.

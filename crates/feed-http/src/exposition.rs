@@ -259,6 +259,41 @@ impl Collector for Exposition {
                 gauge(&mut encoder, name, help, value)?;
             }
         }
+        if let Some(storage) = self.counters().storage_health() {
+            encoder
+                .encode_descriptor(
+                    "storage_breaker",
+                    "The remote storage's circuit breaker: closed, partial or open",
+                    None,
+                    MetricType::Info,
+                )?
+                .encode_info(&[("kind", storage.kind), ("state", storage.breaker)])?;
+            for (name, help, value) in [
+                (
+                    "storage_breaker_open_groups",
+                    "Slot groups whose circuit breaker is open (their users get fallback items)",
+                    storage.open_groups as f64,
+                ),
+                (
+                    "storage_breaker_groups",
+                    "Slot groups with a circuit breaker of their own",
+                    storage.groups as f64,
+                ),
+                (
+                    "storage_data_version",
+                    "The data version being served from the remote storage",
+                    storage.version as f64,
+                ),
+            ] {
+                gauge(&mut encoder, name, help, value)?;
+            }
+            counter(
+                &mut encoder,
+                "storage_breaker_opened",
+                "Times a slot group's circuit breaker opened",
+                storage.opened_total,
+            )?;
+        }
         encoder
             .encode_descriptor("build", "Build information", None, MetricType::Info)?
             .encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;

@@ -39,7 +39,7 @@ mod stats;
 pub use admin::{Admin, DataControl, DataControlError, OPENAPI, admin_app};
 pub use counters::{
     Counters, DataChange, DataInfo, FeedErrorKind, LATENCY_BOUNDS, Refusal, SYNC_BOUNDS,
-    SnapshotInfo, SyncTotals, Totals,
+    SnapshotInfo, StorageHealth, SyncTotals, Totals,
 };
 pub use encode::{encode_items, encoded_len_hint, write_items};
 pub use error::ApiError;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::counters::{DataInfo, Refusal, Totals, unix_ms};
+use crate::counters::{DataInfo, FeedErrorKind, Refusal, StorageHealth, Totals, unix_ms};
 use crate::gate::RequestGate;
 
 /// Latency percentiles, in milliseconds.
@@ -48,6 +48,12 @@ pub struct Snapshot {
     pub rate_limited_per_s: f64,
     /// Share of feed answers that needed random items (0 to 1).
     pub random_fill_share: f64,
+    /// Share of feed answers degraded by a storage failure (a timeout, a
+    /// node down, an open circuit breaker), served from the fallback list
+    /// (0 to 1).
+    pub degraded_share: f64,
+    /// The remote storage's health; `None` for the in-process storage.
+    pub storage: Option<StorageHealth>,
     /// Users who were served their last personal item, since start.
     pub exhausted_users: u64,
     /// Items served per second.
@@ -95,6 +101,7 @@ impl Sampler {
             memory_bytes: resident_bytes(),
             in_flight: self.gate.in_flight(&totals),
             data: self.gate.counters().data(),
+            storage: self.gate.counters().storage_health(),
             progress_sync_age_ms: match self.gate.counters().progress_syncs().last_unix_ms {
                 0 => None,
                 last => Some(now_ms.saturating_sub(last)),
@@ -117,6 +124,9 @@ impl Sampler {
             if answers > 0 {
                 let fills = totals.random_fills.saturating_sub(before.random_fills);
                 snapshot.random_fill_share = fills as f64 / answers as f64;
+                let storage = |t: &Totals| t.feed_errors_of(FeedErrorKind::Storage);
+                let failed = storage(&totals).saturating_sub(storage(before));
+                snapshot.degraded_share = failed as f64 / answers as f64;
             }
             let mut window = totals.latency;
             for (bucket, old) in window.iter_mut().zip(before.latency) {

@@ -11,6 +11,9 @@ use redis::cluster_async::ClusterConnection;
 use crate::error::RedisStoreError;
 use crate::keys;
 
+/// The time limit for reading a version's description.
+pub const DESCRIPTION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How to reach the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
@@ -43,6 +46,8 @@ pub struct VersionInfo {
 /// Connections to the cluster, used round-robin.
 pub struct Cluster {
     pool: Box<[ClusterConnection]>,
+    /// For the rare, possibly large, reads of version descriptions.
+    meta: ClusterConnection,
     next: AtomicUsize,
     timeout: Duration,
 }
@@ -77,8 +82,16 @@ impl Cluster {
                     .map_err(|_| RedisStoreError::Timeout(settings.timeout * 4))??;
             pool.push(connection);
         }
+        let meta = ClusterClient::builder(settings.nodes.iter().map(String::as_str))
+            .connection_timeout(settings.timeout)
+            .response_timeout(DESCRIPTION_TIMEOUT)
+            .build()?;
+        let meta = tokio::time::timeout(settings.timeout * 4, meta.get_async_connection())
+            .await
+            .map_err(|_| RedisStoreError::Timeout(settings.timeout * 4))??;
         Ok(Self {
             pool: pool.into(),
+            meta,
             next: AtomicUsize::new(0),
             timeout: settings.timeout,
         })
@@ -107,16 +120,21 @@ impl Cluster {
         Ok(current)
     }
 
-    /// The description of `version`.
+    /// The description of `version`. Its fallback list can be large (4
+    /// bytes an item), so it has [`DESCRIPTION_TIMEOUT`] or the call limit,
+    /// whichever is longer: a frontend reads it once per version.
     ///
     /// # Errors
     /// As [`Self::current_version`]; [`RedisStoreError::Corrupt`] when the
     /// version has no description.
     pub async fn version_info(&self, version: u64) -> Result<VersionInfo, RedisStoreError> {
-        let mut connection = self.connection();
-        let fields: std::collections::HashMap<String, Vec<u8>> = self
-            .limited(connection.hgetall(keys::meta(version)))
-            .await?;
+        let mut connection = self.meta.clone();
+        let limit = self.timeout.max(DESCRIPTION_TIMEOUT);
+        let fields: std::collections::HashMap<String, Vec<u8>> =
+            match tokio::time::timeout(limit, connection.hgetall(keys::meta(version))).await {
+                Ok(answer) => answer?,
+                Err(_) => return Err(RedisStoreError::Timeout(limit)),
+            };
         VersionInfo::from_fields(version, &fields)
     }
 

@@ -13,6 +13,7 @@ pub mod data;
 pub mod import;
 pub mod logging;
 pub mod recorder;
+pub mod redis;
 pub mod settings;
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpServer, web};
-use feed_domain::SizeLimits;
+use feed_domain::{ErrorRecorder, FeedService, FeedStorage, RandomFeed, SizeLimits};
 use feed_http::{
     Admin, Counters, DataControl, Exposition, FeedErrorKind, FeedSlot, Lifecycle, Refusal,
     RequestGate, Sampler,
@@ -156,60 +157,25 @@ pub fn run(
     let addr: SocketAddr = listeners.public.local_addr()?;
     let admin_addr: SocketAddr = listeners.admin.local_addr()?;
     let workers = settings.workers();
-    let lifecycle = web::Data::new(Lifecycle::loading());
+    let parts = Parts::new(settings, logger);
     let slot = web::Data::new(FeedSlot::<MemoryFeedService>::empty());
-    let counters = Arc::new(Counters::new(settings.admin.metrics));
-    let recorder = Arc::new(LoggingRecorder::new(
-        logger.new(o!("component" => "feed")),
-        Arc::clone(&counters),
-    ));
     let manager = Arc::new(DataManager::new(
         slot.clone(),
-        Arc::clone(&counters),
-        Arc::clone(&recorder),
+        Arc::clone(&parts.counters),
+        Arc::clone(&parts.recorder),
         limits,
         settings.snapshot_path(),
         settings.progress_place(),
         logger.new(o!("component" => "data")),
     ));
-    let gate = RequestGate::builder(settings.request_limits(), lifecycle.clone())
-        .rate_limiter(settings.rate_limiter())
-        .counters(Arc::clone(&counters))
-        .logger(
-            logger.new(o!("component" => "http")),
-            settings.log.access_sample,
-        )
-        .build();
-    let (snapshots, snapshot) = watch::channel(feed_http::Snapshot::default());
-    let admin = web::Data::new(
-        Admin::new(
-            Exposition::registry(gate.clone()),
-            snapshot,
-            lifecycle.clone(),
-        )
-        .with_data_control(Arc::clone(&manager) as Arc<dyn DataControl>),
-    );
-    let limits = &settings.limits;
-    info!(logger, "listening, loading feeds"; "listen" => %addr, "admin" => %admin_addr, "workers" => workers);
-
-    let app_slot = slot.clone();
-    let app_gate = gate.clone();
-    let public = HttpServer::new(move || feed_http::app(app_slot.clone(), app_gate.clone()))
-        .workers(workers)
-        .max_connections(limits.max_connections.div_ceil(workers).max(1))
-        .client_request_timeout(Duration::from_millis(limits.client_request_timeout_ms))
-        .keep_alive(Duration::from_millis(limits.keep_alive_ms))
-        .shutdown_timeout(settings.server.shutdown_timeout_ms.div_ceil(1000))
-        .disable_signals();
-    let admin_server = HttpServer::new(move || feed_http::admin_app(admin.clone()))
-        .workers(1)
-        .shutdown_timeout(1)
-        .disable_signals();
 
     let (load_failed, load_failure) = oneshot::channel::<LoadError>();
     let loader = {
-        let (logger, lifecycle, manager) =
-            (logger.clone(), lifecycle.clone(), Arc::clone(&manager));
+        let (logger, lifecycle, manager) = (
+            logger.clone(),
+            parts.lifecycle.clone(),
+            Arc::clone(&manager),
+        );
         std::thread::Builder::new()
             .name("load".into())
             .spawn(move || {
@@ -274,6 +240,193 @@ pub fn run(
     });
     let syncer = syncer.transpose()?;
 
+    let control = Arc::clone(&manager) as Arc<dyn DataControl>;
+    let watch = settings
+        .data
+        .watch
+        .then(|| Duration::from_millis(settings.data.watch_interval_ms));
+    let tasks_manager = Arc::clone(&manager);
+    let stopped = serve(
+        settings,
+        listeners,
+        logger,
+        stops,
+        &parts,
+        slot,
+        Some(control),
+        load_failure,
+        move || {
+            reload_on_hangup(Arc::clone(&tasks_manager));
+            if let Some(every) = watch {
+                watch_file(every, tasks_manager);
+            }
+        },
+    )?;
+    if !loader.is_finished() {
+        warn!(logger, "stopped before the feeds finished loading");
+    }
+    // The servers have stopped: no request moves progress any more. One
+    // last sync, so that a restart loses nothing.
+    syncing.store(false, std::sync::atomic::Ordering::Relaxed);
+    if let Some(syncer) = syncer {
+        let _ = syncer.join();
+        let started = Instant::now();
+        manager.sync(true);
+        info!(logger, "progress synced at shutdown"; "ms" => started.elapsed().as_millis());
+    }
+    parts.summary(logger, stopped);
+    Ok(stopped)
+}
+
+/// Serves feeds from the Redis Cluster of `[redis]` until a stop request,
+/// then drains and returns, like [`run`]. The frontend holds no feed: it
+/// reads the version pointer every `redis.poll_ms`, serves the version it
+/// names (ready once it has one), and answers from that version's fallback
+/// list while the cluster, or the node of a user's slots, is down.
+///
+/// # Errors
+/// As [`run`]; a cluster that cannot be reached is not an error (the
+/// frontend keeps trying, and says "loading" until it has data).
+pub fn run_redis(
+    settings: &Settings,
+    limits: SizeLimits,
+    listeners: Listeners,
+    logger: &Logger,
+    stops: Stops,
+) -> std::io::Result<Stopped> {
+    let cluster = settings
+        .redis
+        .cluster()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let parts = Parts::new(settings, logger);
+    let slot = web::Data::new(FeedSlot::<redis::RedisFeedService>::empty());
+    // Never sent: nothing is loaded here that could fail for good.
+    let (_never, load_failure) = oneshot::channel::<LoadError>();
+    let watcher = redis::Watcher {
+        cluster,
+        breaker: settings.redis.breaker(),
+        poll: Duration::from_millis(settings.redis.poll_ms),
+        limits,
+        slot: slot.clone(),
+        lifecycle: parts.lifecycle.clone(),
+        counters: Arc::clone(&parts.counters),
+        recorder: Arc::clone(&parts.recorder),
+        logger: logger.new(o!("component" => "redis")),
+    };
+    let stopped = serve(
+        settings,
+        listeners,
+        logger,
+        stops,
+        &parts,
+        slot,
+        None,
+        load_failure,
+        move || {
+            actix_web::rt::spawn(watcher.run());
+        },
+    )?;
+    parts.summary(logger, stopped);
+    Ok(stopped)
+}
+
+/// What both storage modes share: the lifecycle, the counters, the error
+/// recorder and the request gate.
+struct Parts {
+    lifecycle: web::Data<Lifecycle>,
+    counters: Arc<Counters>,
+    recorder: Arc<LoggingRecorder>,
+    gate: RequestGate,
+}
+
+impl Parts {
+    fn new(settings: &Settings, logger: &Logger) -> Self {
+        let lifecycle = web::Data::new(Lifecycle::loading());
+        let counters = Arc::new(Counters::new(settings.admin.metrics));
+        let recorder = Arc::new(LoggingRecorder::new(
+            logger.new(o!("component" => "feed")),
+            Arc::clone(&counters),
+        ));
+        let gate = RequestGate::builder(settings.request_limits(), lifecycle.clone())
+            .rate_limiter(settings.rate_limiter())
+            .counters(Arc::clone(&counters))
+            .logger(
+                logger.new(o!("component" => "http")),
+                settings.log.access_sample,
+            )
+            .build();
+        Self {
+            lifecycle,
+            counters,
+            recorder,
+            gate,
+        }
+    }
+
+    /// The last log line.
+    fn summary(&self, logger: &Logger, stopped: Stopped) {
+        let totals = self.counters.totals();
+        info!(logger, "feed-server stopped";
+            "requests" => totals.all_requests, "shed" => totals.refused(Refusal::Shed),
+            "rate_limited" => totals.refused(Refusal::RateLimited),
+            "too_large" => totals.refused(Refusal::Oversized),
+            "unknown_users" => totals.feed_errors_of(FeedErrorKind::UnknownUser),
+            "storage_errors" => totals.feed_errors_of(FeedErrorKind::Storage),
+            "forced" => stopped == Stopped::Forced);
+    }
+}
+
+/// Runs both servers over `slot` until a stop request (or a failed load),
+/// draining as [`run`] describes. `tasks` runs once inside the runtime, to
+/// spawn what the storage mode needs.
+#[allow(clippy::too_many_arguments)]
+fn serve<S, R, E>(
+    settings: &Settings,
+    listeners: Listeners,
+    logger: &Logger,
+    stops: Stops,
+    parts: &Parts,
+    slot: web::Data<FeedSlot<FeedService<S, R, E>>>,
+    data_control: Option<Arc<dyn DataControl>>,
+    load_failure: oneshot::Receiver<LoadError>,
+    tasks: impl FnOnce(),
+) -> std::io::Result<Stopped>
+where
+    S: FeedStorage,
+    R: RandomFeed,
+    E: ErrorRecorder,
+{
+    let addr: SocketAddr = listeners.public.local_addr()?;
+    let admin_addr: SocketAddr = listeners.admin.local_addr()?;
+    let workers = settings.workers();
+    let (lifecycle, gate) = (&parts.lifecycle, &parts.gate);
+    let (snapshots, snapshot) = watch::channel(feed_http::Snapshot::default());
+    let mut admin = Admin::new(
+        Exposition::registry(gate.clone()),
+        snapshot,
+        lifecycle.clone(),
+    );
+    if let Some(control) = data_control {
+        admin = admin.with_data_control(control);
+    }
+    let admin = web::Data::new(admin);
+    let limits = &settings.limits;
+    info!(logger, "listening, loading feeds"; "listen" => %addr, "admin" => %admin_addr, "workers" => workers);
+
+    let app_slot = slot.clone();
+    let app_gate = gate.clone();
+    let public = HttpServer::new(move || feed_http::app(app_slot.clone(), app_gate.clone()))
+        .workers(workers)
+        .max_connections(limits.max_connections.div_ceil(workers).max(1))
+        .client_request_timeout(Duration::from_millis(limits.client_request_timeout_ms))
+        .keep_alive(Duration::from_millis(limits.keep_alive_ms))
+        .shutdown_timeout(settings.server.shutdown_timeout_ms.div_ceil(1000))
+        .disable_signals();
+    let admin_server = HttpServer::new(move || feed_http::admin_app(admin.clone()))
+        .workers(1)
+        .shutdown_timeout(1)
+        .disable_signals();
+
     let delay = Duration::from_millis(settings.server.shutdown_delay_ms);
     let ending = actix_web::rt::System::new().block_on(async {
         let public = public.listen(listeners.public)?.run();
@@ -288,13 +441,7 @@ pub fn run(
                 snapshots.send_replace(sampler.sample());
             }
         });
-        reload_on_hangup(Arc::clone(&manager));
-        if settings.data.watch {
-            watch_file(
-                Duration::from_millis(settings.data.watch_interval_ms),
-                Arc::clone(&manager),
-            );
-        }
+        tasks();
         if gate.rate_limiter().is_some() {
             let gate = gate.clone();
             actix_web::rt::spawn(async move {
@@ -309,7 +456,7 @@ pub fn run(
             stop_requests(stops),
             load_failure,
             handles,
-            &lifecycle,
+            lifecycle,
             delay,
             logger,
         );
@@ -320,32 +467,7 @@ pub fn run(
             ending = control => Ok(ending),
         }
     })?;
-    let stopped = match ending {
-        Ok(stopped) => stopped,
-        Err(e) => return Err(std::io::Error::other(e)),
-    };
-    if !loader.is_finished() {
-        warn!(logger, "stopped before the feeds finished loading");
-    }
-    // The servers have stopped: no request moves progress any more. One
-    // last sync, so that a restart loses nothing.
-    syncing.store(false, std::sync::atomic::Ordering::Relaxed);
-    if let Some(syncer) = syncer {
-        let _ = syncer.join();
-        let started = Instant::now();
-        manager.sync(true);
-        info!(logger, "progress synced at shutdown"; "ms" => started.elapsed().as_millis());
-    }
-
-    let totals = counters.totals();
-    info!(logger, "feed-server stopped";
-        "requests" => totals.all_requests, "shed" => totals.refused(Refusal::Shed),
-        "rate_limited" => totals.refused(Refusal::RateLimited),
-        "too_large" => totals.refused(Refusal::Oversized),
-        "unknown_users" => totals.feed_errors_of(FeedErrorKind::UnknownUser),
-        "storage_errors" => totals.feed_errors_of(FeedErrorKind::Storage),
-        "forced" => stopped == Stopped::Forced);
-    Ok(stopped)
+    ending.map_err(std::io::Error::other)
 }
 
 /// Drives the shutdown: waits for the first stop request (or a failed

@@ -1,12 +1,15 @@
-//! `feed-server --config PATH`: serves every user's feed from memory.
+//! `feed-server --config PATH`: serves every user's feed, from memory or
+//! from a Redis Cluster (`[storage] kind`).
 //! `feed-server import ...`: turns an offline job's output into a snapshot.
+//! `feed-server redis-load ...` / `redis-rollback`: publishes a snapshot to
+//! the cluster as a new data version / serves the previous one again.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use feed_server::settings::{DataSource, Settings};
+use feed_server::settings::{DataSource, Settings, StorageKind, parse_nodes};
 use feed_server::{Stopped, Stops};
 use slog::error;
 
@@ -26,6 +29,30 @@ enum Command {
     /// Writes a snapshot file from Parquet or JSON Lines feeds (or from the
     /// configured synthetic data set), for `[data] source = "snapshot"`.
     Import(ImportArgs),
+    /// Writes a snapshot into the Redis Cluster as a new data version, then
+    /// moves the version pointer to it (frontends switch within
+    /// `redis.poll_ms`). The previous version is kept for rollback; older
+    /// ones are deleted.
+    RedisLoad(RedisLoadArgs),
+    /// Serves the previous data version again (the current one is kept, so
+    /// a second rollback rolls forward).
+    RedisRollback(RedisArgs),
+}
+
+#[derive(Debug, Args)]
+struct RedisArgs {
+    /// Seed nodes, `redis://HOST:PORT[,...]`; default: `[redis] nodes`.
+    #[arg(long)]
+    nodes: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct RedisLoadArgs {
+    /// The snapshot file (written by `feed-server import`).
+    #[arg(long)]
+    snapshot: PathBuf,
+    #[command(flatten)]
+    redis: RedisArgs,
 }
 
 #[derive(Debug, Args)]
@@ -60,10 +87,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(Command::Import(args)) = cli.command {
-        return import(&args, &spec);
+    match cli.command {
+        Some(Command::Import(args)) => return import(&args, &spec),
+        Some(Command::RedisLoad(args)) => return redis_load(&args, &settings),
+        Some(Command::RedisRollback(args)) => return redis_rollback(&args, &settings),
+        None => {}
     }
     let (logger, _flush_on_exit) = feed_server::logging::logger(&settings.log);
+    if settings.storage.kind == StorageKind::Redis {
+        let Some(listeners) = listen(&settings, &logger) else {
+            return ExitCode::FAILURE;
+        };
+        let served =
+            feed_server::run_redis(&settings, spec.limits, listeners, &logger, Stops::Signals);
+        return exit(served, &logger);
+    }
     // The data to serve and its progress are opened before anything
     // listens: a bad snapshot or an unusable progress file is a bad
     // configuration (exit 2, one line naming the file).
@@ -101,6 +139,22 @@ fn main() -> ExitCode {
         }
     };
 
+    let Some(listeners) = listen(&settings, &logger) else {
+        return ExitCode::FAILURE;
+    };
+    let served = feed_server::run(
+        &settings,
+        spec.limits,
+        listeners,
+        &logger,
+        loader,
+        Stops::Signals,
+    );
+    exit(served, &logger)
+}
+
+/// Both listening sockets, or `None` (logged) when either is unusable.
+fn listen(settings: &Settings, logger: &slog::Logger) -> Option<feed_server::Listeners> {
     let bind = |host: &str, port| {
         feed_server::bind(host, port).map_err(|e| {
             error!(logger, "cannot listen"; "host" => host, "port" => port, "error" => %e);
@@ -110,22 +164,75 @@ fn main() -> ExitCode {
         bind(&settings.server.host, settings.server.port),
         bind(&settings.admin.host, settings.admin.port),
     ) else {
-        return ExitCode::FAILURE;
+        return None;
     };
-    let listeners = feed_server::Listeners { public, admin };
-    match feed_server::run(
-        &settings,
-        spec.limits,
-        listeners,
-        &logger,
-        loader,
-        Stops::Signals,
-    ) {
+    Some(feed_server::Listeners { public, admin })
+}
+
+/// The exit code of a served run.
+fn exit(served: std::io::Result<Stopped>, logger: &slog::Logger) -> ExitCode {
+    match served {
         Ok(Stopped::Drained) => ExitCode::SUCCESS,
         // A second stop signal: requests in flight were abandoned.
         Ok(Stopped::Forced) => ExitCode::from(130),
         Err(e) => {
             error!(logger, "server failed"; "error" => %e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The seed nodes of `--nodes`, or of `[redis] nodes`; exit 2 naming the
+/// one that is wrong.
+fn nodes(args: &RedisArgs, settings: &Settings) -> Result<Vec<String>, ExitCode> {
+    let (key, nodes) = match &args.nodes {
+        Some(nodes) => ("--nodes", nodes.as_str()),
+        None => ("redis.nodes", settings.redis.nodes.as_str()),
+    };
+    parse_nodes(nodes).map_err(|reason| {
+        eprintln!("feed-server: {key}: {reason}");
+        ExitCode::from(2)
+    })
+}
+
+/// `feed-server redis-load`: exit 0 with a summary, 2 for a bad snapshot
+/// or node list, 1 when the cluster fails.
+fn redis_load(args: &RedisLoadArgs, settings: &Settings) -> ExitCode {
+    let nodes = match nodes(&args.redis, settings) {
+        Ok(nodes) => nodes,
+        Err(code) => return code,
+    };
+    let timeout = Duration::from_millis(settings.redis.timeout_ms.max(1_000));
+    match feed_server::redis::load(&args.snapshot, &nodes, timeout) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.starts_with("--snapshot") => {
+            eprintln!("feed-server redis-load: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("feed-server redis-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `feed-server redis-rollback`: exit 0 naming the version now served.
+fn redis_rollback(args: &RedisArgs, settings: &Settings) -> ExitCode {
+    let nodes = match nodes(args, settings) {
+        Ok(nodes) => nodes,
+        Err(code) => return code,
+    };
+    let timeout = Duration::from_millis(settings.redis.timeout_ms.max(1_000));
+    match feed_server::redis::rollback(&nodes, timeout) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("feed-server redis-rollback: {e}");
             ExitCode::FAILURE
         }
     }

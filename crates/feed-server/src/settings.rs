@@ -31,6 +31,105 @@ pub struct Settings {
     pub log: LogSettings,
     /// `[progress]`
     pub progress: ProgressSettings,
+    /// `[storage]`
+    pub storage: StorageSettings,
+    /// `[redis]`
+    pub redis: RedisSettings,
+}
+
+/// `[storage]`: where feeds and progress live.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// `memory` or `redis`.
+    pub kind: StorageKind,
+}
+
+/// `storage.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// In this process: `[data]` and `[progress]`.
+    Memory,
+    /// In a Redis Cluster: `[redis]`, loaded by `feed-server redis-load`.
+    Redis,
+}
+
+/// `[redis]`: the Redis Cluster, for `storage.kind = "redis"` and
+/// `feed-server redis-load`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Seed nodes, `redis://HOST:PORT`, separated by commas.
+    pub nodes: String,
+    /// The longest a call to the cluster may take.
+    pub timeout_ms: u64,
+    /// Multiplexed cluster connections calls are spread over.
+    pub pool_size: usize,
+    /// How often the version pointer is read.
+    pub poll_ms: u64,
+    /// Failed calls in a row that open a slot group's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses calls before a probe.
+    pub breaker_open_ms: u64,
+}
+
+impl RedisSettings {
+    /// The seed nodes, checked: each `redis://HOST:PORT`.
+    ///
+    /// # Errors
+    /// [`SettingsError::Invalid`] naming `redis.nodes`.
+    pub fn node_list(&self) -> Result<Vec<String>, SettingsError> {
+        parse_nodes(&self.nodes).map_err(|reason| SettingsError::Invalid {
+            key: "redis.nodes",
+            reason,
+        })
+    }
+
+    /// The cluster connection settings.
+    ///
+    /// # Errors
+    /// As [`Self::node_list`].
+    pub fn cluster(&self) -> Result<feed_redis::ClusterSettings, SettingsError> {
+        Ok(feed_redis::ClusterSettings {
+            nodes: self.node_list()?,
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+            pool_size: self.pool_size,
+        })
+    }
+
+    /// The circuit breaker's settings.
+    pub const fn breaker(&self) -> feed_redis::BreakerSettings {
+        feed_redis::BreakerSettings {
+            failures: self.breaker_failures,
+            open_for: std::time::Duration::from_millis(self.breaker_open_ms),
+        }
+    }
+}
+
+/// `redis://HOST:PORT[,...]` as a list, or why not.
+pub fn parse_nodes(nodes: &str) -> Result<Vec<String>, String> {
+    let list: Vec<String> = nodes
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if list.is_empty() {
+        return Err("must name at least one node, as redis://HOST:PORT".into());
+    }
+    for node in &list {
+        let address = node
+            .strip_prefix("redis://")
+            .ok_or_else(|| format!("`{node}` does not start with redis://"))?;
+        let (host, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{node}` has no :PORT"))?;
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("`{node}` is not redis://HOST:PORT"));
+        }
+    }
+    Ok(list)
 }
 
 /// `[progress]`: where users' progress is kept across restarts.
@@ -390,7 +489,42 @@ impl Settings {
                 "must be at least 1".into(),
             ));
         }
+        self.validate_redis()?;
         Ok(ServiceSpec { limits, data: spec })
+    }
+
+    fn validate_redis(&self) -> Result<(), SettingsError> {
+        let invalid = |key, reason: String| SettingsError::Invalid { key, reason };
+        let redis = &self.redis;
+        if self.storage.kind == StorageKind::Redis {
+            redis.node_list()?;
+            if self.data.watch {
+                return Err(invalid(
+                    "data.watch",
+                    "watches a snapshot file: with storage.kind = \"redis\" new data comes from `feed-server redis-load`".into(),
+                ));
+            }
+        }
+        for (key, value, low, high) in [
+            ("redis.timeout_ms", redis.timeout_ms, 1, 60_000),
+            ("redis.pool_size", redis.pool_size as u64, 1, 64),
+            ("redis.poll_ms", redis.poll_ms, 10, 1_000),
+            (
+                "redis.breaker_failures",
+                u64::from(redis.breaker_failures),
+                1,
+                1_000_000,
+            ),
+            ("redis.breaker_open_ms", redis.breaker_open_ms, 1, 3_600_000),
+        ] {
+            if !(low..=high).contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!("{value} is not between {low} and {high}"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The snapshot file reloads use when they name none (`data.snapshot`,

@@ -1,0 +1,275 @@
+//! Storage in a Redis Cluster (`storage.kind = "redis"`): the frontend's
+//! version watcher, and the `redis-load` / `redis-rollback` commands.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::web;
+use feed_domain::{FeedService, SizeLimits};
+use feed_http::{Counters, DataInfo, FeedSlot, Lifecycle, SnapshotInfo, StorageHealth};
+use feed_memory::{CatalogRandomFeed, FallbackList, Snapshot};
+use feed_redis::{
+    Breaker, BreakerSettings, Cluster, ClusterSettings, Loader, RedisFeedStorage, VersionInfo,
+    breaker::GROUPS,
+};
+use slog::{Logger, info, warn};
+
+use crate::recorder::LoggingRecorder;
+
+/// The feed service of a frontend over the cluster.
+pub type RedisFeedService = FeedService<RedisFeedStorage, CatalogRandomFeed, Arc<LoggingRecorder>>;
+
+/// Users per pipeline when loading.
+const LOAD_BATCH: usize = 1_000;
+
+/// Watches the version pointer and serves the version it names.
+#[derive(Debug)]
+pub struct Watcher {
+    /// How to reach the cluster.
+    pub cluster: ClusterSettings,
+    /// The circuit breaker's settings.
+    pub breaker: BreakerSettings,
+    /// How often to read the pointer.
+    pub poll: Duration,
+    /// Request size limits.
+    pub limits: SizeLimits,
+    /// Where the service is put.
+    pub slot: web::Data<FeedSlot<RedisFeedService>>,
+    /// Marked loaded once a version is served.
+    pub lifecycle: web::Data<Lifecycle>,
+    /// Told about the data and the breaker.
+    pub counters: Arc<Counters>,
+    /// The services' error recorder.
+    pub recorder: Arc<LoggingRecorder>,
+    /// Its log.
+    pub logger: Logger,
+}
+
+impl Watcher {
+    /// Connects (retrying every second), then reads the pointer every
+    /// `poll` for ever, swapping in each new version's service.
+    pub async fn run(self) {
+        let cluster = self.connect().await;
+        let breaker = Arc::new(Breaker::new(self.breaker));
+        let mut serving: Option<u64> = None;
+        let mut complained = Instant::now() - Duration::from_secs(60);
+        let mut ticks = tokio::time::interval(self.poll);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.report(&breaker, serving);
+            let wanted = match cluster.current_version().await {
+                Ok(Some(version)) if Some(version) != serving => version,
+                Ok(Some(_)) => continue,
+                Ok(None) => {
+                    if complained.elapsed() >= Duration::from_secs(10) {
+                        complained = Instant::now();
+                        warn!(
+                            self.logger,
+                            "no data version is published yet: run feed-server redis-load"
+                        );
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    if complained.elapsed() >= Duration::from_secs(10) {
+                        complained = Instant::now();
+                        warn!(self.logger, "cannot read the version pointer"; "error" => %e);
+                    }
+                    continue;
+                }
+            };
+            match self.install(&cluster, &breaker, wanted).await {
+                Ok(()) => serving = Some(wanted),
+                Err(e) => {
+                    warn!(self.logger, "cannot switch to the new version"; "version" => wanted, "error" => %e);
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> Arc<Cluster> {
+        loop {
+            match Cluster::connect(&self.cluster).await {
+                Ok(cluster) => {
+                    info!(self.logger, "connected to the cluster";
+                        "nodes" => self.cluster.nodes.join(","),
+                        "pool_size" => self.cluster.pool_size);
+                    return Arc::new(cluster);
+                }
+                Err(e) => {
+                    warn!(self.logger, "cannot connect to the cluster; retrying in 1 s";
+                        "nodes" => self.cluster.nodes.join(","), "error" => %e);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn install(
+        &self,
+        cluster: &Arc<Cluster>,
+        breaker: &Arc<Breaker>,
+        version: u64,
+    ) -> Result<(), feed_redis::RedisStoreError> {
+        let started = Instant::now();
+        let info = cluster.version_info(version).await?;
+        let storage = RedisFeedStorage::new(Arc::clone(cluster), Arc::clone(breaker), version);
+        storage.prepare().await?;
+        let service = FeedService::new(
+            storage,
+            CatalogRandomFeed::from_list(FallbackList::from_vec(info.fallback.clone())),
+            Arc::clone(&self.recorder),
+            self.limits,
+        );
+        let replaced = self.slot.replace(Arc::new(service)).is_some();
+        self.counters.set_data(data_info(&info, started.elapsed()));
+        self.report(breaker, Some(version));
+        self.lifecycle.mark_loaded();
+        let what = if replaced {
+            "switched to a new data version"
+        } else {
+            "feed-server ready"
+        };
+        info!(self.logger, "{}", what;
+            "version" => version, "users" => info.users, "items" => info.items,
+            "fallback_items" => info.fallback.len(), "source" => &info.source,
+            "load_ms" => started.elapsed().as_millis());
+        Ok(())
+    }
+
+    fn report(&self, breaker: &Breaker, version: Option<u64>) {
+        let state = breaker.state();
+        self.counters.set_storage_health(StorageHealth {
+            kind: "redis",
+            breaker: state.name(),
+            open_groups: state.open as u64,
+            groups: GROUPS as u64,
+            opened_total: breaker.times_opened(),
+            version: version.unwrap_or(0),
+        });
+    }
+}
+
+fn data_info(info: &VersionInfo, took: Duration) -> DataInfo {
+    DataInfo {
+        users: info.users,
+        items: info.items,
+        bytes: info.items * 4,
+        load_seconds: took.as_secs_f64(),
+        snapshot: Some(SnapshotInfo {
+            id: info.source.clone(),
+            created_unix_ms: info.created_unix_ms,
+            path: format!("redis version {}", info.version),
+        }),
+    }
+}
+
+/// What `redis-load` did.
+#[derive(Debug)]
+pub struct LoadSummary {
+    /// The version published.
+    pub version: u64,
+    /// Users written.
+    pub users: u64,
+    /// Items written.
+    pub items: u64,
+    /// The version kept for rollback.
+    pub previous: Option<u64>,
+    /// The version deleted, and its keys.
+    pub deleted: Option<(u64, u64)>,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for LoadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "published version {}: {} users, {} items in {:.1} s",
+            self.version, self.users, self.items, self.seconds
+        )?;
+        if let Some(previous) = self.previous {
+            write!(f, "; version {previous} kept for rollback")?;
+        }
+        if let Some((version, keys)) = self.deleted {
+            write!(f, "; version {version} deleted ({keys} keys)")?;
+        }
+        Ok(())
+    }
+}
+
+/// `feed-server redis-load`: writes the snapshot at `path` into the cluster
+/// as a new version, pipelined, reporting progress on stderr, then moves
+/// the pointer to it and deletes the version before the previous one.
+///
+/// # Errors
+/// One line naming what failed: the snapshot or the cluster.
+pub fn load(path: &Path, nodes: &[String], timeout: Duration) -> Result<LoadSummary, String> {
+    let started = Instant::now();
+    let snapshot = Snapshot::open(path).map_err(|e| format!("--snapshot: {e}"))?;
+    snapshot
+        .verify_items()
+        .map_err(|e| format!("--snapshot: {e}"))?;
+    let meta = *snapshot.meta();
+    let fallback = snapshot.fallback().to_vec();
+    let (_, table, _) = snapshot.into_parts();
+    let mut loader = Loader::connect(nodes, timeout).map_err(|e| format!("--nodes: {e}"))?;
+    let version = loader.new_version().map_err(|e| e.to_string())?;
+    let users = meta.users.max(1);
+    let mut next_report = Instant::now();
+    loader
+        .write_feeds(version, table.entries(), LOAD_BATCH, |done| {
+            if Instant::now() >= next_report || done == meta.users {
+                next_report = Instant::now() + Duration::from_secs(1);
+                eprintln!(
+                    "redis-load: version {version}: {done} of {} users ({}%)",
+                    meta.users,
+                    done * 100 / users
+                );
+            }
+        })
+        .map_err(|e| format!("writing version {version}: {e}"))?;
+    let published = loader
+        .publish(&VersionInfo {
+            version,
+            users: meta.users,
+            items: meta.items,
+            fallback,
+            created_unix_ms: crate::data::now_unix_ms(),
+            source: format!("{:016x}", meta.id),
+        })
+        .map_err(|e| format!("publishing version {version}: {e}"))?;
+    let deleted = match published.dropped {
+        Some(old) => Some((
+            old,
+            loader
+                .delete_version(old)
+                .map_err(|e| format!("deleting version {old}: {e}"))?,
+        )),
+        None => None,
+    };
+    Ok(LoadSummary {
+        version,
+        users: meta.users,
+        items: meta.items,
+        previous: published.previous,
+        deleted,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// `feed-server redis-rollback`: serves the previous version again.
+///
+/// # Errors
+/// One line: no previous version, or the cluster's error.
+pub fn rollback(nodes: &[String], timeout: Duration) -> Result<String, String> {
+    let mut loader = Loader::connect(nodes, timeout).map_err(|e| format!("--nodes: {e}"))?;
+    match loader.rollback().map_err(|e| e.to_string())? {
+        Some((from, to)) => Ok(format!(
+            "now serving version {to} (was {from}, kept for a roll forward)"
+        )),
+        None => Err("there is no previous version to roll back to".into()),
+    }
+}

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# A whole Fast Feed deployment on loopback: a Redis Cluster, the data, two
+# frontends and HAProxy in front of them (docs/SCALING.md).
+#
+#   deploy/local-cluster.sh up     # start everything (USERS=100000 by default)
+#   deploy/local-cluster.sh down   # stop everything it started, by pid
+#   deploy/local-cluster.sh status # what is running
+#
+# It installs nothing: redis-server, redis-cli and haproxy must be on the
+# PATH (Debian: apt-get install redis-server redis-tools haproxy). It builds
+# target/release/feed-server with cargo if it is missing.
+#
+#   Redis     127.0.0.1:17000-17005   3 masters, 3 replicas
+#   frontends 127.0.0.1:18801-18802   admin 127.0.0.1:18901-18902
+#   HAProxy   127.0.0.1:18800         round-robin, health checks on /readyz
+#
+# Environment: USERS (100000), FEED_LEN (200), STATE_DIR
+# (target/local-cluster: configs, logs, pids, Redis data), FEED_BIN.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+state=${STATE_DIR:-target/local-cluster}
+users=${USERS:-100000}
+feed_len=${FEED_LEN:-200}
+feed_bin=${FEED_BIN:-target/release/feed-server}
+redis_ports=(17000 17001 17002 17003 17004 17005)
+frontend_ports=(18801 18802)
+admin_ports=(18901 18902)
+proxy_port=18800
+nodes=$(printf 'redis://127.0.0.1:%s,' "${redis_ports[@]:0:3}")
+nodes=${nodes%,}
+
+say() { printf 'local-cluster: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+wait_for() { # SECONDS DESCRIPTION COMMAND...
+    local limit=$1 what=$2
+    shift 2
+    local deadline=$((SECONDS + limit))
+    until "$@" >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || die "timed out after ${limit}s waiting for $what"
+        sleep 0.2
+    done
+}
+
+start() { # NAME COMMAND... (in the background, pid in $state/pids/NAME.pid)
+    local name=$1
+    shift
+    "$@" >"$state/logs/$name.log" 2>&1 &
+    echo $! >"$state/pids/$name.pid"
+}
+
+cluster_ready() {
+    local port
+    for port in "${redis_ports[@]}"; do
+        redis-cli -p "$port" cluster info | grep -q cluster_state:ok || return 1
+        redis-cli -p "$port" info replication | grep -Eq 'role:master|master_link_status:up' || return 1
+    done
+}
+
+up() {
+    local missing=() tool
+    for tool in redis-server redis-cli haproxy; do
+        command -v "$tool" >/dev/null || missing+=("$tool")
+    done
+    ((${#missing[@]} == 0)) || die "missing: ${missing[*]} (Debian: apt-get install redis-server redis-tools haproxy)"
+    if [[ -d $state/pids ]] && compgen -G "$state/pids/*.pid" >/dev/null; then
+        die "already up (pids in $state/pids): run '$0 down' first"
+    fi
+    if [[ ! -x $feed_bin ]]; then
+        say "building $feed_bin"
+        cargo build --release -p feed-server
+    fi
+    mkdir -p "$state/pids" "$state/logs" "$state/redis"
+    local port
+    for port in "${redis_ports[@]}" "${frontend_ports[@]}" "${admin_ports[@]}" "$proxy_port"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            die "port $port is taken"
+        fi
+    done
+
+    say "starting 6 Redis nodes on ${redis_ports[0]}-${redis_ports[5]}"
+    for port in "${redis_ports[@]}"; do
+        rm -f "$state/redis/nodes-$port.conf"
+        start "redis-$port" redis-server --port "$port" --bind 127.0.0.1 \
+            --cluster-enabled yes --cluster-config-file "nodes-$port.conf" \
+            --cluster-node-timeout 2000 --appendonly yes --save "" \
+            --repl-diskless-sync-delay 0 --dir "$state/redis"
+    done
+    for port in "${redis_ports[@]}"; do
+        wait_for 10 "redis on $port" redis-cli -p "$port" ping
+    done
+    redis-cli --cluster create $(printf '127.0.0.1:%s ' "${redis_ports[@]}") \
+        --cluster-replicas 1 --cluster-yes >"$state/logs/cluster-create.log"
+    wait_for 30 "the cluster (every slot served, every replica in sync)" cluster_ready
+
+    say "loading $users users x $feed_len items"
+    FEED__DATA__USERS=$users FEED__DATA__FEED_LEN=$feed_len \
+        "$feed_bin" import --synthetic --output "$state/snapshot.ffs" >/dev/null
+    "$feed_bin" redis-load --snapshot "$state/snapshot.ffs" --nodes "$nodes" 2>"$state/logs/redis-load.log"
+
+    local i
+    for i in 0 1; do
+        say "starting frontend on ${frontend_ports[i]} (admin ${admin_ports[i]})"
+        start "frontend-${frontend_ports[i]}" env \
+            FEED__STORAGE__KIND=redis FEED__REDIS__NODES="$nodes" \
+            FEED__SERVER__HOST=127.0.0.1 FEED__SERVER__PORT="${frontend_ports[i]}" \
+            FEED__ADMIN__PORT="${admin_ports[i]}" FEED__PROGRESS__PATH= \
+            FEED__SERVER__SHUTDOWN_DELAY_MS=1000 \
+            "$feed_bin"
+    done
+    for port in "${frontend_ports[@]}"; do
+        wait_for 30 "frontend $port ready" curl -fs "http://127.0.0.1:$port/readyz"
+    done
+
+    cat >"$state/haproxy.cfg" <<CFG
+global
+    maxconn 4000
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 5s
+    option http-keep-alive
+frontend feeds
+    bind 127.0.0.1:$proxy_port
+    default_backend frontends
+backend frontends
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+    server f1 127.0.0.1:${frontend_ports[0]} check inter 1s fall 2 rise 1
+    server f2 127.0.0.1:${frontend_ports[1]} check inter 1s fall 2 rise 1
+CFG
+    haproxy -c -f "$state/haproxy.cfg" >/dev/null
+    say "starting HAProxy on $proxy_port"
+    start haproxy haproxy -f "$state/haproxy.cfg"
+    wait_for 10 "HAProxy" curl -fs "http://127.0.0.1:$proxy_port/feed/1?size=1"
+    say "up: curl 'http://127.0.0.1:$proxy_port/feed/1?size=5'"
+}
+
+down() {
+    [[ -d $state/pids ]] || { say "nothing to stop"; return 0; }
+    local pidfile pid
+    for pidfile in "$state"/pids/*.pid; do
+        [[ -e $pidfile ]] || continue
+        pid=$(cat "$pidfile")
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+        fi
+    done
+    for pidfile in "$state"/pids/*.pid; do
+        [[ -e $pidfile ]] || continue
+        pid=$(cat "$pidfile")
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+        rm -f "$pidfile"
+    done
+    rm -rf "$state/redis"
+    say "down"
+}
+
+status() {
+    local pidfile pid
+    for pidfile in "$state"/pids/*.pid; do
+        [[ -e $pidfile ]] || { say "nothing running"; return 0; }
+        pid=$(cat "$pidfile")
+        if kill -0 "$pid" 2>/dev/null; then state_word=running; else state_word=gone; fi
+        printf '%-22s pid %-8s %s\n' "$(basename "$pidfile" .pid)" "$pid" "$state_word"
+    done
+}
+
+case ${1:-} in
+    up) up ;;
+    down) down ;;
+    status) status ;;
+    *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

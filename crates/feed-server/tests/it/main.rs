@@ -4,6 +4,8 @@
 mod admin;
 mod architecture;
 mod binary;
+#[path = "../../../feed-redis/tests/it/cluster.rs"]
+mod cluster;
 mod config;
 mod dashboard;
 mod durable;
@@ -11,6 +13,7 @@ mod inprocess;
 mod lifecycle;
 mod protection;
 mod roundtrip;
+mod scaleout;
 mod server;
 mod snapshot;
 

@@ -1,0 +1,300 @@
+//! `storage.kind = "redis"`: the real binary against a Redis Cluster the
+//! test starts, two frontends behind HAProxy. Skipped with a message when
+//! `redis-server` (or `haproxy`) is not installed, except in CI
+//! (`FEED_REQUIRE_REDIS=1`), where they must run.
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::cluster::TestCluster;
+use super::server::{Connection, Server, command, get, refused_start, scratch_dir, wait_until};
+
+/// Writes a synthetic snapshot of `users` x `feed_len` (seeded) and loads
+/// it into the cluster at `nodes`; returns the command's summary line.
+fn load(nodes: &str, users: &str, seed: &str) -> String {
+    let dir = scratch_dir("redis-load");
+    let snapshot = dir.join("feeds.ffs");
+    let snapshot = snapshot.to_str().unwrap();
+    let env = [
+        ("FEED__DATA__USERS", users),
+        ("FEED__DATA__FEED_LEN", "200"),
+        ("FEED__DATA__CATALOG_SIZE", "100000"),
+        ("FEED__DATA__SEED", seed),
+    ];
+    let written = command(&env)
+        .args(["import", "--synthetic", "--output", snapshot])
+        .output()
+        .unwrap();
+    assert!(written.status.success(), "{written:?}");
+    let loaded = command(&[])
+        .args(["redis-load", "--snapshot", snapshot, "--nodes", nodes])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&loaded.stdout).into_owned();
+    assert!(loaded.status.success(), "{loaded:?}");
+    stdout
+}
+
+fn nodes(cluster: &TestCluster) -> String {
+    cluster.urls().join(",")
+}
+
+fn frontend(nodes: &str) -> (Server, String) {
+    let mut server = Server::start(&[
+        ("FEED__STORAGE__KIND", "redis"),
+        ("FEED__REDIS__NODES", nodes),
+        ("FEED__REDIS__POLL_MS", "250"),
+        ("FEED__REDIS__TIMEOUT_MS", "200"),
+    ]);
+    let admin = server
+        .logged("listening, loading feeds")
+        .and_then(|l| l["admin"].as_str())
+        .unwrap()
+        .to_owned();
+    server.wait_for_log("feed-server ready");
+    (server, admin)
+}
+
+fn items(answer: &super::server::Answer) -> Vec<u64> {
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect()
+}
+
+/// HAProxy on a free port, round-robin over `backends`, checking
+/// `/readyz`; killed when dropped.
+struct Proxy {
+    child: Child,
+    addr: String,
+}
+
+impl Proxy {
+    fn start(backends: &[&str]) -> Option<Self> {
+        let installed = Command::new("haproxy")
+            .arg("-v")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            assert!(
+                std::env::var("FEED_REQUIRE_REDIS").as_deref() != Ok("1"),
+                "FEED_REQUIRE_REDIS=1 but haproxy is not installed"
+            );
+            eprintln!("SKIPPED: haproxy is not installed (apt-get install haproxy)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("    server f{i} {b} check inter 500ms fall 2 rise 1\n"))
+            .collect();
+        let config = format!(
+            "global\n    maxconn 1000\ndefaults\n    mode http\n    timeout connect 1s\n    \
+             timeout client 10s\n    timeout server 5s\nfrontend feeds\n    bind 127.0.0.1:{port}\n    \
+             default_backend frontends\nbackend frontends\n    balance roundrobin\n    \
+             option httpchk GET /readyz\n    http-check expect status 200\n{servers}"
+        );
+        let path = scratch_dir("haproxy").join("haproxy.cfg");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new("haproxy")
+            .arg("-f")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        wait_until("HAProxy serves", || {
+            Connection::open(&addr)
+                .and_then(|mut c| c.get("/livez"))
+                .is_ok_and(|a| a.status == 200)
+        });
+        Some(Self { child, addr })
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Requests the frontend at `admin` answered on `/feed`, from its metrics.
+fn feed_requests(admin: &str) -> u64 {
+    let metrics = get(admin, "/metrics").body;
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("feed_http_requests_total{") && l.contains("route=\"feed\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn two_frontends_behind_haproxy_keep_the_contract_and_follow_versions() {
+    let Some(cluster) = TestCluster::start(3, 0) else {
+        return;
+    };
+    let nodes = nodes(&cluster);
+    let summary = load(&nodes, "500", "1");
+    assert!(
+        summary.starts_with("published version 1: 500 users"),
+        "{summary}"
+    );
+    let (mut one, admin_one) = frontend(&nodes);
+    let (mut two, admin_two) = frontend(&nodes);
+    let Some(proxy) = Proxy::start(&[&one.addr, &two.addr]) else {
+        return;
+    };
+
+    // Exact N distinct items, validation as on one instance.
+    let mut conn = Connection::open(&proxy.addr).unwrap();
+    for size in [1, 7, 200] {
+        let got = items(&conn.get(&format!("/feed/11?size={size}")).unwrap());
+        assert_eq!(got.len(), size);
+        assert_eq!(got.iter().collect::<HashSet<_>>().len(), size);
+    }
+    for (path, status) in [
+        ("/feed/abc", 400),
+        ("/feed/1?size=-1", 400),
+        ("/feed/1?size=201", 400),
+        ("/feed/1/2", 404),
+    ] {
+        let answer = conn.get(path).unwrap();
+        assert_eq!(answer.status, status, "{path}: {}", answer.body);
+        assert!(
+            answer.json()["error"].is_string(),
+            "{path}: {}",
+            answer.body
+        );
+    }
+    // An unknown user still gets a full feed.
+    assert_eq!(items(&conn.get("/feed/999999?size=9").unwrap()).len(), 9);
+
+    // 8 clients, 20 requests each, one user, through both frontends: no
+    // item twice (160 items of a 200-item feed: all personal).
+    let handed: Vec<Vec<u64>> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut conn = Connection::open(&proxy.addr).unwrap();
+                    (0..20)
+                        .flat_map(|_| items(&conn.get("/feed/3?size=1").unwrap()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let all: Vec<u64> = handed.into_iter().flatten().collect();
+    assert_eq!(all.len(), 160);
+    assert_eq!(
+        all.iter().collect::<HashSet<_>>().len(),
+        160,
+        "an item was handed out twice"
+    );
+    assert!(feed_requests(&admin_one) >= 40 && feed_requests(&admin_two) >= 40);
+
+    // A new version reaches both frontends within a second; a rollback
+    // brings the old one back with user 3's progress.
+    let published = Instant::now();
+    let summary = load(&nodes, "500", "2");
+    assert!(summary.contains("version 1 kept for rollback"), "{summary}");
+    let loaded = published.elapsed();
+    for frontend in [&mut one, &mut two] {
+        frontend.wait_for_log_where("switched to a new data version", |l| l["version"] == 2);
+    }
+    let switched = published.elapsed() - loaded;
+    assert!(
+        switched < Duration::from_secs(1),
+        "switched {switched:?} after the load"
+    );
+    let rolled = command(&[])
+        .args(["redis-rollback", "--nodes", &nodes])
+        .output()
+        .unwrap();
+    assert!(rolled.status.success(), "{rolled:?}");
+    for frontend in [&mut one, &mut two] {
+        frontend.wait_for_log_where("switched to a new data version", |l| l["version"] == 1);
+    }
+    let next = items(&conn.get("/feed/3?size=10").unwrap());
+    assert!(
+        next.iter().all(|i| !all.contains(i)),
+        "progress was lost in the rollback"
+    );
+}
+
+#[test]
+fn with_the_cluster_down_answers_come_from_the_fallback_list_at_once() {
+    let Some(mut cluster) = TestCluster::start(3, 0) else {
+        return;
+    };
+    let nodes = nodes(&cluster);
+    load(&nodes, "100", "1");
+    let (server, admin) = frontend(&nodes);
+    let mut conn = Connection::open(&server.addr).unwrap();
+    assert_eq!(items(&conn.get("/feed/5?size=10").unwrap()).len(), 10);
+
+    cluster.kill_all();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..50 {
+        let started = Instant::now();
+        let got = items(&conn.get("/feed/5?size=10").unwrap());
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(got.iter().collect::<HashSet<_>>().len(), 10);
+    }
+    // The limit is 200 ms; the open breaker answers at once.
+    assert!(
+        slowest < Duration::from_millis(400),
+        "slowest answer {slowest:?}"
+    );
+    assert_eq!(conn.get("/readyz").unwrap().status, 200);
+    wait_until("the breaker shows in the metrics", || {
+        let metrics = get(&admin, "/metrics").body;
+        metrics.contains("feed_storage_breaker_info{kind=\"redis\",state=\"open\"} 1")
+            || metrics.contains("feed_storage_breaker_info{kind=\"redis\",state=\"partial\"} 1")
+    });
+    let stats = get(&admin, "/stats").json();
+    assert_ne!(stats["storage"]["breaker"], "closed", "{stats}");
+}
+
+#[test]
+fn bad_redis_settings_are_refused_naming_the_key() {
+    let line = refused_start(&[
+        ("FEED__STORAGE__KIND", "redis"),
+        ("FEED__REDIS__NODES", "127.0.0.1:7000"),
+    ]);
+    assert!(line.contains("redis.nodes"), "{line}");
+    let line = refused_start(&[("FEED__REDIS__TIMEOUT_MS", "0")]);
+    assert!(line.contains("redis.timeout_ms"), "{line}");
+    let line = refused_start(&[("FEED__REDIS__POLL_MS", "5000")]);
+    assert!(line.contains("redis.poll_ms"), "{line}");
+    let line = refused_start(&[("FEED__STORAGE__KIND", "disk")]);
+    assert!(
+        line.contains("storage.kind") || line.contains("disk"),
+        "{line}"
+    );
+    let output = command(&[])
+        .args([
+            "redis-load",
+            "--snapshot",
+            "nowhere.ffs",
+            "--nodes",
+            "redis://h",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--nodes"));
+}

@@ -140,9 +140,16 @@ fn dependencies_point_inward() {
     assert_eq!(ours("feed-memory"), set(&["feed-domain"]));
     assert_eq!(ours("feed-http"), set(&["feed-domain"]));
     assert_eq!(ours("feed-import"), set(&[]));
+    assert_eq!(ours("feed-redis"), set(&["feed-domain"]));
     assert_eq!(
         ours("feed-server"),
-        set(&["feed-domain", "feed-http", "feed-import", "feed-memory"])
+        set(&[
+            "feed-domain",
+            "feed-http",
+            "feed-import",
+            "feed-memory",
+            "feed-redis"
+        ])
     );
     let memory = graph.closure("feed-memory");
     let bad: Vec<_> = memory
@@ -162,6 +169,18 @@ fn dependencies_point_inward() {
         .filter(|n| n.starts_with("actix") || n.starts_with("tokio") || **n == "config")
         .collect();
     assert!(bad.is_empty(), "feed-import reaches {bad:?}");
+    let redis = graph.closure("feed-redis");
+    let bad: Vec<_> = redis
+        .iter()
+        .filter(|n| {
+            n.starts_with("actix")
+                || n.starts_with("slog")
+                || **n == "config"
+                || **n == "feed-memory"
+                || **n == "feed-http"
+        })
+        .collect();
+    assert!(bad.is_empty(), "feed-redis reaches {bad:?}");
 }
 
 /// "The profiler is not in the default build."

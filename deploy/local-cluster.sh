@@ -81,11 +81,14 @@ up() {
 
     say "starting 6 Redis nodes on ${redis_ports[0]}-${redis_ports[5]}"
     for port in "${redis_ports[@]}"; do
-        rm -f "$state/redis/nodes-$port.conf"
+        # Each node in a folder of its own: its cluster state and its
+        # append-only file (progress survives a node restart).
+        rm -rf "$state/redis/$port"
+        mkdir -p "$state/redis/$port"
         start "redis-$port" redis-server --port "$port" --bind 127.0.0.1 \
-            --cluster-enabled yes --cluster-config-file "nodes-$port.conf" \
-            --cluster-node-timeout 2000 --appendonly yes --save "" \
-            --repl-diskless-sync-delay 0 --dir "$state/redis"
+            --cluster-enabled yes --cluster-config-file nodes.conf \
+            --cluster-node-timeout 2000 --appendonly yes --appendfsync everysec --save "" \
+            --repl-diskless-sync-delay 0 --dir "$state/redis/$port"
     done
     for port in "${redis_ports[@]}"; do
         wait_for 10 "redis on $port" redis-cli -p "$port" ping

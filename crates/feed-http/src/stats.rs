@@ -191,12 +191,15 @@ mod tests {
             metrics.record_feed(10, 0, false);
         }
         metrics.record_feed(5, 5, true);
+        metrics.record_feed_error(FeedErrorKind::Storage);
         std::thread::sleep(Duration::from_millis(100));
         let second = sampler.sample();
         assert!(second.rps > 0.0);
         assert!((second.errors_per_s / second.rps - 1.0 / 101.0).abs() < 1e-9);
         assert!(second.shed_per_s > 0.0);
         assert!((second.random_fill_share - 1.0 / 11.0).abs() < 1e-9);
+        assert!((second.degraded_share - 1.0 / 11.0).abs() < 1e-9);
+        assert_eq!(second.storage, None);
         assert_eq!(second.exhausted_users, 1);
         assert!(second.latency_ms.p50 > 0.075 && second.latency_ms.p50 <= 0.1);
         let json = serde_json::to_value(&second).unwrap();
@@ -207,6 +210,8 @@ mod tests {
             "items_per_s",
             "memory_bytes",
             "in_flight",
+            "degraded_share",
+            "storage",
         ] {
             assert!(json.get(key).is_some(), "{key}");
         }

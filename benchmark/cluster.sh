@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Scale-out measured on loopback (docs/SCALING.md):
+#
+#   benchmark/cluster.sh                  # 100,000 users x 200, 2 rounds of 10 s
+#   benchmark/cluster.sh --users 1000000  # a larger data set
+#
+#  1. brings up deploy/local-cluster.sh (6 Redis nodes, 2 frontends,
+#     HAProxy) in its own state folder, and one in-memory feed-server on the
+#     same snapshot;
+#  2. rounds of wrk (random known users) against the in-memory server, one
+#     frontend over Redis, and the two frontends through HAProxy: req/s and
+#     p99, with the Redis commands per request counted from the masters'
+#     INFO commandstats (EVALSHA per request must be 1);
+#  3. kills a master under load through HAProxy: answers by status, the
+#     seconds during which answers were degraded (storage errors rising in
+#     the frontends' metrics), and the time to the replica's promotion.
+# wrk, six Redis nodes, HAProxy and the servers share the machine's cores:
+# compare the ratios within one run. Everything targets 127.0.0.1, has a
+# time limit, and what it started is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+users=100000
+duration=10
+rounds=2
+connections=64
+kill_after=5
+failover_duration=25
+while (($#)); do
+    case $1 in
+        --users) users=$2; shift 2 ;;
+        --duration) duration=$2; shift 2 ;;
+        --rounds) rounds=$2; shift 2 ;;
+        --connections) connections=$2; shift 2 ;;
+        -h|--help) sed -n 2,19p "$0"; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+need=()
+for tool in wrk curl jq bc redis-server redis-cli haproxy; do
+    command -v "$tool" >/dev/null || need+=("$tool")
+done
+if ((${#need[@]})); then
+    apt-get update -qq
+    apt-get install -y -qq wrk curl jq bc redis-server redis-tools haproxy
+fi
+timeout 1200 cargo build --release --locked -p feed-server >&2
+
+export STATE_DIR=target/bench-cluster
+export USERS=$users
+server=target/release/feed-server
+memory_port=18810
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+out=benchmark/results/cluster-$stamp.md
+tmp=$(mktemp -d)
+memory_pid=
+
+cleanup() {
+    [[ -n $memory_pid ]] && kill "$memory_pid" 2>/dev/null || true
+    deploy/local-cluster.sh down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+deploy/local-cluster.sh down >/dev/null 2>&1 || true
+timeout 300 deploy/local-cluster.sh up
+
+FEED__DATA__SOURCE=snapshot FEED__DATA__SNAPSHOT=$STATE_DIR/snapshot.ffs \
+    FEED__SERVER__HOST=127.0.0.1 FEED__SERVER__PORT=$memory_port FEED__ADMIN__PORT=18910 \
+    FEED__PROGRESS__PATH= "$server" >"$tmp/memory.log" 2>&1 &
+memory_pid=$!
+for _ in $(seq 300); do
+    curl -fs "http://127.0.0.1:$memory_port/readyz" >/dev/null && break
+    sleep 0.1
+done
+
+masters=(17000 17001 17002 17003 17004 17005)
+# Sum of one command's calls (or of all commands, with "all") on every node.
+calls() {
+    local port total=0 n
+    for port in "${masters[@]}"; do
+        n=$(redis-cli -p "$port" info commandstats 2>/dev/null | tr -d '\r' | awk -F'[=,:]' -v want="cmdstat_$1" '
+            want == "cmdstat_all" && /^cmdstat_/ && $1 != "cmdstat_info" { s += $3 }
+            $1 == want { s += $3 } END { print s + 0 }')
+        total=$((total + n))
+    done
+    echo "$total"
+}
+
+# wrk against URL: prints "requests req_per_s p99_ms non_2xx".
+load() {
+    local name=$1 url=$2 seconds=$3
+    WRK_REPORT=$tmp/$name.json timeout $((seconds + 30)) wrk -t2 -c"$connections" -d"${seconds}s" \
+        --latency -s benchmark/wrk/random_ids.lua "$url" -- "$users" >"$tmp/$name.txt"
+    jq -r '"\(.requests) \(.requests / (.duration_us / 1e6)) \(.latency_us.p99 / 1000) \(.errors.status)"' "$tmp/$name.json"
+}
+
+{
+    echo "# Scale-out on loopback, $stamp"
+    echo
+    echo "\`benchmark/cluster.sh --users $users --duration $duration --rounds $rounds --connections $connections\`"
+    echo "on commit \`$(git rev-parse --short=12 HEAD)\`: $users users x 200 items; Redis Cluster of 3 masters"
+    echo "and 3 replicas; wrk -t2 -c$connections, random known users, default size (10)."
+    echo "Everything shares $(nproc) cores: compare the ratios."
+    echo
+    echo "| round | target | req/s | p99 ms | non-2xx | EVALSHA / request | Redis commands / request |"
+    echo "|---|---|---:|---:|---:|---:|---:|"
+} >"$out"
+
+declare -A sum
+for round in $(seq "$rounds"); do
+    for target in memory redis-one haproxy-two; do
+        case $target in
+            memory) url=http://127.0.0.1:$memory_port ;;
+            redis-one) url=http://127.0.0.1:18801 ;;
+            haproxy-two) url=http://127.0.0.1:18800 ;;
+        esac
+        eval_before=$(calls evalsha)
+        all_before=$(calls all)
+        read -r requests rps p99 non2xx < <(load "$target-$round" "$url" "$duration")
+        eval_per=$(echo "($(calls evalsha) - $eval_before) / $requests" | bc -l)
+        all_per=$(echo "($(calls all) - $all_before) / $requests" | bc -l)
+        printf '| %s | %s | %.0f | %.2f | %s | %.3f | %.3f |\n' "$round" "$target" "$rps" "$p99" \
+            "$non2xx" "$eval_per" "$all_per" >>"$out"
+        sum[$target]=$(echo "${sum[$target]:-0} + $rps" | bc -l)
+        echo "round $round $target: $rps req/s, p99 $p99 ms" >&2
+    done
+done
+{
+    echo
+    printf 'Mean req/s: memory %.0f, one frontend over Redis %.0f (%.2fx memory), two frontends through HAProxy %.0f (%.2fx memory, %.2fx one frontend).\n' \
+        "$(echo "${sum[memory]} / $rounds" | bc -l)" \
+        "$(echo "${sum[redis-one]} / $rounds" | bc -l)" \
+        "$(echo "${sum[redis-one]} / ${sum[memory]}" | bc -l)" \
+        "$(echo "${sum[haproxy-two]} / $rounds" | bc -l)" \
+        "$(echo "${sum[haproxy-two]} / ${sum[memory]}" | bc -l)" \
+        "$(echo "${sum[haproxy-two]} / ${sum[redis-one]}" | bc -l)"
+} >>"$out"
+
+# Failover: kill the master on 17000 under load through HAProxy.
+storage_errors() {
+    local port total=0 n
+    for port in 18901 18902; do
+        n=$(curl -fs "http://127.0.0.1:$port/metrics" | awk '/^feed_feed_errors_total\{kind="storage"\}/ { print $2 }')
+        total=$((total + ${n:-0}))
+    done
+    echo "$total"
+}
+(
+    WRK_REPORT=$tmp/failover.json timeout $((failover_duration + 30)) wrk -t2 -c"$connections" \
+        -d"${failover_duration}s" --latency -s benchmark/wrk/random_ids.lua \
+        http://127.0.0.1:18800 -- "$users" >"$tmp/failover.txt"
+) &
+wrk_pid=$!
+sleep "$kill_after"
+before=$(storage_errors)
+victim=$(cat "$STATE_DIR/pids/redis-17000.pid")
+kill -9 "$victim"
+killed=$(date +%s.%N)
+first_error= last_error= promoted=
+previous=$before
+while kill -0 "$wrk_pid" 2>/dev/null; do
+    now=$(date +%s.%N)
+    errors=$(storage_errors)
+    if ((errors > previous)); then
+        [[ -z $first_error ]] && first_error=$now
+        last_error=$now
+    fi
+    previous=$errors
+    if [[ -z $promoted ]] && redis-cli -p 17001 cluster info 2>/dev/null | grep -q cluster_state:ok \
+        && ! redis-cli -p 17001 cluster nodes | grep -q 'master,fail.*connected [0-9]'; then
+        [[ $(echo "$now - $killed > 0.5" | bc -l) == 1 ]] && promoted=$now
+    fi
+    sleep 0.1
+done
+wait "$wrk_pid" || true
+after=$(storage_errors)
+requests=$(jq .requests "$tmp/failover.json")
+non2xx=$(jq .errors.status "$tmp/failover.json")
+socket_errors=$(jq '.errors.connect + .errors.read + .errors.write + .errors.timeout' "$tmp/failover.json")
+p99=$(jq '.latency_us.p99 / 1000' "$tmp/failover.json")
+degraded=$(if [[ -n $first_error ]]; then echo "$last_error - $killed" | bc -l; else echo 0; fi)
+{
+    echo
+    echo "## A master killed under load"
+    echo
+    echo "wrk through HAProxy for ${failover_duration} s; the master on 17000 killed (SIGKILL) after ${kill_after} s."
+    echo
+    echo "| requests | non-2xx | socket errors | p99 ms | answers degraded (storage errors) | degraded for, s after the kill | replica promoted, s after the kill |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|"
+    printf '| %s | %s | %s | %.2f | %s | %.1f | %s |\n' "$requests" "$non2xx" "$socket_errors" "$p99" \
+        "$((after - before))" "$degraded" \
+        "$(if [[ -n $promoted ]]; then printf '%.1f' "$(echo "$promoted - $killed" | bc -l)"; else echo "not seen"; fi)"
+} >>"$out"
+cat "$out"
+echo "== wrote $out" >&2

@@ -74,11 +74,11 @@ for _ in $(seq 300); do
     sleep 0.1
 done
 
-masters=(17000 17001 17002 17003 17004 17005)
+nodes=(17000 17001 17002 17003 17004 17005)
 # Sum of one command's calls (or of all commands, with "all") on every node.
 calls() {
     local port total=0 n
-    for port in "${masters[@]}"; do
+    for port in "${nodes[@]}"; do
         n=$(redis-cli -p "$port" info commandstats 2>/dev/null | tr -d '\r' | awk -F'[=,:]' -v want="cmdstat_$1" '
             want == "cmdstat_all" && /^cmdstat_/ && $1 != "cmdstat_info" { s += $3 }
             $1 == want { s += $3 } END { print s + 0 }')
@@ -86,6 +86,22 @@ calls() {
     done
     echo "$total"
 }
+
+# CPU time (clock ticks) of the processes whose pid files are given.
+ticks() {
+    local total=0 file pid t
+    for file in "$@"; do
+        pid=$(cat "$file")
+        t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        total=$((total + t))
+    done
+    echo "$total"
+}
+hz=$(getconf CLK_TCK)
+pids=$STATE_DIR/pids
+frontends=("$pids/frontend-18801.pid" "$pids/frontend-18802.pid")
+redis_pids=("$pids"/redis-*.pid)
+echo "$memory_pid" >"$tmp/memory.pid"
 
 # wrk against URL: prints "requests req_per_s p99_ms non_2xx".
 load() {
@@ -95,6 +111,20 @@ load() {
     jq -r '"\(.requests) \(.requests / (.duration_us / 1e6)) \(.latency_us.p99 / 1000) \(.errors.status)"' "$tmp/$name.json"
 }
 
+# Memory the data takes on the masters (the replicas hold as much again).
+masters_memory() {
+    local port total=0 used startup
+    for port in 17000 17001 17002; do
+        used=$(redis-cli -p "$port" info memory | tr -d '\r' | awk -F: '$1 == "used_memory" { print $2 }')
+        startup=$(redis-cli -p "$port" info memory | tr -d '\r' | awk -F: '$1 == "used_memory_startup" { print $2 }')
+        total=$((total + used - startup))
+    done
+    echo "$total"
+}
+# The version's description holds the fallback list (4 bytes an item): not per user.
+description=$(redis-cli -c -p 17000 memory usage "{ff}:meta:$(redis-cli -c -p 17000 get '{ff}:current' | tr -d '\r')" | tr -d '\r')
+loaded_memory=$(($(masters_memory) - description))
+
 {
     echo "# Scale-out on loopback, $stamp"
     echo
@@ -103,8 +133,15 @@ load() {
     echo "and 3 replicas; wrk -t2 -c$connections, random known users, default size (10)."
     echo "Everything shares $(nproc) cores: compare the ratios."
     echo
-    echo "| round | target | req/s | p99 ms | non-2xx | EVALSHA / request | Redis commands / request |"
-    echo "|---|---|---:|---:|---:|---:|---:|"
+    echo "EVALSHA / request: the frontend's round trips to Redis per request (it sends nothing else per"
+    echo "request). Commands executed / request: every node's INFO commandstats, which also counts the"
+    echo "script's own STRLEN, GET, SET and GETRANGE and the replicas' copies of the SET."
+    echo
+    echo "CPU µs / request: user + system time of the feed servers (the in-memory one, or both"
+    echo "frontends), of all six Redis nodes, and of HAProxy, over the round, divided by its requests."
+    echo
+    echo "| round | target | req/s | p99 ms | non-2xx | EVALSHA / request | commands executed / request | server CPU µs / req | Redis CPU µs / req | HAProxy CPU µs / req |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 } >"$out"
 
 declare -A sum
@@ -115,13 +152,22 @@ for round in $(seq "$rounds"); do
             redis-one) url=http://127.0.0.1:18801 ;;
             haproxy-two) url=http://127.0.0.1:18800 ;;
         esac
+        servers=("${frontends[@]}")
+        [[ $target == memory ]] && servers=("$tmp/memory.pid")
         eval_before=$(calls evalsha)
         all_before=$(calls all)
+        server_before=$(ticks "${servers[@]}")
+        redis_before=$(ticks "${redis_pids[@]}")
+        proxy_before=$(ticks "$pids/haproxy.pid")
         read -r requests rps p99 non2xx < <(load "$target-$round" "$url" "$duration")
+        per_request() { echo "($2 - $1) * 1000000 / $hz / $requests" | bc -l; }
+        server_cpu=$(per_request "$server_before" "$(ticks "${servers[@]}")")
+        redis_cpu=$(per_request "$redis_before" "$(ticks "${redis_pids[@]}")")
+        proxy_cpu=$(per_request "$proxy_before" "$(ticks "$pids/haproxy.pid")")
         eval_per=$(echo "($(calls evalsha) - $eval_before) / $requests" | bc -l)
         all_per=$(echo "($(calls all) - $all_before) / $requests" | bc -l)
-        printf '| %s | %s | %.0f | %.2f | %s | %.3f | %.3f |\n' "$round" "$target" "$rps" "$p99" \
-            "$non2xx" "$eval_per" "$all_per" >>"$out"
+        printf '| %s | %s | %.0f | %.2f | %s | %.3f | %.3f | %.1f | %.1f | %.1f |\n' "$round" "$target" "$rps" "$p99" \
+            "$non2xx" "$eval_per" "$all_per" "$server_cpu" "$redis_cpu" "$proxy_cpu" >>"$out"
         sum[$target]=$(echo "${sum[$target]:-0} + $rps" | bc -l)
         echo "round $round $target: $rps req/s, p99 $p99 ms" >&2
     done
@@ -135,6 +181,19 @@ done
         "$(echo "${sum[haproxy-two]} / $rounds" | bc -l)" \
         "$(echo "${sum[haproxy-two]} / ${sum[memory]}" | bc -l)" \
         "$(echo "${sum[haproxy-two]} / ${sum[redis-one]}" | bc -l)"
+} >>"$out"
+
+used_memory=$(($(masters_memory) - description))
+offsets=0
+for port in 17000 17001 17002; do
+    offsets=$((offsets + $(redis-cli -p "$port" --scan --pattern 'o:{*}:*' | wc -l)))
+done
+{
+    echo
+    printf 'Memory on the 3 masters above their start-up use, without the version description (%.1f MiB: the fallback list of %s): %.1f MiB right after the load, %.0f bytes per user of 200 items (800 of them item ids); %.1f MiB after the rounds above, when %s users had an offset key (%.0f bytes per user). The replicas hold the same again.\n' \
+        "$(echo "$description / 1048576" | bc -l)" "the synthetic catalog" \
+        "$(echo "$loaded_memory / 1048576" | bc -l)" "$(echo "$loaded_memory / $users" | bc -l)" \
+        "$(echo "$used_memory / 1048576" | bc -l)" "$offsets" "$(echo "$used_memory / $users" | bc -l)"
 } >>"$out"
 
 # Failover: kill the master on 17000 under load through HAProxy.
@@ -155,6 +214,7 @@ wrk_pid=$!
 sleep "$kill_after"
 before=$(storage_errors)
 victim=$(cat "$STATE_DIR/pids/redis-17000.pid")
+victim_id=$(redis-cli -p 17000 cluster myid | tr -d '\r')
 kill -9 "$victim"
 killed=$(date +%s.%N)
 first_error= last_error= promoted=
@@ -167,9 +227,12 @@ while kill -0 "$wrk_pid" 2>/dev/null; do
         last_error=$now
     fi
     previous=$errors
-    if [[ -z $promoted ]] && redis-cli -p 17001 cluster info 2>/dev/null | grep -q cluster_state:ok \
-        && ! redis-cli -p 17001 cluster nodes | grep -q 'master,fail.*connected [0-9]'; then
-        [[ $(echo "$now - $killed > 0.5" | bc -l) == 1 ]] && promoted=$now
+    # Promoted: the killed node is marked failed and serves no slot any more.
+    if [[ -z $promoted ]]; then
+        line=$(redis-cli -p 17001 cluster nodes 2>/dev/null | grep "^$victim_id" || true)
+        if [[ $line == *fail* ]] && (($(wc -w <<<"$line") == 8)); then
+            promoted=$now
+        fi
     fi
     sleep 0.1
 done

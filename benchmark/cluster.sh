@@ -100,7 +100,9 @@ ticks() {
 hz=$(getconf CLK_TCK)
 pids=$STATE_DIR/pids
 frontends=("$pids/frontend-18801.pid" "$pids/frontend-18802.pid")
-redis_pids=("$pids"/redis-*.pid)
+# redis-cli --cluster create makes the first three nodes the masters.
+masters_pids=("$pids"/redis-1700[012].pid)
+replicas_pids=("$pids"/redis-1700[345].pid)
 echo "$memory_pid" >"$tmp/memory.pid"
 
 # wrk against URL: prints "requests req_per_s p99_ms non_2xx".
@@ -138,10 +140,11 @@ loaded_memory=$(($(masters_memory) - description))
     echo "script's own STRLEN, GET, SET and GETRANGE and the replicas' copies of the SET."
     echo
     echo "CPU µs / request: user + system time of the feed servers (the in-memory one, or both"
-    echo "frontends), of all six Redis nodes, and of HAProxy, over the round, divided by its requests."
+    echo "frontends), of the three Redis masters, of the three replicas, and of HAProxy, over the"
+    echo "round, divided by its requests."
     echo
-    echo "| round | target | req/s | p99 ms | non-2xx | EVALSHA / request | commands executed / request | server CPU µs / req | Redis CPU µs / req | HAProxy CPU µs / req |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| round | target | req/s | p99 ms | non-2xx | EVALSHA / request | commands executed / request | server CPU µs / req | masters CPU µs / req | replicas CPU µs / req | HAProxy CPU µs / req |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 } >"$out"
 
 declare -A sum
@@ -157,17 +160,19 @@ for round in $(seq "$rounds"); do
         eval_before=$(calls evalsha)
         all_before=$(calls all)
         server_before=$(ticks "${servers[@]}")
-        redis_before=$(ticks "${redis_pids[@]}")
+        masters_before=$(ticks "${masters_pids[@]}")
+        replicas_before=$(ticks "${replicas_pids[@]}")
         proxy_before=$(ticks "$pids/haproxy.pid")
         read -r requests rps p99 non2xx < <(load "$target-$round" "$url" "$duration")
         per_request() { echo "($2 - $1) * 1000000 / $hz / $requests" | bc -l; }
         server_cpu=$(per_request "$server_before" "$(ticks "${servers[@]}")")
-        redis_cpu=$(per_request "$redis_before" "$(ticks "${redis_pids[@]}")")
+        masters_cpu=$(per_request "$masters_before" "$(ticks "${masters_pids[@]}")")
+        replicas_cpu=$(per_request "$replicas_before" "$(ticks "${replicas_pids[@]}")")
         proxy_cpu=$(per_request "$proxy_before" "$(ticks "$pids/haproxy.pid")")
         eval_per=$(echo "($(calls evalsha) - $eval_before) / $requests" | bc -l)
         all_per=$(echo "($(calls all) - $all_before) / $requests" | bc -l)
-        printf '| %s | %s | %.0f | %.2f | %s | %.3f | %.3f | %.1f | %.1f | %.1f |\n' "$round" "$target" "$rps" "$p99" \
-            "$non2xx" "$eval_per" "$all_per" "$server_cpu" "$redis_cpu" "$proxy_cpu" >>"$out"
+        printf '| %s | %s | %.0f | %.2f | %s | %.3f | %.3f | %.1f | %.1f | %.1f | %.1f |\n' "$round" "$target" "$rps" "$p99" \
+            "$non2xx" "$eval_per" "$all_per" "$server_cpu" "$masters_cpu" "$replicas_cpu" "$proxy_cpu" >>"$out"
         sum[$target]=$(echo "${sum[$target]:-0} + $rps" | bc -l)
         echo "round $round $target: $rps req/s, p99 $p99 ms" >&2
     done

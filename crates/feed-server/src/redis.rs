@@ -219,20 +219,18 @@ pub fn load(path: &Path, nodes: &[String], timeout: Duration) -> Result<LoadSumm
     let version = loader.new_version().map_err(|e| e.to_string())?;
     let users = meta.users.max(1);
     let mut next_report = Instant::now();
-    loader
-        .write_feeds(version, table.entries(), LOAD_BATCH, |done| {
-            if Instant::now() >= next_report || done == meta.users {
-                next_report = Instant::now() + Duration::from_secs(1);
-                eprintln!(
-                    "redis-load: version {version}: {done} of {} users ({}%)",
-                    meta.users,
-                    done * 100 / users
-                );
-            }
-        })
-        .map_err(|e| format!("writing version {version}: {e}"))?;
-    let published = loader
-        .publish(&VersionInfo {
+    let written = loader.write_feeds(version, table.entries(), LOAD_BATCH, |done| {
+        if Instant::now() >= next_report || done == meta.users {
+            next_report = Instant::now() + Duration::from_secs(1);
+            eprintln!(
+                "redis-load: version {version}: {done} of {} users ({}%)",
+                meta.users,
+                done * 100 / users
+            );
+        }
+    });
+    let published = written.and_then(|_| {
+        loader.publish(&VersionInfo {
             version,
             users: meta.users,
             items: meta.items,
@@ -240,7 +238,24 @@ pub fn load(path: &Path, nodes: &[String], timeout: Duration) -> Result<LoadSumm
             created_unix_ms: crate::data::now_unix_ms(),
             source: format!("{:016x}", meta.id),
         })
-        .map_err(|e| format!("publishing version {version}: {e}"))?;
+    });
+    let published = match published {
+        Ok(published) => published,
+        Err(e) => {
+            // Nothing refers to the half-written version: take it out again
+            // (best effort: the cluster may be what failed).
+            let cleaned = match loader.versions() {
+                Ok((current, _)) if current == Some(version) => {
+                    "yet the pointer names it: it is served".to_owned()
+                }
+                _ => match loader.delete_version(version) {
+                    Ok(keys) => format!("its {keys} keys were deleted"),
+                    Err(cleanup) => format!("deleting what was written failed too: {cleanup}"),
+                },
+            };
+            return Err(format!("loading version {version}: {e}; {cleaned}"));
+        }
+    };
     let deleted = match published.dropped {
         Some(old) => Some((
             old,

@@ -158,6 +158,8 @@ pub fn run(
     let admin_addr: SocketAddr = listeners.admin.local_addr()?;
     let workers = settings.workers();
     let parts = Parts::new(settings, logger);
+    // Before the loader starts: "ready" must never come before "listening".
+    parts.listening(logger, addr, admin_addr, workers);
     let slot = web::Data::new(FeedSlot::<MemoryFeedService>::empty());
     let manager = Arc::new(DataManager::new(
         slot.clone(),
@@ -170,57 +172,61 @@ pub fn run(
     ));
 
     let (load_failed, load_failure) = oneshot::channel::<LoadError>();
-    let loader = {
+    // Started once the servers run, so that "feed-server ready" always
+    // means the listener is being served.
+    let start_loader = {
         let (logger, lifecycle, manager) = (
             logger.clone(),
             parts.lifecycle.clone(),
             Arc::clone(&manager),
         );
-        std::thread::Builder::new()
-            .name("load".into())
-            .spawn(move || {
-                let recorder = Arc::clone(manager.recorder());
-                let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    loader(recorder, &logger)
-                }))
-                .unwrap_or_else(|panic| Err(LoadError::Panicked(panic_message(&*panic))));
-                let (loaded, verifier) = match loaded {
-                    Ok(loaded) => loaded,
-                    Err(e) => {
-                        error!(logger, "loading the feeds failed"; "error" => %e);
-                        let _ = load_failed.send(e);
-                        return;
-                    }
-                };
-                let info = loaded.info.clone();
-                // The data is in place before the server says "ready".
-                manager.install_first(loaded);
-                lifecycle.mark_loaded();
-                info!(logger, "feed-server ready";
+        move || {
+            std::thread::Builder::new()
+                .name("load".into())
+                .spawn(move || {
+                    let recorder = Arc::clone(manager.recorder());
+                    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        loader(recorder, &logger)
+                    }))
+                    .unwrap_or_else(|panic| Err(LoadError::Panicked(panic_message(&*panic))));
+                    let (loaded, verifier) = match loaded {
+                        Ok(loaded) => loaded,
+                        Err(e) => {
+                            error!(logger, "loading the feeds failed"; "error" => %e);
+                            let _ = load_failed.send(e);
+                            return;
+                        }
+                    };
+                    let info = loaded.info.clone();
+                    // The data is in place before the server says "ready".
+                    manager.install_first(loaded);
+                    lifecycle.mark_loaded();
+                    info!(logger, "feed-server ready";
                     "users" => info.users, "items" => info.items, "feed_bytes" => info.bytes,
                     "load_ms" => (info.load_seconds * 1e3) as u64,
                     "snapshot_id" => info.snapshot.as_ref().map_or("", |s| s.id.as_str()),
                     "listen" => %addr, "admin" => %admin_addr, "workers" => workers);
-                // A snapshot's items are checked while it is already served:
-                // a corrupt one stops the server rather than serve garbage.
-                if let Some(verifier) = verifier {
-                    let started = Instant::now();
-                    let id = info.snapshot.as_ref().map_or("", |s| s.id.as_str());
-                    match verifier.verify() {
-                        Ok(()) => info!(logger, "snapshot items verified";
+                    // A snapshot's items are checked while it is already served:
+                    // a corrupt one stops the server rather than serve garbage.
+                    if let Some(verifier) = verifier {
+                        let started = Instant::now();
+                        let id = info.snapshot.as_ref().map_or("", |s| s.id.as_str());
+                        match verifier.verify() {
+                            Ok(()) => info!(logger, "snapshot items verified";
                             "ms" => started.elapsed().as_millis()),
-                        // A verified reload has replaced it meanwhile: nothing is lost.
-                        Err(e) if !manager.serves_snapshot(id) => warn!(logger,
+                            // A verified reload has replaced it meanwhile: nothing is lost.
+                            Err(e) if !manager.serves_snapshot(id) => warn!(logger,
                             "the start-up snapshot was corrupt, but is no longer served";
                             "error" => %e),
-                        Err(e) => {
-                            let e = LoadError::Failed(e.to_string());
-                            error!(logger, "loading the feeds failed"; "error" => %e);
-                            let _ = load_failed.send(e);
+                            Err(e) => {
+                                let e = LoadError::Failed(e.to_string());
+                                error!(logger, "loading the feeds failed"; "error" => %e);
+                                let _ = load_failed.send(e);
+                            }
                         }
                     }
-                }
-            })?
+                })
+        }
     };
 
     // Progress to disk every `progress.sync_ms`, on its own thread (an
@@ -246,6 +252,7 @@ pub fn run(
         .watch
         .then(|| Duration::from_millis(settings.data.watch_interval_ms));
     let tasks_manager = Arc::clone(&manager);
+    let mut loader = None;
     let stopped = serve(
         settings,
         listeners,
@@ -255,14 +262,16 @@ pub fn run(
         slot,
         Some(control),
         load_failure,
-        move || {
+        || {
+            loader = Some(start_loader()?);
             reload_on_hangup(Arc::clone(&tasks_manager));
             if let Some(every) = watch {
                 watch_file(every, tasks_manager);
             }
+            Ok(())
         },
     )?;
-    if !loader.is_finished() {
+    if !loader.is_some_and(|loader| loader.is_finished()) {
         warn!(logger, "stopped before the feeds finished loading");
     }
     // The servers have stopped: no request moves progress any more. One
@@ -299,6 +308,12 @@ pub fn run_redis(
         .cluster()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let parts = Parts::new(settings, logger);
+    parts.listening(
+        logger,
+        listeners.public.local_addr()?,
+        listeners.admin.local_addr()?,
+        settings.workers(),
+    );
     let slot = web::Data::new(FeedSlot::<redis::RedisFeedService>::empty());
     // Never sent: nothing is loaded here that could fail for good.
     let (_never, load_failure) = oneshot::channel::<LoadError>();
@@ -324,6 +339,7 @@ pub fn run_redis(
         load_failure,
         move || {
             actix_web::rt::spawn(watcher.run());
+            Ok(())
         },
     )?;
     parts.summary(logger, stopped);
@@ -363,6 +379,12 @@ impl Parts {
         }
     }
 
+    /// The first log line: both listeners are open (they serve as soon as
+    /// the servers start, the feed route with 503 until the data is in).
+    fn listening(&self, logger: &Logger, addr: SocketAddr, admin: SocketAddr, workers: usize) {
+        info!(logger, "listening, loading feeds"; "listen" => %addr, "admin" => %admin, "workers" => workers);
+    }
+
     /// The last log line.
     fn summary(&self, logger: &Logger, stopped: Stopped) {
         let totals = self.counters.totals();
@@ -377,8 +399,9 @@ impl Parts {
 }
 
 /// Runs both servers over `slot` until a stop request (or a failed load),
-/// draining as [`run`] describes. `tasks` runs once inside the runtime, to
-/// spawn what the storage mode needs.
+/// draining as [`run`] describes. `tasks` runs once inside the runtime,
+/// after both servers have started, to start what the storage mode needs
+/// (its loading among them).
 #[allow(clippy::too_many_arguments)]
 fn serve<S, R, E>(
     settings: &Settings,
@@ -389,15 +412,13 @@ fn serve<S, R, E>(
     slot: web::Data<FeedSlot<FeedService<S, R, E>>>,
     data_control: Option<Arc<dyn DataControl>>,
     load_failure: oneshot::Receiver<LoadError>,
-    tasks: impl FnOnce(),
+    tasks: impl FnOnce() -> std::io::Result<()>,
 ) -> std::io::Result<Stopped>
 where
     S: FeedStorage,
     R: RandomFeed,
     E: ErrorRecorder,
 {
-    let addr: SocketAddr = listeners.public.local_addr()?;
-    let admin_addr: SocketAddr = listeners.admin.local_addr()?;
     let workers = settings.workers();
     let (lifecycle, gate) = (&parts.lifecycle, &parts.gate);
     let (snapshots, snapshot) = watch::channel(feed_http::Snapshot::default());
@@ -411,7 +432,6 @@ where
     }
     let admin = web::Data::new(admin);
     let limits = &settings.limits;
-    info!(logger, "listening, loading feeds"; "listen" => %addr, "admin" => %admin_addr, "workers" => workers);
 
     let app_slot = slot.clone();
     let app_gate = gate.clone();
@@ -441,7 +461,7 @@ where
                 snapshots.send_replace(sampler.sample());
             }
         });
-        tasks();
+        tasks()?;
         if gate.rate_limiter().is_some() {
             let gate = gate.clone();
             actix_web::rt::spawn(async move {

@@ -75,6 +75,7 @@ proptest! {
 
         let (imported, _) = feed_import::import(&[parquet, jsonl], None, &mut |_| {}).unwrap();
         let fallback = feed_import::distinct_items(&imported.items);
+        let fallback_empty = fallback.is_empty();
         let path = dir.join("feeds.snap");
         snapshot::write_csr(&path, &imported.user_ids, &imported.offsets, &imported.items, &fallback, 1).unwrap();
         let opened = Snapshot::open(&path).unwrap();
@@ -97,7 +98,13 @@ proptest! {
                         let size = limits.resolve(1 + t * 3).unwrap();
                         for &user in feeds.keys() {
                             loop {
-                                let served = service.next_feed(UserId::new(user), size, &mut out).now_or_never().expect("the memory store answers at once").unwrap();
+                                let served = service.next_feed(UserId::new(user), size, &mut out).now_or_never().expect("the memory store answers at once");
+                                // Every feed empty: no fallback item either, so a
+                                // user with nothing left gets nothing at all.
+                                let Ok(served) = served else {
+                                    assert!(fallback_empty, "unavailable with a fallback list");
+                                    break;
+                                };
                                 if served.personal == 0 {
                                     break;
                                 }

@@ -98,7 +98,10 @@ impl Server {
                         return record;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => panic!("no log line {msg:?} within 60 s"),
+                Err(RecvTimeoutError::Timeout) => {
+                    let seen: Vec<_> = self.history.iter().map(|r| r["msg"].clone()).collect();
+                    panic!("no log line {msg:?} within 60 s; logged: {seen:?}")
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     panic!("the server exited before logging {msg:?}")
                 }

@@ -55,8 +55,10 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out=benchmark/results/cluster-$stamp.md
 tmp=$(mktemp -d)
 memory_pid=
+wrk_pid=
 
 cleanup() {
+    [[ -n $wrk_pid ]] && kill "$wrk_pid" 2>/dev/null || true
     [[ -n $memory_pid ]] && kill "$memory_pid" 2>/dev/null || true
     deploy/local-cluster.sh down >/dev/null 2>&1 || true
 }
@@ -210,11 +212,9 @@ storage_errors() {
     done
     echo "$total"
 }
-(
-    WRK_REPORT=$tmp/failover.json timeout $((failover_duration + 30)) wrk -t2 -c"$connections" \
-        -d"${failover_duration}s" --latency -s benchmark/wrk/random_ids.lua \
-        http://127.0.0.1:18800 -- "$users" >"$tmp/failover.txt"
-) &
+WRK_REPORT=$tmp/failover.json timeout $((failover_duration + 30)) wrk -t2 -c"$connections" \
+    -d"${failover_duration}s" --latency -s benchmark/wrk/random_ids.lua \
+    http://127.0.0.1:18800 -- "$users" >"$tmp/failover.txt" &
 wrk_pid=$!
 sleep "$kill_after"
 before=$(storage_errors)
@@ -242,6 +242,7 @@ while kill -0 "$wrk_pid" 2>/dev/null; do
     sleep 0.1
 done
 wait "$wrk_pid" || true
+wrk_pid=
 after=$(storage_errors)
 requests=$(jq .requests "$tmp/failover.json")
 non2xx=$(jq .errors.status "$tmp/failover.json")

@@ -72,6 +72,8 @@ up() {
         cargo build --release -p feed-server
     fi
     mkdir -p "$state/pids" "$state/logs" "$state/redis"
+    # A failure half-way stops what was started so far.
+    trap 'code=$?; if ((code != 0)); then say "up failed: stopping what it started"; down; fi' EXIT
     local port
     for port in "${redis_ports[@]}" "${frontend_ports[@]}" "${admin_ports[@]}" "$proxy_port"; do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -139,6 +141,7 @@ CFG
     say "starting HAProxy on $proxy_port"
     start haproxy haproxy -f "$state/haproxy.cfg"
     wait_for 10 "HAProxy" curl -fs "http://127.0.0.1:$proxy_port/feed/1?size=1"
+    trap - EXIT
     say "up: curl 'http://127.0.0.1:$proxy_port/feed/1?size=5'"
 }
 
@@ -159,7 +162,10 @@ down() {
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        kill -9 "$pid" 2>/dev/null || true
+        # Only a process that is still there: a pid that is gone may be reused.
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -9 "$pid" 2>/dev/null || true
+        fi
         rm -f "$pidfile"
     done
     rm -rf "$state/redis"

@@ -19,3 +19,51 @@ pub enum RedisStoreError {
     #[error("corrupt data in the cluster: {0}")]
     Corrupt(String),
 }
+
+impl RedisStoreError {
+    /// Whether this says the node (or the way to it) failed, as opposed to
+    /// a node that answered with an error about the data: only the former
+    /// counts towards opening the circuit breaker.
+    pub fn is_node_failure(&self) -> bool {
+        use redis::{ErrorKind, ServerErrorKind};
+        match self {
+            Self::BreakerOpen | Self::Timeout(_) => true,
+            Self::Corrupt(_) => false,
+            Self::Redis(error) => match error.kind() {
+                ErrorKind::Server(kind) => matches!(
+                    kind,
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ReadOnly
+                        | ServerErrorKind::Moved
+                        | ServerErrorKind::Ask
+                ),
+                _ => true,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+    use super::RedisStoreError;
+
+    fn redis(kind: ErrorKind) -> RedisStoreError {
+        RedisStoreError::Redis(RedisError::from((kind, "test")))
+    }
+
+    #[test]
+    fn only_node_failures_count_for_the_breaker() {
+        assert!(RedisStoreError::Timeout(std::time::Duration::from_millis(1)).is_node_failure());
+        assert!(redis(ErrorKind::Io).is_node_failure());
+        assert!(redis(ErrorKind::Server(ServerErrorKind::ClusterDown)).is_node_failure());
+        assert!(redis(ErrorKind::Server(ServerErrorKind::TryAgain)).is_node_failure());
+        assert!(!redis(ErrorKind::Server(ServerErrorKind::ResponseError)).is_node_failure());
+        assert!(!redis(ErrorKind::Server(ServerErrorKind::NoScript)).is_node_failure());
+        assert!(!RedisStoreError::Corrupt("a ragged feed".into()).is_node_failure());
+    }
+}

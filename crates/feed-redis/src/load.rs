@@ -52,6 +52,7 @@ pub struct Published {
 /// A blocking connection to the cluster for loading.
 pub struct Loader {
     connection: ClusterConnection,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Loader {
@@ -81,6 +82,7 @@ impl Loader {
             .build()?;
         Ok(Self {
             connection: client.get_connection()?,
+            timeout,
         })
     }
 
@@ -187,7 +189,9 @@ impl Loader {
         let pattern = keys::version_pattern(version);
         for master in self.masters()? {
             let client = redis::Client::open(format!("redis://{master}"))?;
-            let mut node = client.get_connection()?;
+            let mut node = client.get_connection_with_timeout(self.timeout)?;
+            node.set_read_timeout(Some(self.timeout))?;
+            node.set_write_timeout(Some(self.timeout))?;
             let mut cursor = 0u64;
             loop {
                 let (next, found): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")

@@ -14,11 +14,14 @@ use crate::keys;
 /// one atomic step on the node that holds both keys.
 ///
 /// KEYS: the feed, the offset. ARGV: the most items to take. Returns nil
-/// for a user without a feed, else `{items, remaining}` where `items` is the
-/// little-endian slice taken.
+/// for a user without a feed (an empty feed is a feed: `{'', 0}`), else
+/// `{items, remaining}` where `items` is the little-endian slice taken.
 pub const TAKE_NEXT: &str = r"
 local len = redis.call('STRLEN', KEYS[1])
-if len == 0 then return false end
+if len == 0 then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+  return {'', 0}
+end
 local total = math.floor(len / 4)
 local start = tonumber(redis.call('GET', KEYS[2]) or '0')
 local stop = math.min(start + tonumber(ARGV[1]), total)
@@ -113,7 +116,12 @@ impl FeedStorage for RedisFeedStorage {
                 return Err(StorageError::UnknownUser(user));
             }
             Err(error) => {
-                self.breaker.failed(group, probe);
+                if error.is_node_failure() {
+                    self.breaker.failed(group, probe);
+                } else {
+                    // The node answered: it is up, whatever was wrong with this key.
+                    self.breaker.succeeded(group);
+                }
                 return Err(StorageError::backend(error));
             }
         };

@@ -20,6 +20,9 @@ use crate::recorder::LoggingRecorder;
 /// The feed service of a frontend over the cluster.
 pub type RedisFeedService = FeedService<RedisFeedStorage, CatalogRandomFeed, Arc<LoggingRecorder>>;
 
+/// How long a version that could not be switched to waits for a retry.
+const RETRY_SWITCH: Duration = Duration::from_secs(5);
+
 /// Users per pipeline when loading.
 const LOAD_BATCH: usize = 1_000;
 
@@ -54,6 +57,8 @@ impl Watcher {
         let breaker = Arc::new(Breaker::new(self.breaker));
         let mut serving: Option<u64> = None;
         let mut complained = Instant::now() - Duration::from_secs(60);
+        // A version that could not be switched to, and when to try it again.
+        let mut failed: Option<(u64, Instant)> = None;
         let mut ticks = tokio::time::interval(self.poll);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -80,10 +85,19 @@ impl Watcher {
                     continue;
                 }
             };
+            if failed.is_some_and(|(version, at)| version == wanted && Instant::now() < at) {
+                continue;
+            }
             match self.install(&cluster, &breaker, wanted).await {
-                Ok(()) => serving = Some(wanted),
+                Ok(()) => {
+                    serving = Some(wanted);
+                    failed = None;
+                }
                 Err(e) => {
-                    warn!(self.logger, "cannot switch to the new version"; "version" => wanted, "error" => %e);
+                    // Its description is large: not again at every poll.
+                    failed = Some((wanted, Instant::now() + RETRY_SWITCH));
+                    warn!(self.logger, "cannot switch to the new version; retrying in 5 s";
+                        "version" => wanted, "error" => %e);
                 }
             }
         }
@@ -116,15 +130,21 @@ impl Watcher {
         let started = Instant::now();
         let info = cluster.version_info(version).await?;
         let storage = RedisFeedStorage::new(Arc::clone(cluster), Arc::clone(breaker), version);
-        storage.prepare().await?;
+        // Best effort: a node that is down cannot load the script now, and a
+        // call that meets NOSCRIPT loads it itself.
+        if let Err(e) = storage.prepare().await {
+            warn!(self.logger, "could not load the script on every node"; "error" => %e);
+        }
+        let data = data_info(&info, started.elapsed());
+        let fallback_items = info.fallback.len();
         let service = FeedService::new(
             storage,
-            CatalogRandomFeed::from_list(FallbackList::from_vec(info.fallback.clone())),
+            CatalogRandomFeed::from_list(FallbackList::from_vec(info.fallback)),
             Arc::clone(&self.recorder),
             self.limits,
         );
         let replaced = self.slot.replace(Arc::new(service)).is_some();
-        self.counters.set_data(data_info(&info, started.elapsed()));
+        self.counters.set_data(data);
         self.report(breaker, Some(version));
         self.lifecycle.mark_loaded();
         let what = if replaced {
@@ -134,7 +154,7 @@ impl Watcher {
         };
         info!(self.logger, "{}", what;
             "version" => version, "users" => info.users, "items" => info.items,
-            "fallback_items" => info.fallback.len(), "source" => &info.source,
+            "fallback_items" => fallback_items, "source" => &info.source,
             "load_ms" => started.elapsed().as_millis());
         Ok(())
     }
@@ -244,27 +264,42 @@ pub fn load(path: &Path, nodes: &[String], timeout: Duration) -> Result<LoadSumm
         Err(e) => {
             // Nothing refers to the half-written version: take it out again
             // (best effort: the cluster may be what failed).
+            // Only when the pointers provably name neither this version: a
+            // publish whose answer was lost may have moved them.
             let cleaned = match loader.versions() {
-                Ok((current, _)) if current == Some(version) => {
-                    "yet the pointer names it: it is served".to_owned()
+                Ok((current, previous))
+                    if current != Some(version) && previous != Some(version) =>
+                {
+                    match loader.delete_version(version) {
+                        Ok(keys) => format!("its {keys} keys were deleted"),
+                        Err(cleanup) => {
+                            format!("deleting what was written failed too: {cleanup}")
+                        }
+                    }
                 }
-                _ => match loader.delete_version(version) {
-                    Ok(keys) => format!("its {keys} keys were deleted"),
-                    Err(cleanup) => format!("deleting what was written failed too: {cleanup}"),
-                },
+                Ok(_) => "yet a version pointer names it: it was kept".to_owned(),
+                Err(check) => format!(
+                    "the version pointers could not be read ({check}), so nothing was deleted: \
+                     if neither {{ff}}:current nor {{ff}}:previous is {version}, delete \
+                     [fo]:{{*}}:{version} and {{ff}}:meta:{version}"
+                ),
             };
             return Err(format!("loading version {version}: {e}; {cleaned}"));
         }
     };
-    let deleted = match published.dropped {
-        Some(old) => Some((
-            old,
-            loader
-                .delete_version(old)
-                .map_err(|e| format!("deleting version {old}: {e}"))?,
-        )),
-        None => None,
-    };
+    // Published: from here on a failure is a warning, not a failed load.
+    let deleted = published
+        .dropped
+        .and_then(|old| match loader.delete_version(old) {
+            Ok(keys) => Some((old, keys)),
+            Err(e) => {
+                eprintln!(
+                    "redis-load: warning: version {old} is no longer kept but deleting it failed \
+                 ({e}): delete [fo]:{{*}}:{old} and {{ff}}:meta:{old}"
+                );
+                None
+            }
+        });
     Ok(LoadSummary {
         version,
         users: meta.users,

@@ -102,6 +102,8 @@ fn feeds_are_handed_out_in_order_once_across_frontends_and_versions() {
         assert_eq!(take(&storage, 1, 5).await.unwrap(), [109]);
         assert_eq!(take(&storage, 1, 5).await.unwrap(), Vec::<u32>::new());
         assert_eq!(take(&storage, 2, 10).await.unwrap(), [7]);
+        // An empty feed is a feed: nothing personal, but no unknown user.
+        assert_eq!(take(&storage, 4, 10).await.unwrap(), Vec::<u32>::new());
         assert!(matches!(
             take(&storage, 3, 10).await,
             Err(StorageError::UnknownUser(_))

@@ -201,8 +201,9 @@ fn a_dead_master_fails_fast_then_its_replica_serves_with_progress_intact() {
         let (after, items) = recovered.expect("the replica took over within 30 s");
         eprintln!("degraded for {after:?}, {failures} failed calls, slowest {slowest:?}");
         assert!(failures > 0, "the kill was noticed");
+        // The limit, plus scheduling slack on a busy machine.
         assert!(
-            slowest <= TIMEOUT + Duration::from_millis(100),
+            slowest <= TIMEOUT + Duration::from_millis(250),
             "a call waited {slowest:?}, beyond the {TIMEOUT:?} limit"
         );
         assert_eq!(items, [4], "progress continued where it stopped");

@@ -218,12 +218,12 @@ fn a_dead_master_fails_fast_then_its_replica_serves_with_progress_intact() {
             assert!(take(&storage, victim, 1).await.is_err());
             last = started.elapsed();
             assert!(
-                last <= TIMEOUT + Duration::from_millis(100),
+                last <= TIMEOUT + Duration::from_millis(250),
                 "waited {last:?}"
             );
         }
         assert!(
-            last < Duration::from_millis(5),
+            last < Duration::from_millis(50),
             "the open breaker answered in {last:?}"
         );
     });

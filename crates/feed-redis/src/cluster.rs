@@ -8,7 +8,7 @@ use redis::AsyncCommands;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 
-use crate::error::RedisStoreError;
+use crate::error::{RedisStoreError, within};
 use crate::keys;
 
 /// The time limit for reading a version's description.
@@ -69,26 +69,14 @@ impl Cluster {
     /// # Errors
     /// The client's error, or [`RedisStoreError::Timeout`].
     pub async fn connect(settings: &ClusterSettings) -> Result<Self, RedisStoreError> {
-        let client = ClusterClient::builder(settings.nodes.iter().map(String::as_str))
-            .connection_timeout(settings.timeout)
-            .response_timeout(settings.timeout)
-            .retries(2)
-            .build()?;
+        let client = cluster_client(settings, settings.timeout)?;
+        let connect = settings.timeout * 4;
         let mut pool = Vec::with_capacity(settings.pool_size.max(1));
         for _ in 0..settings.pool_size.max(1) {
-            let connection =
-                tokio::time::timeout(settings.timeout * 4, client.get_async_connection())
-                    .await
-                    .map_err(|_| RedisStoreError::Timeout(settings.timeout * 4))??;
-            pool.push(connection);
+            pool.push(within(connect, client.get_async_connection()).await?);
         }
-        let meta = ClusterClient::builder(settings.nodes.iter().map(String::as_str))
-            .connection_timeout(settings.timeout)
-            .response_timeout(DESCRIPTION_TIMEOUT)
-            .build()?;
-        let meta = tokio::time::timeout(settings.timeout * 4, meta.get_async_connection())
-            .await
-            .map_err(|_| RedisStoreError::Timeout(settings.timeout * 4))??;
+        let meta = cluster_client(settings, DESCRIPTION_TIMEOUT)?;
+        let meta = within(connect, meta.get_async_connection()).await?;
         Ok(Self {
             pool: pool.into(),
             meta,
@@ -116,8 +104,7 @@ impl Cluster {
     /// malformed.
     pub async fn current_version(&self) -> Result<Option<u64>, RedisStoreError> {
         let mut connection = self.connection();
-        let current: Option<u64> = self.limited(connection.get(keys::CURRENT)).await?;
-        Ok(current)
+        within(self.timeout, connection.get(keys::CURRENT)).await
     }
 
     /// The description of `version`. Its fallback list can be large (4
@@ -131,22 +118,23 @@ impl Cluster {
         let mut connection = self.meta.clone();
         let limit = self.timeout.max(DESCRIPTION_TIMEOUT);
         let fields: std::collections::HashMap<String, Vec<u8>> =
-            match tokio::time::timeout(limit, connection.hgetall(keys::meta(version))).await {
-                Ok(answer) => answer?,
-                Err(_) => return Err(RedisStoreError::Timeout(limit)),
-            };
+            within(limit, connection.hgetall(keys::meta(version))).await?;
         VersionInfo::from_fields(version, &fields)
     }
+}
 
-    async fn limited<T>(
-        &self,
-        call: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, RedisStoreError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(answer) => Ok(answer?),
-            Err(_) => Err(RedisStoreError::Timeout(self.timeout)),
-        }
-    }
+/// A client of the seed nodes whose answers may take up to `response`.
+fn cluster_client(
+    settings: &ClusterSettings,
+    response: Duration,
+) -> Result<ClusterClient, RedisStoreError> {
+    Ok(
+        ClusterClient::builder(settings.nodes.iter().map(String::as_str))
+            .connection_timeout(settings.timeout)
+            .response_timeout(response)
+            .retries(2)
+            .build()?,
+    )
 }
 
 impl VersionInfo {

@@ -20,6 +20,18 @@ pub enum RedisStoreError {
     Corrupt(String),
 }
 
+/// `call`'s answer, or [`RedisStoreError::Timeout`] when it takes longer
+/// than `limit`: the one way every call to the cluster is bounded.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, RedisStoreError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(answer) => Ok(answer?),
+        Err(_) => Err(RedisStoreError::Timeout(limit)),
+    }
+}
+
 impl RedisStoreError {
     /// Whether this says the node (or the way to it) failed, as opposed to
     /// a node that answered with an error about the data: only the former

@@ -7,7 +7,7 @@ use redis::Script;
 
 use crate::breaker::{Admit, Breaker};
 use crate::cluster::Cluster;
-use crate::error::RedisStoreError;
+use crate::error::{RedisStoreError, within};
 use crate::keys;
 
 /// Takes the next items of one user's feed and advances their offset, in
@@ -73,11 +73,12 @@ impl RedisFeedStorage {
     pub async fn prepare(&self) -> Result<(), RedisStoreError> {
         let mut connection = self.cluster.connection();
         let invocation = self.script.prepare_invoke();
-        let load = invocation.load_async(&mut connection);
-        match tokio::time::timeout(self.cluster.timeout(), load).await {
-            Ok(loaded) => loaded.map(drop).map_err(RedisStoreError::from),
-            Err(_) => Err(RedisStoreError::Timeout(self.cluster.timeout())),
-        }
+        within(
+            self.cluster.timeout(),
+            invocation.load_async(&mut connection),
+        )
+        .await
+        .map(drop)
     }
 
     async fn call(&self, user: u64, max: usize) -> Result<Option<(Vec<u8>, u64)>, RedisStoreError> {
@@ -87,11 +88,11 @@ impl RedisFeedStorage {
             .key(keys::offset(user, self.version))
             .arg(max);
         let mut connection = self.cluster.connection();
-        let timeout = self.cluster.timeout();
-        match tokio::time::timeout(timeout, invocation.invoke_async(&mut connection)).await {
-            Ok(answer) => Ok(answer?),
-            Err(_) => Err(RedisStoreError::Timeout(timeout)),
-        }
+        within(
+            self.cluster.timeout(),
+            invocation.invoke_async(&mut connection),
+        )
+        .await
     }
 }
 

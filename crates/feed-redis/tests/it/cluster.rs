@@ -27,13 +27,31 @@ pub struct TestCluster {
     dir: PathBuf,
 }
 
-fn have(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// Whether every one of `programs` runs (`PROGRAM -v`). When one does not,
+/// says the test is skipped and how to install them (`packages`), or,
+/// with `FEED_REQUIRE_REDIS=1` (CI), fails: there the tests must run.
+pub fn installed(programs: &[&str], packages: &str) -> bool {
+    let missing: Vec<&str> = programs
+        .iter()
+        .copied()
+        .filter(|program| {
+            !Command::new(program)
+                .arg("-v")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var("FEED_REQUIRE_REDIS").as_deref() != Ok("1"),
+        "FEED_REQUIRE_REDIS=1 but {missing:?} not installed"
+    );
+    eprintln!("SKIPPED: {missing:?} not installed (apt-get install {packages})");
+    false
 }
 
 /// A port that is free, with its cluster bus port (+10000) free too.
@@ -65,15 +83,7 @@ impl TestCluster {
     /// Starts the cluster and waits until every slot is served; `None` when
     /// Redis is not installed (see the module documentation).
     pub fn start(masters: usize, replicas: usize) -> Option<Self> {
-        if !have("redis-server") || !have("redis-cli") {
-            assert!(
-                std::env::var("FEED_REQUIRE_REDIS").as_deref() != Ok("1"),
-                "FEED_REQUIRE_REDIS=1 but redis-server or redis-cli is not installed"
-            );
-            eprintln!(
-                "SKIPPED: redis-server and redis-cli are not installed \
-                 (apt-get install redis-server redis-tools)"
-            );
+        if !installed(&["redis-server", "redis-cli"], "redis-server redis-tools") {
             return None;
         }
         let dir = std::env::temp_dir().join(format!(

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::cluster::TestCluster;
+use super::cluster::{TestCluster, installed};
 use super::server::{Connection, Server, command, get, refused_start, scratch_dir, wait_until};
 
 /// Writes a synthetic snapshot of `users` x `feed_len` (seeded) and loads
@@ -76,17 +76,7 @@ struct Proxy {
 
 impl Proxy {
     fn start(backends: &[&str]) -> Option<Self> {
-        let installed = Command::new("haproxy")
-            .arg("-v")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            assert!(
-                std::env::var("FEED_REQUIRE_REDIS").as_deref() != Ok("1"),
-                "FEED_REQUIRE_REDIS=1 but haproxy is not installed"
-            );
-            eprintln!("SKIPPED: haproxy is not installed (apt-get install haproxy)");
+        if !installed(&["haproxy"], "haproxy") {
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -174,16 +174,32 @@ fn malformed(path: &Path, line: u64, error: &serde_json::Error) -> ImportError {
 }
 
 /// A JSON number as an integer in `min..=max`.
+///
+/// Only a JSON integer is one: `1.0`, `1e3` and `-0.0` are refused, not
+/// rounded, since pandas writes an int64 column that holds a NaN as floats,
+/// and `9007199254740993.0` would read as user `9007199254740992`.
 fn integer<U: TryFrom<i128>>(number: &Number, min: u64, max: u64) -> Result<U, Problem> {
+    /// serde_json reads an integer below `i64::MIN` or above `u64::MAX` as
+    /// a float, rounded to no less than these in size; every other float
+    /// was written with a fraction or an exponent (or is `-0`, which it also
+    /// reads as a float).
+    const BELOW_I64: f64 = -9_223_372_036_854_775_808.0;
+    const ABOVE_U64: f64 = 18_446_744_073_709_551_616.0;
     let value = if let Some(value) = number.as_u64() {
         i128::from(value)
     } else if let Some(value) = number.as_i64() {
         i128::from(value)
     } else {
-        // A float: a whole one (such as 2^64, which JSON parsers read as a
-        // float) is out of range, not "not an integer".
+        // A float: one that may be a written integer (such as 2^64) is out
+        // of range, every other one is not an integer.
         match number.as_f64() {
-            Some(float) if float.fract() == 0.0 && float.abs() < 1e38 => float as i128,
+            Some(float)
+                if float.fract() == 0.0
+                    && (float <= BELOW_I64 || float >= ABOVE_U64)
+                    && float.abs() < 1e38 =>
+            {
+                float as i128
+            }
             _ => {
                 return Err(Problem::NotInteger {
                     found: shorten(&number.to_string()),

@@ -288,6 +288,44 @@ fn jsonl_bad_item_lists() {
     );
 }
 
+/// Pandas writes an int64 column that holds a NaN as floats: a JSON float
+/// is not an id even when whole, and is never rounded to another one. The
+/// message shows the float as serde_json read it (`1e3` as `1000.0`).
+#[test]
+fn jsonl_floats_are_not_ids() {
+    for written in ["1.0", "1e3", "9007199254740993.0", "-0.0"] {
+        let read = serde_json::from_str::<serde_json::Value>(written)
+            .unwrap()
+            .to_string();
+        assert!(read.contains('.'), "{written} reads as a float: {read}");
+        check_jsonl(
+            &format!(r#"{{"user_id": {written}, "items": [1]}}"#),
+            &format!("line 3, column `user_id`: {read} is not an integer"),
+        );
+        check_jsonl(
+            &format!(r#"{{"user_id": 3, "items": [1, {written}]}}"#),
+            &format!("line 3, column `items`: the value at index 1 ({read}) is not an integer"),
+        );
+    }
+    // A NaN: pandas writes `null`, other writers the invalid `NaN`.
+    check_jsonl(
+        r#"{"user_id": NaN, "items": [1]}"#,
+        "line 3, character 13: malformed JSON: expected value",
+    );
+    check_jsonl(
+        r#"{"user_id": 3, "items": [1, NaN]}"#,
+        "line 3, character 29: malformed JSON: expected value",
+    );
+    check_jsonl(
+        r#"{"user_id": null, "items": [1]}"#,
+        "line 3, column `user_id`: null",
+    );
+    check_jsonl(
+        r#"{"user_id": 3, "items": [1, null]}"#,
+        "line 3, column `items`: the value at index 1 is null",
+    );
+}
+
 #[test]
 fn jsonl_repeated_user_in_one_file() {
     check_jsonl(
@@ -377,6 +415,14 @@ fn bad_fallback_lists() {
         (
             "0\n",
             "line 1, column `item_id`: 0 is outside 1..=4294967295",
+        ),
+        (
+            "5\n1.0\n",
+            r#"line 2, column `item_id`: "1.0" is not an integer"#,
+        ),
+        (
+            "1e3\n",
+            r#"line 1, column `item_id`: "1e3" is not an integer"#,
         ),
     ] {
         let path = dir.join("fallback.txt");

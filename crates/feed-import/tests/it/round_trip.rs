@@ -137,13 +137,22 @@ fn input_already_sorted_across_files_stays_as_read() {
     let a = dir.join("a.parquet");
     let b = dir.join("b.jsonl");
     write_parquet(&a, &[(1, vec![3, 2]), (5, vec![])], &Layout::default());
-    write_jsonl(&b, &[(6, vec![9, 9, 8]), (u64::MAX, vec![u32::MAX])]);
+    // 2^53 + 1 and u64::MAX are read exactly, not through an f64.
+    write_jsonl(
+        &b,
+        &[
+            (6, vec![9, 9, 8]),
+            ((1 << 53) + 1, vec![1]),
+            (u64::MAX, vec![u32::MAX]),
+        ],
+    );
     check(
         &[a, b],
         &[
             (1, &[3, 2]),
             (5, &[]),
             (6, &[9, 8]),
+            ((1 << 53) + 1, &[1]),
             (u64::MAX, &[u32::MAX]),
         ],
         1,

@@ -132,32 +132,40 @@ fn imported_feeds_are_served_in_order_with_the_fallback_list() {
 
 #[test]
 fn bad_input_exits_2_naming_the_file_and_leaves_nothing() {
-    let dir = scratch();
-    let input = dir.join("bad.jsonl");
-    std::fs::write(
-        &input,
-        format!("{}\n{}\n", line(1, &[1]), r#"{"user_id": 2, "items": [0]}"#),
-    )
-    .unwrap();
-    let output = dir.join("out.snap");
-    let (code, _, stderr) = import(&[
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 2);
-    // Progress lines may come first; the error is the last line.
-    let last = stderr.trim().lines().last().unwrap_or_default();
-    for part in ["bad.jsonl", "line 2", "items"] {
-        assert!(last.contains(part), "{part} not in {last:?}");
+    for (bad, column) in [
+        (r#"{"user_id": 2, "items": [0]}"#, "items"),
+        // Floats, even whole ones, are not ids: pandas writes an int64
+        // column that holds a NaN as floats.
+        (r#"{"user_id": 1.0, "items": [1]}"#, "user_id"),
+        (
+            r#"{"user_id": 9007199254740993.0, "items": [1]}"#,
+            "user_id",
+        ),
+        (r#"{"user_id": 2, "items": [1e3]}"#, "items"),
+    ] {
+        let dir = scratch();
+        let input = dir.join("bad.jsonl");
+        std::fs::write(&input, format!("{}\n{bad}\n", line(1, &[1]))).unwrap();
+        let output = dir.join("out.snap");
+        let (code, _, stderr) = import(&[
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 2, "{bad}: {stderr}");
+        // Progress lines may come first; the error is the last line.
+        let last = stderr.trim().lines().last().unwrap_or_default();
+        for part in ["bad.jsonl", "line 2", &format!("column `{column}`")] {
+            assert!(last.contains(part), "{part} not in {last:?}");
+        }
+        assert!(!output.exists());
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "a file was left behind"
+        );
     }
-    assert!(!output.exists());
-    assert_eq!(
-        std::fs::read_dir(&dir).unwrap().count(),
-        1,
-        "a file was left behind"
-    );
 }
 
 #[test]

@@ -304,6 +304,9 @@ pub struct Counters {
 /// Syncs of the progress files (rare: a few a second, shared counters).
 #[derive(Debug, Default)]
 struct ProgressSyncs {
+    /// Offsets found beyond their feed's end (a damaged progress file) and
+    /// clamped, by the versions served.
+    clamped: AtomicU64,
     count: AtomicU64,
     errors: AtomicU64,
     bytes: AtomicU64,
@@ -331,6 +334,8 @@ pub struct SyncTotals {
     pub seconds: f64,
     /// When the last sync ended, ms since the Unix epoch (0: never).
     pub last_unix_ms: u64,
+    /// Offsets found beyond their feed's end and clamped.
+    pub clamped: u64,
     /// Duration bucket counts (not cumulative), one more than the bounds.
     pub buckets: Vec<u64>,
 }
@@ -501,6 +506,11 @@ impl Counters {
         self.progress.errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts `more` offsets found beyond their feed's end and clamped.
+    pub fn record_progress_clamped(&self, more: u64) {
+        self.progress.clamped.fetch_add(more, Ordering::Relaxed);
+    }
+
     /// The progress syncs so far.
     pub fn progress_syncs(&self) -> SyncTotals {
         let p = &self.progress;
@@ -510,6 +520,7 @@ impl Counters {
             bytes: p.bytes.load(Ordering::Relaxed),
             seconds: p.nanos.load(Ordering::Relaxed) as f64 / 1e9,
             last_unix_ms: p.last_unix_ms.load(Ordering::Relaxed),
+            clamped: p.clamped.load(Ordering::Relaxed),
             buckets: p
                 .buckets
                 .iter()

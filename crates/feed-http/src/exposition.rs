@@ -222,8 +222,22 @@ impl Collector for Exposition {
             gauge(
                 &mut encoder,
                 "progress_last_sync_timestamp_seconds",
-                "When the last progress sync ended, Unix time",
+                "When the last successful progress sync ended, Unix time",
                 syncs.last_unix_ms as f64 / 1e3,
+            )?;
+            if syncs.last_unix_ms > 0 {
+                gauge(
+                    &mut encoder,
+                    "progress_last_sync_age_seconds",
+                    "Seconds since the last successful progress sync (alert when it exceeds a few sync_ms)",
+                    crate::counters::unix_ms().saturating_sub(syncs.last_unix_ms) as f64 / 1e3,
+                )?;
+            }
+            counter(
+                &mut encoder,
+                "progress_offsets_clamped",
+                "Offsets found beyond their feed's end in a progress file (damage) and clamped to it",
+                syncs.clamped,
             )?;
         }
         if let Some(data) = self.counters().data() {

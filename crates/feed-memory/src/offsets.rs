@@ -10,7 +10,7 @@
 //! file, which is how progress is made durable.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::progress::ProgressFile;
 
@@ -21,6 +21,10 @@ use crate::progress::ProgressFile;
 #[derive(Debug)]
 pub struct OffsetMap {
     cells: Cells,
+    /// Offsets found beyond their feed's end and clamped to it.
+    clamped: AtomicU64,
+    /// Of those, how many were already reported ([`Self::clamped_reported`]).
+    reported: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -38,6 +42,8 @@ impl OffsetMap {
     pub fn in_memory(users: u32) -> Self {
         Self {
             cells: Cells::Memory((0..users).map(|_| AtomicU32::new(0)).collect()),
+            clamped: AtomicU64::new(0),
+            reported: AtomicU64::new(0),
         }
     }
 
@@ -45,6 +51,8 @@ impl OffsetMap {
     pub fn in_file(file: ProgressFile) -> Self {
         Self {
             cells: Cells::File(file),
+            clamped: AtomicU64::new(0),
+            reported: AtomicU64::new(0),
         }
     }
 
@@ -66,8 +74,10 @@ impl OffsetMap {
 
     /// Moves the offset of the user at `position` forward by up to `want`,
     /// never past `len`, and returns the range of feed positions this call
-    /// now owns. The range is empty once the feed is exhausted, and for a
-    /// position beyond the users. Concurrent calls get disjoint ranges.
+    /// now owns, always within `0..len`. The range is empty once the feed
+    /// is exhausted, and for a position beyond the users. Concurrent calls
+    /// get disjoint ranges. An offset found beyond `len` (a damaged
+    /// progress file) is clamped to `len` and counted ([`Self::clamped`]).
     #[inline]
     pub fn advance(&self, position: u32, want: u32, len: u32) -> Range<u32> {
         let Some(cell) = self.cells().get(position as usize) else {
@@ -78,9 +88,54 @@ impl OffsetMap {
         // previous value.
         let step = |offset: u32| (offset < len).then(|| offset.saturating_add(want).min(len));
         match cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, step) {
-            Ok(previous) => previous..step(previous).unwrap_or(previous),
-            Err(current) => current..current,
+            Ok(previous) => {
+                if let Cells::File(file) = &self.cells {
+                    file.moved(position);
+                }
+                previous..step(previous).unwrap_or(previous)
+            }
+            Err(current) if current <= len => current..current,
+            Err(_) => self.clamp(position, cell, len),
         }
+    }
+
+    /// Puts an offset found beyond its feed's end back at the end.
+    #[cold]
+    fn clamp(&self, position: u32, cell: &AtomicU32, len: u32) -> Range<u32> {
+        if cell.fetch_min(len, Ordering::Relaxed) > len {
+            self.clamped.fetch_add(1, Ordering::Relaxed);
+            if let Cells::File(file) = &self.cells {
+                file.moved(position);
+            }
+        }
+        len..len
+    }
+
+    /// Clamps every offset beyond its feed's end (`len(position)`) to that
+    /// end, and returns how many were. Run once at start, before serving:
+    /// after it, an offset beyond its feed can only come from the file being
+    /// changed under the server, which [`Self::advance`] clamps again.
+    pub fn clamp_all(&self, mut len: impl FnMut(u32) -> u32) -> u64 {
+        let mut clamped = 0;
+        for (position, cell) in self.cells().iter().enumerate() {
+            let end = len(position as u32);
+            if cell.load(Ordering::Relaxed) > end {
+                self.clamp(position as u32, cell, end);
+                clamped += 1;
+            }
+        }
+        clamped
+    }
+
+    /// Offsets found beyond their feed's end and clamped, so far.
+    pub fn clamped(&self) -> u64 {
+        self.clamped.load(Ordering::Relaxed)
+    }
+
+    /// Marks `total` clamped offsets as reported and returns how many were
+    /// reported before, so that a reporter logs each one once.
+    pub fn clamped_reported(&self, total: u64) -> u64 {
+        self.reported.fetch_max(total, Ordering::Relaxed)
     }
 
     /// The current offset of the user at `position` (0 beyond the users).
@@ -122,6 +177,21 @@ mod tests {
         // Beyond the users: nothing, and no panic.
         assert_eq!(map.advance(10, 3, 7), 0..0);
         assert_eq!(map.offset(u32::MAX), 0);
+    }
+
+    #[test]
+    fn an_offset_beyond_the_feed_is_clamped_and_counted() {
+        let map = OffsetMap::in_memory(3);
+        map.cells()[0].store(u32::MAX - 15, Ordering::Relaxed);
+        map.cells()[1].store(51, Ordering::Relaxed);
+        assert_eq!(map.advance(0, 10, 50), 50..50);
+        assert_eq!(map.offset(0), 50);
+        assert_eq!(map.clamped(), 1);
+        assert_eq!(map.clamp_all(|_| 50), 1);
+        assert_eq!(map.offset(1), 50);
+        assert_eq!(map.clamped(), 2);
+        assert_eq!(map.advance(1, 10, 50), 50..50);
+        assert_eq!(map.clamped(), 2);
     }
 
     #[test]

@@ -25,8 +25,15 @@ impl MemoryFeedStorage {
 
     /// Storage over `table` with the progress in `offsets` (which must be
     /// for as many users as the table has: a user beyond them never
-    /// advances).
+    /// advances). Every offset beyond its feed's end (a damaged progress
+    /// file) is clamped to it first; [`OffsetMap::clamped`] counts them.
     pub fn with_offsets(table: FeedTable, offsets: OffsetMap) -> Self {
+        let mut feeds = table.entries();
+        offsets.clamp_all(|_| {
+            // Positions are visited in order, once each.
+            feeds.next().map_or(0, |(_, feed)| feed.len() as u32)
+        });
+        drop(feeds);
         Self { table, offsets }
     }
 

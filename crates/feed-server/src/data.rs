@@ -19,7 +19,7 @@ use feed_memory::{
     CatalogRandomFeed, DataSpec, FeedTable, FileIdentity, ItemsVerifier, MemoryFeedStorage,
     OffsetMap, OnCorrupt, Opened, ProgressError, ProgressFile, Snapshot, SnapshotMeta,
 };
-use slog::{Logger, info, warn};
+use slog::{Logger, error, info, warn};
 
 use crate::recorder::LoggingRecorder;
 
@@ -311,6 +311,8 @@ impl DataManager {
     /// Serves `loaded` from now on; what was served becomes the previous
     /// version (for a rollback). The caller holds `busy`.
     fn install(&self, loaded: Loaded) {
+        // Offsets clamped at open are reported before anything is served.
+        self.report_clamped(&loaded.service);
         let service = Arc::new(loaded.service);
         let mut versions = lock(&self.versions);
         if let (Some(file), Some(snapshot)) = (loaded.file, &loaded.info.snapshot)
@@ -347,16 +349,37 @@ impl DataManager {
                 .collect()
         };
         for service in services {
+            self.report_clamped(&service);
             if let Some(file) = service.storage().offsets().file() {
                 let synced = if all { file.sync_all() } else { file.sync() };
                 match synced {
-                    Ok((took, bytes)) => self.counters.record_progress_sync(took, bytes),
+                    Ok(synced) => self
+                        .counters
+                        .record_progress_sync(synced.took, synced.bytes),
                     Err(e) => {
+                        // Nothing is lost (the next sync writes the whole
+                        // array) and the server stays ready: progress lives
+                        // on this instance, so a 503 would turn a full disk
+                        // into an outage.
                         self.counters.record_progress_sync_error();
-                        warn!(self.logger, "progress: sync failed"; "file" => %file.path().display(), "error" => %e);
+                        error!(self.logger, "progress: sync failed, the next one rewrites it all";
+                            "file" => ?file.path(), "error" => %e);
                     }
                 }
             }
+        }
+    }
+
+    /// Logs and counts offsets of `service`'s progress found beyond their
+    /// feed's end (a damaged progress file) since the last report.
+    fn report_clamped(&self, service: &MemoryFeedService) {
+        let offsets = service.storage().offsets();
+        let total = offsets.clamped();
+        let reported = offsets.clamped_reported(total);
+        if total > reported {
+            self.counters.record_progress_clamped(total - reported);
+            error!(self.logger, "progress: offsets beyond their feed's end, clamped (a damaged progress file?)";
+                "file" => ?offsets.file().map(|f| f.path()), "clamped" => total - reported);
         }
     }
 

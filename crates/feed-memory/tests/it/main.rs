@@ -132,3 +132,77 @@ fn concurrent_requests_for_one_user_never_share_an_item() {
     assert_eq!(distinct, expected);
     assert!(recorded.0.lock().unwrap().is_empty());
 }
+
+/// A progress folder of its own.
+fn progress_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "feed-damaged-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// No content of a progress file's array makes the server panic or
+    /// answer wrong: random bytes written over it (a flipped bit, a foreign
+    /// file, 0xFFFFFFF0 or 51 for a feed of 50), then a restart, and every
+    /// answer is still exactly N distinct items, personal ones first and in
+    /// order from wherever the damaged offset (clamped) says.
+    #[test]
+    fn a_damaged_progress_file_never_breaks_an_answer(
+        feed_lens in prop::collection::vec(0usize..60, 1..12),
+        garbage in prop::collection::vec(any::<u8>(), 1..64),
+        at in any::<prop::sample::Index>(),
+        sizes in prop::collection::vec(1u32..=20, 1..20),
+    ) {
+        use feed_memory::{FallbackList, OffsetMap, OnCorrupt, Opened, ProgressFile};
+        let users = feed_lens.len() as u32;
+        let mut offsets = vec![0u64];
+        let mut items = Vec::new();
+        for (user, &len) in feed_lens.iter().enumerate() {
+            items.extend((1..=len as u32).map(|i| user as u32 * 1000 + i));
+            offsets.push(items.len() as u64);
+        }
+        let ids: Vec<u64> = (0..u64::from(users)).map(|u| u * 7 + 1).collect();
+        let table = || FeedTable::from_csr(ids.clone(), offsets.clone(), items.clone()).unwrap();
+        let dir = progress_dir();
+        drop(ProgressFile::open(&dir, 1, users, OnCorrupt::Fail).unwrap());
+        // Damage the array (past the 4096-byte header) with random bytes.
+        let path = dir.join(ProgressFile::file_name(1));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let array = &mut bytes[4096..];
+        let start = at.index(array.len());
+        for (i, byte) in garbage.iter().enumerate() {
+            let n = array.len();
+            array[(start + i) % n] = *byte;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let (file, opened) = ProgressFile::open(&dir, 1, users, OnCorrupt::Fail).unwrap();
+        prop_assert_eq!(opened, Opened::Restored);
+        let fallback: Vec<u32> = (1_000_000..1_000_020).collect();
+        let service = FeedService::new(
+            MemoryFeedStorage::with_offsets(table(), OffsetMap::in_file(file)),
+            CatalogRandomFeed::from_list(FallbackList::from_vec(fallback)),
+            Arc::new(Recorded::default()),
+            SizeLimits::new(10, 20).unwrap(),
+        );
+        for (request, &size) in sizes.iter().enumerate() {
+            let user = request as u32 % users;
+            let feed = service.storage().table().feed(UserId::new(ids[user as usize])).unwrap().to_vec();
+            let before = service.storage().offsets().offset(user);
+            prop_assert!(before as usize <= feed.len());
+            let mut out = Vec::new();
+            let size = service.limits().resolve(size).unwrap();
+            let served = service.next_feed(UserId::new(ids[user as usize]), size, &mut out).now_or_never().expect(AT_ONCE).unwrap();
+            prop_assert_eq!(out.len(), size.get());
+            prop_assert_eq!(out.iter().collect::<HashSet<_>>().len(), out.len());
+            let personal: Vec<u32> = out[..served.personal].iter().map(|i| i.get()).collect();
+            prop_assert_eq!(&personal[..], &feed[before as usize..before as usize + served.personal]);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -5,33 +5,64 @@
 //! a compare-and-swap on the mapped page, which is the page cache itself,
 //! so it survives a crash of the process at once (`kill -9`, a panic, the
 //! OOM killer) with no write call at all. [`ProgressFile::sync`] makes it
-//! durable against a machine crash: the offsets changed since the last
-//! sync go to a journal beside the file in one checksummed batch, synced
-//! with `fdatasync` (group commit); a server calls it every
+//! durable against a machine crash: the offsets that moved since the last
+//! sync (each worker logs the positions it advanced: [`dirty`]) go to a
+//! journal beside the file in one checksummed batch, synced with
+//! `fdatasync` (group commit, [`journal`]); a server calls it every
 //! `progress.sync_ms`, so a power loss costs at most that much progress.
-//! The array is written to disk when the journal grows large, at open
-//! (after the journal is replayed) and by [`ProgressFile::sync_all`] at
-//! shutdown. Each 4-byte offset is written whole, so a torn page mixes
-//! older and newer offsets, never a half-written one, and offsets only
-//! grow, so replaying takes the larger of the two.
+//! The array itself is written to disk (folded) when the journal grows
+//! large, when a sync failed, at open (after the journal is replayed) and
+//! by [`ProgressFile::sync_all`] at shutdown.
+//!
+//! What is assumed of the media, and what follows:
+//! - a 4-byte aligned write is never torn, so a page written back mixes
+//!   older and newer offsets, never a half-written one; offsets only grow,
+//!   so replaying the journal takes the larger of the two;
+//! - data is durable once `fdatasync`/`msync` returned success, and not
+//!   before: after a failure nothing is trusted (the kernel may have marked
+//!   the pages clean without writing them), the whole array is dirtied
+//!   again and folded, and the journal keeps everything until that worked;
+//! - the file's blocks are allocated when it is opened (`fallocate`, or
+//!   zeros written where the filesystem has no `fallocate`), so an advance
+//!   in the mapping never needs new space: a full disk is an error at
+//!   start, never a `SIGBUS` inside a request. That holds on filesystems
+//!   that overwrite in place (ext4, XFS, tmpfs); on copy-on-write ones
+//!   (btrfs, ZFS) every write-back needs new blocks, so the progress folder
+//!   must not live there (or, on btrfs, must be `chattr +C`), as
+//!   docs/OPERATIONS.md says.
+//!
+//! Architecture Invariant: no byte of the file can make a read go out of
+//! bounds. The header is checked, and an offset is never trusted as an
+//! index: `OffsetMap` clamps each one to its feed's length, at open and
+//! again where it is read (the file lock is only advisory).
 //!
 //! Progress belongs to the data it counts through: the header names the
 //! data's id (a snapshot id, or a fingerprint of the synthetic set) and
 //! the number of users, and a file for other data is never used. One file a
-//! data id, `progress-<id>.bin`, locked while a process uses it.
+//! data id, `progress-<id>.bin`, locked while a process uses it, created
+//! with mode 0600.
 //!
 //! Header (all little-endian): magic `FFEEDPRG`, version `u32` (1), 4 zero
 //! bytes, data id `u64`, users `u64`, creation time `u64` (ms since the Unix
 //! epoch), XXH3-64 of the 40 bytes before it; zeros to 4096 bytes.
 
+mod dirty;
+mod folder;
+mod journal;
+
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use memmap2::MmapRaw;
 use xxhash_rust::xxh3::xxh3_64;
+
+use self::dirty::DirtyLog;
+use self::journal::Journal;
 
 const MAGIC: [u8; 8] = *b"FFEEDPRG";
 const VERSION: u32 = 1;
@@ -39,6 +70,8 @@ const VERSION: u32 = 1;
 const HEADER: usize = 4096;
 /// Bytes of the header that carry data, checksum included.
 const HEADER_BYTES: usize = 48;
+/// Offsets in one page of the array.
+const CELLS_PER_PAGE: usize = 4096 / 4;
 
 /// What to do with a progress file that is torn, truncated or foreign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,11 +104,22 @@ pub enum Opened {
 #[derive(Debug, thiserror::Error)]
 pub enum ProgressError {
     /// The file or its folder could not be created, read, locked or mapped
-    /// (no such folder, no permission, no space, in use).
+    /// (no such folder, no permission, in use).
     #[error("{path}: {source}")]
     Io {
         /// The file or folder.
         path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The filesystem has no room for the whole file.
+    #[error("{path}: no room for the progress file, {bytes} bytes are needed ({source})")]
+    NoRoom {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
         /// What the system said.
         #[source]
         source: std::io::Error,
@@ -108,34 +152,39 @@ pub struct ProgressFile {
     users: usize,
     /// Held open for its lock, released when the file is dropped.
     _file: File,
-    /// The journal of changed offsets, written by [`Self::sync`].
-    journal: std::sync::Mutex<Journal>,
+    /// The positions advanced since the last sync.
+    dirty: DirtyLog,
+    /// The syncer's state, one sync at a time.
+    state: Mutex<SyncState>,
 }
 
-/// The journal beside a progress file: batches of (position, offset) pairs
-/// appended and made durable (`fdatasync`) at every sync, so that the mapped
-/// array itself is written to disk only now and then (a compaction). An
-/// `msync` of the array every `sync_ms` would rewrite every page with a
-/// change, which at random users is all of them, and make every request
-/// that dirties a page again take a fault.
-///
-/// A batch: `u32` count, `count` x (`u32` position, `u32` offset), XXH3-64
-/// of those bytes. A torn last batch (a crash mid-write) fails its checksum
-/// and is ignored with the rest of the file: everything before it was
-/// synced whole.
+/// What a sync works with between two calls.
 #[derive(Debug)]
-struct Journal {
-    path: PathBuf,
-    file: File,
-    /// The offsets as of the last sync: what the journal and the array on
-    /// disk together hold.
-    shadow: Vec<u32>,
-    /// Bytes in the journal since the last compaction.
-    len: u64,
+struct SyncState {
+    journal: Journal,
+    /// Positions drained from the dirty logs but not yet durable in the
+    /// journal (a sync failed): kept until a sync covers them.
+    pending: Vec<u32>,
+    /// The next sync folds the whole array: a dirty log overflowed, too
+    /// many positions are pending, or a write or sync failed.
+    fold: bool,
+    /// The batch being written (kept for its capacity).
+    batch: Vec<u8>,
 }
 
 /// A journal past this size is folded into the array (and emptied).
 const COMPACT_JOURNAL_BYTES: u64 = 64 << 20;
+
+/// What one call of [`ProgressFile::sync`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Synced {
+    /// How long it took.
+    pub took: Duration,
+    /// Bytes written: a journal batch, or the whole array when folded.
+    pub bytes: u64,
+    /// Offsets it made durable (every user's when folded).
+    pub offsets: u64,
+}
 
 impl ProgressFile {
     /// The file name of the progress of data `id`.
@@ -144,11 +193,13 @@ impl ProgressFile {
     }
 
     /// Opens (or creates) the progress of data `id` with `users` users in
-    /// `dir`, creating the folder if needed.
+    /// `dir`, creating the folder if needed. The file's blocks are
+    /// allocated before it is mapped.
     ///
     /// # Errors
     /// [`ProgressError::Io`] when the folder or file cannot be created,
     /// read, locked (another process uses it) or mapped;
+    /// [`ProgressError::NoRoom`] when the filesystem cannot hold it;
     /// [`ProgressError::Corrupt`] for a bad file when `on_corrupt` is
     /// [`OnCorrupt::Fail`].
     pub fn open(
@@ -164,13 +215,14 @@ impl ProgressFile {
             match Self::check(&path, id, users) {
                 Ok(()) => opened = Opened::Restored,
                 Err(reason) if on_corrupt == OnCorrupt::Reset => {
-                    let aside = path.with_extension(format!("corrupt-{}", now_ms()));
+                    let aside = folder::aside_name(&path, now_ms());
                     std::fs::rename(&path, &aside).map_err(io(&path))?;
                     opened = Opened::Reset { reason, aside };
                 }
                 Err(reason) => return Err(ProgressError::Corrupt { path, reason }),
             }
         }
+        let bytes = (HEADER + users as usize * 4) as u64;
         if opened != Opened::Restored {
             Self::create(&path, id, users)?;
         }
@@ -179,46 +231,36 @@ impl ProgressFile {
             .write(true)
             .open(&path)
             .map_err(io(&path))?;
-        file.try_lock().map_err(|e| ProgressError::Io {
-            path: path.clone(),
-            source: match e {
-                std::fs::TryLockError::WouldBlock => std::io::Error::new(
-                    std::io::ErrorKind::ResourceBusy,
-                    "another process is using this progress file",
-                ),
-                std::fs::TryLockError::Error(e) => e,
-            },
-        })?;
+        folder::lock(&file).map_err(io(&path))?;
+        // A file written by an older build (sparse) gets its blocks now.
+        allocate(&file, bytes).map_err(|source| no_room(&path, bytes, source))?;
         let map = MmapRaw::map_raw(&file).map_err(io(&path))?;
         let users = users as usize;
-        if map.len() != HEADER + users * 4 {
+        if map.len() as u64 != bytes {
             // Changed under us between the check and the mapping.
             return Err(ProgressError::Corrupt {
                 path,
                 reason: "its length changed while it was opened".into(),
             });
         }
-        let journal_path = path.with_extension("journal");
-        if opened != Opened::Restored {
-            // A journal of earlier data under this name means nothing now.
-            let _ = std::fs::remove_file(&journal_path);
+        // A journal of earlier data under this name means nothing now.
+        let (journal, created) =
+            Journal::open(path.with_extension("journal"), opened != Opened::Restored)
+                .map_err(io(&path))?;
+        if created {
+            sync_folder(dir).map_err(io(dir))?;
         }
-        let journal_file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&journal_path)
-            .map_err(io(&journal_path))?;
         let progress = Self {
             path,
             map,
             users,
             _file: file,
-            journal: std::sync::Mutex::new(Journal {
-                path: journal_path,
-                file: journal_file,
-                shadow: Vec::new(),
-                len: 0,
+            dirty: DirtyLog::new(),
+            state: Mutex::new(SyncState {
+                journal,
+                pending: Vec::new(),
+                fold: false,
+                batch: Vec::new(),
             }),
         };
         progress.replay().map_err(io(&progress.path))?;
@@ -226,56 +268,47 @@ impl ProgressFile {
     }
 
     /// Applies the journal to the array (offsets only grow, so the larger
-    /// of the two wins), writes the array to disk, empties the journal, and
-    /// takes the shadow copy.
+    /// of the two wins), then folds the array to disk and empties the
+    /// journal.
     fn replay(&self) -> std::io::Result<()> {
-        let mut journal = self
-            .journal
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let bytes = std::fs::read(&journal.path)?;
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let cells = self.cells();
-        let mut at = 0;
-        while at + 4 <= bytes.len() {
-            let count =
-                u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default()) as usize;
-            let body = at + 4;
-            let end = body + count * 8;
-            if end + 8 > bytes.len() {
-                break; // torn: never synced whole
+        state.journal.replay(|position, offset| {
+            if let Some(cell) = cells.get(position as usize) {
+                cell.fetch_max(offset, Ordering::Relaxed);
             }
-            let stored = u64::from_le_bytes(bytes[end..end + 8].try_into().unwrap_or_default());
-            if xxh3_64(&bytes[at..end]) != stored {
-                break;
-            }
-            for pair in bytes[body..end].chunks_exact(8) {
-                let position =
-                    u32::from_le_bytes(pair[..4].try_into().unwrap_or_default()) as usize;
-                let offset = u32::from_le_bytes(pair[4..].try_into().unwrap_or_default());
-                if let Some(cell) = cells.get(position) {
-                    cell.fetch_max(offset, Ordering::Relaxed);
-                }
-            }
-            at = end + 8;
-        }
-        journal.shadow = cells.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-        self.compact(&mut journal)
+        })?;
+        self.fold(&mut state)
     }
 
-    /// Writes the array to disk, then empties the journal.
-    fn compact(&self, journal: &mut Journal) -> std::io::Result<()> {
+    /// Writes the whole array to disk, then empties the journal. Every
+    /// page is dirtied again first: after a failed `msync` or `fdatasync`
+    /// the kernel may hold pages marked clean that never reached the disk,
+    /// and a fold must not trust it. On failure the journal stays whole
+    /// and the next sync folds again.
+    fn fold(&self, state: &mut SyncState) -> std::io::Result<()> {
+        state.fold = true;
+        for page in self.cells().chunks(CELLS_PER_PAGE) {
+            // A write that changes nothing: it marks the page dirty.
+            page[0].fetch_or(0, Ordering::Relaxed);
+        }
         self.map.flush()?;
-        journal.file.set_len(0)?;
-        journal.file.sync_all()?;
-        journal.len = 0;
+        state.journal.empty()?;
+        state.fold = false;
+        state.pending.clear();
         Ok(())
     }
 
     /// Why the file at `path` is not the progress of data `id` with
     /// `users` users, if it is not.
     fn check(path: &Path, id: u64, users: u32) -> Result<(), String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
-        if bytes.len() < HEADER_BYTES || bytes[..8] != MAGIC {
+        let mut file = File::open(path).map_err(|e| format!("unreadable: {e}"))?;
+        let len = file
+            .metadata()
+            .map_err(|e| format!("unreadable: {e}"))?
+            .len();
+        let mut bytes = [0u8; HEADER_BYTES];
+        if file.read_exact(&mut bytes).is_err() || bytes[..8] != MAGIC {
             return Err("not a progress file (wrong magic number or truncated header)".into());
         }
         let u64_at =
@@ -298,18 +331,15 @@ impl ProgressFile {
                 u64_at(24)
             ));
         }
-        let expected = HEADER + users as usize * 4;
-        if bytes.len() != expected {
-            return Err(format!(
-                "{} bytes, expected {expected} (truncated?)",
-                bytes.len()
-            ));
+        let expected = (HEADER + users as usize * 4) as u64;
+        if len != expected {
+            return Err(format!("{len} bytes, expected {expected} (truncated?)"));
         }
         Ok(())
     }
 
-    /// Writes a fresh file (all offsets 0) beside `path`, syncs it and
-    /// renames it over `path`.
+    /// Writes a fresh file (all offsets 0, every block allocated) beside
+    /// `path`, syncs it and renames it over `path`, then syncs the folder.
     fn create(path: &Path, id: u64, users: u32) -> Result<(), ProgressError> {
         let mut header = vec![0u8; HEADER];
         header[..8].copy_from_slice(&MAGIC);
@@ -319,22 +349,31 @@ impl ProgressFile {
         header[32..40].copy_from_slice(&now_ms().to_le_bytes());
         let checksum = xxh3_64(&header[..HEADER_BYTES - 8]);
         header[HEADER_BYTES - 8..HEADER_BYTES].copy_from_slice(&checksum.to_le_bytes());
-        let temporary = path.with_extension("tmp");
+        let bytes = (HEADER + users as usize * 4) as u64;
+        let temporary = folder::temporary_name(path);
         let write = || -> std::io::Result<()> {
-            let mut file = File::create(&temporary)?;
-            file.write_all(&header)?;
-            // Sparse zeros: no write for the offsets themselves.
-            file.set_len((HEADER + users as usize * 4) as u64)?;
+            let file = OpenOptions::new()
+                .write(true)
+                .read(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temporary)?;
+            // Locked, so that cleaning never takes it for a leftover.
+            folder::lock(&file)?;
+            file.write_all_at(&header, 0)?;
+            file.set_len(bytes)?;
+            allocate(&file, bytes)?;
             file.sync_all()?;
             std::fs::rename(&temporary, path)?;
             if let Some(dir) = path.parent() {
-                File::open(dir)?.sync_all()?;
+                sync_folder(dir)?;
             }
             Ok(())
         };
         write().map_err(|e| {
             let _ = std::fs::remove_file(&temporary);
-            io(path)(e)
+            no_room(path, bytes, e)
         })
     }
 
@@ -348,7 +387,8 @@ impl ProgressFile {
         // page-aligned, so the cells are aligned for `AtomicU32`, which has
         // the layout of `u32`. `MmapRaw` hands out no references to the
         // bytes, so every access goes through these atomics; the file is
-        // locked against other processes that would write it.
+        // locked against other processes that would write it, and its
+        // blocks are allocated, so a write never faults for want of space.
         unsafe {
             std::slice::from_raw_parts(
                 self.map.as_mut_ptr().add(HEADER).cast::<AtomicU32>(),
@@ -357,51 +397,72 @@ impl ProgressFile {
         }
     }
 
-    /// Makes the progress so far durable: appends the offsets that changed
+    /// Notes that the offset at `position` moved, for the next sync.
+    #[inline]
+    pub(crate) fn moved(&self, position: u32) {
+        self.dirty.record(position);
+    }
+
+    /// Makes the progress so far durable: appends the offsets that moved
     /// since the last sync to the journal and syncs it (group commit); now
-    /// and then folds the journal into the array. Returns how long it took
-    /// and the bytes written.
+    /// and then, and after any failure, folds the whole array instead.
+    /// Nothing to write costs no I/O and no scan.
     ///
     /// # Errors
-    /// The system's error (the progress stays in the page cache, and the
-    /// next sync writes it).
-    pub fn sync(&self) -> std::io::Result<(Duration, u64)> {
+    /// The system's error. Nothing is lost: the offsets stay in the page
+    /// cache, and the next sync folds the whole array.
+    pub fn sync(&self) -> std::io::Result<Synced> {
         let started = Instant::now();
-        let mut journal = self
-            .journal
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let journal = &mut *journal;
-        let mut batch = vec![0u8; 4];
-        for (position, (cell, seen)) in self
-            .cells()
-            .iter()
-            .zip(journal.shadow.iter_mut())
-            .enumerate()
-        {
-            let offset = cell.load(Ordering::Relaxed);
-            if offset != *seen {
-                *seen = offset;
-                batch.extend_from_slice(&(position as u32).to_le_bytes());
-                batch.extend_from_slice(&offset.to_le_bytes());
-            }
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = &mut *state;
+        if !self.dirty.drain(&mut state.pending) || state.pending.len() > self.pending_limit() {
+            state.fold = true;
         }
-        let count = (batch.len() - 4) / 8;
-        if count == 0 {
-            return Ok((started.elapsed(), 0));
+        if state.fold || state.journal.len() > COMPACT_JOURNAL_BYTES {
+            state.pending.clear();
+            self.fold(state)?;
+            return Ok(Synced {
+                took: started.elapsed(),
+                bytes: self.bytes() as u64,
+                offsets: self.users as u64,
+            });
         }
-        batch[..4].copy_from_slice(&(count as u32).to_le_bytes());
-        let checksum = xxh3_64(&batch);
-        batch.extend_from_slice(&checksum.to_le_bytes());
-        journal.file.write_all(&batch)?;
-        journal.file.sync_data()?;
-        journal.len += batch.len() as u64;
-        let mut written = batch.len() as u64;
-        if journal.len > COMPACT_JOURNAL_BYTES {
-            self.compact(journal)?;
-            written += self.bytes() as u64;
+        if state.pending.is_empty() {
+            return Ok(Synced {
+                took: started.elapsed(),
+                bytes: 0,
+                offsets: 0,
+            });
         }
-        Ok((started.elapsed(), written))
+        state.pending.sort_unstable();
+        state.pending.dedup();
+        let cells = self.cells();
+        journal::encode(
+            state
+                .pending
+                .iter()
+                .map(|&position| (position, cells[position as usize].load(Ordering::Relaxed))),
+            &mut state.batch,
+        );
+        if let Err(e) = state.journal.append(&state.batch) {
+            // Nothing of that batch is trusted: the next sync writes every
+            // offset again, the array whole.
+            state.fold = true;
+            return Err(e);
+        }
+        let offsets = state.pending.len() as u64;
+        state.pending.clear();
+        Ok(Synced {
+            took: started.elapsed(),
+            bytes: state.batch.len() as u64,
+            offsets,
+        })
+    }
+
+    /// Past this many pending positions a fold is cheaper, and the memory
+    /// held for them stays within one bit a user.
+    fn pending_limit(&self) -> usize {
+        (self.users / 32).max(dirty::SHARD_CAPACITY)
     }
 
     /// Folds everything into the array on disk and empties the journal: the
@@ -409,15 +470,17 @@ impl ProgressFile {
     ///
     /// # Errors
     /// The system's error.
-    pub fn sync_all(&self) -> std::io::Result<(Duration, u64)> {
+    pub fn sync_all(&self) -> std::io::Result<Synced> {
         let started = Instant::now();
-        let (_, written) = self.sync()?;
-        let mut journal = self
-            .journal
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.compact(&mut journal)?;
-        Ok((started.elapsed(), written + self.bytes() as u64))
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut drained = Vec::new();
+        self.dirty.drain(&mut drained);
+        self.fold(&mut state)?;
+        Ok(Synced {
+            took: started.elapsed(),
+            bytes: self.bytes() as u64,
+            offsets: self.users as u64,
+        })
     }
 
     /// Bytes of progress the array holds.
@@ -430,36 +493,74 @@ impl ProgressFile {
         &self.path
     }
 
-    /// Removes the progress files in `dir` other than those of the data ids
-    /// in `keep` and the newest of the others (the progress of the data
-    /// served before, for a rollback or a restart on it), and returns the
-    /// ones removed.
+    /// Removes, from `dir`, the progress files of data other than `keep`
+    /// except the newest of them (the progress of the data served before,
+    /// for a rollback or a restart on it), never one another process holds;
+    /// leftover temporary files; and all but the newest few files kept
+    /// aside as corrupt. Returns the files removed.
     ///
     /// # Errors
     /// The system's error for the folder (a file that cannot be removed is
     /// left, not an error).
     pub fn clean(dir: &Path, keep: &[u64]) -> std::io::Result<Vec<PathBuf>> {
         let keep: Vec<String> = keep.iter().map(|&id| Self::file_name(id)).collect();
-        let mut others = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("progress-") && name.ends_with(".bin") && !keep.contains(&name) {
-                let modified = entry.metadata().and_then(|m| m.modified()).ok();
-                others.push((modified, dir.join(&name)));
-            }
-        }
-        // Newest first; the newest stays.
-        others.sort_by(|a, b| b.cmp(a));
-        let mut removed = Vec::new();
-        for (_, path) in others.into_iter().skip(1) {
-            if std::fs::remove_file(&path).is_ok() {
-                let _ = std::fs::remove_file(path.with_extension("journal"));
-                removed.push(path);
-            }
-        }
-        Ok(removed)
+        folder::clean(dir, &keep)
     }
+}
+
+/// The error of a file that could not be given its `bytes`: no room when
+/// the system says so.
+fn no_room(path: &Path, bytes: u64, source: std::io::Error) -> ProgressError {
+    match source.raw_os_error() {
+        Some(code)
+            if [
+                rustix::io::Errno::NOSPC,
+                rustix::io::Errno::DQUOT,
+                rustix::io::Errno::FBIG,
+            ]
+            .iter()
+            .any(|e| e.raw_os_error() == code) =>
+        {
+            ProgressError::NoRoom {
+                path: path.to_owned(),
+                bytes,
+                source,
+            }
+        }
+        _ => io(path)(source),
+    }
+}
+
+/// Gives `file` real blocks for its first `len` bytes: `fallocate`, or,
+/// where the filesystem has none, every byte read and written back.
+fn allocate(file: &File, len: u64) -> std::io::Result<()> {
+    use rustix::fs::{FallocateFlags, fallocate};
+    use rustix::io::Errno;
+    match fallocate(file, FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(Errno::OPNOTSUPP | Errno::NOSYS) => {
+            let mut chunk = vec![0u8; 1 << 20];
+            let mut at = 0;
+            while at < len {
+                let n = chunk.len().min((len - at) as usize);
+                file.read_exact_at(&mut chunk[..n], at)?;
+                file.write_all_at(&chunk[..n], at)?;
+                at += n as u64;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Makes the creation or renaming of a file in `dir` durable.
+pub(crate) fn sync_folder(dir: &Path) -> std::io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    File::open(dir)?.sync_all()
 }
 
 fn now_ms() -> u64 {
@@ -538,8 +639,11 @@ mod tests {
         for position in 0..1000 {
             map.advance(position, position % 7 + 1, 50);
         }
-        let (_, written) = map.file().unwrap().sync().unwrap();
-        assert_eq!(written, 4 + 1000 * 8 + 8);
+        let synced = map.file().unwrap().sync().unwrap();
+        assert_eq!((synced.bytes, synced.offsets), (4 + 1000 * 8 + 8, 1000));
+        // Nothing moved since: nothing to write.
+        let synced = map.file().unwrap().sync().unwrap();
+        assert_eq!((synced.bytes, synced.offsets), (0, 0));
         map.advance(3, 1, 50); // after the last sync: may be lost
         let journal = std::fs::read(path.with_extension("journal")).unwrap();
         drop(map);
@@ -559,6 +663,89 @@ mod tests {
                 .len(),
             0
         );
+    }
+
+    /// A failed write loses nothing: the batch is not counted as written,
+    /// the next sync folds the whole array, and a restart has every offset.
+    #[test]
+    fn a_failed_sync_is_folded_by_the_next_one() {
+        let dir = dir();
+        let (map, _) = open(&dir, 6, 100, OnCorrupt::Fail).unwrap();
+        let file = map.file().unwrap();
+        map.advance(7, 3, 50);
+        file.sync().unwrap();
+        map.advance(8, 4, 50);
+        file.state.lock().unwrap().journal.break_writes(true);
+        assert!(file.sync().is_err());
+        assert!(file.state.lock().unwrap().fold);
+        // Still failing: still an error, nothing claimed.
+        map.advance(9, 5, 50);
+        assert!(file.sync().is_err());
+        file.state.lock().unwrap().journal.break_writes(false);
+        let synced = file.sync().unwrap();
+        assert_eq!(synced.offsets, 100, "the whole array was folded");
+        assert!(!file.state.lock().unwrap().fold);
+        assert_eq!(file.state.lock().unwrap().journal.len(), 0);
+        drop(map);
+        let (map, _) = open(&dir, 6, 100, OnCorrupt::Fail).unwrap();
+        assert_eq!((map.offset(7), map.offset(8), map.offset(9)), (3, 4, 5));
+    }
+
+    /// Cleaning never removes a file another holder has locked, removes
+    /// leftover temporaries, and keeps only the newest few corrupt files.
+    #[test]
+    fn cleaning_spares_files_in_use_and_bounds_what_is_kept_aside() {
+        let dir = dir();
+        let (held, _) = open(&dir, 1, 10, OnCorrupt::Fail).unwrap();
+        drop(open(&dir, 2, 10, OnCorrupt::Fail).unwrap());
+        drop(open(&dir, 3, 10, OnCorrupt::Fail).unwrap());
+        std::fs::write(dir.join("progress-0000000000000009.77.tmp"), b"x").unwrap();
+        for ms in 0..5 {
+            std::fs::write(
+                dir.join(format!("progress-0000000000000004.corrupt-{ms}")),
+                b"x",
+            )
+            .unwrap();
+        }
+        // Keep 3: of 1 and 2, the newest stays anyway and the other is held.
+        let removed = ProgressFile::clean(&dir, &[3]).unwrap();
+        assert!(
+            dir.join(ProgressFile::file_name(1)).exists(),
+            "held by `held`"
+        );
+        assert!(dir.join(ProgressFile::file_name(2)).exists() || !removed.is_empty());
+        assert!(!dir.join("progress-0000000000000009.77.tmp").exists());
+        let aside = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".corrupt-")
+            })
+            .count();
+        assert_eq!(aside, 3);
+        drop(held);
+        // Released: now it can go (2 is newer and stays).
+        let removed = ProgressFile::clean(&dir, &[3]).unwrap();
+        assert!(
+            removed.contains(&dir.join(ProgressFile::file_name(1)))
+                || removed.contains(&dir.join(ProgressFile::file_name(2))),
+            "{removed:?}"
+        );
+    }
+
+    #[test]
+    fn files_are_private_to_their_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = dir();
+        drop(open(&dir, 1, 10, OnCorrupt::Fail).unwrap());
+        let path = dir.join(ProgressFile::file_name(1));
+        for path in [path.clone(), path.with_extension("journal")] {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{}: {mode:o}", path.display());
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub use offsets::OffsetMap;
 pub use progress::{OnCorrupt, Opened, ProgressError, ProgressFile};
 pub use random::CatalogRandomFeed;
 pub use snapshot::{
-    FallbackList, FileIdentity, ItemsVerifier, Snapshot, SnapshotError, SnapshotMeta,
+    FallbackList, FileIdentity, Snapshot, SnapshotError, SnapshotMeta,
 };
 pub use storage::MemoryFeedStorage;
 pub use table::{FeedTable, TableError};

@@ -10,19 +10,26 @@
 //!           fallback items    u32 x fallback     (page-aligned)
 //! ```
 //!
-//! All numbers are little-endian; checksums are XXH3-64.
+//! All numbers are little-endian; checksums are XXH3-64. In version 2 a
+//! section's checksum is the XXH3-64 of the list of its 1 MiB blocks'
+//! XXH3-64s, so that the blocks are verified on every core at once;
+//! version 1 (one XXH3-64 over the whole section) is still read, and
+//! verified on one core.
 //!
-//! [`Snapshot::open`] verifies, before anything is served, the header (magic,
-//! version, checksum, section bounds against the file's length) and the
-//! user ids and offsets (checksums, ids strictly increasing, offsets within
-//! the items): everything a lookup relies on to stay in bounds. The items
-//! and the fallback list, the bulk of the file, are verified by
-//! [`Snapshot::verify_items`] (checksums, no item 0), which a server runs in
-//! the background after it starts serving, or before it swaps a new
-//! snapshot in.
+//! Architecture Invariant: nothing is served from a snapshot before every
+//! byte of it is verified. [`Snapshot::open`] checks the header (magic,
+//! version, checksum, section bounds against the file's length, and the
+//! id against the section checksums, so a hand-made header cannot claim
+//! another snapshot's id and with it its progress), every section's
+//! checksum, the ids strictly increasing and the offsets within the items,
+//! no item 0, and no fallback item twice; only then does it return. A
+//! lookup never trusts a stored number it has not checked.
 //!
-//! Writing goes to a temporary file beside the target, is synced, and is
-//! renamed over the target: a reader never sees a half-written snapshot.
+//! Writing goes to a temporary file beside the target (mode 0640), is
+//! synced, and is renamed over the target, and the folder is synced: a
+//! reader never sees a half-written snapshot. A snapshot is never changed
+//! in place (a mapping of it would change under the server): replace it by
+//! a rename.
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -36,8 +43,10 @@ use crate::table::{FeedTable, Section};
 
 /// The first eight bytes of every snapshot.
 const MAGIC: [u8; 8] = *b"FFEEDSNP";
-/// The format version this build reads and writes.
-const VERSION: u32 = 1;
+/// The format version this build writes; it reads this one and 1.
+const VERSION: u32 = 2;
+/// Bytes of a checksummed block in version 2.
+const BLOCK: usize = 1 << 20;
 /// Sections start at multiples of this (and the header fills the first).
 const PAGE: u64 = 4096;
 /// Bytes of the header that carry data (the rest of the page is zero).
@@ -66,6 +75,7 @@ pub struct SnapshotMeta {
 /// another length or modification time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileIdentity {
+    device: u64,
     inode: u64,
     len: u64,
     modified: Option<std::time::SystemTime>,
@@ -76,12 +86,19 @@ impl FileIdentity {
     pub fn of(path: &Path) -> Option<Self> {
         std::fs::metadata(path).ok().map(|meta| Self::from(&meta))
     }
+
+    /// Whether both are the same file (inode), whatever its length or
+    /// modification time: a file changed in place, not replaced.
+    pub const fn same_file(&self, other: &Self) -> bool {
+        self.device == other.device && self.inode == other.inode
+    }
 }
 
 impl From<&std::fs::Metadata> for FileIdentity {
     fn from(meta: &std::fs::Metadata) -> Self {
         use std::os::unix::fs::MetadataExt;
         Self {
+            device: meta.dev(),
             inode: meta.ino(),
             len: meta.len(),
             modified: meta.modified().ok(),
@@ -144,22 +161,31 @@ pub struct Snapshot {
     path: PathBuf,
     table: FeedTable,
     fallback: Arc<Section<u32>>,
-    map: Arc<Mmap>,
-    entries: [Entry; 4],
 }
 
 impl Snapshot {
-    /// Maps `path` and verifies its header, user ids and offsets (see the
-    /// module doc for what is left to [`Self::verify_items`]).
+    /// Maps `path` and verifies all of it (see the module doc), on every
+    /// core. The path must name a regular file; it is opened without
+    /// blocking, so a FIFO or a device is refused at once.
     ///
     /// # Errors
     /// [`SnapshotError`] naming the file and, in one line, the reason: it
-    /// cannot be read, wrong magic, unknown version, a header or section
-    /// checksum mismatch, truncated, or a malformed section.
+    /// cannot be read, not a regular file, wrong magic, unknown version, a
+    /// header or section checksum mismatch, an id that does not match the
+    /// content, truncated, a malformed section, item 0, or a repeated
+    /// fallback item.
     pub fn open(path: &Path) -> Result<Self, SnapshotError> {
-        let file = File::open(path).map_err(|e| SnapshotError::io(path, e))?;
-        let identity =
-            FileIdentity::from(&file.metadata().map_err(|e| SnapshotError::io(path, e))?);
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path)
+            .map_err(|e| SnapshotError::io(path, e))?;
+        let metadata = file.metadata().map_err(|e| SnapshotError::io(path, e))?;
+        if !metadata.is_file() {
+            return Err(SnapshotError::invalid(path, "not a regular file"));
+        }
+        let identity = FileIdentity::from(&metadata);
         let map = map_file(&file).map_err(|e| SnapshotError::io(path, e))?;
         // Everything below is checked against the mapping itself, not the
         // length the file had a moment before: a file that changed size in
@@ -171,82 +197,40 @@ impl Snapshot {
                 format!("truncated: {len} bytes, not even a header"),
             ));
         }
-        let (meta, entries) = read_header(&map[..HEADER_BYTES], len)
+        let (version, meta, entries) = read_header(&map[..HEADER_BYTES], len)
             .map_err(|reason| SnapshotError::invalid(path, reason))?;
-        // The sections every lookup reads: verified before serving.
-        for at in 0..2 {
-            check_section(&map, &entries[at], SECTIONS[at])
-                .map_err(|reason| SnapshotError::invalid(path, reason))?;
-        }
+        verify_sections(&map, &entries, version)
+            .map_err(|reason| SnapshotError::invalid(path, reason))?;
         let map = Arc::new(map);
-        let section = |at: usize, size: u64| -> (usize, usize) {
-            (
-                entries[at].offset as usize,
-                (entries[at].bytes / size) as usize,
-            )
-        };
-        let ids = {
-            let (start, len) = section(0, 8);
+        fn section<T>(map: &Arc<Mmap>, entry: &Entry) -> Section<T> {
             Section::File {
-                map: Arc::clone(&map),
-                start,
-                len,
+                map: Arc::clone(map),
+                start: entry.offset as usize,
+                len: (entry.bytes / size_of::<T>() as u64) as usize,
             }
-        };
-        let offsets = {
-            let (start, len) = section(1, 8);
-            Section::File {
-                map: Arc::clone(&map),
-                start,
-                len,
-            }
-        };
-        let items = {
-            let (start, len) = section(2, 4);
-            Section::File {
-                map: Arc::clone(&map),
-                start,
-                len,
-            }
-        };
-        let fallback = {
-            let (start, len) = section(3, 4);
-            Section::File {
-                map: Arc::clone(&map),
-                start,
-                len,
-            }
-        };
-        let table = FeedTable::from_sections(ids, offsets, items)
-            .map_err(|e| SnapshotError::invalid(path, e.to_string()))?;
+        }
+        let table = FeedTable::from_sections(
+            section(&map, &entries[0]),
+            section(&map, &entries[1]),
+            section(&map, &entries[2]),
+        )
+        .map_err(|e| SnapshotError::invalid(path, e.to_string()))?;
+        let fallback: Section<u32> = section(&map, &entries[3]);
+        let mut sorted = fallback.get().to_vec();
+        sorted.sort_unstable();
+        if let Some(pair) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(SnapshotError::invalid(
+                path,
+                format!("item {} twice in the fallback section", pair[0]),
+            ));
+        }
         Ok(Self {
             meta,
             identity,
             path: path.to_owned(),
             table,
             fallback: Arc::new(fallback),
-            map,
-            entries,
         })
-    }
-
-    /// Verifies the items and the fallback list: their checksums, and that
-    /// none of them is item 0. Reads the bulk of the file once.
-    ///
-    /// # Errors
-    /// [`SnapshotError::Invalid`] naming the section.
-    pub fn verify_items(&self) -> Result<(), SnapshotError> {
-        self.verifier().verify()
-    }
-
-    /// What [`Self::verify_items`] checks, as a value that can go to another
-    /// thread and outlive the snapshot's other parts (it shares the mapping).
-    pub fn verifier(&self) -> ItemsVerifier {
-        ItemsVerifier {
-            path: self.path.clone(),
-            map: Arc::clone(&self.map),
-            entries: [self.entries[2], self.entries[3]],
-        }
     }
 
     /// What the header says.
@@ -279,48 +263,6 @@ impl Snapshot {
     /// the mapping alive between them).
     pub fn into_parts(self) -> (SnapshotMeta, FeedTable, FallbackList) {
         (self.meta, self.table, FallbackList(self.fallback))
-    }
-}
-
-/// Verifies a snapshot's items and fallback list (see
-/// [`Snapshot::verify_items`]).
-#[derive(Debug, Clone)]
-pub struct ItemsVerifier {
-    path: PathBuf,
-    map: Arc<Mmap>,
-    entries: [Entry; 2],
-}
-
-impl ItemsVerifier {
-    /// Checks the checksums of the items and the fallback list, that
-    /// neither holds item 0, and that the fallback list holds no item twice
-    /// (the random fill's walk over it is bounded by the answer's size only
-    /// for a list of distinct items).
-    ///
-    /// # Errors
-    /// [`SnapshotError::Invalid`] naming the section.
-    pub fn verify(&self) -> Result<(), SnapshotError> {
-        let invalid = |reason: String| SnapshotError::invalid(&self.path, reason);
-        for (entry, name) in self.entries.iter().zip(&SECTIONS[2..]) {
-            check_section(&self.map, entry, name).map_err(invalid)?;
-            let bytes = &self.map[entry.offset as usize..(entry.offset + entry.bytes) as usize];
-            let values: &[u32] = bytemuck::cast_slice(bytes);
-            if values.contains(&0) {
-                return Err(invalid(format!("item 0 in the {name} section")));
-            }
-        }
-        let fallback = &self.entries[1];
-        let bytes =
-            &self.map[fallback.offset as usize..(fallback.offset + fallback.bytes) as usize];
-        let mut sorted: Vec<u32> = bytemuck::cast_slice(bytes).to_vec();
-        sorted.sort_unstable();
-        if let Some(pair) = sorted.windows(2).find(|w| w[0] == w[1]) {
-            return Err(invalid(format!(
-                "item {} twice in the fallback section",
-                pair[0]
-            )));
-        }
-        Ok(())
     }
 }
 
@@ -364,14 +306,14 @@ fn read_u64(bytes: &[u8], at: usize) -> u64 {
 }
 
 /// Reads and checks the header against a file of `len` bytes.
-fn read_header(header: &[u8], len: u64) -> Result<(SnapshotMeta, [Entry; 4]), String> {
+fn read_header(header: &[u8], len: u64) -> Result<(u32, SnapshotMeta, [Entry; 4]), String> {
     if header[..8] != MAGIC {
         return Err("not a feed snapshot (wrong magic number)".into());
     }
     let version = read_u32(header, 8);
-    if version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(format!(
-            "snapshot format version {version}, this build reads version {VERSION}"
+            "snapshot format version {version}, this build reads versions 1 to {VERSION}"
         ));
     }
     let stored = read_u64(header, HEADER_BYTES - 8);
@@ -427,16 +369,79 @@ fn read_header(header: &[u8], len: u64) -> Result<(SnapshotMeta, [Entry; 4]), St
             u32::MAX
         ));
     }
-    Ok((meta, entries))
+    // The id is derived from the content: checked here against the section
+    // checksums, which are checked against the bytes before anything is
+    // served.
+    if content_id(&entries) != meta.id {
+        return Err("the snapshot id does not match its content".into());
+    }
+    Ok((version, meta, entries))
 }
 
-/// Checks a section's checksum.
-fn check_section(map: &[u8], entry: &Entry, name: &str) -> Result<(), String> {
-    let bytes = &map[entry.offset as usize..(entry.offset + entry.bytes) as usize];
-    if xxh3_64(bytes) != entry.checksum {
-        return Err(format!("the {name} section's checksum does not match"));
+/// The id of a snapshot whose sections have these checksums.
+fn content_id(entries: &[Entry; 4]) -> u64 {
+    xxh3_64(bytemuck::cast_slice(&entries.map(|e| e.checksum.to_le())))
+}
+
+/// Verifies every section of `map` against its entry, as `version`
+/// defines the checksum: version 2 block by block on every core, version 1
+/// one section at a time. Items and fallback items must not be 0.
+fn verify_sections(map: &[u8], entries: &[Entry; 4], version: u32) -> Result<(), String> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    for (at, (entry, name)) in entries.iter().zip(SECTIONS).enumerate() {
+        let bytes = &map[entry.offset as usize..(entry.offset + entry.bytes) as usize];
+        let items = at >= 2;
+        let (checksum, zero) = if version == 1 {
+            (xxh3_64(bytes), items && has_zero(bytes))
+        } else {
+            block_checksum(bytes, items, threads)
+        };
+        if checksum != entry.checksum {
+            return Err(format!("the {name} section's checksum does not match"));
+        }
+        if zero {
+            return Err(format!("item 0 in the {name} section"));
+        }
     }
     Ok(())
+}
+
+/// Whether the little-endian `u32`s of `bytes` hold a 0.
+fn has_zero(bytes: &[u8]) -> bool {
+    bytes
+        .chunks_exact(4)
+        .any(|value| value == [0, 0, 0, 0])
+}
+
+/// The version-2 checksum of `bytes` (the XXH3-64 of its blocks'
+/// XXH3-64s), computed on up to `threads` threads; and, when `items`, whether
+/// it holds a `u32` 0 (checked in the same pass, while each block is in the
+/// cache).
+fn block_checksum(bytes: &[u8], items: bool, threads: usize) -> (u64, bool) {
+    let blocks: Vec<&[u8]> = bytes.chunks(BLOCK).collect();
+    let mut digests = vec![0u64; blocks.len()];
+    let per_thread = blocks.len().div_ceil(threads.max(1)).max(1);
+    let zero = std::thread::scope(|scope| {
+        let workers: Vec<_> = blocks
+            .chunks(per_thread)
+            .zip(digests.chunks_mut(per_thread))
+            .map(|(blocks, digests)| {
+                scope.spawn(move || {
+                    let mut zero = false;
+                    for (block, digest) in blocks.iter().zip(digests) {
+                        *digest = xxh3_64(block).to_le();
+                        zero |= items && has_zero(block);
+                    }
+                    zero
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().unwrap_or(true))
+            .fold(false, |a, b| a | b)
+    });
+    (xxh3_64(bytemuck::cast_slice(&digests)), zero)
 }
 
 /// Feeds to write: every user and their feed, in increasing user order,
@@ -510,7 +515,7 @@ pub fn write(
     fallback: &[u32],
     created_unix_ms: u64,
 ) -> Result<SnapshotMeta, SnapshotError> {
-    write_entries(path, table, fallback, created_unix_ms)
+    write_entries(path, table, fallback, created_unix_ms, VERSION)
 }
 
 /// Writes compressed sparse rows (user `user_ids[i]` has the feed
@@ -546,7 +551,7 @@ pub fn write_csr(
         offsets,
         items,
     };
-    write_entries(path, &csr, fallback, created_unix_ms)
+    write_entries(path, &csr, fallback, created_unix_ms, VERSION)
 }
 
 fn write_entries(
@@ -554,13 +559,14 @@ fn write_entries(
     entries: &dyn Entries,
     fallback: &[u32],
     created_unix_ms: u64,
+    version: u32,
 ) -> Result<SnapshotMeta, SnapshotError> {
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let temporary = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
-    let result = write_to(&temporary, entries, fallback, created_unix_ms).and_then(|meta| {
+    let result = write_to(&temporary, entries, fallback, created_unix_ms, version).and_then(|meta| {
         std::fs::rename(&temporary, path)?;
         // Make the rename itself durable.
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -574,18 +580,47 @@ fn write_entries(
     })
 }
 
-/// One section being written: where it started, its length and checksum.
+/// One section being written: its length and the checksums of its blocks.
 struct SectionWriter<'a> {
     out: &'a mut BufWriter<File>,
-    hasher: Xxh3,
+    /// The block being written.
+    block: Xxh3,
+    /// Bytes in it so far.
+    filled: usize,
+    /// Bytes in a block: [`BLOCK`], or the whole section in version 1.
+    block_bytes: usize,
+    /// The finished blocks' checksums (little-endian).
+    digests: Vec<u64>,
     bytes: u64,
 }
 
 impl SectionWriter<'_> {
-    fn put(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        self.hasher.update(chunk);
+    fn put(&mut self, mut chunk: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(chunk)?;
         self.bytes += chunk.len() as u64;
-        self.out.write_all(chunk)
+        while !chunk.is_empty() {
+            let take = chunk.len().min(self.block_bytes - self.filled);
+            self.block.update(&chunk[..take]);
+            self.filled += take;
+            chunk = &chunk[take..];
+            if self.filled == self.block_bytes {
+                self.digests.push(self.block.digest().to_le());
+                self.block.reset();
+                self.filled = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// The section's checksum.
+    fn checksum(mut self) -> u64 {
+        if self.block_bytes == usize::MAX {
+            return self.block.digest();
+        }
+        if self.filled > 0 {
+            self.digests.push(self.block.digest().to_le());
+        }
+        xxh3_64(bytemuck::cast_slice(&self.digests))
     }
 }
 
@@ -594,8 +629,16 @@ fn write_to(
     feeds: &dyn Entries,
     fallback: &[u32],
     created_unix_ms: u64,
+    version: u32,
 ) -> std::io::Result<SnapshotMeta> {
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .open(path)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
     out.write_all(&[0; PAGE as usize])?;
     let mut position = PAGE;
     let mut entries = [Entry::default(); 4];
@@ -605,7 +648,10 @@ fn write_to(
         position += padding;
         let mut section = SectionWriter {
             out: &mut out,
-            hasher: Xxh3::new(),
+            block: Xxh3::new(),
+            filled: 0,
+            block_bytes: if version == 1 { usize::MAX } else { BLOCK },
+            digests: Vec::new(),
             bytes: 0,
         };
         match at {
@@ -621,15 +667,16 @@ fn write_to(
             2 => feeds.each(&mut |_, feed| section.put(bytemuck::cast_slice(&to_le(feed))))?,
             _ => section.put(bytemuck::cast_slice(&to_le(fallback)))?,
         }
+        let bytes = section.bytes;
         *entry = Entry {
             offset: position,
-            bytes: section.bytes,
-            checksum: section.hasher.digest(),
+            bytes,
+            checksum: section.checksum(),
         };
-        position += section.bytes;
+        position += bytes;
     }
 
-    let id = xxh3_64(bytemuck::cast_slice(&entries.map(|e| e.checksum)));
+    let id = content_id(&entries);
     let meta = SnapshotMeta {
         id,
         created_unix_ms,
@@ -639,7 +686,7 @@ fn write_to(
     };
     let mut header = vec![0u8; HEADER_BYTES];
     header[..8].copy_from_slice(&MAGIC);
-    header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    header[8..12].copy_from_slice(&version.to_le_bytes());
     header[12..16].copy_from_slice(&(HEADER_BYTES as u32).to_le_bytes());
     for (at, value) in [
         meta.id,
@@ -712,7 +759,6 @@ mod tests {
         let snapshot = Snapshot::open(&path).unwrap();
         assert_eq!(snapshot.meta(), &meta);
         assert_eq!((meta.users, meta.items, meta.fallback), (3, 5, 2));
-        snapshot.verify_items().unwrap();
         assert_eq!(snapshot.table(), &sample());
         assert_eq!(
             snapshot.table().feed(UserId::new(u64::MAX)),
@@ -730,8 +776,8 @@ mod tests {
     fn refusal(bytes: &[u8]) -> String {
         let path = dir().join("bad.snap");
         std::fs::write(&path, bytes).unwrap();
-        match Snapshot::open(&path).and_then(|s| s.verify_items()) {
-            Ok(()) => panic!("accepted"),
+        match Snapshot::open(&path) {
+            Ok(_) => panic!("accepted"),
             Err(e) => {
                 let message = e.to_string();
                 assert!(
@@ -756,8 +802,8 @@ mod tests {
         };
         assert!(refusal(&with(0, 1)).contains("wrong magic"));
         let mut version = good.clone();
-        version[8] = 2;
-        assert!(refusal(&version).contains("version 2"));
+        version[8] = 3;
+        assert!(refusal(&version).contains("version 3"));
         assert!(refusal(&with(40, 1)).contains("header checksum"));
         assert!(refusal(&good[..good.len() - 4]).contains("truncated"));
         assert!(refusal(&good[..100]).contains("truncated"));
@@ -791,8 +837,83 @@ mod tests {
     fn a_fallback_list_with_a_repeat_is_refused() {
         let path = dir().join("repeat.snap");
         write(&path, &sample(), &[9, 8, 9], 1).unwrap();
-        let error = Snapshot::open(&path).unwrap().verify_items().unwrap_err();
+        let error = Snapshot::open(&path).unwrap_err();
         assert!(error.to_string().contains("item 9 twice"), "{error}");
+    }
+
+    /// A header that names another snapshot's id (its checksum made to
+    /// match) is refused: progress is keyed on the id.
+    #[test]
+    fn an_id_that_does_not_match_the_content_is_refused() {
+        let path = dir().join("id.snap");
+        write(&path, &sample(), &[9, 8], 1).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[16] ^= 1;
+        let checksum = xxh3_64(&bytes[..HEADER_BYTES - 8]);
+        bytes[HEADER_BYTES - 8..HEADER_BYTES].copy_from_slice(&checksum.to_le_bytes());
+        assert!(refusal(&bytes).contains("id does not match"));
+    }
+
+    /// Version 1 files (one checksum a section) still load, with the same
+    /// id as the same content in version 2 would not have (the checksums
+    /// differ), and their damage is found just the same.
+    #[test]
+    fn version_1_still_loads_and_is_verified() {
+        let path = dir().join("v1.snap");
+        let items: Vec<u32> = (1..=700_000).collect();
+        let table = FeedTable::from_csr(vec![5], vec![0, items.len() as u64], items).unwrap();
+        let meta = write_entries(&path, &table, &[9], 1, 1).unwrap();
+        let snapshot = Snapshot::open(&path).unwrap();
+        assert_eq!(snapshot.meta(), &meta);
+        assert_eq!(snapshot.table(), &table);
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert_eq!(read_u32(&bytes, 8), 1);
+        let items_at = read_u64(&bytes, 56 + 2 * 24) as usize;
+        bytes[items_at + 2_000_000] ^= 4;
+        assert!(refusal(&bytes).contains("items section's checksum"));
+    }
+
+    /// Damage anywhere in a large section (many blocks, verified on
+    /// several threads) is found; so is an item 0 with a checksum to match.
+    #[test]
+    fn damage_in_any_block_is_found() {
+        let path = dir().join("big.snap");
+        let items: Vec<u32> = (1..=1_500_000).collect();
+        let table = FeedTable::from_csr(vec![5], vec![0, items.len() as u64], items).unwrap();
+        write(&path, &table, &[9], 1).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let items_at = read_u64(&good, 56 + 2 * 24) as usize;
+        for offset in [0, BLOCK - 1, BLOCK, 3 * BLOCK + 5, 6_000_000 - 1] {
+            let mut bytes = good.clone();
+            bytes[items_at + offset] ^= 0x10;
+            assert!(refusal(&bytes).contains("items section's checksum"), "{offset}");
+        }
+        assert_eq!(
+            block_checksum(&[1, 0, 0, 0, 0, 0, 0, 0], true, 2),
+            (block_checksum(&[1, 0, 0, 0, 0, 0, 0, 0], false, 1).0, true)
+        );
+    }
+
+    #[test]
+    fn a_fifo_or_a_folder_is_refused_at_once() {
+        let dir = dir();
+        let fifo = dir.join("fifo.snap");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        // Opened without blocking: no writer ever comes.
+        let error = Snapshot::open(&fifo).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+        let error = Snapshot::open(&dir).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+    }
+
+    #[test]
+    fn written_snapshots_are_not_world_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir().join("mode.snap");
+        write(&path, &sample(), &[9], 1).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640, "{mode:o}");
     }
 
     #[test]
@@ -838,7 +959,6 @@ mod tests {
             let path = dir().join("p.snap");
             write(&path, &table, &fallback, 5).unwrap();
             let snapshot = Snapshot::open(&path).unwrap();
-            snapshot.verify_items().unwrap();
             prop_assert_eq!(snapshot.table(), &table);
             prop_assert_eq!(snapshot.fallback(), &fallback[..]);
             for (user, feed) in snapshot.table().entries() {

@@ -16,7 +16,7 @@ use actix_web::web;
 use feed_domain::{FeedService, SizeLimits};
 use feed_http::{DataChange, DataControl, DataControlError, DataInfo, FeedSlot, SnapshotInfo};
 use feed_memory::{
-    CatalogRandomFeed, DataSpec, FeedTable, FileIdentity, ItemsVerifier, MemoryFeedStorage,
+    CatalogRandomFeed, DataSpec, FeedTable, FileIdentity, MemoryFeedStorage,
     OffsetMap, OnCorrupt, Opened, ProgressError, ProgressFile, Snapshot, SnapshotMeta,
 };
 use slog::{Logger, error, info, warn};
@@ -177,16 +177,15 @@ pub fn synthetic(
     }
 }
 
-/// The service over an opened `snapshot` (opened `took` ago) with its
-/// progress in `offsets`, and the check of its items still to run.
+/// The service over an opened (so wholly verified) `snapshot`, opened
+/// `took` ago, with its progress in `offsets`.
 pub fn from_snapshot(
     snapshot: Snapshot,
     took: Duration,
     limits: SizeLimits,
     recorder: Arc<LoggingRecorder>,
     offsets: OffsetMap,
-) -> (Loaded, ItemsVerifier) {
-    let verifier = snapshot.verifier();
+) -> Loaded {
     let file = Some(snapshot.identity());
     let path = snapshot.path().to_owned();
     let (meta, table, fallback) = snapshot.into_parts();
@@ -197,15 +196,29 @@ pub fn from_snapshot(
         recorder,
         limits,
     );
-    (
-        Loaded {
-            service,
-            data_id: meta.id,
-            info,
-            file,
-        },
-        verifier,
-    )
+    Loaded {
+        service,
+        data_id: meta.id,
+        info,
+        file,
+    }
+}
+
+/// Why `snapshot` cannot be served under `limits`: a fallback list shorter
+/// than the largest answer could not fill it with distinct items.
+///
+/// # Errors
+/// One line naming both numbers.
+pub fn check_fallback(snapshot: &Snapshot, limits: SizeLimits) -> Result<(), String> {
+    let (have, need) = (snapshot.fallback().len(), limits.max_size().get());
+    if have < need {
+        return Err(format!(
+            "{}: the fallback list has {have} items, api.max_size is {need}: \
+             every answer must be able to hold max_size distinct items",
+            snapshot.path().display()
+        ));
+    }
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -387,7 +400,7 @@ impl DataManager {
     fn load(&self, path: &Path) -> Result<Loaded, String> {
         let started = Instant::now();
         let snapshot = Snapshot::open(path).map_err(|e| e.to_string())?;
-        snapshot.verify_items().map_err(|e| e.to_string())?;
+        check_fallback(&snapshot, self.limits)?;
         let meta = *snapshot.meta();
         // The same snapshot as the one served keeps its progress: no new
         // file is opened for it (it would be the one in use).
@@ -406,14 +419,13 @@ impl DataManager {
             .progress
             .offsets(meta.id, users, &self.logger)
             .map_err(|e| e.to_string())?;
-        let (loaded, _) = from_snapshot(
+        Ok(from_snapshot(
             snapshot,
             started.elapsed(),
             self.limits,
             Arc::clone(&self.recorder),
             offsets,
-        );
-        Ok(loaded)
+        ))
     }
 
     /// Reloads the default snapshot if its file is not the one last loaded
@@ -430,10 +442,22 @@ impl DataManager {
         let now = FileIdentity::of(&path);
         {
             let mut versions = lock(&self.versions);
-            if versions.watched.is_none() || now.is_none() || now == versions.watched {
+            let (Some(watched), Some(now)) = (versions.watched, now) else {
+                return;
+            };
+            if now == watched {
                 return;
             }
-            versions.watched = now;
+            versions.watched = Some(now);
+            if now.same_file(&watched) {
+                // Not a new file: the one mapped, changed in place. It
+                // cannot be reloaded (it is what is served), only reported.
+                error!(self.logger,
+                    "the snapshot file was changed in place (truncated or rewritten); this is unsupported: \
+                     write a new file and rename it over the path";
+                    "path" => ?path);
+                return;
+            }
         }
         // The outcome is logged and counted by `reload_locked`.
         let _ = self.reload_locked(path);

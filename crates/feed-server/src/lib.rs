@@ -26,7 +26,7 @@ use feed_http::{
     Admin, Counters, DataControl, Exposition, FeedErrorKind, FeedSlot, Lifecycle, Refusal,
     RequestGate, Sampler,
 };
-use feed_memory::{ItemsVerifier, OffsetMap, Snapshot};
+use feed_memory::{OffsetMap, Snapshot};
 use slog::{Logger, error, info, o, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -48,27 +48,25 @@ pub enum LoadError {
 }
 
 /// Loads the data on the loading thread: given the error recorder and a
-/// logger, the data to serve, and the check of a snapshot's items still to
-/// run once it is served.
-pub type Loader = Box<
-    dyn FnOnce(Arc<LoggingRecorder>, &Logger) -> Result<(Loaded, Option<ItemsVerifier>), LoadError>
-        + Send,
->;
+/// logger, the data to serve.
+pub type Loader = Box<dyn FnOnce(Arc<LoggingRecorder>, &Logger) -> Result<Loaded, LoadError> + Send>;
 
 /// The loader of the synthetic data set of `spec`, with its progress in
 /// `offsets`.
 pub fn synthetic_loader(spec: ServiceSpec, offsets: OffsetMap) -> Loader {
     Box::new(move |recorder, logger| {
-        Ok((
-            data::synthetic(&spec.data, spec.limits, recorder, offsets, logger),
-            None,
+        Ok(data::synthetic(
+            &spec.data,
+            spec.limits,
+            recorder,
+            offsets,
+            logger,
         ))
     })
 }
 
-/// The loader of an opened `snapshot` (opened in `took`) with its progress
-/// in `offsets`: its header, ids and offsets are verified; its items are
-/// verified once it is served.
+/// The loader of an opened (so wholly verified) `snapshot`, opened in
+/// `took`, with its progress in `offsets`.
 pub fn snapshot_loader(
     snapshot: Snapshot,
     took: Duration,
@@ -76,8 +74,9 @@ pub fn snapshot_loader(
     offsets: OffsetMap,
 ) -> Loader {
     Box::new(move |recorder, _| {
-        let (loaded, verifier) = data::from_snapshot(snapshot, took, limits, recorder, offsets);
-        Ok((loaded, Some(verifier)))
+        Ok(data::from_snapshot(
+            snapshot, took, limits, recorder, offsets,
+        ))
     })
 }
 
@@ -189,7 +188,7 @@ pub fn run(
                         loader(recorder, &logger)
                     }))
                     .unwrap_or_else(|panic| Err(LoadError::Panicked(panic_message(&*panic))));
-                    let (loaded, verifier) = match loaded {
+                    let loaded = match loaded {
                         Ok(loaded) => loaded,
                         Err(e) => {
                             error!(logger, "loading the feeds failed"; "error" => %e);
@@ -206,25 +205,6 @@ pub fn run(
                     "load_ms" => (info.load_seconds * 1e3) as u64,
                     "snapshot_id" => info.snapshot.as_ref().map_or("", |s| s.id.as_str()),
                     "listen" => %addr, "admin" => %admin_addr, "workers" => workers);
-                    // A snapshot's items are checked while it is already served:
-                    // a corrupt one stops the server rather than serve garbage.
-                    if let Some(verifier) = verifier {
-                        let started = Instant::now();
-                        let id = info.snapshot.as_ref().map_or("", |s| s.id.as_str());
-                        match verifier.verify() {
-                            Ok(()) => info!(logger, "snapshot items verified";
-                            "ms" => started.elapsed().as_millis()),
-                            // A verified reload has replaced it meanwhile: nothing is lost.
-                            Err(e) if !manager.serves_snapshot(id) => warn!(logger,
-                            "the start-up snapshot was corrupt, but is no longer served";
-                            "error" => %e),
-                            Err(e) => {
-                                let e = LoadError::Failed(e.to_string());
-                                error!(logger, "loading the feeds failed"; "error" => %e);
-                                let _ = load_failed.send(e);
-                            }
-                        }
-                    }
                 })
         }
     };

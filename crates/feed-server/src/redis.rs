@@ -229,9 +229,6 @@ impl std::fmt::Display for LoadSummary {
 pub fn load(path: &Path, nodes: &[String], timeout: Duration) -> Result<LoadSummary, String> {
     let started = Instant::now();
     let snapshot = Snapshot::open(path).map_err(|e| format!("--snapshot: {e}"))?;
-    snapshot
-        .verify_items()
-        .map_err(|e| format!("--snapshot: {e}"))?;
     let meta = *snapshot.meta();
     let fallback = snapshot.fallback().to_vec();
     let (_, table, _) = snapshot.into_parts();

@@ -79,12 +79,11 @@ proptest! {
         let path = dir.join("feeds.snap");
         snapshot::write_csr(&path, &imported.user_ids, &imported.offsets, &imported.items, &fallback, 1).unwrap();
         let opened = Snapshot::open(&path).unwrap();
-        opened.verify_items().unwrap();
         let counters = Arc::new(feed_http::Counters::new(false));
         let recorder = Arc::new(LoggingRecorder::new(slog::Logger::root(slog::Discard, slog::o!()), counters));
         let limits = SizeLimits::new(3, 7).unwrap();
         let offsets = feed_memory::OffsetMap::in_memory(imported.user_ids.len() as u32);
-        let (loaded, _) = from_snapshot(opened, std::time::Duration::ZERO, limits, recorder, offsets);
+        let loaded = from_snapshot(opened, std::time::Duration::ZERO, limits, recorder, offsets);
         let service = Arc::new(loaded.service);
 
         // Three threads take every user's feed, a few items at a time.

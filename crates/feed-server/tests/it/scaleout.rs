@@ -36,16 +36,31 @@ fn load(nodes: &str, users: &str, seed: &str) -> String {
     stdout
 }
 
+/// The frontends' time limit on a call to the cluster, where the limit is
+/// under test.
+const TIMEOUT_MS: u64 = 200;
+/// What an answer bounded by [`TIMEOUT_MS`] may take beyond it on a shared,
+/// busy machine (HTTP round trip and late scheduling included).
+const SLACK: Duration = Duration::from_millis(500);
+/// The limit where it is not under test: never reached by a cluster that
+/// is up, however busy the machine, so no answer falls back by accident.
+const GENEROUS_MS: u64 = 10_000;
+/// How often the frontends read the version pointer.
+const POLL_MS: u64 = 250;
+
 fn nodes(cluster: &TestCluster) -> String {
     cluster.urls().join(",")
 }
 
-fn frontend(nodes: &str) -> (Server, String) {
+/// A frontend over the cluster at `nodes` whose calls have `timeout_ms`.
+fn frontend(nodes: &str, timeout_ms: u64) -> (Server, String) {
+    let poll = POLL_MS.to_string();
+    let timeout = timeout_ms.to_string();
     let mut server = Server::start(&[
         ("FEED__STORAGE__KIND", "redis"),
         ("FEED__REDIS__NODES", nodes),
-        ("FEED__REDIS__POLL_MS", "250"),
-        ("FEED__REDIS__TIMEOUT_MS", "200"),
+        ("FEED__REDIS__POLL_MS", &poll),
+        ("FEED__REDIS__TIMEOUT_MS", &timeout),
     ]);
     let admin = server
         .logged("listening, loading feeds")
@@ -142,8 +157,8 @@ fn two_frontends_behind_haproxy_keep_the_contract_and_follow_versions() {
         summary.starts_with("published version 1: 500 users"),
         "{summary}"
     );
-    let (mut one, admin_one) = frontend(&nodes);
-    let (mut two, admin_two) = frontend(&nodes);
+    let (mut one, admin_one) = frontend(&nodes, GENEROUS_MS);
+    let (mut two, admin_two) = frontend(&nodes, GENEROUS_MS);
     let Some(proxy) = Proxy::start(&[&one.addr, &two.addr]) else {
         return;
     };
@@ -196,8 +211,9 @@ fn two_frontends_behind_haproxy_keep_the_contract_and_follow_versions() {
     );
     assert!(feed_requests(&admin_one) >= 40 && feed_requests(&admin_two) >= 40);
 
-    // A new version reaches both frontends within a second; a rollback
-    // brings the old one back with user 3's progress.
+    // A new version reaches both frontends at their next poll (with
+    // slack for a busy machine); a rollback brings the old one back with
+    // user 3's progress.
     let published = Instant::now();
     let summary = load(&nodes, "500", "2");
     assert!(summary.contains("version 1 kept for rollback"), "{summary}");
@@ -205,9 +221,9 @@ fn two_frontends_behind_haproxy_keep_the_contract_and_follow_versions() {
     for frontend in [&mut one, &mut two] {
         frontend.wait_for_log_where("switched to a new data version", |l| l["version"] == 2);
     }
-    let switched = published.elapsed() - loaded;
+    let switched = published.elapsed().saturating_sub(loaded);
     assert!(
-        switched < Duration::from_secs(1),
+        switched < Duration::from_millis(POLL_MS) + Duration::from_secs(1),
         "switched {switched:?} after the load"
     );
     let rolled = command(&[])
@@ -232,7 +248,7 @@ fn with_the_cluster_down_answers_come_from_the_fallback_list_at_once() {
     };
     let nodes = nodes(&cluster);
     load(&nodes, "100", "1");
-    let (server, admin) = frontend(&nodes);
+    let (server, admin) = frontend(&nodes, TIMEOUT_MS);
     let mut conn = Connection::open(&server.addr).unwrap();
     assert_eq!(items(&conn.get("/feed/5?size=10").unwrap()).len(), 10);
 
@@ -244,9 +260,9 @@ fn with_the_cluster_down_answers_come_from_the_fallback_list_at_once() {
         slowest = slowest.max(started.elapsed());
         assert_eq!(got.iter().collect::<HashSet<_>>().len(), 10);
     }
-    // The limit is 200 ms; the open breaker answers at once.
+    // Within the limit; the open breaker answers at once.
     assert!(
-        slowest < Duration::from_millis(500),
+        slowest < Duration::from_millis(TIMEOUT_MS) + SLACK,
         "slowest answer {slowest:?}"
     );
     assert_eq!(conn.get("/readyz").unwrap().status, 200);

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::cluster::{TestCluster, installed};
 use super::server::{Connection, Server, command, get, refused_start, scratch_dir, wait_until};
+use super::snapshot::{line, snapshot_of};
 
 /// Writes a synthetic snapshot of `users` x `feed_len` (seeded) and loads
 /// it into the cluster at `nodes`; returns the command's summary line.
@@ -239,6 +240,69 @@ fn two_frontends_behind_haproxy_keep_the_contract_and_follow_versions() {
         next.iter().all(|i| !all.contains(i)),
         "progress was lost in the rollback"
     );
+
+    // A version whose fallback list is shorter than api.max_size (200),
+    // published behind redis-load's back: both frontends refuse it and keep
+    // serving version 1.
+    publish_raw(&cluster, 7, b"AAAABBBBCCCC");
+    for frontend in [&mut one, &mut two] {
+        let refused = frontend.wait_for_log_where(
+            "refusing to switch to the new version; serving the current one",
+            |l| l["version"] == 7,
+        );
+        assert_eq!(refused["serving"], 1, "{refused}");
+        assert!(
+            refused["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("the fallback list has 3 items, api.max_size is 200")),
+            "{refused}"
+        );
+    }
+    for admin in [&admin_one, &admin_two] {
+        let metrics = get(admin, "/metrics").body;
+        let served = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("feed_storage_data_version "))
+            .and_then(|v| v.parse::<f64>().ok());
+        assert_eq!(served, Some(1.0), "{metrics}");
+    }
+    assert_eq!(items(&conn.get("/feed/3?size=200").unwrap()).len(), 200);
+}
+
+/// Writes a description of `version` with `fallback` (little-endian item
+/// ids) straight into the cluster and points `{ff}:current` at it, as a
+/// loader that checked nothing would.
+fn publish_raw(cluster: &TestCluster, version: u64, fallback: &[u8]) {
+    let any = cluster.nodes[0].port;
+    let slot: u16 = cluster
+        .cli(any, &["CLUSTER", "KEYSLOT", "{ff}:current"])
+        .and_then(|s| s.trim().parse().ok())
+        .expect("CLUSTER KEYSLOT");
+    let master = cluster.master_of(slot);
+    let meta = format!("{{ff}}:meta:{version}");
+    let fallback = std::str::from_utf8(fallback).expect("printable item bytes");
+    let version = version.to_string();
+    for command in [
+        &[
+            "HSET",
+            &meta,
+            "users",
+            "1",
+            "items",
+            "1",
+            "created_unix_ms",
+            "1",
+            "source",
+            "raw",
+            "fallback",
+            fallback,
+        ][..],
+        &["SET", "{ff}:current", &version][..],
+    ] {
+        cluster
+            .cli(master, command)
+            .unwrap_or_else(|| panic!("redis-cli {command:?}"));
+    }
 }
 
 #[test]
@@ -273,6 +337,40 @@ fn with_the_cluster_down_answers_come_from_the_fallback_list_at_once() {
     });
     let stats = get(&admin, "/stats").json();
     assert_ne!(stats["storage"]["breaker"], "closed", "{stats}");
+}
+
+#[test]
+fn redis_load_refuses_a_fallback_list_shorter_than_max_size() {
+    let dir = scratch_dir("short-fallback");
+    let snapshot = snapshot_of(&dir, "short", &[line(1, &[5, 6])], Some("900\n901\n902\n"));
+    let snapshot = snapshot.to_str().unwrap();
+    // No cluster listens there: a refused snapshot never gets that far.
+    let redis_load = |env: &[(&str, &str)]| {
+        command(env)
+            .args(["redis-load", "--snapshot", snapshot])
+            .args(["--nodes", "redis://127.0.0.1:1"])
+            .output()
+            .unwrap()
+    };
+    let refused = redis_load(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "--snapshot {snapshot}: the fallback list has 3 items, api.max_size is 200"
+        )),
+        "{stderr}"
+    );
+
+    // As long as the largest answer, it is loaded: here the cluster is what fails.
+    let loaded = redis_load(&[
+        ("FEED__API__MAX_SIZE", "3"),
+        ("FEED__API__DEFAULT_SIZE", "3"),
+    ]);
+    let stderr = String::from_utf8_lossy(&loaded.stderr);
+    assert_eq!(loaded.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--nodes"), "{stderr}");
 }
 
 #[test]

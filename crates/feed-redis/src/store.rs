@@ -104,29 +104,28 @@ impl FeedStorage for RedisFeedStorage {
         out: &mut Vec<ItemId>,
     ) -> Result<Taken, StorageError> {
         let group = Breaker::group_of(keys::slot(user.get()));
-        let probe = match self.breaker.admit(group) {
-            Admit::Call => false,
-            Admit::Probe => true,
-            Admit::Refuse => return Err(StorageError::backend(RedisStoreError::BreakerOpen)),
-        };
+        let admitted = self.breaker.admit(group);
+        if admitted == Admit::Refuse {
+            return Err(StorageError::backend(RedisStoreError::BreakerOpen));
+        }
         let answer = self.call(user.get(), max).await;
         let (items, remaining) = match answer {
             Ok(Some(taken)) => taken,
             Ok(None) => {
-                self.breaker.succeeded(group);
+                self.breaker.succeeded(group, admitted);
                 return Err(StorageError::UnknownUser(user));
             }
             Err(error) => {
                 if error.is_node_failure() {
-                    self.breaker.failed(group, probe);
+                    self.breaker.failed(group, admitted);
                 } else {
                     // The node answered: it is up, whatever was wrong with this key.
-                    self.breaker.succeeded(group);
+                    self.breaker.succeeded(group, admitted);
                 }
                 return Err(StorageError::backend(error));
             }
         };
-        self.breaker.succeeded(group);
+        self.breaker.succeeded(group, admitted);
         if items.len() % 4 != 0 || items.len() / 4 > max {
             return Err(StorageError::backend(RedisStoreError::Corrupt(format!(
                 "user {user}: a slice of {} bytes for at most {max} items",

@@ -204,21 +204,31 @@ pub fn from_snapshot(
     }
 }
 
-/// Why `snapshot` cannot be served under `limits`: a fallback list shorter
-/// than the largest answer could not fill it with distinct items.
+/// Why a fallback list of `fallback` items cannot serve answers of up to
+/// `max_size` items, if it cannot: a request for `max_size` items of a user
+/// without a feed (or, in Redis mode, with the node of their slots down)
+/// is filled from the fallback list alone. A snapshot or data version with
+/// such a list is refused (at start, on reload, by `redis-load` and by a
+/// frontend's watcher), so that every answer holds exactly N distinct
+/// items.
+pub fn short_fallback(fallback: usize, max_size: usize) -> Option<String> {
+    (fallback < max_size).then(|| {
+        format!(
+            "the fallback list has {fallback} items, api.max_size is {max_size}: every answer \
+             must be able to hold max_size distinct items"
+        )
+    })
+}
+
+/// [`short_fallback`] of an opened snapshot, naming its file.
 ///
 /// # Errors
-/// One line naming both numbers.
+/// One line naming the file and both numbers.
 pub fn check_fallback(snapshot: &Snapshot, limits: SizeLimits) -> Result<(), String> {
-    let (have, need) = (snapshot.fallback().len(), limits.max_size().get());
-    if have < need {
-        return Err(format!(
-            "{}: the fallback list has {have} items, api.max_size is {need}: \
-             every answer must be able to hold max_size distinct items",
-            snapshot.path().display()
-        ));
+    match short_fallback(snapshot.fallback().len(), limits.max_size().get()) {
+        Some(reason) => Err(format!("{}: {reason}", snapshot.path().display())),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -89,7 +89,9 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Import(args)) => return import(&args, &spec),
-        Some(Command::RedisLoad(args)) => return redis_load(&args, &settings),
+        Some(Command::RedisLoad(args)) => {
+            return redis_load(&args, &settings, spec.limits.max_size().get());
+        }
         Some(Command::RedisRollback(args)) => return redis_rollback(&args, &settings),
         None => {}
     }
@@ -198,14 +200,15 @@ fn nodes(args: &RedisArgs, settings: &Settings) -> Result<Vec<String>, ExitCode>
 }
 
 /// `feed-server redis-load`: exit 0 with a summary, 2 for a bad snapshot
-/// or node list, 1 when the cluster fails.
-fn redis_load(args: &RedisLoadArgs, settings: &Settings) -> ExitCode {
+/// (one whose fallback list is shorter than `max_size` too) or node list,
+/// 1 when the cluster fails.
+fn redis_load(args: &RedisLoadArgs, settings: &Settings, max_size: usize) -> ExitCode {
     let nodes = match nodes(&args.redis, settings) {
         Ok(nodes) => nodes,
         Err(code) => return code,
     };
     let timeout = Duration::from_millis(settings.redis.timeout_ms.max(1_000));
-    match feed_server::redis::load(&args.snapshot, &nodes, timeout) {
+    match feed_server::redis::load(&args.snapshot, &nodes, timeout, max_size) {
         Ok(summary) => {
             println!("{summary}");
             ExitCode::SUCCESS

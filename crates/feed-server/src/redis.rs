@@ -13,7 +13,7 @@ use feed_redis::{
     Breaker, BreakerSettings, Cluster, ClusterSettings, Loader, RedisFeedStorage, VersionInfo,
     breaker::GROUPS,
 };
-use slog::{Logger, info, warn};
+use slog::{Logger, error, info, warn};
 
 use crate::recorder::LoggingRecorder;
 
@@ -26,7 +26,9 @@ const RETRY_SWITCH: Duration = Duration::from_secs(5);
 /// Users per pipeline when loading.
 const LOAD_BATCH: usize = 1_000;
 
-/// Watches the version pointer and serves the version it names.
+/// Watches the version pointer and serves the version it names, unless its
+/// fallback list is shorter than the largest answer (`api.max_size`): that
+/// version is refused, and the one served stays.
 #[derive(Debug)]
 pub struct Watcher {
     /// How to reach the cluster.
@@ -59,6 +61,9 @@ impl Watcher {
         let mut complained = Instant::now() - Duration::from_secs(60);
         // A version that could not be switched to, and when to try it again.
         let mut failed: Option<(u64, Instant)> = None;
+        // A version this frontend cannot serve (its description never
+        // changes): not read again.
+        let mut refused: Option<u64> = None;
         let mut ticks = tokio::time::interval(self.poll);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -85,7 +90,9 @@ impl Watcher {
                     continue;
                 }
             };
-            if failed.is_some_and(|(version, at)| version == wanted && Instant::now() < at) {
+            if refused == Some(wanted)
+                || failed.is_some_and(|(version, at)| version == wanted && Instant::now() < at)
+            {
                 continue;
             }
             match self.install(&cluster, &breaker, wanted).await {
@@ -93,11 +100,16 @@ impl Watcher {
                     serving = Some(wanted);
                     failed = None;
                 }
-                Err(e) => {
+                Err(SwitchError::Cluster(e)) => {
                     // Its description is large: not again at every poll.
                     failed = Some((wanted, Instant::now() + RETRY_SWITCH));
                     warn!(self.logger, "cannot switch to the new version; retrying in 5 s";
                         "version" => wanted, "error" => %e);
+                }
+                Err(SwitchError::Unservable(reason)) => {
+                    refused = Some(wanted);
+                    error!(self.logger, "refusing to switch to the new version; serving the current one";
+                        "version" => wanted, "serving" => serving, "reason" => reason);
                 }
             }
         }
@@ -126,9 +138,15 @@ impl Watcher {
         cluster: &Arc<Cluster>,
         breaker: &Arc<Breaker>,
         version: u64,
-    ) -> Result<(), feed_redis::RedisStoreError> {
+    ) -> Result<(), SwitchError> {
         let started = Instant::now();
-        let info = cluster.version_info(version).await?;
+        let info = cluster
+            .version_info(version)
+            .await
+            .map_err(SwitchError::Cluster)?;
+        if let Some(reason) = crate::data::short_fallback(info.fallback.len(), self.limits.max_size().get()) {
+            return Err(SwitchError::Unservable(reason));
+        }
         let storage = RedisFeedStorage::new(Arc::clone(cluster), Arc::clone(breaker), version);
         // Best effort: a node that is down cannot load the script now, and a
         // call that meets NOSCRIPT loads it itself.
@@ -170,6 +188,15 @@ impl Watcher {
             version: version.unwrap_or(0),
         });
     }
+}
+
+/// Why a frontend did not switch to a version.
+#[derive(Debug)]
+enum SwitchError {
+    /// The cluster failed: the switch is tried again later.
+    Cluster(feed_redis::RedisStoreError),
+    /// The version cannot be served with these settings, ever.
+    Unservable(String),
 }
 
 fn data_info(info: &VersionInfo, took: Duration) -> DataInfo {
@@ -222,13 +249,24 @@ impl std::fmt::Display for LoadSummary {
 
 /// `feed-server redis-load`: writes the snapshot at `path` into the cluster
 /// as a new version, pipelined, reporting progress on stderr, then moves
-/// the pointer to it and deletes the version before the previous one.
+/// the pointer to it and deletes the version before the previous one. A
+/// snapshot whose fallback list is shorter than `max_size` is refused
+/// before anything is written: frontends would refuse to serve it.
 ///
 /// # Errors
-/// One line naming what failed: the snapshot or the cluster.
-pub fn load(path: &Path, nodes: &[String], timeout: Duration) -> Result<LoadSummary, String> {
+/// One line naming what failed: the snapshot (starting `--snapshot`) or
+/// the cluster.
+pub fn load(
+    path: &Path,
+    nodes: &[String],
+    timeout: Duration,
+    max_size: usize,
+) -> Result<LoadSummary, String> {
     let started = Instant::now();
     let snapshot = Snapshot::open(path).map_err(|e| format!("--snapshot: {e}"))?;
+    if let Some(reason) = crate::data::short_fallback(snapshot.fallback().len(), max_size) {
+        return Err(format!("--snapshot {}: {reason}", path.display()));
+    }
     let meta = *snapshot.meta();
     let fallback = snapshot.fallback().to_vec();
     let (_, table, _) = snapshot.into_parts();

@@ -11,10 +11,20 @@ use std::time::{Duration, Instant};
 use cluster::TestCluster;
 use feed_domain::{FeedStorage, ItemId, StorageError, UserId};
 use feed_redis::{
-    Breaker, BreakerSettings, Cluster, ClusterSettings, Loader, RedisFeedStorage, VersionInfo, keys,
+    Breaker, BreakerSettings, Cluster, ClusterSettings, Loader, RedisFeedStorage, RedisStoreError,
+    VersionInfo, keys,
 };
 
+/// The time limit of the calls whose limit is under test.
 const TIMEOUT: Duration = Duration::from_millis(300);
+/// What a call bounded by [`TIMEOUT`] may take beyond it on a shared,
+/// busy machine: the timer fires late, the task is scheduled late.
+const SLACK: Duration = Duration::from_millis(500);
+/// The time limit of calls whose limit is not under test: never reached
+/// by a cluster that is up, however busy the machine.
+const GENEROUS: Duration = Duration::from_secs(10);
+/// Connections in each frontend's pool.
+const POOL_SIZE: usize = 2;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -23,11 +33,11 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
-fn settings(cluster: &TestCluster) -> ClusterSettings {
+fn settings(cluster: &TestCluster, timeout: Duration) -> ClusterSettings {
     ClusterSettings {
         nodes: cluster.urls(),
-        timeout: TIMEOUT,
-        pool_size: 2,
+        timeout,
+        pool_size: POOL_SIZE,
     }
 }
 
@@ -58,6 +68,50 @@ fn publish(loader: &mut Loader, feeds: &[(u64, Vec<u32>)], fallback: &[u32]) -> 
     version
 }
 
+/// Waits until every write made through `frontend`'s connections is on a
+/// replica: `WAIT 1` goes to every master over each connection of the pool
+/// (the one a write went through is the client WAIT asks about), again
+/// until each says one replica has it.
+async fn wait_replicated(frontend: &Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for _ in 0..POOL_SIZE {
+        let mut connection = frontend.connection();
+        loop {
+            let acked: redis::RedisResult<i64> = redis::cmd("WAIT")
+                .arg(1)
+                .arg(100)
+                .query_async(&mut connection)
+                .await;
+            if acked.as_ref().is_ok_and(|&n| n >= 1) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no replica acknowledged the writes within 30 s: {acked:?}"
+            );
+        }
+    }
+}
+
+/// The adapter's error behind a failed call, if it was one.
+fn cause(error: &StorageError) -> Option<&RedisStoreError> {
+    match error {
+        StorageError::Backend(cause) => cause.downcast_ref(),
+        StorageError::UnknownUser(_) => None,
+    }
+}
+
+/// Whether the call that failed with `error` may still have run on a node:
+/// it was sent, and no error reply of the node says it did not (a time
+/// limit, or a connection lost, loses the answer but maybe not the call).
+fn may_have_run(error: &StorageError) -> bool {
+    match cause(error) {
+        Some(RedisStoreError::BreakerOpen | RedisStoreError::Corrupt(_)) => false,
+        Some(RedisStoreError::Redis(e)) => !matches!(e.kind(), redis::ErrorKind::Server(_)),
+        Some(RedisStoreError::Timeout(_)) | None => true,
+    }
+}
+
 async fn take(storage: &RedisFeedStorage, user: u64, max: usize) -> Result<Vec<u32>, StorageError> {
     let mut out = Vec::new();
     let taken = storage.take_next(UserId::new(user), max, &mut out).await?;
@@ -77,10 +131,12 @@ fn feeds_are_handed_out_in_order_once_across_frontends_and_versions() {
         (sparse, (1..=300).collect()),
         (4, Vec::new()),
     ];
-    let mut loader = Loader::connect(&cluster.urls(), TIMEOUT * 10).unwrap();
+    let mut loader = Loader::connect(&cluster.urls(), GENEROUS).unwrap();
     let first = publish(&mut loader, &feeds, &[1, 2, 3]);
     runtime().block_on(async {
-        let connect = Cluster::connect(&settings(&cluster)).await.unwrap();
+        let connect = Cluster::connect(&settings(&cluster, GENEROUS))
+            .await
+            .unwrap();
         let frontend = Arc::new(connect);
         assert_eq!(frontend.current_version().await.unwrap(), Some(first));
         let info = frontend.version_info(first).await.unwrap();
@@ -111,7 +167,11 @@ fn feeds_are_handed_out_in_order_once_across_frontends_and_versions() {
 
         // Two frontends (separate connections), 40 concurrent requests for
         // one user: every item once, none twice.
-        let other = Arc::new(Cluster::connect(&settings(&cluster)).await.unwrap());
+        let other = Arc::new(
+            Cluster::connect(&settings(&cluster, GENEROUS))
+                .await
+                .unwrap(),
+        );
         let stores = [
             storage.clone(),
             RedisFeedStorage::new(other, breaker(), first),
@@ -136,7 +196,11 @@ fn feeds_are_handed_out_in_order_once_across_frontends_and_versions() {
     // for a rollback; a third deletes the first.
     let second = publish(&mut loader, &feeds, &[9]);
     runtime().block_on(async {
-        let frontend = Arc::new(Cluster::connect(&settings(&cluster)).await.unwrap());
+        let frontend = Arc::new(
+            Cluster::connect(&settings(&cluster, GENEROUS))
+                .await
+                .unwrap(),
+        );
         assert_eq!(frontend.current_version().await.unwrap(), Some(second));
         let storage = RedisFeedStorage::new(Arc::clone(&frontend), breaker(), second);
         assert_eq!(take(&storage, 2, 10).await.unwrap(), [7]);
@@ -144,7 +208,11 @@ fn feeds_are_handed_out_in_order_once_across_frontends_and_versions() {
     assert_eq!(loader.rollback().unwrap(), Some((second, first)));
     assert_eq!(loader.versions().unwrap(), (Some(first), Some(second)));
     runtime().block_on(async {
-        let frontend = Arc::new(Cluster::connect(&settings(&cluster)).await.unwrap());
+        let frontend = Arc::new(
+            Cluster::connect(&settings(&cluster, GENEROUS))
+                .await
+                .unwrap(),
+        );
         let storage = RedisFeedStorage::new(frontend, breaker(), first);
         assert_eq!(
             take(&storage, 1, 5).await.unwrap(),
@@ -167,22 +235,27 @@ fn a_dead_master_fails_fast_then_its_replica_serves_with_progress_intact() {
         return;
     };
     let users: Vec<(u64, Vec<u32>)> = (0..200).map(|u| (u, (1..=50).collect())).collect();
-    let mut loader = Loader::connect(&cluster.urls(), TIMEOUT * 10).unwrap();
+    let mut loader = Loader::connect(&cluster.urls(), GENEROUS).unwrap();
     let version = publish(&mut loader, &users, &[1]);
     let victim = 17u64;
     let dead_master = cluster.master_of(keys::slot(victim));
     runtime().block_on(async {
-        let frontend = Arc::new(Cluster::connect(&settings(&cluster)).await.unwrap());
+        // The progress before the kill is written without the tight limit
+        // (a call that timed out might still have moved it), and waited
+        // for on the replica.
+        let setup = Arc::new(Cluster::connect(&settings(&cluster, GENEROUS)).await.unwrap());
+        let writer = RedisFeedStorage::new(Arc::clone(&setup), breaker(), version);
+        writer.prepare().await.unwrap();
+        assert_eq!(take(&writer, victim, 3).await.unwrap(), [1, 2, 3]);
+        wait_replicated(&setup).await;
+        let frontend = Arc::new(Cluster::connect(&settings(&cluster, TIMEOUT)).await.unwrap());
         let storage = RedisFeedStorage::new(frontend, breaker(), version);
-        storage.prepare().await.unwrap();
-        assert_eq!(take(&storage, victim, 3).await.unwrap(), [1, 2, 3]);
-        // Replication is asynchronous: let the replica have the offset.
-        tokio::time::sleep(Duration::from_millis(300)).await;
 
         cluster.kill(dead_master);
         let killed = Instant::now();
         let mut slowest = Duration::ZERO;
         let mut failures = 0;
+        let mut uncertain = 0;
         let mut recovered = None;
         while killed.elapsed() < Duration::from_secs(30) {
             let started = Instant::now();
@@ -193,39 +266,51 @@ fn a_dead_master_fails_fast_then_its_replica_serves_with_progress_intact() {
                     recovered = Some((killed.elapsed(), items));
                     break;
                 }
-                Err(StorageError::Backend(_)) => failures += 1,
+                Err(error @ StorageError::Backend(_)) => {
+                    failures += 1;
+                    if may_have_run(&error) {
+                        uncertain += 1;
+                    }
+                }
                 Err(other) => panic!("unexpected {other}"),
             }
+            // A pause between polls, not a guess at when the failover ends.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let (after, items) = recovered.expect("the replica took over within 30 s");
-        eprintln!("degraded for {after:?}, {failures} failed calls, slowest {slowest:?}");
+        eprintln!(
+            "degraded for {after:?}, {failures} failed calls ({uncertain} may have run), slowest {slowest:?}"
+        );
         assert!(failures > 0, "the kill was noticed");
-        // The limit, plus scheduling slack on a busy machine.
         assert!(
-            slowest <= TIMEOUT + Duration::from_millis(250),
+            slowest <= TIMEOUT + SLACK,
             "a call waited {slowest:?}, beyond the {TIMEOUT:?} limit"
         );
-        assert_eq!(items, [4], "progress continued where it stopped");
+        // Progress continued where it stopped: item 4, or one item later
+        // for each failed call that may have run on the new master (its
+        // answer lost, not its step). Never from the start again.
+        assert_eq!(items.len(), 1);
+        assert!(
+            (4..=4 + uncertain).contains(&items[0]),
+            "item {} after {uncertain} calls that may have run: progress was lost",
+            items[0]
+        );
         assert!(storage.breaker().times_opened() >= 1);
 
         // The whole cluster down: every call fails within the limit, and
-        // once the breaker opens, at once.
+        // once the breaker opens, it refuses calls without making them.
         cluster.kill_all();
-        let mut last = Duration::ZERO;
+        let mut refused = 0;
         for _ in 0..20 {
             let started = Instant::now();
-            assert!(take(&storage, victim, 1).await.is_err());
-            last = started.elapsed();
-            assert!(
-                last <= TIMEOUT + Duration::from_millis(250),
-                "waited {last:?}"
-            );
+            let error = take(&storage, victim, 1).await.unwrap_err();
+            let took = started.elapsed();
+            assert!(took <= TIMEOUT + SLACK, "waited {took:?}");
+            if matches!(cause(&error), Some(RedisStoreError::BreakerOpen)) {
+                refused += 1;
+            }
         }
-        assert!(
-            last < Duration::from_millis(50),
-            "the open breaker answered in {last:?}"
-        );
+        assert!(refused > 0, "the breaker never opened");
     });
 }
 

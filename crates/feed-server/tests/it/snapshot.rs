@@ -38,7 +38,12 @@ fn import(args: &[&str]) -> (i32, String, String) {
 
 /// Writes `lines` as a JSON Lines file and imports it (with `fallback`
 /// lines, if any) into `name`.snap beside it.
-fn snapshot_of(dir: &Path, name: &str, lines: &[String], fallback: Option<&str>) -> PathBuf {
+pub(crate) fn snapshot_of(
+    dir: &Path,
+    name: &str,
+    lines: &[String],
+    fallback: Option<&str>,
+) -> PathBuf {
     let input = dir.join(format!("{name}.jsonl"));
     std::fs::write(&input, lines.join("\n")).unwrap();
     let output = dir.join(format!("{name}.snap"));
@@ -60,7 +65,8 @@ fn snapshot_of(dir: &Path, name: &str, lines: &[String], fallback: Option<&str>)
     output
 }
 
-fn line(user: u64, items: &[u32]) -> String {
+/// One JSON Lines record: `user`'s feed.
+pub(crate) fn line(user: u64, items: &[u32]) -> String {
     format!(r#"{{"user_id": {user}, "items": {items:?}}}"#)
 }
 

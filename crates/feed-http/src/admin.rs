@@ -90,6 +90,10 @@ pub enum DataControlError {
     /// There is no snapshot path to reload from.
     #[error("no snapshot path: give one as {{\"path\": \"...\"}} or set data.snapshot")]
     NoPath,
+    /// The request may not read that file (outside the folder snapshots
+    /// are read from). Says nothing of whether it exists.
+    #[error("{0}")]
+    Forbidden(String),
     /// The snapshot could not be loaded.
     #[error("{0}")]
     Failed(String),

@@ -97,6 +97,7 @@ impl ResponseError for ApiError {
             Self::DataChange(DataControlError::Busy | DataControlError::NoPrevious) => {
                 StatusCode::CONFLICT
             }
+            Self::DataChange(DataControlError::Forbidden(_)) => StatusCode::FORBIDDEN,
             Self::Busy => StatusCode::CONFLICT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable | Self::Loading | Self::Overloaded | Self::ProfilerUnavailable => {

@@ -33,8 +33,6 @@ pub use generate::{DataSpec, DataSpecError};
 pub use offsets::OffsetMap;
 pub use progress::{OnCorrupt, Opened, ProgressError, ProgressFile};
 pub use random::CatalogRandomFeed;
-pub use snapshot::{
-    FallbackList, FileIdentity, Snapshot, SnapshotError, SnapshotMeta,
-};
+pub use snapshot::{FallbackList, FileIdentity, Snapshot, SnapshotError, SnapshotMeta};
 pub use storage::MemoryFeedStorage;
 pub use table::{FeedTable, TableError};

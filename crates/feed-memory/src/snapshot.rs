@@ -408,9 +408,7 @@ fn verify_sections(map: &[u8], entries: &[Entry; 4], version: u32) -> Result<(),
 
 /// Whether the little-endian `u32`s of `bytes` hold a 0.
 fn has_zero(bytes: &[u8]) -> bool {
-    bytes
-        .chunks_exact(4)
-        .any(|value| value == [0, 0, 0, 0])
+    bytes.chunks_exact(4).any(|value| value == [0, 0, 0, 0])
 }
 
 /// The version-2 checksum of `bytes` (the XXH3-64 of its blocks'
@@ -566,14 +564,15 @@ fn write_entries(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let temporary = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
-    let result = write_to(&temporary, entries, fallback, created_unix_ms, version).and_then(|meta| {
-        std::fs::rename(&temporary, path)?;
-        // Make the rename itself durable.
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(meta)
-    });
+    let result =
+        write_to(&temporary, entries, fallback, created_unix_ms, version).and_then(|meta| {
+            std::fs::rename(&temporary, path)?;
+            // Make the rename itself durable.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(meta)
+        });
     result.map_err(|e| {
         let _ = std::fs::remove_file(&temporary);
         SnapshotError::io(path, e)
@@ -886,7 +885,10 @@ mod tests {
         for offset in [0, BLOCK - 1, BLOCK, 3 * BLOCK + 5, 6_000_000 - 1] {
             let mut bytes = good.clone();
             bytes[items_at + offset] ^= 0x10;
-            assert!(refusal(&bytes).contains("items section's checksum"), "{offset}");
+            assert!(
+                refusal(&bytes).contains("items section's checksum"),
+                "{offset}"
+            );
         }
         assert_eq!(
             block_checksum(&[1, 0, 0, 0, 0, 0, 0, 0], true, 2),
@@ -898,7 +900,10 @@ mod tests {
     fn a_fifo_or_a_folder_is_refused_at_once() {
         let dir = dir();
         let fifo = dir.join("fifo.snap");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
         assert!(made.success());
         // Opened without blocking: no writer ever comes.
         let error = Snapshot::open(&fifo).unwrap_err().to_string();

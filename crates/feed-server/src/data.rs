@@ -16,8 +16,8 @@ use actix_web::web;
 use feed_domain::{FeedService, SizeLimits};
 use feed_http::{DataChange, DataControl, DataControlError, DataInfo, FeedSlot, SnapshotInfo};
 use feed_memory::{
-    CatalogRandomFeed, DataSpec, FeedTable, FileIdentity, MemoryFeedStorage,
-    OffsetMap, OnCorrupt, Opened, ProgressError, ProgressFile, Snapshot, SnapshotMeta,
+    CatalogRandomFeed, DataSpec, FeedTable, FileIdentity, MemoryFeedStorage, OffsetMap, OnCorrupt,
+    Opened, ProgressError, ProgressFile, Snapshot, SnapshotMeta,
 };
 use slog::{Logger, error, info, warn};
 
@@ -92,6 +92,57 @@ impl ProgressPlace {
                 Ok(_) => {}
                 Err(e) => warn!(logger, "progress: cannot clean the folder"; "error" => %e),
             }
+        }
+    }
+}
+
+/// Where snapshots are read from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotPlace {
+    /// The file a reload reads when it names none (`data.snapshot`).
+    pub default: Option<PathBuf>,
+    /// The only folder a reload that names a path may read from.
+    pub dir: Option<PathBuf>,
+}
+
+impl SnapshotPlace {
+    /// The file a reload asked for `path` reads: `path` (relative to the
+    /// folder, or absolute) resolved, links and all, inside the folder.
+    /// Whether a path outside it exists is never told: every such path
+    /// gets the same answer.
+    ///
+    /// # Errors
+    /// [`DataControlError::Forbidden`] for a path outside the folder (or
+    /// when there is no folder); [`DataControlError::Failed`] for a path
+    /// inside it that cannot be resolved.
+    pub fn confine(&self, path: &Path) -> Result<PathBuf, DataControlError> {
+        let outside = || {
+            DataControlError::Forbidden(
+                "a reload may only name a file inside data.snapshot_dir".into(),
+            )
+        };
+        let dir = self.dir.as_deref().ok_or_else(|| {
+            DataControlError::Forbidden(
+                "a reload may not name a file: set data.snapshot_dir (or data.snapshot)".into(),
+            )
+        })?;
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| DataControlError::Failed(format!("data.snapshot_dir: {e}")))?;
+        if path
+            .components()
+            .any(|part| part == std::path::Component::ParentDir)
+        {
+            return Err(outside());
+        }
+        let joined = dir.join(path); // an absolute `path` replaces `dir`
+        match joined.canonicalize() {
+            Ok(real) if real.starts_with(&dir) => Ok(real),
+            Err(e) if joined.starts_with(&dir) => Err(DataControlError::Failed(format!(
+                "{}: {e}",
+                joined.display()
+            ))),
+            _ => Err(outside()),
         }
     }
 }
@@ -269,7 +320,7 @@ pub struct DataManager {
     counters: Arc<feed_http::Counters>,
     recorder: Arc<LoggingRecorder>,
     limits: SizeLimits,
-    default_path: Option<PathBuf>,
+    snapshots: SnapshotPlace,
     progress: ProgressPlace,
     versions: Mutex<Versions>,
     /// Held for the whole of a load, reload or rollback.
@@ -294,7 +345,7 @@ impl DataManager {
         counters: Arc<feed_http::Counters>,
         recorder: Arc<LoggingRecorder>,
         limits: SizeLimits,
-        default_path: Option<PathBuf>,
+        snapshots: SnapshotPlace,
         progress: ProgressPlace,
         logger: Logger,
     ) -> Self {
@@ -303,7 +354,7 @@ impl DataManager {
             counters,
             recorder,
             limits,
-            default_path,
+            snapshots,
             progress,
             versions: Mutex::default(),
             busy: Mutex::new(()),
@@ -339,7 +390,7 @@ impl DataManager {
         let service = Arc::new(loaded.service);
         let mut versions = lock(&self.versions);
         if let (Some(file), Some(snapshot)) = (loaded.file, &loaded.info.snapshot)
-            && self.default_path.as_deref() == Some(Path::new(&snapshot.path))
+            && self.snapshots.default.as_deref() == Some(Path::new(&snapshot.path))
         {
             versions.watched = Some(file);
         }
@@ -443,7 +494,7 @@ impl DataManager {
     /// changes). Does nothing before the first load of that path, or while
     /// another change runs (the next look tries again).
     pub fn reload_if_replaced(&self) {
-        let Some(path) = self.default_path.clone() else {
+        let Some(path) = self.snapshots.default.clone() else {
             return;
         };
         let Ok(_busy) = busy(&self.busy) else {
@@ -518,9 +569,14 @@ impl DataManager {
 impl DataControl for DataManager {
     fn reload(&self, path: Option<PathBuf>) -> Result<DataInfo, DataControlError> {
         let _busy = busy(&self.busy)?;
-        let path = path
-            .or_else(|| self.default_path.clone())
-            .ok_or(DataControlError::NoPath)?;
+        let path = match path {
+            Some(path) => self.snapshots.confine(&path)?,
+            None => self
+                .snapshots
+                .default
+                .clone()
+                .ok_or(DataControlError::NoPath)?,
+        };
         self.reload_locked(path)
     }
 

@@ -49,7 +49,8 @@ pub enum LoadError {
 
 /// Loads the data on the loading thread: given the error recorder and a
 /// logger, the data to serve.
-pub type Loader = Box<dyn FnOnce(Arc<LoggingRecorder>, &Logger) -> Result<Loaded, LoadError> + Send>;
+pub type Loader =
+    Box<dyn FnOnce(Arc<LoggingRecorder>, &Logger) -> Result<Loaded, LoadError> + Send>;
 
 /// The loader of the synthetic data set of `spec`, with its progress in
 /// `offsets`.
@@ -165,7 +166,7 @@ pub fn run(
         Arc::clone(&parts.counters),
         Arc::clone(&parts.recorder),
         limits,
-        settings.snapshot_path(),
+        settings.snapshot_place(),
         settings.progress_place(),
         logger.new(o!("component" => "data")),
     ));

@@ -144,7 +144,9 @@ impl Watcher {
             .version_info(version)
             .await
             .map_err(SwitchError::Cluster)?;
-        if let Some(reason) = crate::data::short_fallback(info.fallback.len(), self.limits.max_size().get()) {
+        if let Some(reason) =
+            crate::data::short_fallback(info.fallback.len(), self.limits.max_size().get())
+        {
             return Err(SwitchError::Unservable(reason));
         }
         let storage = RedisFeedStorage::new(Arc::clone(cluster), Arc::clone(breaker), version);

@@ -228,6 +228,9 @@ pub struct DataSettings {
     pub source: DataSource,
     /// The snapshot file, for `source = "snapshot"` and reloads.
     pub snapshot: String,
+    /// The folder a reload that names a path may read from; empty: the
+    /// folder of `snapshot`.
+    pub snapshot_dir: String,
     /// Reload when the file at `snapshot` is replaced.
     pub watch: bool,
     /// How often to look at the file, with `watch`.
@@ -532,6 +535,29 @@ impl Settings {
     pub fn snapshot_path(&self) -> Option<std::path::PathBuf> {
         let path = self.data.snapshot.trim();
         (!path.is_empty()).then(|| path.into())
+    }
+
+    /// Where snapshots are read from: the default file and the folder a
+    /// reload that names a path is confined to (`data.snapshot_dir`, or
+    /// the folder of `data.snapshot`).
+    pub fn snapshot_place(&self) -> crate::data::SnapshotPlace {
+        let default = self.snapshot_path();
+        let dir = self.data.snapshot_dir.trim();
+        let dir = if dir.is_empty() {
+            default
+                .as_deref()
+                .and_then(std::path::Path::parent)
+                .map(|dir| {
+                    if dir.as_os_str().is_empty() {
+                        std::path::PathBuf::from(".")
+                    } else {
+                        dir.to_owned()
+                    }
+                })
+        } else {
+            Some(dir.into())
+        };
+        crate::data::SnapshotPlace { default, dir }
     }
 
     /// The progress folder, `None` for progress in memory only.

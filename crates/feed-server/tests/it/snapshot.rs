@@ -98,13 +98,13 @@ fn imported_feeds_are_served_in_order_with_the_fallback_list() {
             line(1 << 40, &[]),
             line(6, &long),
         ],
-        Some("900\n901\n902\n903\n904\n905\n906\n907\n908\n909\n910\n911\n"),
+        Some(&(900..1200).map(|i| format!("{i}\n")).collect::<String>()),
     );
     let (server, ready) = serve(&snapshot, &[]);
     assert_eq!(ready["users"], 4);
     assert_eq!(ready["snapshot_id"].as_str().map(str::len), Some(16));
 
-    let fallback: Vec<u32> = (900..=911).collect();
+    let fallback: Vec<u32> = (900..1200).collect();
     let check = |path: &str, personal: &[u32], size: usize| {
         let got = items(&get(&server.addr, path).body);
         assert_eq!(got.len(), size, "{path}");
@@ -121,10 +121,14 @@ fn imported_feeds_are_served_in_order_with_the_fallback_list() {
     check("/feed/12345?size=6", &[], 6); // unknown user
     check("/feed/6?size=200", &long[..200], 200);
     check("/feed/6?size=60", &long[200..], 60);
-    // More than the rest of the feed and the fallback list can give: all
-    // there is, no item twice.
-    let all = items(&get(&server.addr, "/feed/6?size=100").body);
-    assert_eq!(all.len(), 12);
+    // The feed exhausted: all from the fallback list, no item twice.
+    let all = items(&get(&server.addr, "/feed/6?size=200").body);
+    assert_eq!(all.len(), 200);
+    assert_eq!(
+        all.iter().collect::<std::collections::HashSet<_>>().len(),
+        200
+    );
+    assert!(all.iter().all(|i| fallback.contains(i)));
 
     // The stats are sampled once a second: wait for one taken with the data.
     let mut stats = serde_json::Value::Null;
@@ -219,7 +223,15 @@ fn reload_and_rollback_under_load_fail_no_request() {
     second.push(line(probe, &[21, 22, 23, 24]));
     let a = snapshot_of(&dir, "a", &first, None);
     let b = snapshot_of(&dir, "b", &second, None);
-    let (mut server, ready) = serve(&a, &[("FEED__SERVER__WORKERS", "2")]);
+    // Every feed's items make the fallback list: 8 in `b`.
+    let (mut server, ready) = serve(
+        &a,
+        &[
+            ("FEED__SERVER__WORKERS", "2"),
+            ("FEED__API__MAX_SIZE", "8"),
+            ("FEED__API__DEFAULT_SIZE", "2"),
+        ],
+    );
     let admin = admin_addr(&ready);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -326,6 +338,8 @@ fn a_replaced_snapshot_file_is_reloaded_when_watched() {
     let (mut server, _) = serve(
         &a,
         &[
+            ("FEED__API__MAX_SIZE", "3"),
+            ("FEED__API__DEFAULT_SIZE", "3"),
             ("FEED__DATA__WATCH", "true"),
             ("FEED__DATA__WATCH_INTERVAL_MS", "50"),
         ],
@@ -336,4 +350,113 @@ fn a_replaced_snapshot_file_is_reloaded_when_watched() {
     let b_id = format!("{b_id:016x}");
     server.wait_for_log_where("reloaded", |r| r["snapshot_id"] == b_id.as_str());
     assert_eq!(items(&get(&server.addr, "/feed/1?size=3").body), [7, 8, 9]);
+}
+
+/// A fallback list too short to fill an answer of `api.max_size` distinct
+/// items is refused: at start (exit 2) and on reload (422), both naming the
+/// two numbers; the data served stays.
+#[test]
+fn a_fallback_list_shorter_than_max_size_is_refused() {
+    let dir = scratch();
+    let short = snapshot_of(&dir, "short", &[line(1, &[1, 2])], Some("900\n901\n902\n"));
+    let short_text = short.display().to_string();
+    let stderr = refused_start(&[
+        ("FEED__DATA__SOURCE", "snapshot"),
+        ("FEED__DATA__SNAPSHOT", short_text.as_str()),
+        ("FEED__API__MAX_SIZE", "4"),
+        ("FEED__API__DEFAULT_SIZE", "4"),
+    ]);
+    assert!(
+        stderr.contains(&short_text) && stderr.contains("has 3 items, api.max_size is 4"),
+        "{stderr}"
+    );
+    let good = snapshot_of(
+        &dir,
+        "good",
+        &[line(1, &[1, 2])],
+        Some("900\n901\n902\n903\n"),
+    );
+    let (server, ready) = serve(
+        &good,
+        &[
+            ("FEED__API__MAX_SIZE", "4"),
+            ("FEED__API__DEFAULT_SIZE", "4"),
+        ],
+    );
+    let reload = post(
+        &admin_addr(&ready),
+        "/admin/reload",
+        r#"{"path": "short.snap"}"#,
+    );
+    assert_eq!(reload.status, 422, "{}", reload.body);
+    assert!(
+        reload.body.contains("has 3 items, api.max_size is 4"),
+        "{}",
+        reload.body
+    );
+    assert_eq!(items(&get(&server.addr, "/feed/7").body).len(), 4);
+}
+
+/// A reload that names a path reads only regular files inside
+/// `data.snapshot_dir` (by default the folder of `data.snapshot`): a path
+/// outside it, through `..` or a link, gets 403 at once with one answer
+/// whether it exists or not; a FIFO inside it gets 422 at once and holds
+/// nothing up.
+#[test]
+fn a_reload_reads_only_regular_files_inside_the_snapshot_folder() {
+    let dir = scratch();
+    let served = dir.join("served");
+    std::fs::create_dir(&served).unwrap();
+    let a = snapshot_of(&served, "a", &[line(1, &[1, 2, 3])], None);
+    snapshot_of(&served, "b", &[line(1, &[7, 8, 9])], None);
+    let outside = snapshot_of(&dir, "outside", &[line(1, &[4, 5, 6])], None);
+    std::os::unix::fs::symlink(&outside, served.join("link.snap")).unwrap();
+    let fifo = served.join("fifo.snap");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (server, ready) = serve(
+        &a,
+        &[
+            ("FEED__API__MAX_SIZE", "3"),
+            ("FEED__API__DEFAULT_SIZE", "3"),
+        ],
+    );
+    let admin = admin_addr(&ready);
+    let reload = |path: &str| post(&admin, "/admin/reload", &format!(r#"{{"path": "{path}"}}"#));
+    let refusals: Vec<String> = [
+        outside.display().to_string(),
+        dir.join("no-such.snap").display().to_string(),
+        "../outside.snap".to_owned(),
+        "link.snap".to_owned(),
+        "/etc/passwd".to_owned(),
+    ]
+    .iter()
+    .map(|path| {
+        let answer = reload(path);
+        assert_eq!(answer.status, 403, "{path}: {}", answer.body);
+        answer.body
+    })
+    .collect();
+    assert!(
+        refusals.iter().all(|body| body == &refusals[0]),
+        "{refusals:?}"
+    );
+    assert!(!refusals[0].contains("passwd") && !refusals[0].contains("outside"));
+
+    let answer = reload("fifo.snap");
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    assert!(
+        answer.body.contains("not a regular file"),
+        "{}",
+        answer.body
+    );
+    // Nothing was left holding the reload lock.
+    let answer = reload("b.snap");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(items(&get(&server.addr, "/feed/1").body), [7, 8, 9]);
 }

@@ -12,7 +12,8 @@
 #
 #   Redis     127.0.0.1:17000-17005   3 masters, 3 replicas
 #   frontends 127.0.0.1:18801-18802   admin 127.0.0.1:18901-18902
-#   HAProxy   127.0.0.1:18800         round-robin, health checks on /readyz
+#   HAProxy   127.0.0.1:18800         round-robin, health checks on /readyz,
+#                                     X-Forwarded-For (trusted by the frontends)
 #
 # Environment: USERS (100000), FEED_LEN (200), STATE_DIR
 # (target/local-cluster: configs, logs, pids, Redis data), FEED_BIN.
@@ -111,6 +112,7 @@ up() {
             FEED__STORAGE__KIND=redis FEED__REDIS__NODES="$nodes" \
             FEED__SERVER__HOST=127.0.0.1 FEED__SERVER__PORT="${frontend_ports[i]}" \
             FEED__ADMIN__PORT="${admin_ports[i]}" FEED__PROGRESS__PATH= \
+            FEED__LIMITS__TRUSTED_PROXIES=127.0.0.1/32 \
             FEED__SERVER__SHUTDOWN_DELAY_MS=1000 \
             "$feed_bin"
     done
@@ -127,6 +129,9 @@ defaults
     timeout client 30s
     timeout server 5s
     option http-keep-alive
+    # The client's address in X-Forwarded-For: the frontends trust this
+    # proxy (FEED__LIMITS__TRUSTED_PROXIES) and rate-limit and log by it.
+    option forwardfor
 frontend feeds
     bind 127.0.0.1:$proxy_port
     default_backend frontends

@@ -1,7 +1,8 @@
 //! The admin listener's app: metrics, live stats, the dashboard, the OpenAPI
 //! document and, with the `profiler` feature, a CPU profiler. It runs on its
 //! own port (by default on loopback only), so the public port exposes the
-//! feed and health only.
+//! feed and health only. With an admin token, its requests must carry it
+//! ([`AdminAccess`], in `access.rs`).
 //!
 //! The profiler is off by default: a sampling profiler interrupts every
 //! thread with a signal and walks its stack inside the handler, and pprof's
@@ -29,6 +30,7 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::WatchStream;
 
+use crate::access::{AdminAccess, require_token};
 use crate::counters::DataInfo;
 use crate::error::ApiError;
 use crate::exposition::Exposition;
@@ -55,6 +57,7 @@ pub struct Admin {
     snapshots: watch::Receiver<Snapshot>,
     lifecycle: web::Data<Lifecycle>,
     data: Option<Arc<dyn DataControl>>,
+    access: AdminAccess,
     #[cfg(feature = "profiler")]
     profiling: AtomicBool,
 }
@@ -126,6 +129,7 @@ impl Admin {
             snapshots,
             lifecycle,
             data: None,
+            access: AdminAccess::open(),
             #[cfg(feature = "profiler")]
             profiling: AtomicBool::new(false),
         }
@@ -137,6 +141,18 @@ impl Admin {
     pub fn with_data_control(mut self, data: Arc<dyn DataControl>) -> Self {
         self.data = Some(data);
         self
+    }
+
+    /// Who may use the endpoints (by default: anyone who reaches them).
+    #[must_use]
+    pub fn with_access(mut self, access: AdminAccess) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Who may use the endpoints.
+    pub(crate) fn access(&self) -> &AdminAccess {
+        &self.access
     }
 }
 
@@ -155,6 +171,9 @@ impl Admin {
 /// - `GET /debug/pprof/profile?seconds=N`: an N-second CPU profile as a
 ///   flamegraph SVG (default 10, at most 60, one at a time); 404 with a JSON
 ///   error when built without the `profiler` feature.
+///
+/// With an [`AdminAccess`] token, a request without it gets 401 (see
+/// `access.rs` for the two exceptions, `/metrics` and `/dashboard`).
 pub fn admin_app(
     admin: web::Data<Admin>,
 ) -> App<
@@ -168,6 +187,7 @@ pub fn admin_app(
 > {
     App::new()
         .app_data(admin)
+        .wrap(actix_web::middleware::from_fn(require_token))
         .route("/metrics", web::get().to(metrics))
         .route("/stats", web::get().to(stats))
         .route("/events", web::get().to(events))

@@ -65,6 +65,10 @@ pub enum ApiError {
     /// client sent causes this.
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// An admin endpoint was asked without the admin token, or with
+    /// another one.
+    #[error("this admin endpoint needs the admin token: send Authorization: Bearer <token>")]
+    Unauthorized,
     /// No route matches the path.
     #[error("not found")]
     NotFound,
@@ -106,6 +110,7 @@ impl ResponseError for ApiError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound | Self::ProfilerNotBuilt => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -122,6 +127,12 @@ impl ResponseError for ApiError {
             }
             Self::RateLimited { retry_after_s } => {
                 response.insert_header((header::RETRY_AFTER, *retry_after_s));
+            }
+            Self::Unauthorized => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="feed-server admin""#),
+                ));
             }
             _ => {}
         }

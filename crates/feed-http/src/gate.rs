@@ -11,6 +11,12 @@
 //! an `x-request-id`, and logged when it fails (at most a few lines a second,
 //! see [`LogBudget`]) or, sampled, when it succeeds.
 //!
+//! The client a request is rate-limited as and logged as is one and the same:
+//! its peer address or, when the peer is one of the [`TrustedProxies`], the
+//! address that proxy forwarded for. With no trusted proxy (the default)
+//! that costs one branch; the header is read only for a trusted peer, and
+//! only when the rate limit is on or a log line is written.
+//!
 //! Architecture Invariant: the only memory shared between workers that a
 //! request that is let through writes is the in-flight count (one increment
 //! and one decrement), and only when `max_in_flight` is on; with the rate
@@ -21,6 +27,7 @@
 //! future. A generated request id is one small allocation.
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -31,10 +38,11 @@ use std::time::Instant;
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::ConnectionType;
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::{Error, ResponseError, web};
 use slog::{Logger, info};
 
+use crate::client::TrustedProxies;
 use crate::counters::{Counters, Refusal, Totals};
 use crate::error::ApiError;
 use crate::log_budget::LogBudget;
@@ -76,6 +84,7 @@ struct Shared {
     /// On a cache line of its own: it is the one shared line requests write.
     in_flight: CacheLine<AtomicUsize>,
     rate: Option<RateLimiter>,
+    proxies: TrustedProxies,
     lifecycle: web::Data<Lifecycle>,
     counters: Arc<Counters>,
     logger: Logger,
@@ -99,6 +108,14 @@ impl RequestGateBuilder {
     #[must_use]
     pub fn rate_limiter(mut self, rate: Option<RateLimiter>) -> Self {
         self.shared.rate = rate;
+        self
+    }
+
+    /// Takes the client of a request from one of `proxies` to be the
+    /// address it forwarded for (by default: none, every client is its peer).
+    #[must_use]
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.shared.proxies = proxies;
         self
     }
 
@@ -134,6 +151,7 @@ impl RequestGate {
                 limits,
                 in_flight: CacheLine::default(),
                 rate: None,
+                proxies: TrustedProxies::none(),
                 lifecycle,
                 counters: Arc::new(Counters::new(false)),
                 logger: Logger::root(slog::Discard, slog::o!()),
@@ -179,32 +197,56 @@ impl RequestGate {
     }
 }
 
+/// A request let in: whether it holds an in-flight slot (which must be
+/// released), and its client when the rate limit had to find it.
+struct Admitted {
+    holds_slot: bool,
+    client: Option<IpAddr>,
+}
+
 impl Shared {
-    /// Lets `req` of `route` in (holding an in-flight slot when that limit
-    /// is on, which the caller must release), or says which limit it breaks.
-    fn admit(&self, req: &ServiceRequest, route: Route) -> Result<bool, (Refusal, ApiError)> {
-        self.check_size(req).map_err(|e| (Refusal::Oversized, e))?;
-        if route.is_health() {
-            return Ok(false);
+    /// The client of a request from `peer` with `headers`: the peer, or the
+    /// address a trusted proxy forwarded for. `None` without a peer address.
+    fn client(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        let peer = peer?.ip();
+        if self.proxies.is_empty() {
+            return Some(peer);
         }
-        if let (Some(rate), Some(peer)) = (&self.rate, req.peer_addr())
-            && let Err(wait) = rate.check(peer.ip())
-        {
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return Err((
-                Refusal::RateLimited,
-                ApiError::RateLimited {
-                    retry_after_s: seconds.max(1),
-                },
-            ));
+        Some(self.proxies.client(peer, headers))
+    }
+
+    /// Lets `req` of `route` in, or says which limit it breaks.
+    fn admit(&self, req: &ServiceRequest, route: Route) -> Result<Admitted, (Refusal, ApiError)> {
+        self.check_size(req).map_err(|e| (Refusal::Oversized, e))?;
+        let mut admitted = Admitted {
+            holds_slot: false,
+            client: None,
+        };
+        if route.is_health() {
+            return Ok(admitted);
+        }
+        if let Some(rate) = &self.rate {
+            admitted.client = self.client(req.peer_addr(), req.headers());
+            if let Some(client) = admitted.client
+                && let Err(wait) = rate.check(client)
+            {
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                return Err((
+                    Refusal::RateLimited,
+                    ApiError::RateLimited {
+                        retry_after_s: seconds.max(1),
+                    },
+                ));
+            }
         }
         let max = self.limits.max_in_flight;
         if max == 0 {
-            return Ok(false);
+            return Ok(admitted);
         }
         let before = self.in_flight.0.fetch_add(1, Ordering::Relaxed);
         if before < max {
-            Ok(true)
+            admitted.holds_slot = true;
+            Ok(admitted)
         } else {
             self.in_flight.0.fetch_sub(1, Ordering::Relaxed);
             Err((Refusal::Shed, ApiError::Overloaded))
@@ -327,11 +369,11 @@ where
         let route = Route::of(req.path());
         let id = request_id(&req);
         match gate.admit(&req, route) {
-            Ok(holds_slot) => GateFuture {
+            Ok(admitted) => GateFuture {
                 state: State::Admitted {
                     inner: self.service.call(req),
                 },
-                request: Some(InFlight::new(&self.gate, holds_slot, started, route, id)),
+                request: Some(InFlight::new(&self.gate, admitted, started, route, id)),
             },
             Err((reason, error)) => {
                 gate.counters.record_refusal(reason);
@@ -340,7 +382,16 @@ where
                     state: State::Refused {
                         response: Some((response, error)),
                     },
-                    request: Some(InFlight::new(&self.gate, false, started, route, id)),
+                    request: Some(InFlight::new(
+                        &self.gate,
+                        Admitted {
+                            holds_slot: false,
+                            client: None,
+                        },
+                        started,
+                        route,
+                        id,
+                    )),
                 }
             }
         }
@@ -356,6 +407,25 @@ struct InFlight {
     started: Instant,
     route: Route,
     id: HeaderValue,
+    /// The client, when the rate limit already found it.
+    client: Option<IpAddr>,
+}
+
+/// A client address in a log line: the address, or empty when unknown.
+struct Client(Option<IpAddr>);
+
+impl slog::Value for Client {
+    fn serialize(
+        &self,
+        _: &slog::Record<'_>,
+        key: slog::Key,
+        serializer: &mut dyn slog::Serializer,
+    ) -> slog::Result {
+        match self.0 {
+            Some(addr) => serializer.emit_arguments(key, &format_args!("{addr}")),
+            None => serializer.emit_str(key, ""),
+        }
+    }
 }
 
 impl Drop for InFlight {
@@ -372,23 +442,25 @@ impl Drop for InFlight {
 impl InFlight {
     fn new(
         gate: &Rc<WorkerGate>,
-        holds_slot: bool,
+        admitted: Admitted,
         started: Instant,
         route: Route,
         id: HeaderValue,
     ) -> Self {
         Self {
             gate: Rc::clone(gate),
-            holds_slot,
+            holds_slot: admitted.holds_slot,
             answered: false,
             started,
             route,
             id,
+            client: admitted.client,
         }
     }
 
     /// Counts and logs a request whose service failed with `error` (actix
-    /// turns it into a response after the gate).
+    /// turns it into a response after the gate). The request is gone by
+    /// then: its client is logged if the rate limit found it, else empty.
     fn finish_error(mut self, error: &Error) {
         self.answered = true;
         let status = error.as_response_error().status_code();
@@ -398,7 +470,8 @@ impl InFlight {
         if let Some(suppressed) = self.gate.error_budget.admit() {
             info!(self.gate.logger, "error response";
                 "request_id" => self.id.to_str().unwrap_or(""), "status" => status.as_u16(),
-                "cause" => %error, "suppressed_before" => suppressed);
+                "client" => Client(self.client), "cause" => %error,
+                "suppressed_before" => suppressed);
         }
     }
 
@@ -425,18 +498,24 @@ impl InFlight {
                     .map(|e| e.to_string())
                     .or_else(|| response.response().error().map(ToString::to_string));
                 let req = response.request();
+                let client = self
+                    .client
+                    .or_else(|| gate.client(req.peer_addr(), req.headers()));
                 info!(gate.logger, "error response";
                     "request_id" => self.id.to_str().unwrap_or(""), "status" => status.as_u16(),
-                    "method" => %req.method(), "path" => req.path(),
+                    "client" => Client(client), "method" => %req.method(), "path" => req.path(),
                     "user_id" => req.path().strip_prefix("/feed/").unwrap_or(""),
                     "cause" => cause.as_deref().unwrap_or(""),
                     "suppressed_before" => suppressed);
             }
         } else if gate.access_sample > 0.0 && fastrand::f64() < gate.access_sample {
             let req = response.request();
+            let client = self
+                .client
+                .or_else(|| gate.client(req.peer_addr(), req.headers()));
             info!(gate.logger, "request";
                 "request_id" => self.id.to_str().unwrap_or(""), "status" => status.as_u16(),
-                "method" => %req.method(), "path" => req.path(),
+                "client" => Client(client), "method" => %req.method(), "path" => req.path(),
                 "micros" => self.started.elapsed().as_micros());
         }
         let id = std::mem::replace(&mut self.id, HeaderValue::from_static(""));

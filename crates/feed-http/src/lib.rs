@@ -8,7 +8,8 @@
 //!
 //! [`Route`] is the one table of the public routes. [`RequestGate`] is the
 //! middleware in front of every route: size limits, a per-client rate limit
-//! ([`RateLimiter`]) and load shedding, request ids, counting into
+//! ([`RateLimiter`], the client found through [`TrustedProxies`] behind a
+//! load balancer) and load shedding, request ids, counting into
 //! [`Counters`] and error logging within a [`LogBudget`]. [`Lifecycle`]
 //! tells the health endpoints and the gate whether the server is loading,
 //! serving or draining.
@@ -17,12 +18,15 @@
 //! ([`Exposition`] of the [`Counters`], through `prometheus-client`), live
 //! stats ([`Snapshot`], taken by a [`Sampler`]) as JSON and Server-Sent
 //! Events, a self-contained dashboard page, the OpenAPI document and, when
-//! built with the `profiler` feature, a CPU profiler.
+//! built with the `profiler` feature, a CPU profiler; with an
+//! [`AdminAccess`] token, only to requests that carry it.
 //!
 //! It knows the domain's types and ports, never a concrete adapter: the
 //! binary chooses those.
 
+mod access;
 mod admin;
+mod client;
 mod counters;
 mod encode;
 mod error;
@@ -36,7 +40,9 @@ mod routes;
 mod state;
 mod stats;
 
+pub use access::{AdminAccess, AdminToken, BadAdminToken};
 pub use admin::{Admin, DataControl, DataControlError, OPENAPI, admin_app};
+pub use client::{BadProxyRange, TrustedProxies};
 pub use counters::{
     Counters, DataChange, DataInfo, FeedErrorKind, LATENCY_BOUNDS, Refusal, SYNC_BOUNDS,
     SnapshotInfo, StorageHealth, SyncTotals, Totals,

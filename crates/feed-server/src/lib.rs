@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use actix_web::{HttpServer, web};
 use feed_domain::{ErrorRecorder, FeedService, FeedStorage, RandomFeed, SizeLimits};
 use feed_http::{
-    Admin, Counters, DataControl, Exposition, FeedErrorKind, FeedSlot, Lifecycle, Refusal,
-    RequestGate, Sampler,
+    Admin, AdminAccess, Counters, DataControl, Exposition, FeedErrorKind, FeedSlot, Lifecycle,
+    Refusal, RequestGate, Sampler,
 };
 use feed_memory::{OffsetMap, Snapshot};
 use slog::{Logger, error, info, o, warn};
@@ -157,7 +157,7 @@ pub fn run(
     let addr: SocketAddr = listeners.public.local_addr()?;
     let admin_addr: SocketAddr = listeners.admin.local_addr()?;
     let workers = settings.workers();
-    let parts = Parts::new(settings, logger);
+    let parts = Parts::new(settings, logger)?;
     // Before the loader starts: "ready" must never come before "listening".
     parts.listening(logger, addr, admin_addr, workers);
     let slot = web::Data::new(FeedSlot::<MemoryFeedService>::empty());
@@ -288,7 +288,7 @@ pub fn run_redis(
         .redis
         .cluster()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-    let parts = Parts::new(settings, logger);
+    let parts = Parts::new(settings, logger)?;
     parts.listening(
         logger,
         listeners.public.local_addr()?,
@@ -328,16 +328,29 @@ pub fn run_redis(
 }
 
 /// What both storage modes share: the lifecycle, the counters, the error
-/// recorder and the request gate.
+/// recorder, the request gate and who may use the admin endpoints.
 struct Parts {
     lifecycle: web::Data<Lifecycle>,
     counters: Arc<Counters>,
     recorder: Arc<LoggingRecorder>,
     gate: RequestGate,
+    access: AdminAccess,
 }
 
 impl Parts {
-    fn new(settings: &Settings, logger: &Logger) -> Self {
+    /// # Errors
+    /// Settings that [`Settings::load`] would have refused, as an I/O
+    /// error of kind `InvalidInput`.
+    fn new(settings: &Settings, logger: &Logger) -> std::io::Result<Self> {
+        let invalid = |e: settings::SettingsError| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+        };
+        let access = settings.admin.access().map_err(invalid)?;
+        let proxies = settings.trusted_proxies().map_err(invalid)?;
+        if access.is_open() && !settings.admin.is_loopback() {
+            warn!(logger, "the admin listener is open to anyone who reaches it (admin.allow_open)";
+                "admin_host" => &settings.admin.host);
+        }
         let lifecycle = web::Data::new(Lifecycle::loading());
         let counters = Arc::new(Counters::new(settings.admin.metrics));
         let recorder = Arc::new(LoggingRecorder::new(
@@ -346,24 +359,27 @@ impl Parts {
         ));
         let gate = RequestGate::builder(settings.request_limits(), lifecycle.clone())
             .rate_limiter(settings.rate_limiter())
+            .trusted_proxies(proxies)
             .counters(Arc::clone(&counters))
             .logger(
                 logger.new(o!("component" => "http")),
                 settings.log.access_sample,
             )
             .build();
-        Self {
+        Ok(Self {
             lifecycle,
             counters,
             recorder,
             gate,
-        }
+            access,
+        })
     }
 
     /// The first log line: both listeners are open (they serve as soon as
     /// the servers start, the feed route with 503 until the data is in).
     fn listening(&self, logger: &Logger, addr: SocketAddr, admin: SocketAddr, workers: usize) {
-        info!(logger, "listening, loading feeds"; "listen" => %addr, "admin" => %admin, "workers" => workers);
+        info!(logger, "listening, loading feeds"; "listen" => %addr, "admin" => %admin,
+            "admin_token" => !self.access.is_open(), "workers" => workers);
     }
 
     /// The last log line.
@@ -407,7 +423,8 @@ where
         Exposition::registry(gate.clone()),
         snapshot,
         lifecycle.clone(),
-    );
+    )
+    .with_access(parts.access.clone());
     if let Some(control) = data_control {
         admin = admin.with_data_control(control);
     }

@@ -2,9 +2,11 @@
 //! from `FEED__SECTION__KEY` environment variables, which win.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::Path;
 
 use feed_domain::SizeLimits;
+use feed_http::{AdminAccess, AdminToken, TrustedProxies};
 use feed_memory::{DataSpec, DataSpecError};
 use serde::Deserialize;
 
@@ -156,8 +158,8 @@ pub enum OnCorruptSetting {
     Reset,
 }
 
-/// `[admin]`: the admin listener.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// `[admin]`: the admin listener. Its `Debug` leaves the token out.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     /// Address of the admin listener.
@@ -166,6 +168,106 @@ pub struct AdminSettings {
     pub port: u16,
     /// Record request metrics.
     pub metrics: bool,
+    /// The bearer token admin requests must carry (empty: none).
+    pub token: String,
+    /// A file whose content, trimmed, is the token (empty: none).
+    pub token_file: String,
+    /// `/metrics` needs the token too.
+    pub metrics_token_required: bool,
+    /// Serve an admin listener beyond loopback without a token.
+    pub allow_open: bool,
+    /// The content of `token_file`, trimmed, as [`Settings::load`] read it.
+    #[serde(skip)]
+    file_token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |secret: &str| if secret.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("AdminSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("metrics", &self.metrics)
+            .field("token", &redacted(&self.token))
+            .field("token_file", &self.token_file)
+            .field("metrics_token_required", &self.metrics_token_required)
+            .field("allow_open", &self.allow_open)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminSettings {
+    /// Reads `token_file`, if set, once.
+    ///
+    /// # Errors
+    /// [`SettingsError::Invalid`] naming `admin.token_file` when `token`
+    /// is set too, or the file cannot be read.
+    fn read_token_file(&mut self) -> Result<(), SettingsError> {
+        let path = self.token_file.trim();
+        if path.is_empty() {
+            return Ok(());
+        }
+        let invalid = |reason| SettingsError::Invalid {
+            key: "admin.token_file",
+            reason,
+        };
+        if !self.token.is_empty() {
+            return Err(invalid(
+                "is set and so is admin.token: set one of them".into(),
+            ));
+        }
+        let content = std::fs::read_to_string(path)
+            .map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
+        self.file_token = Some(content.trim().to_owned());
+        Ok(())
+    }
+
+    /// Who may use the admin endpoints: with `token` or `token_file`, only
+    /// requests that carry it.
+    ///
+    /// # Errors
+    /// [`SettingsError::Invalid`] naming the key of a bad token, of a
+    /// token file that was not read by [`Settings::load`], or both set.
+    pub fn access(&self) -> Result<AdminAccess, SettingsError> {
+        let (key, token) = match (self.token.as_str(), self.token_file.trim()) {
+            ("", "") => return Ok(AdminAccess::open()),
+            (token, "") => ("admin.token", token),
+            ("", path) => match &self.file_token {
+                Some(token) => ("admin.token_file", token.as_str()),
+                None => {
+                    return Err(SettingsError::Invalid {
+                        key: "admin.token_file",
+                        reason: format!("{path} was not read (Settings::load reads it)"),
+                    });
+                }
+            },
+            _ => {
+                return Err(SettingsError::Invalid {
+                    key: "admin.token_file",
+                    reason: "is set and so is admin.token: set one of them".into(),
+                });
+            }
+        };
+        let token = AdminToken::new(token).map_err(|e| SettingsError::Invalid {
+            key,
+            reason: format!("the token {e}"),
+        })?;
+        Ok(AdminAccess::token(token, self.metrics_token_required))
+    }
+
+    /// `host` is a loopback address (127.0.0.0/8, ::1) or `localhost`: only
+    /// this machine can reach the listener.
+    pub fn is_loopback(&self) -> bool {
+        let host = self.host.trim();
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        bare.eq_ignore_ascii_case("localhost")
+            || bare
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.to_canonical().is_loopback())
+    }
 }
 
 /// `[limits]`: protection against overload and hostile clients.
@@ -191,6 +293,9 @@ pub struct LimitSettings {
     /// Clients (IPv4 addresses, IPv6 /64s) the rate limit tracks one by one;
     /// beyond it new clients share one bucket.
     pub rate_limit_clients: usize,
+    /// CIDR ranges of our own proxies, separated by commas: a request from
+    /// one of them is the client's that `X-Forwarded-For` names (empty: none).
+    pub trusted_proxies: String,
 }
 
 /// `[server]`: where and how to listen.
@@ -353,7 +458,12 @@ impl Settings {
             .into_iter()
             .filter(|(key, _)| key.starts_with(&prefix))
             .collect();
-        let settings: Self = config::Config::builder()
+        // As given: the environment source guesses types, and would read a
+        // token of digits as a number ("0012..." as 12...).
+        let env_token = env
+            .get(&format!("{prefix}ADMIN{ENV_SEPARATOR}TOKEN"))
+            .cloned();
+        let mut settings: Self = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix(ENV_PREFIX)
@@ -364,6 +474,10 @@ impl Settings {
             )
             .build()?
             .try_deserialize()?;
+        if let Some(token) = env_token {
+            settings.admin.token = token;
+        }
+        settings.admin.read_token_file()?;
         let validated = settings.validate()?;
         Ok((settings, validated))
     }
@@ -456,6 +570,16 @@ impl Settings {
         if self.admin.host.trim().is_empty() {
             return Err(invalid("admin.host", "must not be empty".into()));
         }
+        if self.admin.access()?.is_open() && !self.admin.is_loopback() && !self.admin.allow_open {
+            return Err(invalid(
+                "admin.token",
+                format!(
+                    "is empty, and admin.host {} is reachable beyond this machine: set admin.token or admin.token_file, or admin.allow_open = true to let anyone who reaches it reload data and read stats",
+                    self.admin.host.trim()
+                ),
+            ));
+        }
+        self.trusted_proxies()?;
         let lim = &self.limits;
         for (key, value) in [
             ("limits.max_connections", lim.max_connections as u64),
@@ -595,6 +719,20 @@ impl Settings {
         };
         feed_http::RateLimiter::new(per_s, burst)
             .map(|rate| rate.with_max_clients(self.limits.rate_limit_clients))
+    }
+
+    /// The proxies whose `X-Forwarded-For` names the client.
+    ///
+    /// # Errors
+    /// [`SettingsError::Invalid`] naming `limits.trusted_proxies`.
+    pub fn trusted_proxies(&self) -> Result<TrustedProxies, SettingsError> {
+        self.limits
+            .trusted_proxies
+            .parse()
+            .map_err(|e: feed_http::BadProxyRange| SettingsError::Invalid {
+                key: "limits.trusted_proxies",
+                reason: e.to_string(),
+            })
     }
 
     /// Worker threads to run: the configured number, or one per core.

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 
 use actix_web::http::Method;
 use actix_web::{test, web};
-use feed_http::{FeedSlot, Lifecycle, RateLimiter, Refusal, RequestGate, RequestLimits};
+use feed_http::{
+    FeedSlot, Lifecycle, RateLimiter, Refusal, RequestGate, RequestLimits, TrustedProxies,
+};
 
 use super::{UNLIMITED, call, feeds, guarded};
 
@@ -15,6 +17,49 @@ fn loaded() -> (web::Data<FeedSlot<super::Feeds>>, web::Data<Lifecycle>) {
         web::Data::new(FeedSlot::holding(feeds(2, 1_000))),
         lifecycle,
     )
+}
+
+/// Behind a trusted proxy the rate limit keys on the forwarded client: two
+/// clients through one proxy have a bucket each, and a peer outside the
+/// trusted ranges is keyed on itself whatever `X-Forwarded-For` says.
+#[actix_rt::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_rate_limited() {
+    let (slot, lifecycle) = loaded();
+    let gate = RequestGate::builder(UNLIMITED, lifecycle)
+        .rate_limiter(RateLimiter::new(1, 2))
+        .trusted_proxies("10.0.0.0/8".parse::<TrustedProxies>().unwrap())
+        .build();
+    let app = guarded(slot, gate).await;
+    let status = |peer: &'static str, forwarded: &'static str| {
+        let app = &app;
+        async move {
+            let mut req = test::TestRequest::get()
+                .uri("/feed/1")
+                .peer_addr(SocketAddr::new(peer.parse().unwrap(), 4000));
+            if !forwarded.is_empty() {
+                req = req.insert_header(("x-forwarded-for", forwarded));
+            }
+            test::call_service(app, req.to_request())
+                .await
+                .status()
+                .as_u16()
+        }
+    };
+    // Client A through the proxy: its burst of 2, then 429.
+    assert_eq!(status("10.0.0.5", "198.51.100.1").await, 200);
+    assert_eq!(status("10.0.0.5", "6.6.6.6, 198.51.100.1").await, 200);
+    assert_eq!(status("10.0.0.5", "198.51.100.1").await, 429);
+    // Client B through the same proxy has its own bucket.
+    assert_eq!(status("10.0.0.5", "198.51.100.2").await, 200);
+    // The proxy's own bucket is untouched by its clients.
+    assert_eq!(status("10.0.0.5", "").await, 200);
+    // An untrusted peer's header is ignored: it is keyed on itself, and
+    // cannot borrow B's bucket nor a fresh one.
+    assert_eq!(status("203.0.113.7", "198.51.100.9").await, 200);
+    assert_eq!(status("203.0.113.7", "198.51.100.10").await, 200);
+    assert_eq!(status("203.0.113.7", "198.51.100.11").await, 429);
+    assert_eq!(status("10.0.0.5", "198.51.100.2").await, 200);
+    assert_eq!(status("10.0.0.5", "198.51.100.2").await, 429);
 }
 
 #[actix_rt::test]

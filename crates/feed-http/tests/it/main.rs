@@ -1,6 +1,7 @@
 //! HTTP behaviour of the public API, through `actix_web::test` (no socket).
 //! One test binary for the crate, with a module per area.
 
+mod admin;
 mod api;
 mod gate;
 mod health;

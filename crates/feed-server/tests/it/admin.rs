@@ -1,11 +1,11 @@
 //! The admin listener of the real binary: metrics, stats, events, the
-//! profiler; and what the public port does not expose.
+//! profiler; the admin token; and what the public port does not expose.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use super::server::{Connection, Server, admin_addr, get};
+use super::server::{Connection, Server, admin_addr, get, refused_start, request, scratch_dir};
 
 #[test]
 fn metrics_count_what_was_served() {
@@ -189,4 +189,154 @@ fn the_profiler_answers_without_stalling_metrics() {
     );
     assert_eq!(get(&admin, "/debug/pprof/profile?seconds=0").status, 400);
     assert_eq!(get(&admin, "/debug/pprof/profile?seconds=61").status, 400);
+}
+
+/// What a request with the token gets from the profiler: 400 for
+/// `seconds=0` when it is built in, else 404.
+const PROFILER_SECONDS_0: u16 = if cfg!(feature = "profiler") { 400 } else { 404 };
+
+/// With an admin token (here from a file, trimmed) every admin endpoint but
+/// `/metrics` and the static dashboard page answers 401 without the token
+/// or with another one, and serves requests that carry it.
+#[test]
+fn an_admin_token_guards_every_admin_endpoint_but_metrics() {
+    let token = "s3cret-token-0123456789";
+    let file = scratch_dir("admin-token").join("token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let (server, ready) =
+        Server::start_ready(&[("FEED__ADMIN__TOKEN_FILE", file.to_str().unwrap())]);
+    assert_eq!(
+        server.logged("listening, loading feeds").unwrap()["admin_token"],
+        true
+    );
+    let admin = admin_addr(&ready);
+    let right = format!("Bearer {token}");
+    let wrong = "Bearer s3cret-token-0123456788";
+    for (method, path, with_token) in [
+        ("GET", "/stats", 200),
+        ("GET", "/openapi.json", 200),
+        // No snapshot path to reload from, nothing to roll back to.
+        ("POST", "/admin/reload", 422),
+        ("POST", "/admin/rollback", 409),
+        ("GET", "/debug/pprof/profile?seconds=0", PROFILER_SECONDS_0),
+        ("GET", "/no-such-path", 404),
+    ] {
+        for authorization in [None, Some(wrong), Some(token)] {
+            let headers: Vec<_> = authorization
+                .map(|a| ("Authorization", a))
+                .into_iter()
+                .collect();
+            let refused = request(&admin, method, path, &headers);
+            assert_eq!(
+                refused.status, 401,
+                "{method} {path} with {authorization:?}"
+            );
+            assert_eq!(
+                refused.header("www-authenticate"),
+                Some(r#"Bearer realm="feed-server admin""#)
+            );
+            assert!(refused.json()["error"].is_string(), "{}", refused.body);
+        }
+        let served = request(&admin, method, path, &[("Authorization", &right)]);
+        assert_eq!(
+            served.status, with_token,
+            "{method} {path}: {}",
+            served.body
+        );
+    }
+    let metrics = get(&admin, "/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.body.contains("feed_build_info"), "{}", metrics.body);
+    assert_eq!(get(&admin, "/dashboard").status, 200);
+}
+
+#[test]
+fn metrics_can_require_the_token_too() {
+    let token = "0000111122223333";
+    let (_server, ready) = Server::start_ready(&[
+        ("FEED__ADMIN__TOKEN", token),
+        ("FEED__ADMIN__METRICS_TOKEN_REQUIRED", "true"),
+    ]);
+    let admin = admin_addr(&ready);
+    assert_eq!(get(&admin, "/metrics").status, 401);
+    // A token of digits is taken as written, not as the number 111122223333.
+    let bearer = format!("Bearer {token}");
+    let metrics = request(&admin, "GET", "/metrics", &[("Authorization", &bearer)]);
+    assert_eq!(metrics.status, 200);
+}
+
+/// An admin listener that more than this machine can reach starts only
+/// with a token, or when told to be open.
+#[test]
+fn an_admin_listener_beyond_loopback_needs_a_token_or_allow_open() {
+    let line = refused_start(&[("FEED__ADMIN__HOST", "0.0.0.0")]);
+    assert!(
+        line.contains("admin.token") && line.contains("allow_open"),
+        "{line}"
+    );
+
+    let (server, ready) = Server::start_ready(&[
+        ("FEED__ADMIN__HOST", "0.0.0.0"),
+        ("FEED__ADMIN__ALLOW_OPEN", "true"),
+    ]);
+    assert!(
+        server
+            .logged("the admin listener is open to anyone who reaches it (admin.allow_open)")
+            .is_some()
+    );
+    let port = admin_addr(&ready).rsplit(':').next().unwrap().to_owned();
+    assert_eq!(get(&format!("127.0.0.1:{port}"), "/stats").status, 200);
+    drop(server);
+
+    let token = "a-token-for-0.0.0.0-listeners";
+    let (_server, ready) = Server::start_ready(&[
+        ("FEED__ADMIN__HOST", "0.0.0.0"),
+        ("FEED__ADMIN__TOKEN", token),
+    ]);
+    let admin = format!(
+        "127.0.0.1:{}",
+        admin_addr(&ready).rsplit(':').next().unwrap()
+    );
+    assert_eq!(get(&admin, "/stats").status, 401);
+    let bearer = format!("Bearer {token}");
+    assert_eq!(
+        request(&admin, "GET", "/stats", &[("Authorization", &bearer)]).status,
+        200
+    );
+}
+
+/// Bad admin credentials and proxy ranges stop the start: exit 2, one line
+/// naming the key.
+#[test]
+fn bad_credentials_and_proxy_ranges_refuse_to_start() {
+    let missing = scratch_dir("admin-token").join("absent");
+    for (env, key) in [
+        (
+            vec![("FEED__LIMITS__TRUSTED_PROXIES", "10.0.0.0/33")],
+            "limits.trusted_proxies",
+        ),
+        (
+            vec![("FEED__LIMITS__TRUSTED_PROXIES", "127.0.0.1/32, proxy.local")],
+            "limits.trusted_proxies",
+        ),
+        (vec![("FEED__ADMIN__TOKEN", "short")], "admin.token"),
+        (
+            vec![
+                ("FEED__ADMIN__TOKEN", "0123456789abcdef"),
+                ("FEED__ADMIN__TOKEN_FILE", "/etc/hostname"),
+            ],
+            "admin.token_file",
+        ),
+        (
+            vec![("FEED__ADMIN__TOKEN_FILE", missing.to_str().unwrap())],
+            "admin.token_file",
+        ),
+    ] {
+        let line = refused_start(&env);
+        assert!(line.contains(key), "{env:?}: {line}");
+        assert!(
+            !line.contains("0123456789abcdef"),
+            "the token leaked: {line}"
+        );
+    }
 }

@@ -127,3 +127,62 @@ fn unknown_keys_are_rejected() {
     check_rejected(&[("FEED__SERVER__PORTX", "1")], "portx");
     check_rejected(&[("FEED__NOPE", "1")], "nope");
 }
+
+#[test]
+fn proxy_ranges_and_admin_credentials_are_checked() {
+    let settings = load(&[]).unwrap();
+    assert!(settings.trusted_proxies().unwrap().is_empty());
+    assert!(settings.admin.access().unwrap().is_open());
+    assert!(!settings.admin.allow_open);
+    assert!(!settings.admin.metrics_token_required);
+
+    let settings = load(&[("FEED__LIMITS__TRUSTED_PROXIES", "127.0.0.1/32, fd00::/8")]).unwrap();
+    assert_eq!(settings.trusted_proxies().unwrap().ranges().len(), 2);
+    for bad in ["10.0.0.0/33", "10.0.0.1/8", "10.0.0.0/8;", "haproxy"] {
+        check_rejected(
+            &[("FEED__LIMITS__TRUSTED_PROXIES", bad)],
+            "limits.trusted_proxies",
+        );
+    }
+
+    // Beyond loopback: a token, or allow_open.
+    for host in ["0.0.0.0", "::", "10.1.2.3", "admin.internal"] {
+        check_rejected(&[("FEED__ADMIN__HOST", host)], "admin.token");
+        assert!(
+            load(&[
+                ("FEED__ADMIN__HOST", host),
+                ("FEED__ADMIN__ALLOW_OPEN", "true")
+            ])
+            .is_ok()
+        );
+    }
+    for host in ["127.0.0.1", "127.9.9.9", "::1", "localhost"] {
+        assert!(load(&[("FEED__ADMIN__HOST", host)]).is_ok(), "{host}");
+    }
+    // A token of digits is kept as written, and never shown.
+    let settings = load(&[
+        ("FEED__ADMIN__HOST", "0.0.0.0"),
+        ("FEED__ADMIN__TOKEN", "0012345678901234"),
+    ])
+    .unwrap();
+    assert_eq!(settings.admin.token, "0012345678901234");
+    assert!(!settings.admin.access().unwrap().is_open());
+    assert!(!format!("{settings:?}").contains("0012345678901234"));
+
+    check_rejected(&[("FEED__ADMIN__TOKEN", "too-short")], "admin.token");
+    check_rejected(
+        &[("FEED__ADMIN__TOKEN", "has a space in it, 0123")],
+        "admin.token",
+    );
+    check_rejected(
+        &[
+            ("FEED__ADMIN__TOKEN", "0123456789abcdef"),
+            ("FEED__ADMIN__TOKEN_FILE", "token"),
+        ],
+        "admin.token_file",
+    );
+    check_rejected(
+        &[("FEED__ADMIN__TOKEN_FILE", "/nonexistent/token")],
+        "admin.token_file",
+    );
+}

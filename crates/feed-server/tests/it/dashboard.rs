@@ -17,6 +17,10 @@
 //! because the page fetches `stats` once at load and `/events` sends a new
 //! snapshot every second.
 //!
+//! With an admin token the page first asks for it (data-conn "locked"); the
+//! second test types it in and submits, the page reloads with it, and the
+//! same 3 s hold from that reload.
+//!
 //! Without `/usr/bin/chromium` the test prints "skipped: chromium not
 //! installed" and passes, unless `FEED_REQUIRE_CHROMIUM` is set (CI sets it),
 //! in which case it fails. Chromium runs in its own process group, which is
@@ -65,61 +69,134 @@ const PAGE_STATE: &str = r"(() => {
   };
 })()";
 
-#[test]
-fn the_dashboard_draws_live_data_within_3_s() {
+/// Chromium is there; else the test is skipped, loudly, unless CI requires it.
+fn chromium() -> bool {
     if !Path::new(CHROMIUM).exists() {
         assert!(
             std::env::var_os("FEED_REQUIRE_CHROMIUM").is_none(),
             "FEED_REQUIRE_CHROMIUM is set but {CHROMIUM} does not exist"
         );
         println!("skipped: chromium not installed ({CHROMIUM} does not exist)");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn the_dashboard_draws_live_data_within_3_s() {
+    if !chromium() {
         return;
     }
     let (_server, ready) = Server::start_ready(&[("FEED__ADMIN__PORT", "0")]);
-    let admin = ready["admin"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no admin address in the ready line {ready}"));
-    let url = format!("http://{admin}/dashboard");
+    let (mut browser, page) = Page::open(&ready);
+    page.draws_live_data(&mut browser);
+}
 
-    let mut browser = Browser::launch();
-    let opened = Instant::now();
-    let target = browser.call(None, "Target.createTarget", json!({ "url": url }));
-    let attached = browser.call(
-        None,
-        "Target.attachToTarget",
-        json!({ "targetId": target["targetId"], "flatten": true }),
-    );
-    let session = attached["sessionId"].as_str().unwrap().to_owned();
-    let mut page = Value::Null;
-    while opened.elapsed() < WAIT {
-        let answer = browser.call(
-            Some(&session),
-            "Runtime.evaluate",
-            json!({ "expression": PAGE_STATE, "returnByValue": true }),
-        );
-        page = answer["result"]["value"].clone();
-        if shows_data(&page) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+/// With an admin token, the page asks for it; once it is given, the page
+/// reloads and draws as it does without one.
+#[test]
+fn the_dashboard_asks_for_the_admin_token_then_draws() {
+    if !chromium() {
+        return;
     }
-    assert!(
-        shows_data(&page),
-        "after {:?}, the page at {url} does not show 2 points on the body and on at least \
-         {MIN_CHARTS} charts: {page}\nchromium log:\n{}",
-        opened.elapsed(),
-        browser.log_tail()
-    );
-    let page_ms = page["ms"].as_f64().unwrap();
-    assert!(
-        page_ms <= WITHIN_MS,
-        "the page needed {page_ms:.0} ms from navigation to show data: {page}"
-    );
+    let token = "dashboard-token-0123456789";
+    let (_server, ready) = Server::start_ready(&[("FEED__ADMIN__TOKEN", token)]);
+    let (mut browser, page) = Page::open(&ready);
+    let state = page.wait_for(&mut browser, |state| state["conn"] == "locked");
     assert_eq!(
-        page["conn"], "live",
-        "the data did not come from /events: {page}"
+        state["conn"], "locked",
+        "the page did not ask for the token: {state}"
     );
-    println!("{url}: {page}");
+    page.evaluate(
+        &mut browser,
+        &format!(
+            "document.getElementById('token').value = {token:?}; \
+             document.getElementById('unlock').requestSubmit(); true"
+        ),
+    );
+    page.draws_live_data(&mut browser);
+}
+
+/// The dashboard open in a tab of a [`Browser`].
+struct Page {
+    url: String,
+    session: String,
+    opened: Instant,
+}
+
+impl Page {
+    /// Opens the dashboard of the server whose ready line is `ready`.
+    fn open(ready: &Value) -> (Browser, Self) {
+        let admin = ready["admin"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no admin address in the ready line {ready}"));
+        let url = format!("http://{admin}/dashboard");
+        let mut browser = Browser::launch();
+        let opened = Instant::now();
+        let target = browser.call(None, "Target.createTarget", json!({ "url": url }));
+        let attached = browser.call(
+            None,
+            "Target.attachToTarget",
+            json!({ "targetId": target["targetId"], "flatten": true }),
+        );
+        let session = attached["sessionId"].as_str().unwrap().to_owned();
+        let page = Self {
+            url,
+            session,
+            opened,
+        };
+        (browser, page)
+    }
+
+    /// The value of `expression` in the page; `Null` while the page is
+    /// between two documents (a reload).
+    fn evaluate(&self, browser: &mut Browser, expression: &str) -> Value {
+        browser
+            .try_call(
+                Some(&self.session),
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true }),
+            )
+            .map_or(Value::Null, |answer| answer["result"]["value"].clone())
+    }
+
+    /// Reads [`PAGE_STATE`] every 100 ms until `done` holds of it or
+    /// [`WAIT`] has passed since the page was opened; the last state read.
+    fn wait_for(&self, browser: &mut Browser, done: impl Fn(&Value) -> bool) -> Value {
+        let mut state = Value::Null;
+        while self.opened.elapsed() < WAIT {
+            state = self.evaluate(browser, PAGE_STATE);
+            if done(&state) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        state
+    }
+
+    /// The page shows live data on every chart within [`WITHIN_MS`] of its
+    /// (last) navigation.
+    fn draws_live_data(&self, browser: &mut Browser) {
+        let url = &self.url;
+        let page = self.wait_for(browser, shows_data);
+        assert!(
+            shows_data(&page),
+            "after {:?}, the page at {url} does not show 2 points on the body and on at least \
+             {MIN_CHARTS} charts: {page}\nchromium log:\n{}",
+            self.opened.elapsed(),
+            browser.log_tail()
+        );
+        let page_ms = page["ms"].as_f64().unwrap();
+        assert!(
+            page_ms <= WITHIN_MS,
+            "the page needed {page_ms:.0} ms from navigation to show data: {page}"
+        );
+        assert_eq!(
+            page["conn"], "live",
+            "the data did not come from /events: {page}"
+        );
+        println!("{url}: {page}");
+    }
 }
 
 /// At least 2 snapshots received, at least [`MIN_CHARTS`] charts, and each
@@ -228,6 +305,19 @@ impl Browser {
     /// Sends one DevTools command (to the browser, or to a page's session)
     /// and returns its result, skipping the events that arrive meanwhile.
     fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        match self.try_call(session, method, params) {
+            Ok(result) => result,
+            Err(error) => panic!("{method}: {error}"),
+        }
+    }
+
+    /// As [`Self::call`], but a DevTools error is returned, not a panic.
+    fn try_call(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({ "id": id, "method": method, "params": params });
@@ -244,12 +334,10 @@ impl Browser {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.answers.recv_timeout(left) {
                 Ok(answer) if answer["id"] == id => {
-                    assert!(
-                        answer.get("error").is_none(),
-                        "{method}: {}",
-                        answer["error"]
-                    );
-                    return answer["result"].clone();
+                    return match answer.get("error") {
+                        Some(error) => Err(error.clone()),
+                        None => Ok(answer["result"].clone()),
+                    };
                 }
                 Ok(_) => {}
                 Err(e) => panic!("no answer to {method} ({e:?})\n{}", self.log_tail()),

@@ -144,3 +144,55 @@ fn over_the_rate_limit_is_429() {
     assert!(refused.json()["error"].is_string());
     assert_eq!(conn.get("/livez").unwrap().status, 200);
 }
+
+/// `GET /feed/1` from this (loopback) peer, forwarded for `client`.
+fn forwarded(conn: &mut Connection, client: &str) -> super::server::Answer {
+    write!(
+        conn.stream(),
+        "GET /feed/1 HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: {client}\r\n\r\n"
+    )
+    .unwrap();
+    conn.read_answer().unwrap()
+}
+
+/// Behind a trusted proxy (here: this test, on 127.0.0.1) the rate limit
+/// keys on the forwarded client, and the logs name it: two clients through
+/// the one peer have a bucket each.
+#[test]
+fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
+    let (mut server, _) = Server::start_ready(&[
+        ("FEED__LIMITS__RATE_LIMIT_PER_S", "1"),
+        ("FEED__LIMITS__RATE_LIMIT_BURST", "2"),
+        ("FEED__LIMITS__TRUSTED_PROXIES", "127.0.0.1/32, ::1"),
+    ]);
+    let mut conn = Connection::open(&server.addr).unwrap();
+    // The client's own claim (left) is not believed; the proxy's entry is.
+    let refused = (0..50)
+        .map(|_| forwarded(&mut conn, "6.6.6.6, 198.51.100.1"))
+        .find(|answer| answer.status != 200)
+        .expect("client 1 was never refused");
+    assert_eq!(refused.status, 429);
+    // Another client through the same peer: a fresh bucket.
+    assert_eq!(forwarded(&mut conn, "198.51.100.2").status, 200);
+    let line = server.wait_for_log_where("error response", |r| r["status"] == 429);
+    assert_eq!(line["client"], "198.51.100.1", "{line}");
+}
+
+/// A peer outside the trusted ranges is keyed on itself: a fresh
+/// `X-Forwarded-For` on every request does not buy a fresh bucket.
+#[test]
+fn an_untrusted_peer_cannot_spoof_its_client_address() {
+    let (mut server, _) = Server::start_ready(&[
+        ("FEED__LIMITS__RATE_LIMIT_PER_S", "1"),
+        ("FEED__LIMITS__RATE_LIMIT_BURST", "2"),
+        ("FEED__LIMITS__TRUSTED_PROXIES", "10.0.0.0/8"),
+    ]);
+    let mut conn = Connection::open(&server.addr).unwrap();
+    let refused = (0..50)
+        .map(|i| forwarded(&mut conn, &format!("198.51.100.{i}")))
+        .find(|answer| answer.status != 200)
+        .expect("never refused: the header was believed");
+    assert_eq!(refused.status, 429);
+    let line = server.wait_for_log_where("error response", |r| r["status"] == 429);
+    assert_eq!(line["client"], "127.0.0.1", "{line}");
+}

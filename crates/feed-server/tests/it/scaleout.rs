@@ -62,6 +62,8 @@ fn frontend(nodes: &str, timeout_ms: u64) -> (Server, String) {
         ("FEED__REDIS__NODES", nodes),
         ("FEED__REDIS__POLL_MS", &poll),
         ("FEED__REDIS__TIMEOUT_MS", &timeout),
+        // HAProxy, on loopback, forwards the client's address.
+        ("FEED__LIMITS__TRUSTED_PROXIES", "127.0.0.1/32"),
     ]);
     let admin = server
         .logged("listening, loading feeds")
@@ -107,7 +109,7 @@ impl Proxy {
             .collect();
         let config = format!(
             "global\n    maxconn 1000\ndefaults\n    mode http\n    timeout connect 1s\n    \
-             timeout client 10s\n    timeout server 5s\nfrontend feeds\n    bind 127.0.0.1:{port}\n    \
+             timeout client 10s\n    timeout server 5s\n    option forwardfor\nfrontend feeds\n    bind 127.0.0.1:{port}\n    \
              default_backend frontends\nbackend frontends\n    balance roundrobin\n    \
              option httpchk GET /readyz\n    http-check expect status 200\n{servers}"
         );

@@ -289,3 +289,18 @@ pub(crate) fn post(addr: &str, path: &str, body: &str) -> Answer {
 pub(crate) fn get(addr: &str, path: &str) -> Answer {
     Connection::open(addr).unwrap().get(path).unwrap()
 }
+
+/// `method path` with `headers` and an empty body on a fresh connection.
+pub(crate) fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut conn = Connection::open(addr).unwrap();
+    let headers: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    write!(
+        conn.stream(),
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n{headers}\r\n"
+    )
+    .unwrap();
+    conn.read_answer().unwrap()
+}

@@ -506,6 +506,15 @@ impl Counters {
         self.progress.errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Notes that all progress is durable now without a sync (a progress
+    /// file was just opened, and opening folds it to disk): the age of the
+    /// last good sync starts here.
+    pub fn record_progress_durable(&self) {
+        self.progress
+            .last_unix_ms
+            .store(unix_ms(), Ordering::Relaxed);
+    }
+
     /// Counts `more` offsets found beyond their feed's end and clamped.
     pub fn record_progress_clamped(&self, more: u64) {
         self.progress.clamped.fetch_add(more, Ordering::Relaxed);

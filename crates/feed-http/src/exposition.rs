@@ -187,7 +187,7 @@ impl Collector for Exposition {
             }
         }
         let syncs = self.counters().progress_syncs();
-        if syncs.count > 0 || syncs.errors > 0 {
+        if syncs.count > 0 || syncs.errors > 0 || syncs.last_unix_ms > 0 {
             let buckets: Vec<(f64, u64)> = SYNC_BOUNDS
                 .iter()
                 .copied()

@@ -387,6 +387,9 @@ impl DataManager {
     fn install(&self, loaded: Loaded) {
         // Offsets clamped at open are reported before anything is served.
         self.report_clamped(&loaded.service);
+        if loaded.service.storage().offsets().file().is_some() {
+            self.counters.record_progress_durable();
+        }
         let service = Arc::new(loaded.service);
         let mut versions = lock(&self.versions);
         if let (Some(file), Some(snapshot)) = (loaded.file, &loaded.info.snapshot)

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::server::{Connection, Server, admin_addr, get, refused_start, scratch_dir, wait_until};
+use super::server::{
+    Connection, Server, admin_addr, get, refused_start, request, scratch_dir, wait_until,
+};
 
 const USERS: u64 = 40;
 
@@ -84,8 +86,9 @@ fn load_then(
         answered.load(Ordering::Relaxed) >= answers
     });
     end(server);
-    // Let the clients run into the end (a killed server), then stop them.
-    std::thread::sleep(Duration::from_millis(200));
+    // The clients run into the end: each stops when the server has gone
+    // away (a refused or closed connection).
+    server.wait_exit(Duration::from_secs(30));
     stop.store(true, Ordering::Relaxed);
     let mut delivered: HashMap<u64, Vec<u32>> = HashMap::new();
     for client in clients {
@@ -218,4 +221,186 @@ fn an_unusable_progress_folder_exits_2_naming_it() {
     let path = blocker.join("progress").display().to_string();
     let stderr = refused_start(&[("FEED__PROGRESS__PATH", path.as_str())]);
     assert!(stderr.contains("a-file"), "{stderr}");
+}
+
+/// A tmpfs of `size` on a fresh folder, unmounted when dropped: a real
+/// small filesystem to fill. `None` where this machine cannot mount (not
+/// root): a loud skip, and a failure in CI.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(name: &str, size: &str) -> Option<Self> {
+        let dir = scratch_dir(name);
+        let mounted = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|status| status.success());
+        if mounted {
+            return Some(Self(dir));
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must be able to mount a tmpfs (it runs as root)"
+        );
+        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?): {name}");
+        None
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// No room for the progress file: the start exits 2 with one line naming
+/// the file and the bytes it needs, instead of a SIGBUS once requests touch
+/// pages the disk cannot hold.
+#[test]
+fn no_room_for_the_progress_file_exits_2_naming_it_and_the_bytes() {
+    let Some(disk) = Tmpfs::mount("durable-no-room", "256k") else {
+        return;
+    };
+    let dir = disk.0.display().to_string();
+    let stderr = refused_start(&[
+        ("FEED__PROGRESS__PATH", dir.as_str()),
+        ("FEED__DATA__USERS", "200000"),
+        ("FEED__DATA__FEED_LEN", "10"),
+    ]);
+    let needed = (4096 + 200_000 * 4).to_string();
+    assert!(
+        stderr.contains("no room") && stderr.contains(&needed) && stderr.contains("progress-"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+/// A disk that fills up while the server runs: syncs fail, loudly (an
+/// error log, a counter, the age of the last good sync), the server stays
+/// ready and answers every request, and nothing is lost: once there is
+/// room again the syncs succeed, and a kill -9 and a restart repeat no
+/// item.
+#[test]
+fn a_full_disk_fails_syncs_loudly_stays_ready_and_loses_nothing() {
+    let Some(disk) = Tmpfs::mount("durable-full", "1m") else {
+        return;
+    };
+    let mut server = start(&disk.0, &[("FEED__PROGRESS__SYNC_MS", "20")]);
+    let admin = admin_addr(server.logged("feed-server ready").unwrap());
+    // Fill the disk to the last byte.
+    let filler = disk.0.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![1u8; 4096];
+        while file.write_all(&chunk).is_ok() {}
+    }
+    let failures = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("feed_progress_sync_errors_total "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut delivered: HashMap<u64, Vec<u32>> = HashMap::new();
+    let mut user = 0;
+    wait_until("a failed sync in /metrics", || {
+        // Moves that the next sync must write to the (full) journal.
+        for _ in 0..5 {
+            let answer = get(&server.addr, &format!("/feed/{user}?size=5"));
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            delivered
+                .entry(user)
+                .or_default()
+                .extend(items(&answer.body));
+            user = (user + 1) % USERS;
+        }
+        failures(&get(&admin, "/metrics").body) > 0
+    });
+    server.wait_for_log("progress: sync failed, the next one rewrites it all");
+    assert_eq!(request(&server.addr, "GET", "/readyz", &[]).status, 200);
+    let metrics = get(&admin, "/metrics").body;
+    assert!(
+        metrics.contains("feed_progress_last_sync_age_seconds"),
+        "{metrics}"
+    );
+    // Room again: syncs succeed once more.
+    std::fs::remove_file(&filler).unwrap();
+    let synced_bytes = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("feed_progress_synced_bytes_total "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let written = synced_bytes(&get(&admin, "/metrics").body);
+    for user in 0..USERS {
+        let answer = get(&server.addr, &format!("/feed/{user}?size=5"));
+        delivered
+            .entry(user)
+            .or_default()
+            .extend(items(&answer.body));
+    }
+    wait_until("a journal batch written after the disk had room", || {
+        synced_bytes(&get(&admin, "/metrics").body) > written
+    });
+    server.signal("KILL");
+    server.wait_exit(Duration::from_secs(10));
+    let restarted = start(&disk.0, &[]);
+    check_continues(&restarted, &delivered);
+}
+
+/// Offsets no feed can have (0xFFFFFFF0; 201 for a feed of 200) written
+/// into a stopped server's progress file are clamped at the restart,
+/// counted and logged: every answer for those users is still exactly N
+/// distinct items, from the fallback.
+#[test]
+fn damaged_offsets_are_clamped_counted_and_logged() {
+    use std::os::unix::fs::FileExt;
+    let dir = scratch_dir("durable-clamp");
+    drop(start(&dir, &[]));
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "bin"))
+        .unwrap();
+    let progress = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    progress
+        .write_all_at(&0xFFFF_FFF0u32.to_le_bytes(), 4096 + 3 * 4)
+        .unwrap();
+    progress
+        .write_all_at(&201u32.to_le_bytes(), 4096 + 4 * 4)
+        .unwrap();
+    drop(progress);
+    let server = start(&dir, &[]);
+    let admin = admin_addr(server.logged("feed-server ready").unwrap());
+    let logged = server
+        .logged("progress: offsets beyond their feed's end, clamped (a damaged progress file?)")
+        .unwrap()
+        .clone();
+    assert_eq!(logged["clamped"], 2);
+    for user in [3, 4] {
+        for _ in 0..3 {
+            let answer = get(&server.addr, &format!("/feed/{user}?size=50"));
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            let got = items(&answer.body);
+            assert_eq!(got.len(), 50);
+            assert_eq!(got.iter().collect::<HashSet<_>>().len(), 50);
+        }
+    }
+    let metrics = get(&admin, "/metrics").body;
+    assert!(
+        metrics.contains("feed_progress_offsets_clamped_total 2"),
+        "{metrics}"
+    );
 }

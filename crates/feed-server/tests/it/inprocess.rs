@@ -19,6 +19,8 @@ use super::workspace;
 pub(crate) struct InProcess {
     /// The public address.
     pub(crate) addr: String,
+    /// The admin address.
+    pub(crate) admin: String,
     stops: UnboundedSender<&'static str>,
     logs: Receiver<String>,
     thread: Option<JoinHandle<std::io::Result<Stopped>>>,
@@ -56,6 +58,7 @@ impl InProcess {
             admin: TcpListener::bind("127.0.0.1:0").unwrap(),
         };
         let addr = listeners.public.local_addr().unwrap().to_string();
+        let admin = listeners.admin.local_addr().unwrap().to_string();
         let (log_sender, logs) = channel();
         let logger = slog::Logger::root(Messages(Mutex::new(log_sender)).fuse(), slog::o!());
         let (stops, stop_requests) = unbounded_channel();
@@ -73,6 +76,7 @@ impl InProcess {
         });
         Self {
             addr,
+            admin,
             stops,
             logs,
             thread: Some(thread),

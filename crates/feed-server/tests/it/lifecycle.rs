@@ -96,7 +96,11 @@ fn a_second_stop_request_stops_at_once_in_every_phase() {
     delaying.stop();
     assert_eq!(delaying.join(at_once).unwrap(), Stopped::Forced);
 
-    // Waiting for a connection that is half-way through its request head.
+    // Waiting for a request in flight: a reload whose body is half-sent.
+    // `Expect: 100-continue` makes the server say when it has the head and
+    // the handler is waiting for the body, so the stop comes after that
+    // (a half-sent head would not be a request yet: a draining server
+    // closes such a connection at once).
     let no_delay = [
         ("FEED__SERVER__SHUTDOWN_DELAY_MS", "0"),
         ("FEED__SERVER__SHUTDOWN_TIMEOUT_MS", "60000"),
@@ -106,8 +110,19 @@ fn a_second_stop_request_stops_at_once_in_every_phase() {
         feed_server::synthetic_loader(spec, memory_offsets(&spec))
     });
     finishing.wait_for_log("feed-server ready");
-    let mut slow = Connection::open(&finishing.addr).unwrap();
-    std::io::Write::write_all(slow.stream(), b"GET /feed/1 HTTP/1.1\r\nHost: slow\r\n").unwrap();
+    let mut slow = std::net::TcpStream::connect(&finishing.admin).unwrap();
+    std::io::Write::write_all(
+        &mut slow,
+        b"POST /admin/reload HTTP/1.1\r\nHost: slow\r\nContent-Length: 20\r\n\
+          Expect: 100-continue\r\n\r\n{",
+    )
+    .unwrap();
+    let mut continued = [0u8; 25];
+    std::io::Read::read_exact(&mut slow, &mut continued).unwrap();
+    assert!(
+        continued.starts_with(b"HTTP/1.1 100 Continue"),
+        "{continued:?}"
+    );
     finishing.stop();
     finishing.wait_for_log("no longer accepting; finishing in-flight requests");
     finishing.stop();

@@ -21,6 +21,7 @@ use feed_memory::{
 };
 use slog::{Logger, error, info, warn};
 
+use crate::logging;
 use crate::recorder::LoggingRecorder;
 
 /// The feed service as this binary runs it, over the in-memory adapters:
@@ -68,7 +69,7 @@ impl ProgressPlace {
             return Ok(OffsetMap::in_memory(users));
         };
         let (file, opened) = ProgressFile::open(dir, id, users, self.on_corrupt)?;
-        let path = file.path().display().to_string();
+        let path = logging::path(file.path());
         let offsets = OffsetMap::in_file(file);
         match opened {
             Opened::Fresh => info!(logger, "progress: fresh for this data";
@@ -78,7 +79,7 @@ impl ProgressPlace {
                 "users_started" => offsets.started()),
             Opened::Reset { reason, aside } => warn!(logger,
                 "progress: the file was bad, kept aside, starting fresh";
-                "file" => &path, "reason" => reason, "aside" => %aside.display()),
+                "file" => &path, "reason" => reason, "aside" => logging::path(&aside)),
         }
         Ok(offsets)
     }
@@ -88,7 +89,7 @@ impl ProgressPlace {
         if let Some(dir) = &self.dir {
             match ProgressFile::clean(dir, keep) {
                 Ok(removed) if !removed.is_empty() => info!(logger, "progress: old files removed";
-                    "files" => removed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
+                    "files" => removed.iter().map(|p| logging::path(p)).collect::<Vec<_>>().join(", ")),
                 Ok(_) => {}
                 Err(e) => warn!(logger, "progress: cannot clean the folder"; "error" => %e),
             }
@@ -440,7 +441,7 @@ impl DataManager {
                         // into an outage.
                         self.counters.record_progress_sync_error();
                         error!(self.logger, "progress: sync failed, the next one rewrites it all";
-                            "file" => ?file.path(), "error" => %e);
+                            "file" => logging::path(file.path()), "error" => %e);
                     }
                 }
             }
@@ -456,7 +457,7 @@ impl DataManager {
         if total > reported {
             self.counters.record_progress_clamped(total - reported);
             error!(self.logger, "progress: offsets beyond their feed's end, clamped (a damaged progress file?)";
-                "file" => ?offsets.file().map(|f| f.path()), "clamped" => total - reported);
+                "file" => offsets.file().map(|f| logging::path(f.path())), "clamped" => total - reported);
         }
     }
 
@@ -519,7 +520,7 @@ impl DataManager {
                 error!(self.logger,
                     "the snapshot file was changed in place (truncated or rewritten); this is unsupported: \
                      write a new file and rename it over the path";
-                    "path" => ?path);
+                    "path" => logging::path(&path));
                 return;
             }
         }
@@ -531,20 +532,20 @@ impl DataManager {
     /// snapshot as the one served (same id) is kept as it is, with its
     /// progress: a reload that changes nothing does not replay every feed.
     fn reload_locked(&self, path: PathBuf) -> Result<DataInfo, DataControlError> {
-        info!(self.logger, "reloading"; "path" => %path.display());
+        info!(self.logger, "reloading"; "path" => logging::path(&path));
         match self.load(&path) {
             Err(previous) if previous == PREVIOUS => {
                 // Its progress file is held by that version: serve it again.
                 let info = self.swap_back()?;
                 info!(self.logger, "reloaded";
-                    "path" => %path.display(), "users" => info.users, "items" => info.items,
+                    "path" => logging::path(&path), "users" => info.users, "items" => info.items,
                     "snapshot_id" => info.snapshot.as_ref().map_or("", |s| s.id.as_str()),
                     "as" => "the previous version, with its progress");
                 Ok(info)
             }
             Err(same) if same == SAME => {
                 info!(self.logger, "reload: the same snapshot is being served, kept with its progress";
-                    "path" => %path.display());
+                    "path" => logging::path(&path));
                 self.counters
                     .data()
                     .ok_or_else(|| DataControlError::Failed("no data served yet".into()))
@@ -554,7 +555,7 @@ impl DataManager {
                 self.install(loaded);
                 self.counters.record_data_change(DataChange::Reloaded);
                 info!(self.logger, "reloaded";
-                    "path" => %path.display(), "users" => info.users, "items" => info.items,
+                    "path" => logging::path(&path), "users" => info.users, "items" => info.items,
                     "snapshot_id" => info.snapshot.as_ref().map_or("", |s| s.id.as_str()),
                     "load_ms" => (info.load_seconds * 1e3) as u64);
                 Ok(info)
@@ -562,7 +563,7 @@ impl DataManager {
             Err(reason) => {
                 self.counters.record_data_change(DataChange::Failed);
                 warn!(self.logger, "reload failed, still serving the current data";
-                    "path" => %path.display(), "error" => &reason);
+                    "path" => logging::path(&path), "error" => logging::escaped(&reason));
                 Err(DataControlError::Failed(reason))
             }
         }

@@ -186,9 +186,17 @@ fn a_bad_snapshot_stops_the_start_with_exit_2() {
     bytes[0] ^= 0xff;
     let corrupt = dir.join("corrupt.snap");
     std::fs::write(&corrupt, &bytes).unwrap();
+    // One bit flipped deep in the file, in a section only the full
+    // verification reads: refused before anything is served.
+    let mut bytes = std::fs::read(&good).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x04;
+    let flipped = dir.join("flipped.snap");
+    std::fs::write(&flipped, &bytes).unwrap();
     for (path, reason) in [
         (dir.join("missing.snap"), "No such file"),
         (corrupt, "wrong magic"),
+        (flipped, "checksum does not match"),
     ] {
         let path_text = path.display().to_string();
         let stderr = refused_start(&[
@@ -199,6 +207,7 @@ fn a_bad_snapshot_stops_the_start_with_exit_2() {
             stderr.contains(&path_text) && stderr.contains(reason),
             "{stderr}"
         );
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
 }
 
@@ -459,4 +468,33 @@ fn a_reload_reads_only_regular_files_inside_the_snapshot_folder() {
     let answer = reload("b.snap");
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(items(&get(&server.addr, "/feed/1").body), [7, 8, 9]);
+}
+
+/// A snapshot changed in place (unsupported: it is mapped) is reported by
+/// the watch as an error, and not reloaded; a replacement by a rename still
+/// is.
+#[test]
+fn the_watch_reports_a_snapshot_changed_in_place() {
+    let dir = scratch();
+    let a = snapshot_of(&dir, "a", &[line(1, &[1, 2, 3])], None);
+    let (mut server, _) = serve(
+        &a,
+        &[
+            ("FEED__API__MAX_SIZE", "3"),
+            ("FEED__API__DEFAULT_SIZE", "3"),
+            ("FEED__DATA__WATCH", "true"),
+            ("FEED__DATA__WATCH_INTERVAL_MS", "50"),
+        ],
+    );
+    // Appending keeps every mapped page valid, and changes length and time.
+    let mut file = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
+    std::io::Write::write_all(&mut file, b"rsync --inplace").unwrap();
+    drop(file);
+    let logged = server.wait_for_log_where(
+        "the snapshot file was changed in place (truncated or rewritten); this is unsupported: \
+         write a new file and rename it over the path",
+        |_| true,
+    );
+    assert_eq!(logged["level"], "ERRO");
+    assert_eq!(items(&get(&server.addr, "/feed/1").body), [1, 2, 3]);
 }

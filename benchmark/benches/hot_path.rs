@@ -333,7 +333,8 @@ fn generate(c: &mut Criterion) {
 /// exactly the body.
 fn itoa_vec(items: &[ItemId]) -> Vec<u8> {
     let mut out = Vec::new();
-    feed_http::write_items(items, &mut out);
+    let len = feed_http::write_items(items, &mut out);
+    out.truncate(len);
     out
 }
 

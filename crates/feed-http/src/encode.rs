@@ -2,14 +2,14 @@
 //!
 //! An item id is a `u32`, so the array is digits and commas only: nothing to
 //! escape. Each number is written straight into its place in a per-thread
-//! scratch buffer, two digits at a time from a table (as `itoa` does), and
-//! the result is copied into a `Bytes` of exactly the body's length: one
+//! scratch buffer, eight digits at a time ([`eight_digits`]), and the
+//! result is copied into a `Bytes` of exactly the body's length: one
 //! allocation per response, the one actix needs to own the body. Writing
 //! in place, rather than formatting each number into `itoa`'s buffer and
-//! appending it (a `memcpy` call and a capacity check per number), took the
-//! encoder from about 1,000 to about 350 instructions for 10 items under
-//! callgrind (docs/BENCHMARKS.md); the `encode_items` benchmark compares it
-//! with `serde_json::to_vec`.
+//! appending it (a `memcpy` call and a capacity check per number), is
+//! hand-written because it is measurably cheaper on the hot path: callgrind
+//! counts in docs/BENCHMARKS.md ("Storage you can trust"); the
+//! `encode_items` benchmark compares it with `serde_json::to_vec`.
 
 use std::cell::RefCell;
 

@@ -620,8 +620,17 @@ mod tests {
         drop(other);
         // Cleaning keeps the data named and the newest other file.
         assert!(ProgressFile::clean(&dir, &[8]).unwrap().is_empty());
-        std::thread::sleep(std::time::Duration::from_millis(20));
         drop(open(&dir, 9, 100, OnCorrupt::Fail).unwrap());
+        // 8 is the newest of the others (set, not waited for).
+        let ages = [(7, 300), (8, 200), (9, 100)];
+        for (id, seconds_ago) in ages {
+            let file = File::options()
+                .write(true)
+                .open(dir.join(ProgressFile::file_name(id)))
+                .unwrap();
+            file.set_modified(SystemTime::now() - Duration::from_secs(seconds_ago))
+                .unwrap();
+        }
         let removed = ProgressFile::clean(&dir, &[9]).unwrap();
         assert_eq!(removed, [dir.join(ProgressFile::file_name(7))]);
     }

@@ -99,6 +99,16 @@ fn load_then(
     delivered
 }
 
+/// The progress file a server started on `dir` and stopped leaves there.
+fn progress_file_of_a_run(dir: &Path) -> std::path::PathBuf {
+    drop(start(dir, &[]));
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "bin"))
+        .unwrap()
+}
+
 /// After a restart, every user's next answer continues the feed: none of
 /// its items was delivered before.
 fn check_continues(server: &Server, before: &HashMap<u64, Vec<u32>>) {
@@ -176,12 +186,7 @@ fn other_data_starts_fresh_and_says_so() {
 #[test]
 fn a_bad_progress_file_fails_or_is_kept_aside() {
     let dir = scratch_dir("durable-corrupt");
-    drop(start(&dir, &[]));
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "bin"))
-        .unwrap();
+    let file = progress_file_of_a_run(&dir);
     let dir_text = dir.display().to_string();
     for (bytes, reason) in [
         (b"torn".to_vec(), "not a progress file"),
@@ -368,12 +373,7 @@ fn a_full_disk_fails_syncs_loudly_stays_ready_and_loses_nothing() {
 fn damaged_offsets_are_clamped_counted_and_logged() {
     use std::os::unix::fs::FileExt;
     let dir = scratch_dir("durable-clamp");
-    drop(start(&dir, &[]));
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "bin"))
-        .unwrap();
+    let file = progress_file_of_a_run(&dir);
     let progress = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
     progress
         .write_all_at(&0xFFFF_FFF0u32.to_le_bytes(), 4096 + 3 * 4)

@@ -338,21 +338,27 @@ fn reload_and_rollback_under_load_fail_no_request() {
     }
 }
 
-#[test]
-fn a_replaced_snapshot_file_is_reloaded_when_watched() {
-    let dir = scratch();
-    let a = snapshot_of(&dir, "a", &[line(1, &[1, 2, 3])], None);
-    let b = snapshot_of(&dir, "b", &[line(1, &[7, 8, 9])], None);
-    let b_id = Snapshot::open(&b).unwrap().meta().id;
-    let (mut server, _) = serve(
-        &a,
+/// A server on `snapshot` (feeds of 3 items), watching its file every 50 ms.
+fn watched(snapshot: &Path) -> Server {
+    serve(
+        snapshot,
         &[
             ("FEED__API__MAX_SIZE", "3"),
             ("FEED__API__DEFAULT_SIZE", "3"),
             ("FEED__DATA__WATCH", "true"),
             ("FEED__DATA__WATCH_INTERVAL_MS", "50"),
         ],
-    );
+    )
+    .0
+}
+
+#[test]
+fn a_replaced_snapshot_file_is_reloaded_when_watched() {
+    let dir = scratch();
+    let a = snapshot_of(&dir, "a", &[line(1, &[1, 2, 3])], None);
+    let b = snapshot_of(&dir, "b", &[line(1, &[7, 8, 9])], None);
+    let b_id = Snapshot::open(&b).unwrap().meta().id;
+    let mut server = watched(&a);
     assert_eq!(items(&get(&server.addr, "/feed/1?size=1").body), [1]);
     // Replace it as an import does: a rename over the watched path.
     std::fs::rename(&b, &a).unwrap();
@@ -477,15 +483,7 @@ fn a_reload_reads_only_regular_files_inside_the_snapshot_folder() {
 fn the_watch_reports_a_snapshot_changed_in_place() {
     let dir = scratch();
     let a = snapshot_of(&dir, "a", &[line(1, &[1, 2, 3])], None);
-    let (mut server, _) = serve(
-        &a,
-        &[
-            ("FEED__API__MAX_SIZE", "3"),
-            ("FEED__API__DEFAULT_SIZE", "3"),
-            ("FEED__DATA__WATCH", "true"),
-            ("FEED__DATA__WATCH_INTERVAL_MS", "50"),
-        ],
-    );
+    let mut server = watched(&a);
     // Appending keeps every mapped page valid, and changes length and time.
     let mut file = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
     std::io::Write::write_all(&mut file, b"rsync --inplace").unwrap();

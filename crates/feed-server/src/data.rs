@@ -139,11 +139,21 @@ impl SnapshotPlace {
         let joined = dir.join(path); // an absolute `path` replaces `dir`
         match joined.canonicalize() {
             Ok(real) if real.starts_with(&dir) => Ok(real),
-            Err(e) if joined.starts_with(&dir) => Err(DataControlError::Failed(format!(
-                "{}: {e}",
-                joined.display()
-            ))),
-            _ => Err(outside()),
+            Ok(_) => Err(outside()),
+            // "Not found" only for a plain name in the folder itself that is
+            // not a link: through a link or a subfolder it could tell
+            // whether something outside exists.
+            Err(e)
+                if joined.parent() == Some(dir.as_path())
+                    && std::fs::symlink_metadata(&joined)
+                        .map_or(true, |meta| !meta.file_type().is_symlink()) =>
+            {
+                Err(DataControlError::Failed(format!(
+                    "{}: {e}",
+                    joined.display()
+                )))
+            }
+            Err(_) => Err(outside()),
         }
     }
 }

@@ -289,8 +289,14 @@ impl ProgressFile {
     fn fold(&self, state: &mut SyncState) -> std::io::Result<()> {
         state.fold = true;
         for page in self.cells().chunks(CELLS_PER_PAGE) {
-            // A write that changes nothing: it marks the page dirty.
-            page[0].fetch_or(0, Ordering::Relaxed);
+            // A write that changes nothing, to mark the page dirty. Not
+            // `fetch_or(0)`: the compiler may turn an idempotent
+            // read-modify-write into a plain load (it does on x86-64, and
+            // drops it when the result is unused); a compare-and-exchange
+            // stays a locked write (`lock cmpxchg`) whatever the values.
+            let cell = &page[0];
+            let value = cell.load(Ordering::Relaxed);
+            let _ = cell.compare_exchange(value, value, Ordering::Relaxed, Ordering::Relaxed);
         }
         self.map.flush()?;
         state.journal.empty()?;
@@ -458,7 +464,19 @@ impl ProgressFile {
             offsets,
         })
     }
+}
 
+impl Drop for ProgressFile {
+    /// A version dropped while requests still held it (a third one swapped
+    /// in) may have moved after its last sync: one more sync journals what
+    /// moved, so that its progress, kept for a restart or a later rollback,
+    /// loses nothing.
+    fn drop(&mut self) {
+        let _ = self.sync();
+    }
+}
+
+impl ProgressFile {
     /// Past this many pending positions a fold is cheaper, and the memory
     /// held for them stays within one bit a user.
     fn pending_limit(&self) -> usize {

@@ -426,6 +426,9 @@ fn a_reload_reads_only_regular_files_inside_the_snapshot_folder() {
     snapshot_of(&served, "b", &[line(1, &[7, 8, 9])], None);
     let outside = snapshot_of(&dir, "outside", &[line(1, &[4, 5, 6])], None);
     std::os::unix::fs::symlink(&outside, served.join("link.snap")).unwrap();
+    // Links to a folder outside, and to nothing outside.
+    std::os::unix::fs::symlink(&dir, served.join("up")).unwrap();
+    std::os::unix::fs::symlink(dir.join("gone.snap"), served.join("dangling.snap")).unwrap();
     let fifo = served.join("fifo.snap");
     assert!(
         std::process::Command::new("mkfifo")
@@ -449,6 +452,10 @@ fn a_reload_reads_only_regular_files_inside_the_snapshot_folder() {
         "../outside.snap".to_owned(),
         "link.snap".to_owned(),
         "/etc/passwd".to_owned(),
+        // Through a link: the same answer whether the file outside exists.
+        "up/outside.snap".to_owned(),
+        "up/no-such.snap".to_owned(),
+        "dangling.snap".to_owned(),
     ]
     .iter()
     .map(|path| {

@@ -66,71 +66,52 @@ const PAIRS: &[u8; 200] = b"\
     6061626364656667686970717273747576777879\
     8081828384858687888990919293949596979899";
 
-/// Powers of ten that fit a `u32`.
-const POW10: [u32; 10] = [
-    1,
-    10,
-    100,
-    1_000,
-    10_000,
-    100_000,
-    1_000_000,
-    10_000_000,
-    100_000_000,
-    1_000_000_000,
-];
-
-/// The number of decimal digits of `n` (1 for 0): the bit length times
-/// log10(2) (1233 / 4096), corrected by one comparison.
-#[inline]
-fn digits(n: u32) -> usize {
-    let bits = 32 - (n | 1).leading_zeros();
-    let guess = (bits * 1233) >> 12;
-    ((guess + 1 - u32::from(n < POW10[guess as usize])) as usize).max(1)
-}
-
-/// The eight decimal digits of `n` (below 10^8, with leading zeros) as
-/// ASCII in a `u64` whose first byte in memory (little-endian) is the most
-/// significant digit. All eight are made at once, in lanes of one `u64`:
-/// the two halves of four digits in 32-bit lanes, then pairs of two digits
-/// in 16-bit lanes, then single digits in bytes; each division by 100 or 10
-/// is a multiplication and a shift, exact for the lane's range (the tests
-/// check every boundary and a million values against `format!`).
+/// The eight decimal digits of `n` (below 10^8, with leading zeros), one a
+/// byte as values 0 to 9, in a `u64` whose first byte in memory
+/// (little-endian) is the most significant digit. All eight are made at
+/// once, in lanes of one `u64`: the two halves of four digits in 32-bit
+/// lanes, then pairs of two digits in 16-bit lanes, then single digits in
+/// bytes; each division by 100 or 10 is a multiplication and a shift, exact
+/// for the lane's range (the tests check every boundary and two million
+/// values against `format!`).
 #[inline]
 fn eight_digits(n: u32) -> u64 {
     let halves = u64::from(n / 10_000) | (u64::from(n % 10_000) << 32);
     let hundreds = ((halves * 10_486) >> 20) & 0x0000_007F_0000_007F;
     let pairs = hundreds | ((halves - hundreds * 100) << 16);
     let tens = ((pairs * 103) >> 10) & 0x000F_000F_000F_000F;
-    let singles = tens | ((pairs - tens * 10) << 8);
-    singles | 0x3030_3030_3030_3030
+    tens | ((pairs - tens * 10) << 8)
 }
 
+/// Digit values to ASCII, a byte each.
+const ASCII_ZEROS: u64 = 0x3030_3030_3030_3030;
+
 /// Writes `n` in decimal at `out[at..]` and returns where it ends. Up to
-/// eight bytes past the end may be overwritten with zeros: `out` has room
-/// for 11 bytes a number (see [`encoded_len_hint`]), and the caller writes
-/// what follows over them.
+/// eight bytes past the end may be overwritten: `out` has room for 11
+/// bytes a number (see [`encoded_len_hint`]), and the caller writes what
+/// follows over them.
 #[inline]
 fn write_u32(out: &mut [u8], at: usize, n: u32) -> usize {
+    if n < 100_000_000 {
+        // Only the significant digits: the leading zeros are the low zero
+        // bytes of the digit values, shifted away (one digit stays for 0).
+        let digits = eight_digits(n);
+        let zeros = (digits.trailing_zeros() / 8).min(7) as usize;
+        let ascii = (digits | ASCII_ZEROS) >> (8 * zeros);
+        out[at..at + 8].copy_from_slice(&ascii.to_le_bytes());
+        return at + 8 - zeros;
+    }
     let (lead, rest) = (n / 100_000_000, n % 100_000_000);
     let mut at = at;
-    let rest = if lead == 0 {
-        // Only the digits of `rest`: its leading zeros shifted away.
-        let len = digits(rest);
-        let ascii = eight_digits(rest) >> (8 * (8 - len));
-        out[at..at + 8].copy_from_slice(&ascii.to_le_bytes());
-        return at + len;
-    } else if lead >= 10 {
+    if lead >= 10 {
         let pair = lead as usize * 2;
         out[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
         at += 2;
-        rest
     } else {
         out[at] = b'0' + lead as u8;
         at += 1;
-        rest
-    };
-    out[at..at + 8].copy_from_slice(&eight_digits(rest).to_le_bytes());
+    }
+    out[at..at + 8].copy_from_slice(&(eight_digits(rest) | ASCII_ZEROS).to_le_bytes());
     at + 8
 }
 
@@ -156,30 +137,20 @@ mod tests {
     #[test]
     fn eight_digits_at_a_time_match_format() {
         let check = |n: u32| {
-            let got = eight_digits(n).to_le_bytes();
+            let got = (eight_digits(n) | ASCII_ZEROS).to_le_bytes();
             assert_eq!(&got[..], format!("{n:08}").as_bytes(), "{n}");
         };
         (0..1_000_000).for_each(check);
         let mut rng = fastrand::Rng::with_seed(7);
         (0..1_000_000).for_each(|_| check(rng.u32(0..100_000_000)));
-        for base in POW10.iter().take(9) {
-            for n in [base - 1, *base, base + 1, 99_999_999] {
-                check(n.min(99_999_999));
+        let mut base = 1u32;
+        while base <= 10_000_000 {
+            for n in [base - 1, base, base + 1] {
+                check(n);
             }
+            base *= 10;
         }
-        for n in [
-            0,
-            1,
-            9,
-            10,
-            99,
-            100,
-            4_294_967_295,
-            1_000_000_000,
-            999_999_999,
-        ] {
-            assert_eq!(digits(n), n.to_string().len(), "{n}");
-        }
+        check(99_999_999);
     }
 
     #[test]

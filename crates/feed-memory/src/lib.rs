@@ -20,6 +20,7 @@
 //!
 //! This crate knows the domain and nothing of HTTP, configuration or logging.
 
+mod files;
 mod generate;
 mod offsets;
 pub mod progress;

@@ -159,12 +159,7 @@ mod tests {
     use super::*;
 
     fn journal() -> Journal {
-        let dir = std::env::temp_dir().join(format!(
-            "feed-journal-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::files::scratch_dir("journal");
         Journal::open(dir.join("j.journal"), true).unwrap().0
     }
 

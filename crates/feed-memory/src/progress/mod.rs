@@ -63,6 +63,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use self::dirty::DirtyLog;
 use self::journal::Journal;
+use crate::files::sync_folder;
 
 const MAGIC: [u8; 8] = *b"FFEEDPRG";
 const VERSION: u32 = 1;
@@ -571,16 +572,6 @@ fn allocate(file: &File, len: u64) -> std::io::Result<()> {
     }
 }
 
-/// Makes the creation or renaming of a file in `dir` durable.
-pub(crate) fn sync_folder(dir: &Path) -> std::io::Result<()> {
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    File::open(dir)?.sync_all()
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -595,13 +586,7 @@ mod tests {
     use crate::offsets::OffsetMap;
 
     fn dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "feed-progress-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        crate::files::scratch_dir("progress")
     }
 
     fn open(

@@ -169,6 +169,12 @@ struct SyncState {
     /// The next sync folds the whole array: a dirty log overflowed, too
     /// many positions are pending, or a write or sync failed.
     fold: bool,
+    /// The page cache may hold pages of the array marked clean that never
+    /// reached the disk: a write or sync failed since the last good fold,
+    /// or the previous process ended without one (the journal was not
+    /// empty). The next fold dirties every page first; otherwise it writes
+    /// only the pages that changed.
+    distrust: bool,
     /// The batch being written (kept for its capacity).
     batch: Vec<u8>,
 }
@@ -261,6 +267,7 @@ impl ProgressFile {
                 journal,
                 pending: Vec::new(),
                 fold: false,
+                distrust: false,
                 batch: Vec::new(),
             }),
         };
@@ -270,25 +277,42 @@ impl ProgressFile {
 
     /// Applies the journal to the array (offsets only grow, so the larger
     /// of the two wins), then folds the array to disk and empties the
-    /// journal.
+    /// journal. A journal with batches means the previous process ended
+    /// without a last fold, so none of its page cache is trusted.
     fn replay(&self) -> std::io::Result<()> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let cells = self.cells();
-        state.journal.replay(|position, offset| {
+        let batches = state.journal.replay(|position, offset| {
             if let Some(cell) = cells.get(position as usize) {
                 cell.fetch_max(offset, Ordering::Relaxed);
             }
         })?;
+        state.distrust = batches > 0;
         self.fold(&mut state)
     }
 
-    /// Writes the whole array to disk, then empties the journal. Every
-    /// page is dirtied again first: after a failed `msync` or `fdatasync`
-    /// the kernel may hold pages marked clean that never reached the disk,
-    /// and a fold must not trust it. On failure the journal stays whole
-    /// and the next sync folds again.
+    /// Writes the array to disk, then empties the journal. After a failure
+    /// ([`SyncState::distrust`]) every page is dirtied again first: after a
+    /// failed `msync` or `fdatasync` the kernel may hold pages marked clean
+    /// that never reached the disk, and a fold must not trust it. On
+    /// failure the journal stays whole and the next sync folds again.
     fn fold(&self, state: &mut SyncState) -> std::io::Result<()> {
         state.fold = true;
+        if state.distrust {
+            self.dirty_every_page();
+        }
+        if let Err(e) = self.map.flush().and_then(|()| state.journal.empty()) {
+            state.distrust = true;
+            return Err(e);
+        }
+        state.fold = false;
+        state.distrust = false;
+        state.pending.clear();
+        Ok(())
+    }
+
+    /// Marks every page of the array dirty, changing no offset.
+    fn dirty_every_page(&self) {
         for page in self.cells().chunks(CELLS_PER_PAGE) {
             // A write that changes nothing, to mark the page dirty. Not
             // `fetch_or(0)`: the compiler may turn an idempotent
@@ -299,11 +323,6 @@ impl ProgressFile {
             let value = cell.load(Ordering::Relaxed);
             let _ = cell.compare_exchange(value, value, Ordering::Relaxed, Ordering::Relaxed);
         }
-        self.map.flush()?;
-        state.journal.empty()?;
-        state.fold = false;
-        state.pending.clear();
-        Ok(())
     }
 
     /// Why the file at `path` is not the progress of data `id` with
@@ -455,6 +474,7 @@ impl ProgressFile {
             // Nothing of that batch is trusted: the next sync writes every
             // offset again, the array whole.
             state.fold = true;
+            state.distrust = true;
             return Err(e);
         }
         let offsets = state.pending.len() as u64;
@@ -690,6 +710,7 @@ mod tests {
         file.state.lock().unwrap().journal.break_writes(true);
         assert!(file.sync().is_err());
         assert!(file.state.lock().unwrap().fold);
+        assert!(file.state.lock().unwrap().distrust);
         // Still failing: still an error, nothing claimed.
         map.advance(9, 5, 50);
         assert!(file.sync().is_err());
@@ -697,6 +718,7 @@ mod tests {
         let synced = file.sync().unwrap();
         assert_eq!(synced.offsets, 100, "the whole array was folded");
         assert!(!file.state.lock().unwrap().fold);
+        assert!(!file.state.lock().unwrap().distrust);
         assert_eq!(file.state.lock().unwrap().journal.len(), 0);
         drop(map);
         let (map, _) = open(&dir, 6, 100, OnCorrupt::Fail).unwrap();

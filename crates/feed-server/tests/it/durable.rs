@@ -228,6 +228,16 @@ fn an_unusable_progress_folder_exits_2_naming_it() {
     assert!(stderr.contains("a-file"), "{stderr}");
 }
 
+/// The value of the unlabelled counter `name` in a `/metrics` text (0 when
+/// it is not there yet).
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A tmpfs of `size` on a fresh folder, unmounted when dropped: a real
 /// small filesystem to fill. `None` where this machine cannot mount (not
 /// root): a loud skip, and a failure in CI.
@@ -310,13 +320,6 @@ fn a_full_disk_fails_syncs_loudly_stays_ready_and_loses_nothing() {
         let chunk = vec![1u8; 4096];
         while file.write_all(&chunk).is_ok() {}
     }
-    let failures = |metrics: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("feed_progress_sync_errors_total "))
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
     let mut delivered: HashMap<u64, Vec<u32>> = HashMap::new();
     let mut user = 0;
     wait_until("a failed sync in /metrics", || {
@@ -330,7 +333,10 @@ fn a_full_disk_fails_syncs_loudly_stays_ready_and_loses_nothing() {
                 .extend(items(&answer.body));
             user = (user + 1) % USERS;
         }
-        failures(&get(&admin, "/metrics").body) > 0
+        counter(
+            &get(&admin, "/metrics").body,
+            "feed_progress_sync_errors_total",
+        ) > 0
     });
     server.wait_for_log("progress: sync failed, the next one rewrites it all");
     assert_eq!(request(&server.addr, "GET", "/readyz", &[]).status, 200);
@@ -341,14 +347,13 @@ fn a_full_disk_fails_syncs_loudly_stays_ready_and_loses_nothing() {
     );
     // Room again: syncs succeed once more.
     std::fs::remove_file(&filler).unwrap();
-    let synced_bytes = |metrics: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("feed_progress_synced_bytes_total "))
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0)
+    let synced_bytes = || {
+        counter(
+            &get(&admin, "/metrics").body,
+            "feed_progress_synced_bytes_total",
+        )
     };
-    let written = synced_bytes(&get(&admin, "/metrics").body);
+    let written = synced_bytes();
     for user in 0..USERS {
         let answer = get(&server.addr, &format!("/feed/{user}?size=5"));
         delivered
@@ -357,7 +362,7 @@ fn a_full_disk_fails_syncs_loudly_stays_ready_and_loses_nothing() {
             .extend(items(&answer.body));
     }
     wait_until("a journal batch written after the disk had room", || {
-        synced_bytes(&get(&admin, "/metrics").body) > written
+        synced_bytes() > written
     });
     server.signal("KILL");
     server.wait_exit(Duration::from_secs(10));

@@ -534,13 +534,19 @@ start_feed() {
     server_log=$tmp/$name.log
     : >"$server_log"
     start_ns=$(now_ns)
+    # Each server runs in a fresh folder of its own, so that the relative
+    # paths of the configuration (the progress folder) start empty: progress
+    # left by an earlier run would exhaust the seeded users' feeds and turn
+    # their answers into random fills.
+    local cwd=$tmp/$name.cwd
+    mkdir -p "$cwd"
     # The admin listener (metrics, profiler) takes any free loopback port, so
     # that a server already running on the default one does not stop the run.
-    FEED__SERVER__HOST=127.0.0.1 FEED__SERVER__PORT=$port FEED__SERVER__WORKERS=$workers \
+    (cd "$cwd" && FEED__SERVER__HOST=127.0.0.1 FEED__SERVER__PORT=$port FEED__SERVER__WORKERS=$workers \
         FEED__DATA__USERS=$users FEED__DATA__FEED_LEN=$feed_len FEED__DATA__CATALOG_SIZE=$catalog \
         FEED__API__DEFAULT_SIZE=10 FEED__API__MAX_SIZE=$max_size FEED__LOG__FORMAT=json \
         FEED__ADMIN__PORT=0 \
-        "$@" "$feed_bin" --config "$config" >"$server_log" 2>&1 &
+        exec "$@" "$feed_bin" --config "$config") >"$server_log" 2>&1 &
     started_pid=$!
     pids+=("$started_pid")
     # The port is bound before the data is generated, but nothing is served

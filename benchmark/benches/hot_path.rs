@@ -329,10 +329,9 @@ fn generate(c: &mut Criterion) {
 }
 
 /// The encoder's loop (`feed_http::write_items`) into a fresh `Vec<u8>` per
-/// call, where `encode_items` reuses a per-thread buffer and copies out
-/// exactly the body.
+/// call, where `encode_items` splits each body off a per-thread chunk.
 fn itoa_vec(items: &[ItemId]) -> Vec<u8> {
-    let mut out = Vec::new();
+    let mut out = vec![0; feed_http::encoded_len_hint(items.len())];
     let len = feed_http::write_items(items, &mut out);
     out.truncate(len);
     out

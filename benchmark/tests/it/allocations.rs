@@ -176,23 +176,46 @@ fn a_first_visit_allocates_nothing() {
     }
 }
 
+/// Bodies are split off a per-thread chunk: answers sent one after the
+/// other (a keep-alive client) reuse it and allocate nothing; answers held
+/// at once (slow clients) allocate a chunk each time one is used up.
 #[test]
-fn encoding_allocates_exactly_the_body() {
+fn encoding_allocates_a_chunk_at_a_time() {
     let ten: Vec<ItemId> = (0..10).map(|i| ItemId::new(1_000_000 + i)).collect();
     let many: Vec<ItemId> = (0..200).map(|i| ItemId::new(1_000_000 + i)).collect();
-    // Warm up the thread's scratch buffer, sized once for the largest answer.
-    drop(feed_http::encode_items(&many));
+    let ids = |items: &[ItemId]| items.iter().map(|item| item.get()).collect::<Vec<_>>();
     for items in [&ten, &many] {
-        let (counts, body) = allocations_in(|| feed_http::encode_items(items));
-        // One allocation, of exactly the body's length: the `Bytes` actix
-        // takes ownership of. The scratch buffer is reused.
-        assert_eq!(counts.allocations, 1, "{} items: {counts:?}", items.len());
-        assert_eq!(
-            counts.bytes,
-            body.len() as u64,
-            "{} items: {counts:?}",
-            items.len()
-        );
+        let expected = serde_json::to_vec(&ids(items)).unwrap();
+        let bound = feed_http::encoded_len_hint(items.len());
+        let answers = 1_000;
+        // A new chunk each time the current one has less room than the
+        // longest answer, and one more for the first.
+        let chunks = (answers * expected.len()).div_ceil(feed_http::CHUNK - bound) as u64 + 1;
+        // The chunk this thread starts from.
+        drop(feed_http::encode_items(items));
+        for held in [false, true] {
+            let mut kept = Vec::with_capacity(answers);
+            let (counts, ()) = allocations_in(|| {
+                for _ in 0..answers {
+                    let body = feed_http::encode_items(items);
+                    if held {
+                        kept.push(body);
+                    } else {
+                        assert_eq!(body[..], expected[..]);
+                    }
+                }
+            });
+            // Each chunk is the buffer and, at its first split, the shared
+            // header that counts its bodies.
+            let chunks = if held { chunks } else { 0 };
+            assert!(
+                counts.allocations <= 2 * chunks
+                    && counts.bytes <= chunks * (feed_http::CHUNK as u64 + 64),
+                "{} items, held {held}: {counts:?}, {chunks} chunks",
+                items.len()
+            );
+            assert!(kept.iter().all(|body| body[..] == expected[..]));
+        }
     }
 }
 

@@ -1,23 +1,32 @@
 //! The response body: a JSON array of item ids, written by hand.
 //!
 //! An item id is a `u32`, so the array is digits and commas only: nothing to
-//! escape. Each number is written straight into its place in a per-thread
-//! scratch buffer, eight digits at a time ([`eight_digits`]), and the
-//! result is copied into a `Bytes` of exactly the body's length: one
-//! allocation per response, the one actix needs to own the body. Writing
-//! in place, rather than formatting each number into `itoa`'s buffer and
-//! appending it (a `memcpy` call and a capacity check per number), is
-//! hand-written because it is measurably cheaper on the hot path: callgrind
-//! counts in docs/BENCHMARKS.md ("Storage you can trust"); the
-//! `encode_items` benchmark compares it with `serde_json::to_vec`.
+//! escape. Each number is written straight into its place, eight digits at
+//! a time ([`eight_digits`]), in a per-thread [`BytesMut`] chunk, and the
+//! body is split off the chunk as a `Bytes`: no allocation and no copy per
+//! response. A chunk is taken back once every body split off it is sent,
+//! so a keep-alive client's answers reuse one chunk; a new one is made only
+//! while earlier answers are still held (every [`CHUNK`] bytes of them). A
+//! body keeps its chunk alive until it is written out, so a worker holds at
+//! most one chunk per answer in flight, plus its current one.
+//!
+//! Writing in place, rather than formatting each number into `itoa`'s
+//! buffer and appending it (a `memcpy` call and a capacity check per
+//! number), and splitting bodies off a chunk rather than allocating each,
+//! are hand-written because they are measurably cheaper on the hot path:
+//! callgrind counts in docs/BENCHMARKS.md ("Storage you can trust"); the
+//! `encode_items` benchmark compares the encoder with `serde_json::to_vec`.
 
 use std::cell::RefCell;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use feed_domain::ItemId;
 
+/// The size of the chunks bodies are split off.
+pub const CHUNK: usize = 4096;
+
 thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static CHUNKS: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
 /// An upper bound of the encoded size of `n` items: brackets plus ten digits
@@ -26,23 +35,30 @@ pub const fn encoded_len_hint(n: usize) -> usize {
     2 + n * 11
 }
 
-/// `[1,2,3]` for the given items, in one allocation of the exact size.
+/// `[1,2,3]` for the given items, split off this thread's chunk.
 pub fn encode_items(items: &[ItemId]) -> Bytes {
-    SCRATCH.with_borrow_mut(|out| {
-        let len = write_items(items, out);
-        Bytes::copy_from_slice(&out[..len])
+    CHUNKS.with_borrow_mut(|chunk| {
+        let bound = encoded_len_hint(items.len());
+        if chunk.capacity() < bound {
+            // Takes the chunk back when every body split off it is gone,
+            // else starts a new one (the last body frees the old).
+            chunk.reserve(bound.max(CHUNK));
+        }
+        // Zeroes only the answer's room, not a whole chunk.
+        chunk.resize(bound, 0);
+        let len = write_items(items, chunk);
+        chunk.truncate(len);
+        chunk.split().freeze()
     })
 }
 
 /// Writes `[1,2,3]` for the given items at the start of `out` and returns
-/// its length. `out` is grown to [`encoded_len_hint`] if it is shorter
-/// (zeroed once, then reused as it is): the bytes past the length returned
-/// are left over.
-pub fn write_items(items: &[ItemId], out: &mut Vec<u8>) -> usize {
+/// its length; the bytes of `out` past it are left as they are.
+///
+/// # Panics
+/// If `out` is shorter than [`encoded_len_hint`] of the items.
+pub fn write_items(items: &[ItemId], out: &mut [u8]) -> usize {
     let bound = encoded_len_hint(items.len());
-    if out.len() < bound {
-        out.resize(bound, 0);
-    }
     let out = &mut out[..bound];
     out[0] = b'[';
     let mut at = 1;

@@ -36,7 +36,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::ConnectionType;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -314,10 +313,9 @@ fn fresh_id() -> HeaderValue {
         if *next == IDS_PER_BLOCK {
             let mut hex = Vec::with_capacity(IDS_PER_BLOCK * ID_LEN);
             for _ in 0..IDS_PER_BLOCK {
-                let id = fastrand::u64(..);
-                hex.extend(
-                    (0..ID_LEN).map(|i| b"0123456789abcdef"[((id >> (60 - 4 * i)) & 0xf) as usize]),
-                );
+                let bits = fastrand::u64(..);
+                hex.extend_from_slice(&hex_digits(bits as u32));
+                hex.extend_from_slice(&hex_digits((bits >> 32) as u32));
             }
             *block = Bytes::from(hex);
             *next = 0;
@@ -328,13 +326,28 @@ fn fresh_id() -> HeaderValue {
     })
 }
 
+/// The eight nibbles of `bits` as lowercase hex digits, a byte each, all at
+/// once in the lanes of one `u64` (the lowest nibble first: the order does
+/// not matter for random bits).
+fn hex_digits(bits: u32) -> [u8; 8] {
+    let mut x = u64::from(bits);
+    x = (x | x << 16) & 0x0000_FFFF_0000_FFFF;
+    x = (x | x << 8) & 0x00FF_00FF_00FF_00FF;
+    x = (x | x << 4) & 0x0F0F_0F0F_0F0F_0F0F;
+    // '0' + n, and 39 more ('a' - '0' - 10) where n is 10 or more: n + 6
+    // carries into the lane's fifth bit exactly then.
+    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (x + 0x3030_3030_3030_3030 + letters * 39).to_le_bytes()
+}
+
 /// The header that carries the request id, in and out.
 pub const REQUEST_ID: &str = "x-request-id";
 /// [`REQUEST_ID`] as a header name, made at compile time (not parsed per
 /// request).
 const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
 
-/// The middleware factory: `App::new().wrap(gate.middleware())`.
+/// The middleware factory: `App::new().wrap(gate.middleware())`, in front
+/// of a service whose answers have a boxed body (as an `App`'s routes do).
 ///
 /// Every answer gets an `x-request-id` header and is counted; every error
 /// answer is logged (within the log budget) with its request id, path
@@ -342,12 +355,11 @@ const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
 #[derive(Debug, Clone)]
 pub struct GateMiddleware(RequestGate);
 
-impl<S, B> Transform<S, ServiceRequest> for GateMiddleware
+impl<S> Transform<S, ServiceRequest> for GateMiddleware
 where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
-    B: MessageBody,
+    S: Service<ServiceRequest, Response = ServiceResponse, Error = Error>,
 {
-    type Response = ServiceResponse<EitherBody<B, BoxBody>>;
+    type Response = ServiceResponse;
     type Error = Error;
     type Transform = GateService<S>;
     type InitError = ();
@@ -383,12 +395,11 @@ impl std::ops::Deref for WorkerGate {
     }
 }
 
-impl<S, B> Service<ServiceRequest> for GateService<S>
+impl<S> Service<ServiceRequest> for GateService<S>
 where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
-    B: MessageBody,
+    S: Service<ServiceRequest, Response = ServiceResponse, Error = Error>,
 {
-    type Response = ServiceResponse<EitherBody<B, BoxBody>>;
+    type Response = ServiceResponse;
     type Error = Error;
     type Future = GateFuture<S::Future>;
 
@@ -508,11 +519,7 @@ impl InFlight {
     }
 
     /// Marks, counts and logs the answer.
-    fn finish<B>(
-        mut self,
-        mut response: ServiceResponse<EitherBody<B, BoxBody>>,
-        refusal: Option<ApiError>,
-    ) -> ServiceResponse<EitherBody<B, BoxBody>> {
+    fn finish(mut self, response: &mut ServiceResponse, refusal: Option<ApiError>) {
         self.answered = true;
         let gate = &**self.gate;
         let status = response.status();
@@ -551,8 +558,9 @@ impl InFlight {
                 "micros" => self.started.elapsed().as_micros());
         }
         let id = std::mem::replace(&mut self.id, HeaderValue::from_static(""));
-        response.headers_mut().insert(REQUEST_ID_NAME, id);
-        response
+        // No route sets the header, so `append` (which makes no "removed"
+        // value to drop) adds the only one.
+        response.headers_mut().append(REQUEST_ID_NAME, id);
     }
 }
 
@@ -574,12 +582,11 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F, B> Future for GateFuture<F>
+impl<F> Future for GateFuture<F>
 where
-    F: Future<Output = Result<ServiceResponse<B>, Error>>,
-    B: MessageBody,
+    F: Future<Output = Result<ServiceResponse, Error>>,
 {
-    type Output = Result<ServiceResponse<EitherBody<B, BoxBody>>, Error>;
+    type Output = Result<ServiceResponse, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -592,17 +599,17 @@ where
                     }
                     return Poll::Ready(Err(error));
                 }
-                Poll::Ready(Ok(response)) => (response.map_into_left_body(), None),
+                Poll::Ready(Ok(response)) => (response, None),
             },
             StateProj::Refused { response } => match response.take() {
-                Some((response, error)) => (response.map_into_right_body(), Some(error)),
+                Some((response, error)) => (response, Some(error)),
                 None => panic!("GateFuture polled after completion"),
             },
         };
-        let response = match this.request.take() {
-            Some(request) => request.finish(response, refusal),
-            None => response,
-        };
+        let mut response = response;
+        if let Some(request) = this.request.take() {
+            request.finish(&mut response, refusal);
+        }
         Poll::Ready(Ok(response))
     }
 }
@@ -628,6 +635,15 @@ mod tests {
         }
         let distinct: HashSet<&[u8]> = ids.iter().map(HeaderValue::as_bytes).collect();
         assert_eq!(distinct.len(), ids.len());
+    }
+
+    #[test]
+    fn hex_digits_spell_every_nibble() {
+        for bits in [0, 0x0123_4567, 0x89ab_cdef, u32::MAX, 0xfedc_ba98] {
+            let mut expected = format!("{bits:08x}").into_bytes();
+            expected.reverse();
+            assert_eq!(hex_digits(bits), expected[..], "{bits:#x}");
+        }
     }
 
     /// A client's own short token is kept; anything else is replaced.

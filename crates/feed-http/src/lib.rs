@@ -47,7 +47,7 @@ pub use counters::{
     Counters, DataChange, DataInfo, FeedErrorKind, LATENCY_BOUNDS, Refusal, SYNC_BOUNDS,
     SnapshotInfo, StorageHealth, SyncTotals, Totals,
 };
-pub use encode::{encode_items, encoded_len_hint, write_items};
+pub use encode::{CHUNK, encode_items, encoded_len_hint, write_items};
 pub use error::ApiError;
 pub use exposition::Exposition;
 pub use gate::{

@@ -1,18 +1,19 @@
 //! The routes and their handlers.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse, fn_service};
-use actix_web::http::Method;
-use actix_web::http::header::ContentType;
+use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::{App, HttpResponse, ResponseError, web};
 use feed_domain::{ErrorRecorder, FeedService, FeedStorage, ItemId, RandomFeed};
 use serde::Serialize;
 
+use crate::counters::Counters;
 use crate::encode::encode_items;
 use crate::error::ApiError;
 use crate::gate::RequestGate;
@@ -23,7 +24,7 @@ use crate::state::Lifecycle;
 thread_local! {
     /// Each worker thread's item buffer, reused by every request it serves so
     /// that the domain path allocates nothing.
-    static ITEMS: RefCell<Vec<ItemId>> = const { RefCell::new(Vec::new()) };
+    static ITEMS: Cell<Vec<ItemId>> = const { Cell::new(Vec::new()) };
 }
 
 /// The feed service being served, once the data is loaded; replaced
@@ -76,11 +77,16 @@ where
     R: RandomFeed,
     E: ErrorRecorder,
 {
-    let lifecycle = gate.lifecycle().clone();
     App::new()
-        .app_data(gate.clone())
         .wrap(gate.middleware())
-        .configure(|cfg| configure(cfg, feeds, lifecycle))
+        .configure(|cfg| configure(cfg, feeds, &gate))
+}
+
+/// What the feed route reads, in one app-data value (one lookup a
+/// request): the slot and where its answers are counted.
+struct FeedRoute<T> {
+    feeds: web::Data<FeedSlot<T>>,
+    counters: Arc<Counters>,
 }
 
 /// Registers the public API, exactly the routes of [`Route::API`], on an
@@ -94,18 +100,22 @@ where
 /// - any other method on those paths: 405 with `Allow: GET`;
 /// - anything else: 404.
 ///
-/// Every body is JSON. When the app data holds a [`RequestGate`], feed
+/// Every body is JSON. Readiness follows the `gate`'s lifecycle, and feed
 /// answers are counted in its counters.
 pub fn configure<S, R, E>(
     cfg: &mut web::ServiceConfig,
     feeds: web::Data<FeedSlot<FeedService<S, R, E>>>,
-    lifecycle: web::Data<Lifecycle>,
+    gate: &RequestGate,
 ) where
     S: FeedStorage,
     R: RandomFeed,
     E: ErrorRecorder,
 {
-    cfg.app_data(feeds).app_data(lifecycle);
+    cfg.app_data(FeedRoute {
+        feeds,
+        counters: Arc::clone(gate.counters()),
+    })
+    .app_data(gate.lifecycle().clone());
     for route in Route::API {
         match route {
             // One prefix scope for everything under /feed: its handler splits
@@ -163,37 +173,44 @@ where
         return Err(ApiError::MethodNotAllowed);
     }
     // The percent-decoded path after "/feed".
-    let raw = match req.match_info().unprocessed() {
+    let user = match req.match_info().unprocessed() {
         "" | "/" => return Err(ApiError::InvalidUserId),
         rest => match rest.strip_prefix('/') {
-            Some(id) if !id.contains('/') => id,
-            _ => return Err(ApiError::NotFound),
+            // An id is digits only: a deeper path is found when one fails.
+            Some(id) => match parse::user_id(id) {
+                Err(_) if id.contains('/') => return Err(ApiError::NotFound),
+                parsed => parsed?,
+            },
+            None => return Err(ApiError::NotFound),
         },
     };
-    let user = parse::user_id(raw)?;
-    let feeds = req
-        .app_data::<web::Data<FeedSlot<FeedService<S, R, E>>>>()
+    let route = req
+        .app_data::<FeedRoute<FeedService<S, R, E>>>()
         .ok_or(ApiError::Loading)?;
-    let service = feeds.0.load();
+    let service = route.feeds.0.load();
     let service = service.as_ref().ok_or(ApiError::Loading)?;
     let size = parse::size(req.query_string(), service.limits())?;
     // The worker's buffer is moved out for the await (a remote store's answer
     // may interleave with other requests on this thread) and put back after.
-    let mut items = ITEMS.with_borrow_mut(std::mem::take);
+    let mut items = ITEMS.take();
     let served = service.next_feed(user, size, &mut items).await;
     let body = served.map(|served| {
-        if let Some(gate) = req.app_data::<RequestGate>() {
-            gate.counters()
-                .record_feed(served.personal, served.random, served.exhausted_now);
-        }
+        route
+            .counters
+            .record_feed(served.personal, served.random, served.exhausted_now);
         encode_items(&items)
     });
     ITEMS.set(items);
-    let body = body?;
-    Ok(HttpResponse::Ok()
-        .insert_header(ContentType::json())
-        .body(body))
+    let mut response = HttpResponse::with_body(StatusCode::OK, BoxBody::new(body?));
+    // A constant header value: `insert_header(ContentType::json())` formats
+    // the media type for every answer. The new head has no header yet, so
+    // `append` (which makes no "removed" value to drop) cannot duplicate one.
+    response.headers_mut().append(CONTENT_TYPE, JSON);
+    Ok(response)
 }
+
+/// `Content-Type: application/json`, made at compile time.
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 #[derive(Serialize)]
 struct Status {

@@ -161,7 +161,7 @@ async fn requests_beyond_max_in_flight_are_shed() {
                 feed_http::configure(
                     cfg,
                     web::Data::new(FeedSlot::holding(feeds(1, 1_000))),
-                    lifecycle,
+                    &gate,
                 )
             }),
     )

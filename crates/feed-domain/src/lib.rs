@@ -126,6 +126,7 @@
 mod error;
 mod ports;
 mod service;
+mod status;
 mod types;
 
 pub use error::{
@@ -133,4 +134,5 @@ pub use error::{
 };
 pub use ports::{ErrorRecorder, FeedStorage, RandomFeed, Taken};
 pub use service::{FeedService, Served};
+pub use status::{CircuitState, StorageHealth};
 pub use types::{FeedSize, ItemId, SizeLimits, UserId};

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use feed_domain::{FeedError, StorageError};
+use feed_domain::{FeedError, StorageError, StorageHealth};
 
 use crate::route::Route;
 
@@ -157,25 +157,6 @@ pub struct DataInfo {
     pub load_seconds: f64,
     /// The snapshot it came from; `None` for the synthetic set.
     pub snapshot: Option<SnapshotInfo>,
-}
-
-/// The health of a remote feed storage (none for the in-process one): its
-/// circuit breaker, which fails calls at once for the slots of a node that
-/// is down.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct StorageHealth {
-    /// What the storage is, e.g. `"redis"`.
-    pub kind: &'static str,
-    /// `"closed"`, `"partial"` (some slot groups open) or `"open"`.
-    pub breaker: &'static str,
-    /// Slot groups whose breaker is open.
-    pub open_groups: u64,
-    /// Slot groups in all.
-    pub groups: u64,
-    /// Times a group's breaker has opened, since start.
-    pub opened_total: u64,
-    /// The data version being served.
-    pub version: u64,
 }
 
 /// Which snapshot is being served.

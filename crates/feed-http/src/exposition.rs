@@ -281,7 +281,7 @@ impl Collector for Exposition {
                     None,
                     MetricType::Info,
                 )?
-                .encode_info(&[("kind", storage.kind), ("state", storage.breaker)])?;
+                .encode_info(&[("kind", storage.kind), ("state", storage.breaker.label())])?;
             for (name, help, value) in [
                 (
                     "storage_breaker_open_groups",

@@ -45,7 +45,7 @@ pub use admin::{Admin, DataControl, DataControlError, OPENAPI, admin_app};
 pub use client::{BadProxyRange, TrustedProxies};
 pub use counters::{
     Counters, DataChange, DataInfo, FeedErrorKind, LATENCY_BOUNDS, Refusal, SYNC_BOUNDS,
-    SnapshotInfo, StorageHealth, SyncTotals, Totals,
+    SnapshotInfo, SyncTotals, Totals,
 };
 pub use encode::{CHUNK, encode_items, encoded_len_hint, write_items};
 pub use error::ApiError;
@@ -59,4 +59,4 @@ pub use rate::RateLimiter;
 pub use route::Route;
 pub use routes::{FeedSlot, app, configure};
 pub use state::Lifecycle;
-pub use stats::{Sampler, Snapshot};
+pub use stats::{Sampler, Snapshot, StorageBody};

@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::counters::{DataInfo, FeedErrorKind, Refusal, StorageHealth, Totals, unix_ms};
+use feed_domain::StorageHealth;
+
+use crate::counters::{DataInfo, FeedErrorKind, Refusal, Totals, unix_ms};
 use crate::gate::RequestGate;
 
 /// Latency percentiles, in milliseconds.
@@ -15,6 +17,37 @@ pub struct Latency {
     pub p50: f64,
     /// 99th percentile.
     pub p99: f64,
+}
+
+/// A remote storage's health as `/stats` shows it (the port's
+/// [`StorageHealth`], the breaker's state as its label).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StorageBody {
+    /// What the storage is, e.g. `"redis"`.
+    pub kind: &'static str,
+    /// `"closed"`, `"partial"` (some groups open) or `"open"`.
+    pub breaker: &'static str,
+    /// Groups whose breaker is open.
+    pub open_groups: u64,
+    /// Groups in all.
+    pub groups: u64,
+    /// Times a group's breaker has opened, since start.
+    pub opened_total: u64,
+    /// The data version being served.
+    pub version: u64,
+}
+
+impl From<StorageHealth> for StorageBody {
+    fn from(health: StorageHealth) -> Self {
+        Self {
+            kind: health.kind,
+            breaker: health.breaker.label(),
+            open_groups: health.open_groups,
+            groups: health.groups,
+            opened_total: health.opened_total,
+            version: health.version,
+        }
+    }
 }
 
 /// Items served per second, by source.
@@ -53,7 +86,7 @@ pub struct Snapshot {
     /// (0 to 1).
     pub degraded_share: f64,
     /// The remote storage's health; `None` for the in-process storage.
-    pub storage: Option<StorageHealth>,
+    pub storage: Option<StorageBody>,
     /// Users who were served their last personal item, since start.
     pub exhausted_users: u64,
     /// Items served per second.
@@ -101,7 +134,7 @@ impl Sampler {
             memory_bytes: resident_bytes(),
             in_flight: self.gate.in_flight(&totals),
             data: self.gate.counters().data(),
-            storage: self.gate.counters().storage_health(),
+            storage: self.gate.counters().storage_health().map(StorageBody::from),
             progress_sync_age_ms: match self.gate.counters().progress_syncs().last_unix_ms {
                 0 => None,
                 last => Some(now_ms.saturating_sub(last)),

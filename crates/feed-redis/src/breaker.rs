@@ -39,6 +39,8 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use feed_domain::CircuitState;
+
 use crate::keys::SLOTS;
 
 /// Groups of slots with a state of their own.
@@ -85,14 +87,10 @@ pub struct BreakerState {
 }
 
 impl BreakerState {
-    /// `"closed"` when every group is, `"open"` when every group is open,
-    /// `"partial"` otherwise.
-    pub const fn name(&self) -> &'static str {
-        match (self.open, self.closed) {
-            (0, _) => "closed",
-            (_, 0) => "open",
-            _ => "partial",
-        }
+    /// Closed when every group is, open when every group is open, partial
+    /// otherwise.
+    pub const fn circuit(&self) -> CircuitState {
+        CircuitState::of(self.open, self.open + self.closed)
     }
 }
 
@@ -355,7 +353,7 @@ mod tests {
                 open: 1,
             }
         );
-        assert_eq!(breaker.state().name(), "partial");
+        assert_eq!(breaker.state().circuit(), CircuitState::Partial);
         assert_eq!(breaker.times_opened(), 1);
     }
 
@@ -389,7 +387,7 @@ mod tests {
         let last = probe(&breaker, 0);
         breaker.succeeded(0, last);
         assert_eq!(breaker.admit(0), Admit::Call);
-        assert_eq!(breaker.state().name(), "closed");
+        assert_eq!(breaker.state().circuit(), CircuitState::Closed);
         assert_eq!(
             breaker.times_opened(),
             1,
@@ -437,7 +435,7 @@ mod tests {
             Admit::Call,
             "a probe's late failure reopens nothing"
         );
-        assert_eq!(breaker.state().name(), "closed");
+        assert_eq!(breaker.state().circuit(), CircuitState::Closed);
         assert_eq!(breaker.times_opened(), 1);
     }
 
@@ -476,7 +474,7 @@ mod tests {
                 });
             }
         });
-        assert_eq!(crowd.state().name(), "open");
+        assert_eq!(crowd.state().circuit(), CircuitState::Open);
         assert_eq!(crowd.times_opened(), GROUPS as u64);
     }
 

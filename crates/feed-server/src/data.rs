@@ -29,10 +29,22 @@ use crate::recorder::LoggingRecorder;
 pub type MemoryFeedService =
     FeedService<MemoryFeedStorage, CatalogRandomFeed, Arc<LoggingRecorder>>;
 
-/// What `load` says when the snapshot is the one being served.
-const SAME: &str = "the same snapshot is being served";
-/// What `load` says when the snapshot is the one served before.
-const PREVIOUS: &str = "the snapshot served before";
+/// Why [`DataManager::load`] made no new version of a snapshot.
+#[derive(Debug)]
+enum NotLoaded {
+    /// It is the snapshot being served.
+    Same,
+    /// It is the snapshot served before (which holds its progress file).
+    Previous,
+    /// It cannot be served: the reason, one line.
+    Failed(String),
+}
+
+impl From<String> for NotLoaded {
+    fn from(reason: String) -> Self {
+        Self::Failed(reason)
+    }
+}
 
 /// How often data generation reports its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -300,8 +312,24 @@ pub fn now_unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// One version of the data, as served: the service, its facts, its data id.
-type Version = (Arc<MemoryFeedService>, DataInfo, u64);
+/// One version of the data, as served.
+#[derive(Debug)]
+struct Version {
+    service: Arc<MemoryFeedService>,
+    /// What it holds.
+    info: DataInfo,
+    /// What its progress belongs to: the snapshot id, or the synthetic
+    /// set's fingerprint.
+    data_id: u64,
+}
+
+impl Version {
+    /// Whether this version is the snapshot with `id` (the synthetic set is
+    /// no snapshot, whatever its fingerprint).
+    fn holds_snapshot(&self, id: u64) -> bool {
+        self.info.snapshot.is_some() && self.data_id == id
+    }
+}
 
 /// What is served now and what was served before it.
 #[derive(Debug, Default)]
@@ -385,12 +413,11 @@ impl DataManager {
     }
 
     /// Whether the snapshot with `id` is the one being served.
-    pub fn serves_snapshot(&self, id: &str) -> bool {
+    pub fn serves_snapshot(&self, id: u64) -> bool {
         lock(&self.versions)
             .current
             .as_ref()
-            .and_then(|(_, info, _)| info.snapshot.as_ref())
-            .is_some_and(|snapshot| snapshot.id == id)
+            .is_some_and(|v| v.holds_snapshot(id))
     }
 
     /// Serves `loaded` from now on; what was served becomes the previous
@@ -410,15 +437,17 @@ impl DataManager {
         }
         self.slot.replace(Arc::clone(&service));
         self.counters.set_data(loaded.info.clone());
-        versions.previous = versions
-            .current
-            .replace((service, loaded.info, loaded.data_id));
+        versions.previous = versions.current.replace(Version {
+            service,
+            info: loaded.info,
+            data_id: loaded.data_id,
+        });
         // Progress files of this version and the previous one stay (for a
         // rollback); older ones go.
         let keep: Vec<u64> = [&versions.current, &versions.previous]
             .into_iter()
             .flatten()
-            .map(|(_, _, id)| *id)
+            .map(|version| version.data_id)
             .collect();
         drop(versions);
         self.progress.clean(&keep, &self.logger);
@@ -433,7 +462,7 @@ impl DataManager {
             [&versions.current, &versions.previous]
                 .into_iter()
                 .flatten()
-                .map(|(service, _, _)| Arc::clone(service))
+                .map(|version| Arc::clone(&version.service))
                 .collect()
         };
         for service in services {
@@ -472,22 +501,24 @@ impl DataManager {
     }
 
     /// Opens and fully verifies the snapshot at `path`.
-    fn load(&self, path: &Path) -> Result<Loaded, String> {
+    fn load(&self, path: &Path) -> Result<Loaded, NotLoaded> {
         let started = Instant::now();
         let snapshot = Snapshot::open(path).map_err(|e| e.to_string())?;
         check_fallback(&snapshot, self.limits)?;
         let meta = *snapshot.meta();
         // The same snapshot as the one served keeps its progress: no new
         // file is opened for it (it would be the one in use).
-        if self.serves_snapshot(&format!("{:016x}", meta.id)) {
-            return Err(SAME.into());
-        }
-        if lock(&self.versions)
-            .previous
-            .as_ref()
-            .is_some_and(|(_, _, id)| *id == meta.id)
         {
-            return Err(PREVIOUS.into());
+            let versions = lock(&self.versions);
+            let holds = |version: &Option<Version>| {
+                version.as_ref().is_some_and(|v| v.holds_snapshot(meta.id))
+            };
+            if holds(&versions.current) {
+                return Err(NotLoaded::Same);
+            }
+            if holds(&versions.previous) {
+                return Err(NotLoaded::Previous);
+            }
         }
         let users = u32::try_from(meta.users).map_err(|_| "too many users".to_owned())?;
         let offsets = self
@@ -544,7 +575,7 @@ impl DataManager {
     fn reload_locked(&self, path: PathBuf) -> Result<DataInfo, DataControlError> {
         info!(self.logger, "reloading"; "path" => logging::path(&path));
         match self.load(&path) {
-            Err(previous) if previous == PREVIOUS => {
+            Err(NotLoaded::Previous) => {
                 // Its progress file is held by that version: serve it again.
                 let info = self.swap_back()?;
                 info!(self.logger, "reloaded";
@@ -553,7 +584,7 @@ impl DataManager {
                     "as" => "the previous version, with its progress");
                 Ok(info)
             }
-            Err(same) if same == SAME => {
+            Err(NotLoaded::Same) => {
                 info!(self.logger, "reload: the same snapshot is being served, kept with its progress";
                     "path" => logging::path(&path));
                 self.counters
@@ -570,7 +601,7 @@ impl DataManager {
                     "load_ms" => (info.load_seconds * 1e3) as u64);
                 Ok(info)
             }
-            Err(reason) => {
+            Err(NotLoaded::Failed(reason)) => {
                 self.counters.record_data_change(DataChange::Failed);
                 warn!(self.logger, "reload failed, still serving the current data";
                     "path" => logging::path(&path), "error" => logging::escaped(&reason));
@@ -604,13 +635,14 @@ impl DataManager {
     /// Serves the previous version again; the caller holds `busy`.
     fn swap_back(&self) -> Result<DataInfo, DataControlError> {
         let mut versions = lock(&self.versions);
-        let (service, info, id) = versions
+        let version = versions
             .previous
             .take()
             .ok_or(DataControlError::NoPrevious)?;
-        self.slot.replace(Arc::clone(&service));
-        self.counters.set_data(info.clone());
-        versions.previous = versions.current.replace((service, info.clone(), id));
+        self.slot.replace(Arc::clone(&version.service));
+        self.counters.set_data(version.info.clone());
+        let info = version.info.clone();
+        versions.previous = versions.current.replace(version);
         self.counters.record_data_change(DataChange::RolledBack);
         info!(self.logger, "rolled back";
             "users" => info.users,

@@ -6,8 +6,12 @@
 //! `/readyz` says "loading" meanwhile), puts the in-memory adapters behind
 //! [`FeedService`] and, on SIGTERM or SIGINT, drains and stops ([`run`]). It
 //! is the only crate that knows every other one, and the home of the
-//! outbound adapter that logs feed errors ([`recorder`]); it holds no
-//! business rule.
+//! outbound adapter that logs feed errors ([`recorder`]).
+//!
+//! Two data lifecycles still live here rather than in the adapter crates
+//! that own them (docs/ARCHITECTURE.md, "Where the lifecycles live"): the
+//! memory mode's versions, reloads and progress ownership ([`data`]) and
+//! the Redis frontend's version watcher ([`redis`]).
 
 pub mod data;
 pub mod import;
@@ -240,16 +244,18 @@ pub fn run(
         logger,
         stops,
         &parts,
-        slot,
-        Some(control),
-        load_failure,
-        || {
-            loader = Some(start_loader()?);
-            reload_on_hangup(Arc::clone(&tasks_manager));
-            if let Some(every) = watch {
-                watch_file(every, tasks_manager);
-            }
-            Ok(())
+        Mode {
+            slot,
+            data_control: Some(control),
+            load_failure,
+            tasks: || {
+                loader = Some(start_loader()?);
+                reload_on_hangup(Arc::clone(&tasks_manager));
+                if let Some(every) = watch {
+                    watch_file(every, tasks_manager);
+                }
+                Ok(())
+            },
         },
     )?;
     if !loader.is_some_and(|loader| loader.is_finished()) {
@@ -315,12 +321,14 @@ pub fn run_redis(
         logger,
         stops,
         &parts,
-        slot,
-        None,
-        load_failure,
-        move || {
-            actix_web::rt::spawn(watcher.run());
-            Ok(())
+        Mode {
+            slot,
+            data_control: None,
+            load_failure,
+            tasks: move || {
+                actix_web::rt::spawn(watcher.run());
+                Ok(())
+            },
         },
     )?;
     parts.summary(logger, stopped);
@@ -395,27 +403,42 @@ impl Parts {
     }
 }
 
-/// Runs both servers over `slot` until a stop request (or a failed load),
-/// draining as [`run`] describes. `tasks` runs once inside the runtime,
-/// after both servers have started, to start what the storage mode needs
-/// (its loading among them).
-#[allow(clippy::too_many_arguments)]
+/// What a storage mode hands [`serve`]: where its service is put, what
+/// the admin endpoints may do with its data, how a failed load is told, and
+/// what to start once the servers run.
+struct Mode<T, F> {
+    /// The service served, once there is one.
+    slot: web::Data<FeedSlot<T>>,
+    /// Reload and rollback, where the mode has them.
+    data_control: Option<Arc<dyn DataControl>>,
+    /// Resolves when the data can never be loaded.
+    load_failure: oneshot::Receiver<LoadError>,
+    /// Runs once inside the runtime, after both servers have started, to
+    /// start what the mode needs (its loading among them).
+    tasks: F,
+}
+
+/// Runs both servers over `mode`'s slot until a stop request (or a failed
+/// load), draining as [`run`] describes.
 fn serve<S, R, E>(
     settings: &Settings,
     listeners: Listeners,
     logger: &Logger,
     stops: Stops,
     parts: &Parts,
-    slot: web::Data<FeedSlot<FeedService<S, R, E>>>,
-    data_control: Option<Arc<dyn DataControl>>,
-    load_failure: oneshot::Receiver<LoadError>,
-    tasks: impl FnOnce() -> std::io::Result<()>,
+    mode: Mode<FeedService<S, R, E>, impl FnOnce() -> std::io::Result<()>>,
 ) -> std::io::Result<Stopped>
 where
     S: FeedStorage,
     R: RandomFeed,
     E: ErrorRecorder,
 {
+    let Mode {
+        slot,
+        data_control,
+        load_failure,
+        tasks,
+    } = mode;
     let workers = settings.workers();
     let (lifecycle, gate) = (&parts.lifecycle, &parts.gate);
     let (snapshots, snapshot) = watch::channel(feed_http::Snapshot::default());

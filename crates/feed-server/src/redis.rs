@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::web;
+use feed_domain::StorageHealth;
 use feed_domain::{FeedService, SizeLimits};
-use feed_http::{Counters, DataInfo, FeedSlot, Lifecycle, SnapshotInfo, StorageHealth};
+use feed_http::{Counters, DataInfo, FeedSlot, Lifecycle, SnapshotInfo};
 use feed_memory::{CatalogRandomFeed, FallbackList, Snapshot};
 use feed_redis::{
     Breaker, BreakerSettings, Cluster, ClusterSettings, Loader, RedisFeedStorage, VersionInfo,
@@ -183,7 +184,7 @@ impl Watcher {
         let state = breaker.state();
         self.counters.set_storage_health(StorageHealth {
             kind: "redis",
-            breaker: state.name(),
+            breaker: state.circuit(),
             open_groups: state.open as u64,
             groups: GROUPS as u64,
             opened_total: breaker.times_opened(),

@@ -12,6 +12,11 @@
 //! - [`Cluster`] holds the frontends' connections and reads the version
 //!   pointer; [`Loader`] writes, publishes, rolls back and deletes versions
 //!   ([`keys`] says where everything lives).
+//! - [`publish`] owns a data version's lifecycle as the `redis-load` and
+//!   `redis-rollback` commands run it: the order of [`Loader`]'s steps and
+//!   the deletion policy (what is deleted when a load fails, and after a
+//!   publish). The caller hands it the data set as plain data
+//!   ([`DataSet`] and `(user, items)` entries) and prints what it returns.
 //!
 //! It knows the domain and the Redis client, and nothing of HTTP,
 //! configuration or the in-memory adapters.
@@ -21,12 +26,14 @@ pub mod cluster;
 pub mod error;
 pub mod keys;
 pub mod load;
+pub mod publish;
 pub mod store;
 
 pub use breaker::{Admit, Breaker, BreakerSettings, BreakerState};
 pub use cluster::{Cluster, ClusterSettings, VersionInfo};
 pub use error::RedisStoreError;
 pub use load::{Loader, Published};
+pub use publish::{Cleanup, DataSet, LeftBehind, LoadSummary, Progress, PublishError, RolledBack};
 pub use store::RedisFeedStorage;
 
 /// `items` as the cluster stores them: little-endian `u32`s back to back.

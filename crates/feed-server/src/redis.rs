@@ -11,8 +11,8 @@ use feed_domain::{FeedService, SizeLimits};
 use feed_http::{Counters, DataInfo, FeedSlot, Lifecycle, SnapshotInfo};
 use feed_memory::{CatalogRandomFeed, FallbackList, Snapshot};
 use feed_redis::{
-    Breaker, BreakerSettings, Cluster, ClusterSettings, Loader, RedisFeedStorage, VersionInfo,
-    breaker::GROUPS,
+    Breaker, BreakerSettings, Cluster, ClusterSettings, DataSet, LoadSummary, PublishError,
+    RedisFeedStorage, VersionInfo, breaker::GROUPS, publish,
 };
 use slog::{Logger, error, info, warn};
 
@@ -23,9 +23,6 @@ pub type RedisFeedService = FeedService<RedisFeedStorage, CatalogRandomFeed, Arc
 
 /// How long a version that could not be switched to waits for a retry.
 const RETRY_SWITCH: Duration = Duration::from_secs(5);
-
-/// Users per pipeline when loading.
-const LOAD_BATCH: usize = 1_000;
 
 /// Watches the version pointer and serves the version it names, unless its
 /// fallback list is shorter than the largest answer (`api.max_size`): that
@@ -216,45 +213,11 @@ fn data_info(info: &VersionInfo, took: Duration) -> DataInfo {
     }
 }
 
-/// What `redis-load` did.
-#[derive(Debug)]
-pub struct LoadSummary {
-    /// The version published.
-    pub version: u64,
-    /// Users written.
-    pub users: u64,
-    /// Items written.
-    pub items: u64,
-    /// The version kept for rollback.
-    pub previous: Option<u64>,
-    /// The version deleted, and its keys.
-    pub deleted: Option<(u64, u64)>,
-    /// Seconds it took.
-    pub seconds: f64,
-}
-
-impl std::fmt::Display for LoadSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "published version {}: {} users, {} items in {:.1} s",
-            self.version, self.users, self.items, self.seconds
-        )?;
-        if let Some(previous) = self.previous {
-            write!(f, "; version {previous} kept for rollback")?;
-        }
-        if let Some((version, keys)) = self.deleted {
-            write!(f, "; version {version} deleted ({keys} keys)")?;
-        }
-        Ok(())
-    }
-}
-
 /// `feed-server redis-load`: writes the snapshot at `path` into the cluster
-/// as a new version, pipelined, reporting progress on stderr, then moves
-/// the pointer to it and deletes the version before the previous one. A
-/// snapshot whose fallback list is shorter than `max_size` is refused
-/// before anything is written: frontends would refuse to serve it.
+/// as a new version ([`feed_redis::publish::load`]), reporting progress on
+/// stderr once a second and at the end. A snapshot whose fallback list is
+/// shorter than `max_size` is refused before anything is written:
+/// frontends would refuse to serve it.
 ///
 /// # Errors
 /// One line naming what failed: the snapshot (starting `--snapshot`) or
@@ -271,93 +234,44 @@ pub fn load(
         return Err(format!("--snapshot {}: {reason}", path.display()));
     }
     let meta = *snapshot.meta();
-    let fallback = snapshot.fallback().to_vec();
-    let (_, table, _) = snapshot.into_parts();
-    let mut loader = Loader::connect(nodes, timeout).map_err(|e| format!("--nodes: {e}"))?;
-    let version = loader.new_version().map_err(|e| e.to_string())?;
-    let users = meta.users.max(1);
-    let mut next_report = Instant::now();
-    let written = loader.write_feeds(version, table.entries(), LOAD_BATCH, |done| {
-        if Instant::now() >= next_report || done == meta.users {
-            next_report = Instant::now() + Duration::from_secs(1);
-            eprintln!(
-                "redis-load: version {version}: {done} of {} users ({}%)",
-                meta.users,
-                done * 100 / users
-            );
-        }
-    });
-    let published = written.and_then(|_| {
-        loader.publish(&VersionInfo {
-            version,
-            users: meta.users,
-            items: meta.items,
-            fallback,
-            created_unix_ms: crate::data::now_unix_ms(),
-            source: format!("{:016x}", meta.id),
-        })
-    });
-    let published = match published {
-        Ok(published) => published,
-        Err(e) => {
-            // Nothing refers to the half-written version: take it out again
-            // (best effort: the cluster may be what failed).
-            // Only when the pointers provably name neither this version: a
-            // publish whose answer was lost may have moved them.
-            let cleaned = match loader.versions() {
-                Ok((current, previous))
-                    if current != Some(version) && previous != Some(version) =>
-                {
-                    match loader.delete_version(version) {
-                        Ok(keys) => format!("its {keys} keys were deleted"),
-                        Err(cleanup) => {
-                            format!("deleting what was written failed too: {cleanup}")
-                        }
-                    }
-                }
-                Ok(_) => "yet a version pointer names it: it was kept".to_owned(),
-                Err(check) => format!(
-                    "the version pointers could not be read ({check}), so nothing was deleted: \
-                     if neither {{ff}}:current nor {{ff}}:previous is {version}, delete \
-                     [fo]:{{*}}:{version} and {{ff}}:meta:{version}"
-                ),
-            };
-            return Err(format!("loading version {version}: {e}; {cleaned}"));
-        }
-    };
-    // Published: from here on a failure is a warning, not a failed load.
-    let deleted = published
-        .dropped
-        .and_then(|old| match loader.delete_version(old) {
-            Ok(keys) => Some((old, keys)),
-            Err(e) => {
-                eprintln!(
-                    "redis-load: warning: version {old} is no longer kept but deleting it failed \
-                 ({e}): delete [fo]:{{*}}:{old} and {{ff}}:meta:{old}"
-                );
-                None
-            }
-        });
-    Ok(LoadSummary {
-        version,
+    let data = DataSet {
         users: meta.users,
         items: meta.items,
-        previous: published.previous,
-        deleted,
-        seconds: started.elapsed().as_secs_f64(),
+        fallback: snapshot.fallback().to_vec(),
+        created_unix_ms: crate::data::now_unix_ms(),
+        source: format!("{:016x}", meta.id),
+    };
+    let (_, table, _) = snapshot.into_parts();
+    let mut next_report = Instant::now();
+    let summary = publish::load(nodes, timeout, started, data, table.entries(), |progress| {
+        if Instant::now() >= next_report || progress.is_complete() {
+            next_report = Instant::now() + Duration::from_secs(1);
+            eprintln!("redis-load: {progress}");
+        }
     })
+    .map_err(command_error)?;
+    if let Some(left) = &summary.left_behind {
+        eprintln!("redis-load: warning: {left}");
+    }
+    Ok(summary)
 }
 
-/// `feed-server redis-rollback`: serves the previous version again.
+/// `feed-server redis-rollback`: serves the previous version again
+/// ([`feed_redis::publish::rollback`]).
 ///
 /// # Errors
 /// One line: no previous version, or the cluster's error.
 pub fn rollback(nodes: &[String], timeout: Duration) -> Result<String, String> {
-    let mut loader = Loader::connect(nodes, timeout).map_err(|e| format!("--nodes: {e}"))?;
-    match loader.rollback().map_err(|e| e.to_string())? {
-        Some((from, to)) => Ok(format!(
-            "now serving version {to} (was {from}, kept for a roll forward)"
-        )),
-        None => Err("there is no previous version to roll back to".into()),
+    publish::rollback(nodes, timeout)
+        .map(|rolled| rolled.to_string())
+        .map_err(command_error)
+}
+
+/// A command's error line: a cluster no seed node of which answers is the
+/// node list's fault.
+fn command_error(error: PublishError) -> String {
+    match error {
+        PublishError::Connect(e) => format!("--nodes: {e}"),
+        e => e.to_string(),
     }
 }

@@ -1,18 +1,59 @@
 //! What the snapshot and progress files share about the filesystem: making
-//! a creation or a rename durable, and (for tests) a fresh folder.
+//! a creation or a rename durable, replacing a file whole, and (for tests)
+//! a fresh folder.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Makes the creation or renaming of a file in `dir` durable (`dir` empty:
 /// the current folder).
-pub(crate) fn sync_folder(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_folder(dir: &Path) -> io::Result<()> {
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")
     } else {
         dir
     };
     File::open(dir)?.sync_all()
+}
+
+/// Replaces the file at `path` whole, so that a reader sees either the old
+/// file or the new one, never a part: creates `temporary` (beside `path`,
+/// read and write, with `mode`), lets `write` fill it, syncs it, renames it
+/// over `path` and syncs the folder. Returns what `write` returned.
+///
+/// The temporary file stays open until the folder is synced, so a lock
+/// that `write` takes on it holds until then.
+///
+/// # Errors
+/// The first error of `write`, the sync, the rename or the folder's sync;
+/// `temporary` is removed then, and `path` is as it was unless only the
+/// folder's sync failed.
+pub(crate) fn replace_atomically<T>(
+    path: &Path,
+    temporary: &Path,
+    mode: u32,
+    write: impl FnOnce(&File) -> io::Result<T>,
+) -> io::Result<T> {
+    let replace = || {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(temporary)?;
+        let written = write(&file)?;
+        file.sync_all()?;
+        std::fs::rename(temporary, path)?;
+        // Make the rename itself durable.
+        sync_folder(path.parent().unwrap_or(Path::new("")))?;
+        Ok(written)
+    };
+    replace().inspect_err(|_| {
+        let _ = std::fs::remove_file(temporary);
+    })
 }
 
 /// A fresh folder under the system's temporary one, named after `what`.
@@ -25,4 +66,62 @@ pub(crate) fn scratch_dir(what: &str) -> std::path::PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// The names in `dir`, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_replaced_file_is_the_new_one_whole() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch_dir("files");
+        let path = dir.join("target");
+        std::fs::write(&path, b"an older and longer content").unwrap();
+        let written = replace_atomically(&path, &dir.join(".target.tmp"), 0o640, |mut file| {
+            file.write_all(b"new")?;
+            Ok(3)
+        })
+        .unwrap();
+        assert_eq!(written, 3);
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640, "{mode:o}");
+        assert_eq!(
+            names(&dir),
+            ["target"],
+            "the temporary file was left behind"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_target_and_no_temporary() {
+        let dir = scratch_dir("files");
+        let path = dir.join("target");
+        std::fs::write(&path, b"old").unwrap();
+        let error = replace_atomically(&path, &dir.join(".target.tmp"), 0o600, |mut file| {
+            file.write_all(b"half of it")?;
+            Err::<(), _>(io::Error::other("no more"))
+        })
+        .unwrap_err();
+        assert_eq!(error.to_string(), "no more");
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(
+            names(&dir),
+            ["target"],
+            "the temporary file was left behind"
+        );
+    }
 }

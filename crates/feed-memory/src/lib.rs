@@ -6,20 +6,30 @@
 //!   found through a bucket index: no per-user allocation, no pointer
 //!   chasing.
 //! - [`Snapshot`]: a [`FeedTable`] and a fallback list in one file, mapped
-//!   rather than parsed, with checksums; [`snapshot::write`] writes one.
+//!   rather than parsed, with checksums; [`snapshot::write()`] writes one.
+//!   The [`snapshot`] folder splits it by job: the format and types
+//!   (`mod.rs`), writing (`write.rs`), opening and mapping (`read.rs`),
+//!   verifying on every core (`verify.rs`).
 //! - [`OffsetMap`]: each user's progress, a flat array of `AtomicU32` by the
 //!   user's position, updated in place with one compare-and-swap loop, so
 //!   two concurrent requests for one user can never be handed the same item;
 //!   in memory, or in a [`ProgressFile`] mapped shared, so that it survives
-//!   a crash.
+//!   a crash. The [`progress`] folder holds the file (`mod.rs`: open,
+//!   recover, sync), its on-disk header (`format.rs`), the dirty logs
+//!   (`dirty.rs`), the journal (`journal.rs`) and the folder's housekeeping
+//!   (`folder.rs`).
 //! - [`MemoryFeedStorage`]: the two above, as a [`feed_domain::FeedStorage`].
 //! - [`CatalogRandomFeed`]: random items from the catalog `1..=catalog_size`,
 //!   as a [`feed_domain::RandomFeed`].
 //! - [`DataSpec`] and [`FeedTable::generate`]: the synthetic data set,
 //!   reproducible from a seed and generated on all cores.
+//! - Shared by both files: `files.rs` replaces a file whole
+//!   (`replace_atomically`: a temporary beside it, synced, renamed over it,
+//!   the folder synced); [`now_unix_ms`] (`clock.rs`) is the one wall clock.
 //!
 //! This crate knows the domain and nothing of HTTP, configuration or logging.
 
+mod clock;
 mod files;
 mod generate;
 mod offsets;
@@ -30,6 +40,7 @@ pub mod snapshot;
 mod storage;
 mod table;
 
+pub use clock::now_unix_ms;
 pub use generate::{DataSpec, DataSpecError};
 pub use offsets::OffsetMap;
 pub use progress::{OnCorrupt, Opened, ProgressError, ProgressFile};

@@ -42,37 +42,29 @@
 //! data id, `progress-<id>.bin`, locked while a process uses it, created
 //! with mode 0600.
 //!
-//! Header (all little-endian): magic `FFEEDPRG`, version `u32` (1), 4 zero
-//! bytes, data id `u64`, users `u64`, creation time `u64` (ms since the Unix
-//! epoch), XXH3-64 of the 40 bytes before it; zeros to 4096 bytes.
+//! The header's layout, and the checks that tell this data's progress from
+//! anything else, are in `format`; this module is the [`ProgressFile`]: it
+//! opens (creating or putting a bad file aside), replays, folds and syncs.
 
 mod dirty;
 mod folder;
+mod format;
 mod journal;
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use memmap2::MmapRaw;
-use xxhash_rust::xxh3::xxh3_64;
 
 use self::dirty::DirtyLog;
+use self::format::{CELLS_PER_PAGE, HEADER};
 use self::journal::Journal;
-use crate::files::sync_folder;
-
-const MAGIC: [u8; 8] = *b"FFEEDPRG";
-const VERSION: u32 = 1;
-/// The offsets start here: a page, so they are aligned for `AtomicU32`.
-const HEADER: usize = 4096;
-/// Bytes of the header that carry data, checksum included.
-const HEADER_BYTES: usize = 48;
-/// Offsets in one page of the array.
-const CELLS_PER_PAGE: usize = 4096 / 4;
+use crate::clock::now_unix_ms;
+use crate::files::{replace_atomically, sync_folder};
 
 /// What to do with a progress file that is torn, truncated or foreign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,17 +211,17 @@ impl ProgressFile {
         let path = dir.join(Self::file_name(id));
         let mut opened = Opened::Fresh;
         if path.exists() {
-            match Self::check(&path, id, users) {
+            match format::check(&path, id, users) {
                 Ok(()) => opened = Opened::Restored,
                 Err(reason) if on_corrupt == OnCorrupt::Reset => {
-                    let aside = folder::aside_name(&path, now_ms());
+                    let aside = folder::aside_name(&path, now_unix_ms());
                     std::fs::rename(&path, &aside).map_err(io(&path))?;
                     opened = Opened::Reset { reason, aside };
                 }
                 Err(reason) => return Err(ProgressError::Corrupt { path, reason }),
             }
         }
-        let bytes = (HEADER + users as usize * 4) as u64;
+        let bytes = format::file_len(users);
         if opened != Opened::Restored {
             Self::create(&path, id, users)?;
         }
@@ -325,82 +317,19 @@ impl ProgressFile {
         }
     }
 
-    /// Why the file at `path` is not the progress of data `id` with
-    /// `users` users, if it is not.
-    fn check(path: &Path, id: u64, users: u32) -> Result<(), String> {
-        let mut file = File::open(path).map_err(|e| format!("unreadable: {e}"))?;
-        let len = file
-            .metadata()
-            .map_err(|e| format!("unreadable: {e}"))?
-            .len();
-        let mut bytes = [0u8; HEADER_BYTES];
-        if file.read_exact(&mut bytes).is_err() || bytes[..8] != MAGIC {
-            return Err("not a progress file (wrong magic number or truncated header)".into());
-        }
-        let u64_at =
-            |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
-        if xxh3_64(&bytes[..HEADER_BYTES - 8]) != u64_at(HEADER_BYTES - 8) {
-            return Err("header checksum mismatch (a torn write?)".into());
-        }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
-        if version != VERSION {
-            return Err(format!(
-                "progress format version {version}, this build reads {VERSION}"
-            ));
-        }
-        if u64_at(16) != id {
-            return Err(format!("progress of other data ({:016x})", u64_at(16)));
-        }
-        if u64_at(24) != u64::from(users) {
-            return Err(format!(
-                "progress of {} users, the data has {users}",
-                u64_at(24)
-            ));
-        }
-        let expected = (HEADER + users as usize * 4) as u64;
-        if len != expected {
-            return Err(format!("{len} bytes, expected {expected} (truncated?)"));
-        }
-        Ok(())
-    }
-
     /// Writes a fresh file (all offsets 0, every block allocated) beside
     /// `path`, syncs it and renames it over `path`, then syncs the folder.
     fn create(path: &Path, id: u64, users: u32) -> Result<(), ProgressError> {
-        let mut header = vec![0u8; HEADER];
-        header[..8].copy_from_slice(&MAGIC);
-        header[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        header[16..24].copy_from_slice(&id.to_le_bytes());
-        header[24..32].copy_from_slice(&u64::from(users).to_le_bytes());
-        header[32..40].copy_from_slice(&now_ms().to_le_bytes());
-        let checksum = xxh3_64(&header[..HEADER_BYTES - 8]);
-        header[HEADER_BYTES - 8..HEADER_BYTES].copy_from_slice(&checksum.to_le_bytes());
-        let bytes = (HEADER + users as usize * 4) as u64;
-        let temporary = folder::temporary_name(path);
-        let write = || -> std::io::Result<()> {
-            let file = OpenOptions::new()
-                .write(true)
-                .read(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temporary)?;
+        let header = format::header(id, users, now_unix_ms());
+        let bytes = format::file_len(users);
+        replace_atomically(path, &folder::temporary_name(path), 0o600, |file| {
             // Locked, so that cleaning never takes it for a leftover.
-            folder::lock(&file)?;
+            folder::lock(file)?;
             file.write_all_at(&header, 0)?;
             file.set_len(bytes)?;
-            allocate(&file, bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, path)?;
-            if let Some(dir) = path.parent() {
-                sync_folder(dir)?;
-            }
-            Ok(())
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&temporary);
-            no_room(path, bytes, e)
+            allocate(file, bytes)
         })
+        .map_err(|e| no_room(path, bytes, e))
     }
 
     /// The offsets, one a user.
@@ -592,14 +521,10 @@ fn allocate(file: &File, len: u64) -> std::io::Result<()> {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use proptest::prelude::*;
 
     use super::*;

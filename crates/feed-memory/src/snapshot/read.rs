@@ -1,0 +1,162 @@
+//! Opening a snapshot: the file opened without blocking and mapped, the
+//! header read, every section verified, and only then a [`Snapshot`] over
+//! the mapping.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use memmap2::Mmap;
+
+use super::verify::{first_repeat, verify_sections};
+use super::{Entry, FileIdentity, HEADER_BYTES, PAGE, Snapshot, SnapshotError, read_header};
+use crate::table::{FeedTable, Section};
+
+impl Snapshot {
+    /// Maps `path` and verifies all of it (see the module doc), on every
+    /// core. The path must name a regular file; it is opened without
+    /// blocking, so a FIFO or a device is refused at once.
+    ///
+    /// # Errors
+    /// [`SnapshotError`] naming the file and, in one line, the reason: it
+    /// cannot be read, not a regular file, wrong magic, unknown version, a
+    /// header or section checksum mismatch, an id that does not match the
+    /// content, truncated, a malformed section, item 0, or a repeated
+    /// fallback item.
+    pub fn open(path: &Path) -> Result<Self, SnapshotError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path)
+            .map_err(|e| SnapshotError::io(path, e))?;
+        let metadata = file.metadata().map_err(|e| SnapshotError::io(path, e))?;
+        if !metadata.is_file() {
+            return Err(SnapshotError::invalid(path, "not a regular file"));
+        }
+        let identity = FileIdentity::from(&metadata);
+        let map = map_file(&file).map_err(|e| SnapshotError::io(path, e))?;
+        // Everything below is checked against the mapping itself, not the
+        // length the file had a moment before: a file that changed size in
+        // between is refused, never read out of bounds.
+        let len = map.len() as u64;
+        if len < PAGE {
+            return Err(SnapshotError::invalid(
+                path,
+                format!("truncated: {len} bytes, not even a header"),
+            ));
+        }
+        let (version, meta, entries) = read_header(&map[..HEADER_BYTES], len)
+            .map_err(|reason| SnapshotError::invalid(path, reason))?;
+        verify_sections(&map, &entries, version)
+            .map_err(|reason| SnapshotError::invalid(path, reason))?;
+        let map = Arc::new(map);
+        fn section<T>(map: &Arc<Mmap>, entry: &Entry) -> Section<T> {
+            Section::File {
+                map: Arc::clone(map),
+                start: entry.offset as usize,
+                len: (entry.bytes / size_of::<T>() as u64) as usize,
+            }
+        }
+        let table = FeedTable::from_sections(
+            section(&map, &entries[0]),
+            section(&map, &entries[1]),
+            section(&map, &entries[2]),
+        )
+        .map_err(|e| SnapshotError::invalid(path, e.to_string()))?;
+        let fallback: Section<u32> = section(&map, &entries[3]);
+        if let Some(item) = first_repeat(fallback.get()) {
+            return Err(SnapshotError::invalid(
+                path,
+                format!("item {item} twice in the fallback section"),
+            ));
+        }
+        Ok(Self {
+            meta,
+            identity,
+            path: path.to_owned(),
+            table,
+            fallback: Arc::new(fallback),
+        })
+    }
+}
+
+/// Maps `file` read-only.
+#[allow(
+    unsafe_code,
+    reason = "mapping a file is unsafe because another process could change it under us"
+)]
+fn map_file(file: &File) -> std::io::Result<Mmap> {
+    // SAFETY: a snapshot file is never modified in place: writers (this
+    // module, `write`) create a new file and rename it over the old one, so
+    // the inode we map keeps its content; the format doc says so, and an
+    // operator who edits a snapshot in place breaks that contract. Reading
+    // through the mapping is then reading immutable memory.
+    unsafe { Mmap::map(file) }
+}
+
+#[cfg(test)]
+mod tests {
+    use xxhash_rust::xxh3::xxh3_64;
+
+    use super::*;
+    use crate::snapshot::testing::{dir, refusal, sample};
+    use crate::snapshot::{read_u64, write};
+
+    #[test]
+    fn corrupt_snapshots_are_refused_with_a_reason() {
+        let path = dir().join("good.snap");
+        write(&path, &sample(), &[9, 8], 1).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let with = |at: usize, byte: u8| {
+            let mut bytes = good.clone();
+            bytes[at] ^= byte;
+            bytes
+        };
+        assert!(refusal(&with(0, 1)).contains("wrong magic"));
+        let mut version = good.clone();
+        version[8] = 3;
+        assert!(refusal(&version).contains("version 3"));
+        assert!(refusal(&with(40, 1)).contains("header checksum"));
+        assert!(refusal(&good[..good.len() - 4]).contains("truncated"));
+        assert!(refusal(&good[..100]).contains("truncated"));
+        let section = |at: usize| read_u64(&good, 56 + at * 24) as usize;
+        assert!(refusal(&with(section(0), 1)).contains("user ids section's checksum"));
+        assert!(refusal(&with(section(1) + 8, 1)).contains("offsets section's checksum"));
+        assert!(refusal(&with(section(2), 1)).contains("items section's checksum"));
+        assert!(refusal(&with(section(3), 1)).contains("fallback section's checksum"));
+        assert!(refusal(b"").contains("truncated"));
+        let missing = dir().join("none.snap");
+        let error = Snapshot::open(&missing).unwrap_err().to_string();
+        assert!(error.contains("none.snap"), "{error}");
+    }
+
+    /// A header that names another snapshot's id (its checksum made to
+    /// match) is refused: progress is keyed on the id.
+    #[test]
+    fn an_id_that_does_not_match_the_content_is_refused() {
+        let path = dir().join("id.snap");
+        write(&path, &sample(), &[9, 8], 1).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[16] ^= 1;
+        let checksum = xxh3_64(&bytes[..HEADER_BYTES - 8]);
+        bytes[HEADER_BYTES - 8..HEADER_BYTES].copy_from_slice(&checksum.to_le_bytes());
+        assert!(refusal(&bytes).contains("id does not match"));
+    }
+
+    #[test]
+    fn a_fifo_or_a_folder_is_refused_at_once() {
+        let dir = dir();
+        let fifo = dir.join("fifo.snap");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Opened without blocking: no writer ever comes.
+        let error = Snapshot::open(&fifo).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+        let error = Snapshot::open(&dir).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+    }
+}

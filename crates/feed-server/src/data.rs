@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use actix_web::web;
 use feed_domain::{FeedService, SizeLimits};
@@ -303,13 +303,6 @@ pub fn check_fallback(snapshot: &Snapshot, limits: SizeLimits) -> Result<(), Str
         Some(reason) => Err(format!("{}: {reason}", snapshot.path().display())),
         None => Ok(()),
     }
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// One version of the data, as served.

@@ -9,7 +9,9 @@ use feed_import::{ImportError, ImportSummary, ProgressReporter};
 use feed_memory::{SnapshotError, SnapshotMeta, snapshot};
 use slog::Logger;
 
-use crate::data::{generate, now_unix_ms};
+use feed_memory::now_unix_ms;
+
+use crate::data::generate;
 use crate::settings::ServiceSpec;
 
 /// Why an import wrote nothing. One line, naming the file.

@@ -123,12 +123,17 @@
 //! assert_eq!(service.errors().0.load(Ordering::Relaxed), 1);
 //! ```
 
+mod data;
 mod error;
 mod ports;
 mod service;
 mod status;
 mod types;
 
+pub use data::{
+    DataChange, DataControl, DataControlError, DataInfo, DataVersion, ProgressEvent, Publish,
+    short_fallback,
+};
 pub use error::{
     FeedError, FeedSizeError, FeedUnavailable, RandomFillError, SizeLimitsError, StorageError,
 };

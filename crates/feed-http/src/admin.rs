@@ -31,9 +31,11 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::WatchStream;
 
 use crate::access::{AdminAccess, require_token};
-use crate::counters::DataInfo;
+use feed_domain::{DataControl, DataControlError, DataInfo};
+
 use crate::error::ApiError;
 use crate::exposition::Exposition;
+use crate::serving::DataBody;
 use crate::state::Lifecycle;
 use crate::stats::Snapshot;
 
@@ -62,46 +64,6 @@ pub struct Admin {
     profiling: AtomicBool,
 }
 
-/// What `POST /admin/reload` and `POST /admin/rollback` ask of the server:
-/// the port through which the admin listener changes the data being served.
-/// Both calls block (a load reads and checks a whole snapshot); the admin
-/// app runs them on a blocking thread.
-pub trait DataControl: std::fmt::Debug + Send + Sync + 'static {
-    /// Loads and verifies the snapshot at `path` (or the configured one)
-    /// and swaps it in.
-    ///
-    /// # Errors
-    /// [`DataControlError`]; the data being served stays as it was.
-    fn reload(&self, path: Option<PathBuf>) -> Result<DataInfo, DataControlError>;
-
-    /// Swaps the data served before the last reload back in.
-    ///
-    /// # Errors
-    /// [`DataControlError::NoPrevious`] when there is none.
-    fn rollback(&self) -> Result<DataInfo, DataControlError>;
-}
-
-/// Why a reload or rollback did not happen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DataControlError {
-    /// Another reload or rollback is running.
-    #[error("a reload or rollback is already running")]
-    Busy,
-    /// There is nothing to roll back to.
-    #[error("there is no previous snapshot to roll back to")]
-    NoPrevious,
-    /// There is no snapshot path to reload from.
-    #[error("no snapshot path: give one as {{\"path\": \"...\"}} or set data.snapshot")]
-    NoPath,
-    /// The request may not read that file (outside the folder snapshots
-    /// are read from). Says nothing of whether it exists.
-    #[error("{0}")]
-    Forbidden(String),
-    /// The snapshot could not be loaded.
-    #[error("{0}")]
-    Failed(String),
-}
-
 /// The JSON body of a reload request; every field optional.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,7 +75,7 @@ struct ReloadRequest {
 #[derive(Debug, serde::Serialize)]
 struct DataChanged {
     status: &'static str,
-    data: DataInfo,
+    data: DataBody,
 }
 
 impl Admin {
@@ -258,7 +220,10 @@ async fn change_data(
         .await
         .map_err(|_| ApiError::Internal("the reload thread failed; see the log"))?;
     let data = outcome.map_err(ApiError::DataChange)?;
-    Ok(HttpResponse::Ok().json(DataChanged { status, data }))
+    Ok(HttpResponse::Ok().json(DataChanged {
+        status,
+        data: data.into(),
+    }))
 }
 
 async fn dashboard() -> HttpResponse {

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use feed_domain::{FeedError, StorageError, StorageHealth};
+use feed_domain::{DataChange, DataInfo, FeedError, StorageError, StorageHealth};
 
 use crate::route::Route;
 
@@ -140,57 +140,6 @@ impl Default for Shard {
             exhausted: AtomicU64::new(0),
             refusals: std::array::from_fn(zero),
             feed_errors: std::array::from_fn(zero),
-        }
-    }
-}
-
-/// Facts about the data being served, replaced whenever it is.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct DataInfo {
-    /// Users with a feed.
-    pub users: u64,
-    /// Item ids held.
-    pub items: u64,
-    /// Bytes of feed data.
-    pub bytes: u64,
-    /// Seconds loading (or generating) the data took.
-    pub load_seconds: f64,
-    /// The snapshot it came from; `None` for the synthetic set.
-    pub snapshot: Option<SnapshotInfo>,
-}
-
-/// Which snapshot is being served.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SnapshotInfo {
-    /// The snapshot id, as 16 hex digits.
-    pub id: String,
-    /// When the snapshot was written, in milliseconds since the Unix epoch.
-    pub created_unix_ms: u64,
-    /// The file it was loaded from.
-    pub path: String,
-}
-
-/// How a reload or rollback ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataChange {
-    /// New data was swapped in.
-    Reloaded,
-    /// A load failed; the data being served stayed.
-    Failed,
-    /// The previous data was swapped back in.
-    RolledBack,
-}
-
-impl DataChange {
-    /// Every kind, in label order.
-    pub const ALL: [Self; 3] = [Self::Reloaded, Self::Failed, Self::RolledBack];
-
-    /// The `result` label.
-    pub const fn label(self) -> &'static str {
-        match self {
-            Self::Reloaded => "reloaded",
-            Self::Failed => "failed",
-            Self::RolledBack => "rolled_back",
         }
     }
 }

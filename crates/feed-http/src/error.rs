@@ -5,7 +5,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use feed_domain::{FeedUnavailable, SizeLimits};
 
-use crate::admin::DataControlError;
+use feed_domain::DataControlError;
 use serde::Serialize;
 
 /// An error answer. Each variant maps to one status; the body is always
@@ -60,7 +60,7 @@ pub enum ApiError {
     InvalidBody(String),
     /// A reload or rollback did not happen.
     #[error("{0}")]
-    DataChange(crate::admin::DataControlError),
+    DataChange(DataControlError),
     /// The server failed (a panicked background task): nothing the
     /// client sent causes this.
     #[error("internal error: {0}")]

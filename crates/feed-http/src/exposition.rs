@@ -9,7 +9,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::counters::{Counters, DataChange, FeedErrorKind, LATENCY_BOUNDS, Refusal, SYNC_BOUNDS};
+use feed_domain::DataChange;
+
+use crate::counters::{Counters, FeedErrorKind, LATENCY_BOUNDS, Refusal, SYNC_BOUNDS};
 use crate::gate::RequestGate;
 
 /// Everything `/metrics` shows: the totals of the gate's [`Counters`] and
@@ -241,7 +243,7 @@ impl Collector for Exposition {
             )?;
         }
         if let Some(data) = self.counters().data() {
-            if let Some(snapshot) = &data.snapshot {
+            if let Some(snapshot) = &data.version {
                 encoder
                     .encode_descriptor(
                         "data_snapshot",
@@ -251,7 +253,7 @@ impl Collector for Exposition {
                     )?
                     .encode_info(&[
                         ("id", snapshot.id.as_str()),
-                        ("path", snapshot.path.as_str()),
+                        ("path", snapshot.source.as_str()),
                     ])?;
                 gauge(
                     &mut encoder,

@@ -37,15 +37,15 @@ pub mod parse;
 mod rate;
 mod route;
 mod routes;
+mod serving;
 mod state;
 mod stats;
 
 pub use access::{AdminAccess, AdminToken, BadAdminToken};
-pub use admin::{Admin, DataControl, DataControlError, OPENAPI, admin_app};
+pub use admin::{Admin, OPENAPI, admin_app};
 pub use client::{BadProxyRange, TrustedProxies};
 pub use counters::{
-    Counters, DataChange, DataInfo, FeedErrorKind, LATENCY_BOUNDS, Refusal, SYNC_BOUNDS,
-    SnapshotInfo, SyncTotals, Totals,
+    Counters, FeedErrorKind, LATENCY_BOUNDS, Refusal, SYNC_BOUNDS, SyncTotals, Totals,
 };
 pub use encode::{CHUNK, encode_items, encoded_len_hint, write_items};
 pub use error::ApiError;
@@ -58,5 +58,6 @@ pub use log_budget::LogBudget;
 pub use rate::RateLimiter;
 pub use route::Route;
 pub use routes::{FeedSlot, app, configure};
+pub use serving::{DataBody, Serving, SnapshotBody};
 pub use state::Lifecycle;
 pub use stats::{Sampler, Snapshot, StorageBody};

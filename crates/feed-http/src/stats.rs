@@ -7,8 +7,9 @@ use serde::Serialize;
 
 use feed_domain::StorageHealth;
 
-use crate::counters::{DataInfo, FeedErrorKind, Refusal, Totals, unix_ms};
+use crate::counters::{FeedErrorKind, Refusal, Totals, unix_ms};
 use crate::gate::RequestGate;
+use crate::serving::DataBody;
 
 /// Latency percentiles, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -96,7 +97,7 @@ pub struct Snapshot {
     /// Requests being handled now.
     pub in_flight: u64,
     /// The data being served, once loaded.
-    pub data: Option<DataInfo>,
+    pub data: Option<DataBody>,
     /// Milliseconds since the progress was last synced to disk; `None`
     /// when it never was (progress in memory, or not yet).
     pub progress_sync_age_ms: Option<u64>,
@@ -133,7 +134,7 @@ impl Sampler {
             exhausted_users: totals.exhausted,
             memory_bytes: resident_bytes(),
             in_flight: self.gate.in_flight(&totals),
-            data: self.gate.counters().data(),
+            data: self.gate.counters().data().map(DataBody::from),
             storage: self.gate.counters().storage_health().map(StorageBody::from),
             progress_sync_age_ms: match self.gate.counters().progress_syncs().last_unix_ms {
                 0 => None,

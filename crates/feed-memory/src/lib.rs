@@ -27,11 +27,18 @@
 //!   (`replace_atomically`: a temporary beside it, synced, renamed over it,
 //!   the folder synced); [`now_unix_ms`] (`clock.rs`) is the one wall clock.
 //!
-//! This crate knows the domain and nothing of HTTP, configuration or logging.
+//! - [`lifecycle`]: the memory mode's data lifecycle ([`DataManager`]):
+//!   versions, reloads, rollbacks, the file watch, progress ownership,
+//!   syncing and cleaning, behind the domain's `Publish` and `DataControl`
+//!   ports.
+//!
+//! This crate knows the domain and nothing of HTTP or configuration; it
+//! logs its lifecycle through `slog`.
 
 mod clock;
 mod files;
 mod generate;
+pub mod lifecycle;
 mod offsets;
 pub mod progress;
 mod random;
@@ -42,6 +49,9 @@ mod table;
 
 pub use clock::now_unix_ms;
 pub use generate::{DataSpec, DataSpecError};
+pub use lifecycle::{
+    Background, DataManager, Loaded, MemoryFeedService, ProgressPlace, SnapshotPlace,
+};
 pub use offsets::OffsetMap;
 pub use progress::{OnCorrupt, Opened, ProgressError, ProgressFile};
 pub use random::CatalogRandomFeed;

@@ -28,6 +28,7 @@ pub mod keys;
 pub mod load;
 pub mod publish;
 pub mod store;
+mod watch;
 
 pub use breaker::{Admit, Breaker, BreakerSettings, BreakerState};
 pub use cluster::{Cluster, ClusterSettings, VersionInfo};
@@ -35,6 +36,7 @@ pub use error::RedisStoreError;
 pub use load::{Loader, Published};
 pub use publish::{Cleanup, DataSet, LeftBehind, LoadSummary, Progress, PublishError, RolledBack};
 pub use store::RedisFeedStorage;
+pub use watch::Watcher;
 
 /// `items` as the cluster stores them: little-endian `u32`s back to back.
 pub fn encode_items(items: &[u32]) -> Vec<u8> {

@@ -11,8 +11,8 @@ use slog::Logger;
 
 use feed_memory::now_unix_ms;
 
-use crate::data::generate;
 use crate::settings::ServiceSpec;
+use feed_memory::lifecycle::generate;
 
 /// Why an import wrote nothing. One line, naming the file.
 #[derive(Debug, thiserror::Error)]

@@ -1,19 +1,17 @@
 //! The `feed-server` binary's wiring, kept in a library so tests can reach it.
 //!
 //! It reads the configuration ([`settings`]), builds the logger
-//! ([`logging`]), opens the listener and starts actix-web at once, loads the
-//! data on a background thread with a [`Loader`] (the API answers 503 and
-//! `/readyz` says "loading" meanwhile), puts the in-memory adapters behind
-//! [`FeedService`] and, on SIGTERM or SIGINT, drains and stops ([`run`]). It
-//! is the only crate that knows every other one, and the home of the
-//! outbound adapter that logs feed errors ([`recorder`]).
-//!
-//! Two data lifecycles still live here rather than in the adapter crates
-//! that own them (docs/ARCHITECTURE.md, "Where the lifecycles live"): the
-//! memory mode's versions, reloads and progress ownership ([`data`]) and
-//! the Redis frontend's version watcher ([`redis`]).
+//! ([`logging`]), opens the listeners and starts actix-web at once, and
+//! wires one storage kind to the delivery layer: for the memory mode a
+//! [`Loader`] on a background thread (the API answers 503 and `/readyz`
+//! says "loading" meanwhile) and `feed_memory`'s `DataManager` ([`run`]);
+//! for the Redis mode `feed_redis`'s `Watcher` ([`run_redis`]). Each
+//! publishes through a `feed_http::Serving`. On SIGTERM or SIGINT it drains
+//! and stops. It is the only crate that knows every other one, and the home
+//! of the outbound adapter that logs feed errors ([`recorder`]). It holds
+//! no rule about data, progress or versions: those live in the storage
+//! crates (docs/ARCHITECTURE.md).
 
-pub mod data;
 pub mod import;
 pub mod logging;
 pub mod recorder;
@@ -25,18 +23,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpServer, web};
-use feed_domain::{ErrorRecorder, FeedService, FeedStorage, RandomFeed, SizeLimits};
+use feed_domain::{DataControl, ErrorRecorder, FeedService, FeedStorage, RandomFeed, SizeLimits};
 use feed_http::{
-    Admin, AdminAccess, Counters, DataControl, Exposition, FeedErrorKind, FeedSlot, Lifecycle,
-    Refusal, RequestGate, Sampler,
+    Admin, AdminAccess, Counters, Exposition, FeedErrorKind, FeedSlot, Lifecycle, Refusal,
+    RequestGate, Sampler, Serving,
 };
-use feed_memory::{OffsetMap, Snapshot};
+use feed_memory::{DataManager, OffsetMap, Snapshot, lifecycle};
 use slog::{Logger, error, info, o, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use crate::data::{DataManager, Loaded, MemoryFeedService, ProgressPlace};
 use crate::recorder::LoggingRecorder;
+
+/// The feed service of the memory mode as this binary runs it: every port
+/// resolved at compile time.
+pub type MemoryFeedService = feed_memory::MemoryFeedService<Arc<LoggingRecorder>>;
+
+/// A loaded version of the memory mode's data.
+pub type Loaded = feed_memory::Loaded<Arc<LoggingRecorder>>;
 use crate::settings::{ServiceSpec, Settings};
 
 /// Why the data could not be loaded. The server logs it and exits non-zero:
@@ -60,7 +64,7 @@ pub type Loader =
 /// `offsets`.
 pub fn synthetic_loader(spec: ServiceSpec, offsets: OffsetMap) -> Loader {
     Box::new(move |recorder, logger| {
-        Ok(data::synthetic(
+        Ok(lifecycle::synthetic(
             &spec.data,
             spec.limits,
             recorder,
@@ -79,7 +83,7 @@ pub fn snapshot_loader(
     offsets: OffsetMap,
 ) -> Loader {
     Box::new(move |recorder, _| {
-        Ok(data::from_snapshot(
+        Ok(lifecycle::from_snapshot(
             snapshot, took, limits, recorder, offsets,
         ))
     })
@@ -166,8 +170,11 @@ pub fn run(
     parts.listening(logger, addr, admin_addr, workers);
     let slot = web::Data::new(FeedSlot::<MemoryFeedService>::empty());
     let manager = Arc::new(DataManager::new(
-        slot.clone(),
-        Arc::clone(&parts.counters),
+        Arc::new(Serving::new(
+            slot.clone(),
+            parts.lifecycle.clone(),
+            Arc::clone(&parts.counters),
+        )),
         Arc::clone(&parts.recorder),
         limits,
         settings.snapshot_place(),
@@ -179,11 +186,7 @@ pub fn run(
     // Started once the servers run, so that "feed-server ready" always
     // means the listener is being served.
     let start_loader = {
-        let (logger, lifecycle, manager) = (
-            logger.clone(),
-            parts.lifecycle.clone(),
-            Arc::clone(&manager),
-        );
+        let (logger, manager) = (logger.clone(), Arc::clone(&manager));
         move || {
             std::thread::Builder::new()
                 .name("load".into())
@@ -204,39 +207,28 @@ pub fn run(
                     let info = loaded.info.clone();
                     // The data is in place before the server says "ready".
                     manager.install_first(loaded);
-                    lifecycle.mark_loaded();
                     info!(logger, "feed-server ready";
                     "users" => info.users, "items" => info.items, "feed_bytes" => info.bytes,
                     "load_ms" => (info.load_seconds * 1e3) as u64,
-                    "snapshot_id" => info.snapshot.as_ref().map_or("", |s| s.id.as_str()),
+                    "snapshot_id" => info.version.as_ref().map_or("", |v| v.id.as_str()),
                     "listen" => %addr, "admin" => %admin_addr, "workers" => workers);
                 })
         }
     };
 
-    // Progress to disk every `progress.sync_ms`, on its own thread (an
-    // msync can block), until the servers have stopped.
-    let syncing = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let syncer = settings.progress_dir().map(|_| {
-        let (manager, syncing) = (Arc::clone(&manager), Arc::clone(&syncing));
-        let every = Duration::from_millis(settings.progress.sync_ms);
-        std::thread::Builder::new()
-            .name("progress-sync".into())
-            .spawn(move || {
-                while syncing.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(every);
-                    manager.sync(false);
-                }
-            })
-    });
-    let syncer = syncer.transpose()?;
-
+    // Progress to disk every `progress.sync_ms`, and the snapshot file
+    // watched, until the servers have stopped.
+    let background = manager.start_background(
+        settings
+            .progress_dir()
+            .map(|_| Duration::from_millis(settings.progress.sync_ms)),
+        settings
+            .data
+            .watch
+            .then(|| Duration::from_millis(settings.data.watch_interval_ms)),
+    )?;
     let control = Arc::clone(&manager) as Arc<dyn DataControl>;
-    let watch = settings
-        .data
-        .watch
-        .then(|| Duration::from_millis(settings.data.watch_interval_ms));
-    let tasks_manager = Arc::clone(&manager);
+    let hangup = Arc::clone(&control);
     let mut loader = None;
     let stopped = serve(
         settings,
@@ -250,10 +242,7 @@ pub fn run(
             load_failure,
             tasks: || {
                 loader = Some(start_loader()?);
-                reload_on_hangup(Arc::clone(&tasks_manager));
-                if let Some(every) = watch {
-                    watch_file(every, tasks_manager);
-                }
+                reload_on_hangup(hangup);
                 Ok(())
             },
         },
@@ -263,9 +252,7 @@ pub fn run(
     }
     // The servers have stopped: no request moves progress any more. One
     // last sync, so that a restart loses nothing.
-    syncing.store(false, std::sync::atomic::Ordering::Relaxed);
-    if let Some(syncer) = syncer {
-        let _ = syncer.join();
+    if background.stop() {
         let started = Instant::now();
         manager.sync(true);
         info!(logger, "progress synced at shutdown"; "ms" => started.elapsed().as_millis());
@@ -304,15 +291,17 @@ pub fn run_redis(
     let slot = web::Data::new(FeedSlot::<redis::RedisFeedService>::empty());
     // Never sent: nothing is loaded here that could fail for good.
     let (_never, load_failure) = oneshot::channel::<LoadError>();
-    let watcher = redis::Watcher {
+    let watcher = feed_redis::Watcher {
         cluster,
         breaker: settings.redis.breaker(),
         poll: Duration::from_millis(settings.redis.poll_ms),
-        limits,
-        slot: slot.clone(),
-        lifecycle: parts.lifecycle.clone(),
-        counters: Arc::clone(&parts.counters),
-        recorder: Arc::clone(&parts.recorder),
+        max_size: limits.max_size().get(),
+        publish: Arc::new(Serving::new(
+            slot.clone(),
+            parts.lifecycle.clone(),
+            Arc::clone(&parts.counters),
+        )),
+        service: redis::version_service(&parts.recorder, limits),
         logger: logger.new(o!("component" => "redis")),
     };
     let stopped = serve(
@@ -592,29 +581,16 @@ fn stop_requests(stops: Stops) -> mpsc::UnboundedReceiver<&'static str> {
 }
 
 /// Reloads the default snapshot on every SIGHUP.
-fn reload_on_hangup(manager: Arc<DataManager>) {
+fn reload_on_hangup(control: Arc<dyn DataControl>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         return;
     };
     actix_web::rt::spawn(async move {
         while hangups.recv().await.is_some() {
-            let manager = Arc::clone(&manager);
-            // The outcome is logged and counted by the manager.
-            let _ = tokio::task::spawn_blocking(move || manager.reload(None)).await;
-        }
-    });
-}
-
-/// Reloads the default snapshot whenever its file is replaced, looking
-/// every `every`.
-fn watch_file(every: Duration, manager: Arc<DataManager>) {
-    actix_web::rt::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        loop {
-            ticks.tick().await;
-            let manager = Arc::clone(&manager);
-            let _ = tokio::task::spawn_blocking(move || manager.reload_if_replaced()).await;
+            let control = Arc::clone(&control);
+            // The outcome is logged and counted by the lifecycle.
+            let _ = tokio::task::spawn_blocking(move || control.reload(None)).await;
         }
     });
 }

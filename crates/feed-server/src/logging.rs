@@ -6,20 +6,6 @@ use slog_async::{AsyncGuard, OverflowStrategy};
 
 use crate::settings::{LogFormat, LogLevel, LogSettings};
 
-/// `text` as it goes into a log field: control characters, quotes and
-/// backslashes escaped, so that a file name (or an error naming one) can
-/// never forge a line or a field of the text format. Ordinary paths come
-/// out unchanged.
-pub fn escaped(text: &str) -> String {
-    text.escape_debug().to_string()
-}
-
-/// A path as it goes into a log field ([`escaped`], not valid UTF-8
-/// replaced).
-pub fn path(path: &std::path::Path) -> String {
-    escaped(&path.to_string_lossy())
-}
-
 /// Log records that may wait for the writer thread before new ones are
 /// dropped (and the drop counted in the log).
 const QUEUE: usize = 8192;
@@ -62,19 +48,4 @@ where
         .build_with_guard();
     let root = Logger::root(drain.ignore_res(), o!("service" => "feed-server"));
     (root, guard)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn paths_cannot_forge_log_lines() {
-        let forged = std::path::Path::new("/srv/a\nlevel=CRIT msg=\"fake\".snap");
-        let logged = super::path(forged);
-        assert!(!logged.contains('\n'), "{logged}");
-        assert_eq!(logged, r#"/srv/a\nlevel=CRIT msg=\"fake\".snap"#);
-        assert_eq!(
-            super::path(std::path::Path::new("/srv/feeds.snap")),
-            "/srv/feeds.snap"
-        );
-    }
 }

@@ -119,7 +119,7 @@ fn main() -> ExitCode {
             feed_memory::Snapshot::open(&path)
                 .map_err(|e| format!("data.snapshot: {e}"))
                 .and_then(|snapshot| {
-                    feed_server::data::check_fallback(&snapshot, spec.limits)
+                    feed_memory::lifecycle::check_fallback(&snapshot, spec.limits)
                         .map_err(|e| format!("data.snapshot: {e}"))?;
                     let meta = *snapshot.meta();
                     let users = u32::try_from(meta.users).unwrap_or(u32::MAX);

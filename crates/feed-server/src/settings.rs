@@ -664,7 +664,7 @@ impl Settings {
     /// Where snapshots are read from: the default file and the folder a
     /// reload that names a path is confined to (`data.snapshot_dir`, or
     /// the folder of `data.snapshot`).
-    pub fn snapshot_place(&self) -> crate::data::SnapshotPlace {
+    pub fn snapshot_place(&self) -> feed_memory::SnapshotPlace {
         let default = self.snapshot_path();
         let dir = self.data.snapshot_dir.trim();
         let dir = if dir.is_empty() {
@@ -681,7 +681,7 @@ impl Settings {
         } else {
             Some(dir.into())
         };
-        crate::data::SnapshotPlace { default, dir }
+        feed_memory::SnapshotPlace { default, dir }
     }
 
     /// The progress folder, `None` for progress in memory only.
@@ -691,8 +691,8 @@ impl Settings {
     }
 
     /// Where progress is kept: `progress.path` and `progress.on_corrupt`.
-    pub fn progress_place(&self) -> crate::data::ProgressPlace {
-        crate::data::ProgressPlace {
+    pub fn progress_place(&self) -> feed_memory::ProgressPlace {
+        feed_memory::ProgressPlace {
             dir: self.progress_dir(),
             on_corrupt: match self.progress.on_corrupt {
                 OnCorruptSetting::Fail => feed_memory::OnCorrupt::Fail,

@@ -151,36 +151,61 @@ fn dependencies_point_inward() {
             "feed-redis"
         ])
     );
-    let memory = graph.closure("feed-memory");
-    let bad: Vec<_> = memory
-        .iter()
-        .filter(|n| n.starts_with("actix") || n.starts_with("slog") || **n == "config")
+    let reaches = |name: &str, banned: &dyn Fn(&str) -> bool| {
+        let bad: Vec<String> = graph
+            .closure(name)
+            .into_iter()
+            .filter(|n| banned(n))
+            .map(str::to_owned)
+            .collect();
+        assert!(bad.is_empty(), "{name} reaches {bad:?}");
+    };
+    reaches("feed-memory", &|n| {
+        n.starts_with("actix") || n.starts_with("tokio") || n == "config"
+    });
+    reaches("feed-http", &|n| {
+        matches!(n, "feed-memory" | "feed-redis" | "feed-import" | "config")
+    });
+    reaches("feed-import", &|n| {
+        n.starts_with("actix") || n.starts_with("tokio") || n == "config"
+    });
+    reaches("feed-redis", &|n| {
+        n.starts_with("actix") || matches!(n, "config" | "feed-memory" | "feed-http")
+    });
+}
+
+/// "`feed-server` holds no data lifecycle."
+#[test]
+fn the_server_holds_no_data_lifecycle() {
+    let src = workspace().join("crates/feed-server/src");
+    let mut modules: Vec<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(bad.is_empty(), "feed-memory reaches {bad:?}");
-    let http = graph.closure("feed-http");
-    let bad: Vec<_> = http
-        .iter()
-        .filter(|n| **n == "feed-memory" || **n == "config")
-        .collect();
-    assert!(bad.is_empty(), "feed-http reaches {bad:?}");
-    let import = graph.closure("feed-import");
-    let bad: Vec<_> = import
-        .iter()
-        .filter(|n| n.starts_with("actix") || n.starts_with("tokio") || **n == "config")
-        .collect();
-    assert!(bad.is_empty(), "feed-import reaches {bad:?}");
-    let redis = graph.closure("feed-redis");
-    let bad: Vec<_> = redis
-        .iter()
-        .filter(|n| {
-            n.starts_with("actix")
-                || n.starts_with("slog")
-                || **n == "config"
-                || **n == "feed-memory"
-                || **n == "feed-http"
-        })
-        .collect();
-    assert!(bad.is_empty(), "feed-redis reaches {bad:?}");
+    modules.sort();
+    assert_eq!(
+        modules,
+        [
+            "import.rs",
+            "lib.rs",
+            "logging.rs",
+            "main.rs",
+            "recorder.rs",
+            "redis.rs",
+            "settings.rs"
+        ]
+    );
+    for module in &modules {
+        let text = std::fs::read_to_string(src.join(module)).unwrap();
+        for port in ["DataControl for", "Publish<"] {
+            assert!(
+                !text
+                    .lines()
+                    .any(|line| line.trim_start().starts_with("impl") && line.contains(port)),
+                "crates/feed-server/src/{module} implements {port:?}"
+            );
+        }
+    }
 }
 
 /// "The profiler is not in the default build."

@@ -1,0 +1,515 @@
+//! The memory mode's data lifecycle ([`DataManager`]): the data put in
+//! place at start-up, swapped for a new snapshot on a reload, swapped back
+//! on a rollback, reloaded when the snapshot file is replaced, and the
+//! users' progress made durable in the background ([`Background`]).
+//!
+//! Progress belongs to the data it counts through: each loaded version has
+//! its own offset map, so after a reload every user starts the new feeds
+//! from the beginning (they are new recommendations), and a rollback brings
+//! back the previous version with the progress it had. Progress files of
+//! the versions held (current and previous) stay; older ones are removed.
+//!
+//! It publishes through the domain's [`Publish`] port and is controlled
+//! through its [`DataControl`] port, so the delivery layer never names it.
+//!
+//! - `load.rs`: the synthetic set or a snapshot made into a [`Loaded`]
+//!   version;
+//! - `place.rs`: where snapshots are read from ([`SnapshotPlace`], which
+//!   confines a reload to its folder) and progress is kept
+//!   ([`ProgressPlace`]).
+
+mod load;
+mod place;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use feed_domain::{
+    DataChange, DataControl, DataControlError, DataInfo, ErrorRecorder, ProgressEvent, Publish,
+    SizeLimits,
+};
+use slog::{Logger, error, info, warn};
+
+pub use self::load::{
+    Loaded, MemoryFeedService, check_fallback, from_snapshot, generate, synthetic,
+};
+pub use self::place::{ProgressPlace, SnapshotPlace};
+use crate::{FileIdentity, Snapshot};
+
+/// `text` as it goes into a log field: control characters, quotes and
+/// backslashes escaped, so that a file name (or an error naming one) can
+/// never forge a line or a field of the text format. Ordinary paths come
+/// out unchanged.
+pub fn log_escaped(text: &str) -> String {
+    text.escape_debug().to_string()
+}
+
+/// A path as it goes into a log field ([`log_escaped`], not valid UTF-8
+/// replaced).
+pub fn log_path(path: &Path) -> String {
+    log_escaped(&path.to_string_lossy())
+}
+
+/// Why [`DataManager::load`] made no new version of a snapshot.
+#[derive(Debug)]
+enum NotLoaded {
+    /// It is the snapshot being served.
+    Same,
+    /// It is the snapshot served before (which holds its progress file).
+    Previous,
+    /// It cannot be served: the reason, one line.
+    Failed(String),
+}
+
+impl From<String> for NotLoaded {
+    fn from(reason: String) -> Self {
+        Self::Failed(reason)
+    }
+}
+
+/// One version of the data, as served.
+struct Version<E> {
+    service: Arc<MemoryFeedService<E>>,
+    /// What it holds.
+    info: DataInfo,
+    /// What its progress belongs to: the snapshot id, or the synthetic
+    /// set's fingerprint.
+    data_id: u64,
+}
+
+impl<E> Version<E> {
+    /// Whether this version is the snapshot with `id` (the synthetic set is
+    /// no snapshot, whatever its fingerprint).
+    fn holds_snapshot(&self, id: u64) -> bool {
+        self.info.version.is_some() && self.data_id == id
+    }
+}
+
+/// What is served now and what was served before it.
+struct Versions<E> {
+    current: Option<Version<E>>,
+    previous: Option<Version<E>>,
+    /// The identity of the file at the default path when it was last
+    /// loaded or tried (for the file watch); `None` until the first load
+    /// of that path.
+    watched: Option<FileIdentity>,
+}
+
+/// Locks `mutex`, recovering the value if a panicking thread left it
+/// poisoned: every update here leaves `Versions` consistent at each step.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Puts data in place and swaps it: the start-up load, reloads (admin
+/// endpoint, SIGHUP, file watch) and rollbacks all go through here, one at
+/// a time.
+pub struct DataManager<E> {
+    publish: Arc<dyn Publish<MemoryFeedService<E>>>,
+    recorder: E,
+    limits: SizeLimits,
+    snapshots: SnapshotPlace,
+    progress: ProgressPlace,
+    versions: Mutex<Versions<E>>,
+    /// Held for the whole of a load, reload or rollback.
+    busy: Mutex<()>,
+    logger: Logger,
+}
+
+/// Why a change could not start: another one holds the lock.
+fn busy(mutex: &Mutex<()>) -> Result<std::sync::MutexGuard<'_, ()>, DataControlError> {
+    match mutex.try_lock() {
+        Ok(guard) => Ok(guard),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => Ok(poisoned.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => Err(DataControlError::Busy),
+    }
+}
+
+impl<E: ErrorRecorder + Clone> DataManager<E> {
+    /// A manager that publishes through `publish`, every version reporting
+    /// its errors to `recorder`.
+    pub fn new(
+        publish: Arc<dyn Publish<MemoryFeedService<E>>>,
+        recorder: E,
+        limits: SizeLimits,
+        snapshots: SnapshotPlace,
+        progress: ProgressPlace,
+        logger: Logger,
+    ) -> Self {
+        Self {
+            publish,
+            recorder,
+            limits,
+            snapshots,
+            progress,
+            versions: Mutex::default(),
+            busy: Mutex::new(()),
+            logger,
+        }
+    }
+
+    /// The error recorder every version reports to.
+    pub const fn recorder(&self) -> &E {
+        &self.recorder
+    }
+
+    /// Serves the start-up data; waits for a reload that started first.
+    /// Then the server is ready.
+    pub fn install_first(&self, loaded: Loaded<E>) {
+        let _busy = lock(&self.busy);
+        self.install(loaded);
+        self.publish.ready();
+    }
+
+    /// Whether the snapshot with `id` is the one being served.
+    pub fn serves_snapshot(&self, id: u64) -> bool {
+        lock(&self.versions)
+            .current
+            .as_ref()
+            .is_some_and(|v| v.holds_snapshot(id))
+    }
+
+    /// Serves `loaded` from now on; what was served becomes the previous
+    /// version (for a rollback). The caller holds `busy`.
+    fn install(&self, loaded: Loaded<E>) {
+        // Offsets clamped at open are reported before anything is served.
+        self.report_clamped(&loaded.service);
+        if loaded.service.storage().offsets().file().is_some() {
+            self.publish.progress(ProgressEvent::Durable);
+        }
+        let service = Arc::new(loaded.service);
+        let mut versions = lock(&self.versions);
+        if let (Some(file), Some(version)) = (loaded.file, &loaded.info.version)
+            && self.snapshots.default.as_deref() == Some(Path::new(&version.source))
+        {
+            versions.watched = Some(file);
+        }
+        self.publish
+            .serve(Arc::clone(&service), loaded.info.clone());
+        versions.previous = versions.current.replace(Version {
+            service,
+            info: loaded.info,
+            data_id: loaded.data_id,
+        });
+        // Progress files of this version and the previous one stay (for a
+        // rollback); older ones go.
+        let keep: Vec<u64> = [&versions.current, &versions.previous]
+            .into_iter()
+            .flatten()
+            .map(|version| version.data_id)
+            .collect();
+        drop(versions);
+        self.progress.clean(&keep, &self.logger);
+    }
+
+    /// Makes the progress of the versions held (current and previous)
+    /// durable, and counts it; a no-op for progress in memory. `all` also
+    /// folds the journals into the arrays (at shutdown).
+    pub fn sync(&self, all: bool) {
+        let services: Vec<Arc<MemoryFeedService<E>>> = {
+            let versions = lock(&self.versions);
+            [&versions.current, &versions.previous]
+                .into_iter()
+                .flatten()
+                .map(|version| Arc::clone(&version.service))
+                .collect()
+        };
+        for service in services {
+            self.report_clamped(&service);
+            if let Some(file) = service.storage().offsets().file() {
+                let synced = if all { file.sync_all() } else { file.sync() };
+                match synced {
+                    Ok(synced) => self.publish.progress(ProgressEvent::Synced {
+                        took: synced.took,
+                        bytes: synced.bytes,
+                    }),
+                    Err(e) => {
+                        // Nothing is lost (the next sync writes the whole
+                        // array) and the server stays ready: progress lives
+                        // on this instance, so a 503 would turn a full disk
+                        // into an outage.
+                        self.publish.progress(ProgressEvent::SyncFailed);
+                        error!(self.logger, "progress: sync failed, the next one rewrites it all";
+                            "file" => log_path(file.path()), "error" => %e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Logs and counts offsets of `service`'s progress found beyond their
+    /// feed's end (a damaged progress file) since the last report.
+    fn report_clamped(&self, service: &MemoryFeedService<E>) {
+        let offsets = service.storage().offsets();
+        let total = offsets.clamped();
+        let reported = offsets.clamped_reported(total);
+        if total > reported {
+            self.publish
+                .progress(ProgressEvent::Clamped(total - reported));
+            error!(self.logger, "progress: offsets beyond their feed's end, clamped (a damaged progress file?)";
+                "file" => offsets.file().map(|f| log_path(f.path())), "clamped" => total - reported);
+        }
+    }
+
+    /// Opens and fully verifies the snapshot at `path`.
+    fn load(&self, path: &Path) -> Result<Loaded<E>, NotLoaded> {
+        let started = Instant::now();
+        let snapshot = Snapshot::open(path).map_err(|e| e.to_string())?;
+        check_fallback(&snapshot, self.limits)?;
+        let meta = *snapshot.meta();
+        // The same snapshot as the one served keeps its progress: no new
+        // file is opened for it (it would be the one in use).
+        {
+            let versions = lock(&self.versions);
+            let holds = |version: &Option<Version<E>>| {
+                version.as_ref().is_some_and(|v| v.holds_snapshot(meta.id))
+            };
+            if holds(&versions.current) {
+                return Err(NotLoaded::Same);
+            }
+            if holds(&versions.previous) {
+                return Err(NotLoaded::Previous);
+            }
+        }
+        let users = u32::try_from(meta.users).map_err(|_| "too many users".to_owned())?;
+        let offsets = self
+            .progress
+            .offsets(meta.id, users, &self.logger)
+            .map_err(|e| e.to_string())?;
+        Ok(from_snapshot(
+            snapshot,
+            started.elapsed(),
+            self.limits,
+            self.recorder.clone(),
+            offsets,
+        ))
+    }
+
+    /// Reloads the default snapshot if its file is not the one last loaded
+    /// or tried from that path (a failed file is not tried again until it
+    /// changes). Does nothing before the first load of that path, or while
+    /// another change runs (the next look tries again).
+    pub fn reload_if_replaced(&self) {
+        let Some(path) = self.snapshots.default.clone() else {
+            return;
+        };
+        let Ok(_busy) = busy(&self.busy) else {
+            return;
+        };
+        let now = FileIdentity::of(&path);
+        {
+            let mut versions = lock(&self.versions);
+            let (Some(watched), Some(now)) = (versions.watched, now) else {
+                return;
+            };
+            if now == watched {
+                return;
+            }
+            versions.watched = Some(now);
+            if now.same_file(&watched) {
+                // Not a new file: the one mapped, changed in place. It
+                // cannot be reloaded (it is what is served), only reported.
+                error!(self.logger,
+                    "the snapshot file was changed in place (truncated or rewritten); this is unsupported: \
+                     write a new file and rename it over the path";
+                    "path" => log_path(&path));
+                return;
+            }
+        }
+        // The outcome is logged and counted by `reload_locked`.
+        let _ = self.reload_locked(path);
+    }
+
+    /// Loads `path` and swaps it in; the caller holds `busy`. The same
+    /// snapshot as the one served (same id) is kept as it is, with its
+    /// progress: a reload that changes nothing does not replay every feed.
+    fn reload_locked(&self, path: PathBuf) -> Result<DataInfo, DataControlError> {
+        info!(self.logger, "reloading"; "path" => log_path(&path));
+        match self.load(&path) {
+            Err(NotLoaded::Previous) => {
+                // Its progress file is held by that version: serve it again.
+                let info = self.swap_back()?;
+                info!(self.logger, "reloaded";
+                    "path" => log_path(&path), "users" => info.users, "items" => info.items,
+                    "snapshot_id" => info.version.as_ref().map_or("", |v| v.id.as_str()),
+                    "as" => "the previous version, with its progress");
+                Ok(info)
+            }
+            Err(NotLoaded::Same) => {
+                info!(self.logger, "reload: the same snapshot is being served, kept with its progress";
+                    "path" => log_path(&path));
+                lock(&self.versions)
+                    .current
+                    .as_ref()
+                    .map(|version| version.info.clone())
+                    .ok_or_else(|| DataControlError::Failed("no data served yet".into()))
+            }
+            Ok(loaded) => {
+                let info = loaded.info.clone();
+                self.install(loaded);
+                self.publish.changed(DataChange::Reloaded);
+                info!(self.logger, "reloaded";
+                    "path" => log_path(&path), "users" => info.users, "items" => info.items,
+                    "snapshot_id" => info.version.as_ref().map_or("", |v| v.id.as_str()),
+                    "load_ms" => (info.load_seconds * 1e3) as u64);
+                Ok(info)
+            }
+            Err(NotLoaded::Failed(reason)) => {
+                self.publish.changed(DataChange::Failed);
+                warn!(self.logger, "reload failed, still serving the current data";
+                    "path" => log_path(&path), "error" => log_escaped(&reason));
+                Err(DataControlError::Failed(reason))
+            }
+        }
+    }
+}
+
+impl<E: ErrorRecorder + Clone> DataControl for DataManager<E> {
+    fn reload(&self, path: Option<PathBuf>) -> Result<DataInfo, DataControlError> {
+        let _busy = busy(&self.busy)?;
+        let path = match path {
+            Some(path) => self.snapshots.confine(&path)?,
+            None => self
+                .snapshots
+                .default
+                .clone()
+                .ok_or(DataControlError::NoPath)?,
+        };
+        self.reload_locked(path)
+    }
+
+    fn rollback(&self) -> Result<DataInfo, DataControlError> {
+        let _busy = busy(&self.busy)?;
+        self.swap_back()
+    }
+}
+
+impl<E: ErrorRecorder + Clone> DataManager<E> {
+    /// Serves the previous version again; the caller holds `busy`.
+    fn swap_back(&self) -> Result<DataInfo, DataControlError> {
+        let mut versions = lock(&self.versions);
+        let version = versions
+            .previous
+            .take()
+            .ok_or(DataControlError::NoPrevious)?;
+        self.publish
+            .serve(Arc::clone(&version.service), version.info.clone());
+        let info = version.info.clone();
+        versions.previous = versions.current.replace(version);
+        self.publish.changed(DataChange::RolledBack);
+        info!(self.logger, "rolled back";
+            "users" => info.users,
+            "snapshot_id" => info.version.as_ref().map_or("", |v| v.id.as_str()));
+        Ok(info)
+    }
+}
+
+impl<E> Default for Versions<E> {
+    fn default() -> Self {
+        Self {
+            current: None,
+            previous: None,
+            watched: None,
+        }
+    }
+}
+
+impl<E> std::fmt::Debug for DataManager<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataManager")
+            .field("limits", &self.limits)
+            .field("snapshots", &self.snapshots)
+            .field("progress", &self.progress)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The lifecycle's background threads: the progress sync every
+/// `progress.sync_ms` (on a thread of its own: an msync can block) and the
+/// look at the snapshot file every `data.watch_interval_ms`.
+#[derive(Debug)]
+pub struct Background {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    syncer: Option<JoinHandle<()>>,
+    watcher: Option<JoinHandle<()>>,
+}
+
+impl<E: ErrorRecorder + Clone> DataManager<E> {
+    /// Starts syncing progress every `sync` (none for progress in memory)
+    /// and looking at the default snapshot file every `watch` (none without
+    /// the watch).
+    ///
+    /// # Errors
+    /// When a thread cannot be started.
+    pub fn start_background(
+        self: &Arc<Self>,
+        sync: Option<Duration>,
+        watch: Option<Duration>,
+    ) -> std::io::Result<Background> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let every = |name: &str, period: Option<Duration>, work: fn(&Self)| {
+            period
+                .map(|period| {
+                    let (manager, stop) = (Arc::clone(self), Arc::clone(&stop));
+                    std::thread::Builder::new()
+                        .name(name.into())
+                        .spawn(move || {
+                            while !stopped_after(&stop, period) {
+                                work(&manager);
+                            }
+                        })
+                })
+                .transpose()
+        };
+        let syncer = every("progress-sync", sync, |manager| manager.sync(false))?;
+        let watcher = every("snapshot-watch", watch, Self::reload_if_replaced)?;
+        Ok(Background {
+            stop,
+            syncer,
+            watcher,
+        })
+    }
+}
+
+/// Waits `period`, or less if a stop comes; whether it came.
+fn stopped_after(stop: &(Mutex<bool>, Condvar), period: Duration) -> bool {
+    let (stopped, wake) = stop;
+    let guard = lock(stopped);
+    let (guard, _) = wake
+        .wait_timeout_while(guard, period, |stopped| !*stopped)
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *guard
+}
+
+impl Background {
+    /// Stops both threads and waits for them; whether progress was being
+    /// synced (the caller then syncs it all one last time).
+    pub fn stop(mut self) -> bool {
+        let (stopped, wake) = &*self.stop;
+        *lock(stopped) = true;
+        wake.notify_all();
+        if let Some(watcher) = self.watcher.take() {
+            let _ = watcher.join();
+        }
+        self.syncer.take().map(JoinHandle::join).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn paths_cannot_forge_log_lines() {
+        let forged = std::path::Path::new("/srv/a\nlevel=CRIT msg=\"fake\".snap");
+        let logged = super::log_path(forged);
+        assert!(!logged.contains('\n'), "{logged}");
+        assert_eq!(logged, r#"/srv/a\nlevel=CRIT msg=\"fake\".snap"#);
+        assert_eq!(
+            super::log_path(std::path::Path::new("/srv/feeds.snap")),
+            "/srv/feeds.snap"
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! Where a memory-mode server reads snapshots from and keeps progress:
+//! [`SnapshotPlace`] confines a reload that names a file to the snapshot
+//! folder, [`ProgressPlace`] opens (or starts) each version's progress file
+//! and cleans the files of versions no longer held.
+
+use std::path::{Path, PathBuf};
+
+use feed_domain::DataControlError;
+use slog::{Logger, info, warn};
+
+use super::log_path;
+use crate::{OffsetMap, OnCorrupt, Opened, ProgressError, ProgressFile};
+
+/// Where users' progress is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressPlace {
+    /// The folder of the progress files; `None` keeps progress in memory.
+    pub dir: Option<PathBuf>,
+    /// What to do with a bad progress file.
+    pub on_corrupt: OnCorrupt,
+}
+
+impl ProgressPlace {
+    /// Progress in memory only.
+    pub const MEMORY: Self = Self {
+        dir: None,
+        on_corrupt: OnCorrupt::Fail,
+    };
+
+    /// The offsets of data `id` with `users` users: restored from its
+    /// progress file, or fresh; in memory without a folder. Says in the log
+    /// which.
+    ///
+    /// # Errors
+    /// [`ProgressError`] naming the file or folder.
+    pub fn offsets(
+        &self,
+        id: u64,
+        users: u32,
+        logger: &Logger,
+    ) -> Result<OffsetMap, ProgressError> {
+        let Some(dir) = &self.dir else {
+            return Ok(OffsetMap::in_memory(users));
+        };
+        let (file, opened) = ProgressFile::open(dir, id, users, self.on_corrupt)?;
+        let path = log_path(file.path());
+        let offsets = OffsetMap::in_file(file);
+        match opened {
+            Opened::Fresh => info!(logger, "progress: fresh for this data";
+                "data_id" => format!("{id:016x}"), "file" => &path),
+            Opened::Restored => info!(logger, "progress: restored";
+                "data_id" => format!("{id:016x}"), "file" => &path,
+                "users_started" => offsets.started()),
+            Opened::Reset { reason, aside } => warn!(logger,
+                "progress: the file was bad, kept aside, starting fresh";
+                "file" => &path, "reason" => reason, "aside" => log_path(&aside)),
+        }
+        Ok(offsets)
+    }
+
+    /// Removes progress files of data other than `keep`.
+    pub(crate) fn clean(&self, keep: &[u64], logger: &Logger) {
+        if let Some(dir) = &self.dir {
+            match ProgressFile::clean(dir, keep) {
+                Ok(removed) if !removed.is_empty() => info!(logger, "progress: old files removed";
+                    "files" => removed.iter().map(|p| log_path(p)).collect::<Vec<_>>().join(", ")),
+                Ok(_) => {}
+                Err(e) => warn!(logger, "progress: cannot clean the folder"; "error" => %e),
+            }
+        }
+    }
+}
+
+/// Where snapshots are read from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotPlace {
+    /// The file a reload reads when it names none (`data.snapshot`).
+    pub default: Option<PathBuf>,
+    /// The only folder a reload that names a path may read from.
+    pub dir: Option<PathBuf>,
+}
+
+impl SnapshotPlace {
+    /// The file a reload asked for `path` reads: `path` (relative to the
+    /// folder, or absolute) resolved, links and all, inside the folder.
+    /// Whether a path outside it exists is never told: every such path
+    /// gets the same answer.
+    ///
+    /// # Errors
+    /// [`DataControlError::Forbidden`] for a path outside the folder (or
+    /// when there is no folder); [`DataControlError::Failed`] for a path
+    /// inside it that cannot be resolved.
+    pub fn confine(&self, path: &Path) -> Result<PathBuf, DataControlError> {
+        let outside = || {
+            DataControlError::Forbidden(
+                "a reload may only name a file inside data.snapshot_dir".into(),
+            )
+        };
+        let dir = self.dir.as_deref().ok_or_else(|| {
+            DataControlError::Forbidden(
+                "a reload may not name a file: set data.snapshot_dir (or data.snapshot)".into(),
+            )
+        })?;
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| DataControlError::Failed(format!("data.snapshot_dir: {e}")))?;
+        if path
+            .components()
+            .any(|part| part == std::path::Component::ParentDir)
+        {
+            return Err(outside());
+        }
+        let joined = dir.join(path); // an absolute `path` replaces `dir`
+        match joined.canonicalize() {
+            Ok(real) if real.starts_with(&dir) => Ok(real),
+            Ok(_) => Err(outside()),
+            // "Not found" only for a plain name in the folder itself that is
+            // not a link: through a link or a subfolder it could tell
+            // whether something outside exists.
+            Err(e)
+                if joined.parent() == Some(dir.as_path())
+                    && std::fs::symlink_metadata(&joined)
+                        .map_or(true, |meta| !meta.file_type().is_symlink()) =>
+            {
+                Err(DataControlError::Failed(format!(
+                    "{}: {e}",
+                    joined.display()
+                )))
+            }
+            Err(_) => Err(outside()),
+        }
+    }
+}

@@ -18,20 +18,20 @@ pub mod recorder;
 pub mod redis;
 pub mod settings;
 
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::{HttpServer, web};
-use feed_domain::{DataControl, ErrorRecorder, FeedService, FeedStorage, RandomFeed, SizeLimits};
+use actix_web::web;
+use feed_domain::{DataControl, SizeLimits};
 use feed_http::{
-    Admin, AdminAccess, Counters, Exposition, FeedErrorKind, FeedSlot, Lifecycle, Refusal,
-    RequestGate, Sampler, Serving,
+    Counters, FeedErrorKind, FeedSlot, Lifecycle, LoadFailure, Mode, Refusal, RequestGate,
+    ServerConfig, Serving, serve,
 };
+pub use feed_http::{Listeners, Stopped, Stops, bind};
 use feed_memory::{DataManager, OffsetMap, Snapshot, lifecycle};
 use slog::{Logger, error, info, o, warn};
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::oneshot;
 
 use crate::recorder::LoggingRecorder;
 
@@ -89,58 +89,6 @@ pub fn snapshot_loader(
     })
 }
 
-/// Where stop requests come from.
-#[derive(Debug)]
-pub enum Stops {
-    /// SIGTERM and SIGINT.
-    Signals,
-    /// Names sent on a channel (for tests that run the server in-process).
-    Channel(mpsc::UnboundedReceiver<&'static str>),
-}
-
-/// How [`run`] ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stopped {
-    /// Drained and stopped after a stop request.
-    Drained,
-    /// A second stop request stopped it at once, without waiting for
-    /// requests in flight.
-    Forced,
-}
-
-/// Connections the kernel may queue before the server accepts them.
-const BACKLOG: i32 = 2048;
-
-/// How often the dashboard snapshot is taken.
-const SAMPLE_EVERY: Duration = Duration::from_secs(1);
-
-/// How often the rate limiter forgets idle clients.
-const SWEEP_EVERY: Duration = Duration::from_secs(10);
-
-/// Opens the listening socket for `host:port`, with a backlog of 2048.
-///
-/// # Errors
-/// The operating system's error when the address is unusable or taken.
-pub fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
-    let addr = (host, port).to_socket_addrs()?.next().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, "host resolves to no address")
-    })?;
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
-}
-
-/// The two listening sockets.
-#[derive(Debug)]
-pub struct Listeners {
-    /// The public API: feed and health.
-    pub public: TcpListener,
-    /// Metrics, stats, dashboard, profiler.
-    pub admin: TcpListener,
-}
-
 /// Serves until a stop request, then drains and returns.
 ///
 /// Both listeners serve at once; `loader` runs on a background thread and
@@ -172,7 +120,7 @@ pub fn run(
     let manager = Arc::new(DataManager::new(
         Arc::new(Serving::new(
             slot.clone(),
-            parts.lifecycle.clone(),
+            parts.gate.lifecycle().clone(),
             Arc::clone(&parts.counters),
         )),
         Arc::clone(&parts.recorder),
@@ -182,7 +130,7 @@ pub fn run(
         logger.new(o!("component" => "data")),
     ));
 
-    let (load_failed, load_failure) = oneshot::channel::<LoadError>();
+    let (load_failed, load_failure) = oneshot::channel::<LoadFailure>();
     // Started once the servers run, so that "feed-server ready" always
     // means the listener is being served.
     let start_loader = {
@@ -200,7 +148,7 @@ pub fn run(
                         Ok(loaded) => loaded,
                         Err(e) => {
                             error!(logger, "loading the feeds failed"; "error" => %e);
-                            let _ = load_failed.send(e);
+                            let _ = load_failed.send(e.into());
                             return;
                         }
                     };
@@ -231,11 +179,11 @@ pub fn run(
     let hangup = Arc::clone(&control);
     let mut loader = None;
     let stopped = serve(
-        settings,
+        &parts.server,
         listeners,
         logger,
         stops,
-        &parts,
+        &parts.gate,
         Mode {
             slot,
             data_control: Some(control),
@@ -290,7 +238,7 @@ pub fn run_redis(
     );
     let slot = web::Data::new(FeedSlot::<redis::RedisFeedService>::empty());
     // Never sent: nothing is loaded here that could fail for good.
-    let (_never, load_failure) = oneshot::channel::<LoadError>();
+    let (_never, load_failure) = oneshot::channel::<LoadFailure>();
     let watcher = feed_redis::Watcher {
         cluster,
         breaker: settings.redis.breaker(),
@@ -298,18 +246,18 @@ pub fn run_redis(
         max_size: limits.max_size().get(),
         publish: Arc::new(Serving::new(
             slot.clone(),
-            parts.lifecycle.clone(),
+            parts.gate.lifecycle().clone(),
             Arc::clone(&parts.counters),
         )),
         service: redis::version_service(&parts.recorder, limits),
         logger: logger.new(o!("component" => "redis")),
     };
     let stopped = serve(
-        settings,
+        &parts.server,
         listeners,
         logger,
         stops,
-        &parts,
+        &parts.gate,
         Mode {
             slot,
             data_control: None,
@@ -324,14 +272,13 @@ pub fn run_redis(
     Ok(stopped)
 }
 
-/// What both storage modes share: the lifecycle, the counters, the error
-/// recorder, the request gate and who may use the admin endpoints.
+/// What both storage modes share: the counters, the error recorder, the
+/// request gate (which holds the lifecycle) and how the servers run.
 struct Parts {
-    lifecycle: web::Data<Lifecycle>,
     counters: Arc<Counters>,
     recorder: Arc<LoggingRecorder>,
     gate: RequestGate,
-    access: AdminAccess,
+    server: ServerConfig,
 }
 
 impl Parts {
@@ -363,12 +310,21 @@ impl Parts {
                 settings.log.access_sample,
             )
             .build();
+        let limits = &settings.limits;
+        let server = ServerConfig {
+            workers: settings.workers(),
+            max_connections: limits.max_connections,
+            client_request_timeout: Duration::from_millis(limits.client_request_timeout_ms),
+            keep_alive: Duration::from_millis(limits.keep_alive_ms),
+            shutdown_delay: Duration::from_millis(settings.server.shutdown_delay_ms),
+            shutdown_timeout: Duration::from_millis(settings.server.shutdown_timeout_ms),
+            admin_access: access,
+        };
         Ok(Self {
-            lifecycle,
             counters,
             recorder,
             gate,
-            access,
+            server,
         })
     }
 
@@ -376,7 +332,7 @@ impl Parts {
     /// the servers start, the feed route with 503 until the data is in).
     fn listening(&self, logger: &Logger, addr: SocketAddr, admin: SocketAddr, workers: usize) {
         info!(logger, "listening, loading feeds"; "listen" => %addr, "admin" => %admin,
-            "admin_token" => !self.access.is_open(), "workers" => workers);
+            "admin_token" => !self.server.admin_access.is_open(), "workers" => workers);
     }
 
     /// The last log line.
@@ -389,194 +345,6 @@ impl Parts {
             "unknown_users" => totals.feed_errors_of(FeedErrorKind::UnknownUser),
             "storage_errors" => totals.feed_errors_of(FeedErrorKind::Storage),
             "forced" => stopped == Stopped::Forced);
-    }
-}
-
-/// What a storage mode hands [`serve`]: where its service is put, what
-/// the admin endpoints may do with its data, how a failed load is told, and
-/// what to start once the servers run.
-struct Mode<T, F> {
-    /// The service served, once there is one.
-    slot: web::Data<FeedSlot<T>>,
-    /// Reload and rollback, where the mode has them.
-    data_control: Option<Arc<dyn DataControl>>,
-    /// Resolves when the data can never be loaded.
-    load_failure: oneshot::Receiver<LoadError>,
-    /// Runs once inside the runtime, after both servers have started, to
-    /// start what the mode needs (its loading among them).
-    tasks: F,
-}
-
-/// Runs both servers over `mode`'s slot until a stop request (or a failed
-/// load), draining as [`run`] describes.
-fn serve<S, R, E>(
-    settings: &Settings,
-    listeners: Listeners,
-    logger: &Logger,
-    stops: Stops,
-    parts: &Parts,
-    mode: Mode<FeedService<S, R, E>, impl FnOnce() -> std::io::Result<()>>,
-) -> std::io::Result<Stopped>
-where
-    S: FeedStorage,
-    R: RandomFeed,
-    E: ErrorRecorder,
-{
-    let Mode {
-        slot,
-        data_control,
-        load_failure,
-        tasks,
-    } = mode;
-    let workers = settings.workers();
-    let (lifecycle, gate) = (&parts.lifecycle, &parts.gate);
-    let (snapshots, snapshot) = watch::channel(feed_http::Snapshot::default());
-    let mut admin = Admin::new(
-        Exposition::registry(gate.clone()),
-        snapshot,
-        lifecycle.clone(),
-    )
-    .with_access(parts.access.clone());
-    if let Some(control) = data_control {
-        admin = admin.with_data_control(control);
-    }
-    let admin = web::Data::new(admin);
-    let limits = &settings.limits;
-
-    let app_slot = slot.clone();
-    let app_gate = gate.clone();
-    let public = HttpServer::new(move || feed_http::app(app_slot.clone(), app_gate.clone()))
-        .workers(workers)
-        .max_connections(limits.max_connections.div_ceil(workers).max(1))
-        .client_request_timeout(Duration::from_millis(limits.client_request_timeout_ms))
-        .keep_alive(Duration::from_millis(limits.keep_alive_ms))
-        .shutdown_timeout(settings.server.shutdown_timeout_ms.div_ceil(1000))
-        .disable_signals();
-    let admin_server = HttpServer::new(move || feed_http::admin_app(admin.clone()))
-        .workers(1)
-        .shutdown_timeout(1)
-        .disable_signals();
-
-    let delay = Duration::from_millis(settings.server.shutdown_delay_ms);
-    let ending = actix_web::rt::System::new().block_on(async {
-        let public = public.listen(listeners.public)?.run();
-        let admin_server = admin_server.listen(listeners.admin)?.run();
-        let handles = (public.handle(), admin_server.handle());
-        let sampler_gate = gate.clone();
-        actix_web::rt::spawn(async move {
-            let mut sampler = Sampler::new(sampler_gate);
-            let mut every = tokio::time::interval(SAMPLE_EVERY);
-            loop {
-                every.tick().await;
-                snapshots.send_replace(sampler.sample());
-            }
-        });
-        tasks()?;
-        if gate.rate_limiter().is_some() {
-            let gate = gate.clone();
-            actix_web::rt::spawn(async move {
-                let mut every = tokio::time::interval(SWEEP_EVERY);
-                while let Some(rate) = gate.rate_limiter() {
-                    every.tick().await;
-                    rate.sweep();
-                }
-            });
-        }
-        let control = control(
-            stop_requests(stops),
-            load_failure,
-            handles,
-            lifecycle,
-            delay,
-            logger,
-        );
-        tokio::select! {
-            served = async { tokio::join!(public, admin_server) } => {
-                served.0.and(served.1).map(|()| Ok(Stopped::Drained))
-            }
-            ending = control => Ok(ending),
-        }
-    })?;
-    ending.map_err(std::io::Error::other)
-}
-
-/// Drives the shutdown: waits for the first stop request (or a failed
-/// load), drains, stops accepting, and answers a second stop request in any
-/// of those phases by stopping at once. Resolves only when the servers must
-/// stop at once; a graceful stop ends when the servers do.
-async fn control(
-    mut stops: mpsc::UnboundedReceiver<&'static str>,
-    load_failure: oneshot::Receiver<LoadError>,
-    (public, admin): (actix_web::dev::ServerHandle, actix_web::dev::ServerHandle),
-    lifecycle: &Lifecycle,
-    delay: Duration,
-    logger: &Logger,
-) -> Result<Stopped, LoadError> {
-    let mut next_stop = async move || match stops.recv().await {
-        Some(name) => name,
-        // Nobody can ask any more: never resolve.
-        None => std::future::pending().await,
-    };
-    let stop_now = |signal| {
-        warn!(logger, "second stop signal: stopping now"; "signal" => signal);
-        // Sent at once; not awaited, so a server busy draining cannot hold us.
-        drop(public.stop(false));
-        drop(admin.stop(false));
-    };
-    tokio::select! {
-        signal = next_stop() => {
-            lifecycle.begin_drain();
-            info!(logger, "stop signal: draining"; "signal" => signal, "delay_ms" => delay.as_millis());
-        }
-        Ok(failure) = load_failure => {
-            drop(public.stop(false));
-            drop(admin.stop(false));
-            return Err(failure);
-        }
-    }
-    tokio::select! {
-        () = tokio::time::sleep(delay) => {}
-        signal = next_stop() => {
-            stop_now(signal);
-            return Ok(Stopped::Forced);
-        }
-    }
-    info!(logger, "no longer accepting; finishing in-flight requests");
-    drop(public.stop(true));
-    drop(admin.stop(true));
-    let signal = next_stop().await;
-    stop_now(signal);
-    Ok(Stopped::Forced)
-}
-
-/// The stop requests of `stops`, as one channel.
-fn stop_requests(stops: Stops) -> mpsc::UnboundedReceiver<&'static str> {
-    match stops {
-        Stops::Channel(receiver) => receiver,
-        Stops::Signals => {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (sender, receiver) = mpsc::unbounded_channel();
-            // Registered once, before anything is served: a signal that
-            // comes while the feeds load is not lost.
-            if let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) {
-                actix_web::rt::spawn(async move {
-                    loop {
-                        let name = tokio::select! {
-                            _ = term.recv() => "SIGTERM",
-                            _ = int.recv() => "SIGINT",
-                        };
-                        if sender.send(name).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-            // Without handlers the process can still be killed.
-            receiver
-        }
     }
 }
 

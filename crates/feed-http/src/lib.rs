@@ -21,6 +21,11 @@
 //! built with the `profiler` feature, a CPU profiler; with an
 //! [`AdminAccess`] token, only to requests that carry it.
 //!
+//! It owns its sections of the configuration, `[admin]` ([`AdminSettings`])
+//! and `[limits]` ([`LimitSettings`]): their serde types, the checks of
+//! their keys ([`InvalidSetting`] names the key) and what they build; the
+//! binary reads them from the file and the environment.
+//!
 //! It knows the domain's types and ports, never a concrete adapter: the
 //! binary chooses those.
 
@@ -37,6 +42,7 @@ pub mod parse;
 mod rate;
 mod route;
 mod routes;
+mod settings;
 mod state;
 mod stats;
 
@@ -58,5 +64,6 @@ pub use log_budget::LogBudget;
 pub use rate::RateLimiter;
 pub use route::Route;
 pub use routes::{FeedSlot, app, configure};
+pub use settings::{AdminSettings, InvalidSetting, LimitSettings};
 pub use state::Lifecycle;
 pub use stats::{Sampler, Snapshot, StorageBody};

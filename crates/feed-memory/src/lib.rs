@@ -27,7 +27,11 @@
 //!   (`replace_atomically`: a temporary beside it, synced, renamed over it,
 //!   the folder synced); [`now_unix_ms`] (`clock.rs`) is the one wall clock.
 //!
-//! This crate knows the domain and nothing of HTTP, configuration or logging.
+//! - [`settings`]: its section of the configuration, `[progress]`
+//!   ([`ProgressSettings`]), as a serde type with the checks of its keys.
+//!
+//! This crate knows the domain and nothing of HTTP, logging or the
+//! configuration library: it only declares its section as a serde type.
 
 mod clock;
 mod files;
@@ -36,6 +40,7 @@ mod offsets;
 pub mod progress;
 mod random;
 mod seen;
+pub mod settings;
 pub mod snapshot;
 mod storage;
 mod table;
@@ -45,6 +50,7 @@ pub use generate::{DataSpec, DataSpecError};
 pub use offsets::OffsetMap;
 pub use progress::{OnCorrupt, Opened, ProgressError, ProgressFile};
 pub use random::CatalogRandomFeed;
+pub use settings::{InvalidSetting, ProgressSettings};
 pub use snapshot::{FallbackList, FileIdentity, Snapshot, SnapshotError, SnapshotMeta};
 pub use storage::MemoryFeedStorage;
 pub use table::{FeedTable, TableError};

@@ -1,7 +1,8 @@
 //! The `feed-server` binary's wiring, kept in a library so tests can reach it.
 //!
-//! It reads the configuration ([`settings`]), builds the logger
-//! ([`logging`]), opens the listener and starts actix-web at once, loads the
+//! It reads the configuration ([`settings`]: the root and the binary's own
+//! sections; each other section is defined and checked in the crate that
+//! owns it), builds the logger ([`logging`]), opens the listener and starts actix-web at once, loads the
 //! data on a background thread with a [`Loader`] (the API answers 503 and
 //! `/readyz` says "loading" meanwhile), puts the in-memory adapters behind
 //! [`FeedService`] and, on SIGTERM or SIGINT, drains and stops ([`run`]). It
@@ -353,7 +354,7 @@ impl Parts {
         let invalid = |e: settings::SettingsError| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
         };
-        let access = settings.admin.access().map_err(invalid)?;
+        let access = settings.admin.access().map_err(|e| invalid(e.into()))?;
         let proxies = settings.trusted_proxies().map_err(invalid)?;
         if access.is_open() && !settings.admin.is_loopback() {
             warn!(logger, "the admin listener is open to anyone who reaches it (admin.allow_open)";

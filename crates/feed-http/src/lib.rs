@@ -21,6 +21,11 @@
 //! built with the `profiler` feature, a CPU profiler; with an
 //! [`AdminAccess`] token, only to requests that carry it.
 //!
+//! It owns its sections of the configuration, `[admin]` ([`AdminSettings`])
+//! and `[limits]` ([`LimitSettings`]): their serde types, the checks of
+//! their keys ([`InvalidSetting`] names the key) and what they build; the
+//! binary reads them from the file and the environment.
+//!
 //! It knows the domain's types and ports, never a concrete adapter: the
 //! binary chooses those.
 
@@ -39,6 +44,7 @@ mod route;
 mod routes;
 mod server;
 mod serving;
+mod settings;
 mod state;
 mod stats;
 
@@ -61,5 +67,6 @@ pub use route::Route;
 pub use routes::{FeedSlot, app, configure};
 pub use server::{Listeners, LoadFailure, Mode, ServerConfig, Stopped, Stops, bind, serve};
 pub use serving::{DataBody, Serving, SnapshotBody};
+pub use settings::{AdminSettings, InvalidSetting, LimitSettings};
 pub use state::Lifecycle;
 pub use stats::{Sampler, Snapshot, StorageBody};

@@ -31,9 +31,12 @@
 //!   versions, reloads, rollbacks, the file watch, progress ownership,
 //!   syncing and cleaning, behind the domain's `Publish` and `DataControl`
 //!   ports.
+//! - [`settings`]: its section of the configuration, `[progress]`
+//!   ([`ProgressSettings`]), as a serde type with the checks of its keys.
 //!
-//! This crate knows the domain and nothing of HTTP or configuration; it
-//! logs its lifecycle through `slog`.
+//! This crate knows the domain and nothing of HTTP or of the configuration
+//! library (it only declares its section as a serde type); it logs its
+//! lifecycle through `slog`.
 
 mod clock;
 mod files;
@@ -43,6 +46,7 @@ mod offsets;
 pub mod progress;
 mod random;
 mod seen;
+pub mod settings;
 pub mod snapshot;
 mod storage;
 mod table;
@@ -55,6 +59,7 @@ pub use lifecycle::{
 pub use offsets::OffsetMap;
 pub use progress::{OnCorrupt, Opened, ProgressError, ProgressFile};
 pub use random::CatalogRandomFeed;
+pub use settings::{InvalidSetting, ProgressSettings};
 pub use snapshot::{FallbackList, FileIdentity, Snapshot, SnapshotError, SnapshotMeta};
 pub use storage::MemoryFeedStorage;
 pub use table::{FeedTable, TableError};

@@ -18,8 +18,13 @@
 //!   publish). The caller hands it the data set as plain data
 //!   ([`DataSet`] and `(user, items)` entries) and prints what it returns.
 //!
-//! It knows the domain and the Redis client, and nothing of HTTP,
-//! configuration or the in-memory adapters.
+//! - [`settings`] is its section of the configuration, `[redis]`
+//!   ([`RedisSettings`]): the serde type, the checks of its keys and the
+//!   [`ClusterSettings`] and [`BreakerSettings`] it builds.
+//!
+//! It knows the domain and the Redis client, and nothing of HTTP, the
+//! configuration library (it only declares its section as a serde type) or
+//! the in-memory adapters.
 
 pub mod breaker;
 pub mod cluster;
@@ -27,6 +32,7 @@ pub mod error;
 pub mod keys;
 pub mod load;
 pub mod publish;
+pub mod settings;
 pub mod store;
 mod watch;
 
@@ -35,6 +41,7 @@ pub use cluster::{Cluster, ClusterSettings, VersionInfo};
 pub use error::RedisStoreError;
 pub use load::{Loader, Published};
 pub use publish::{Cleanup, DataSet, LeftBehind, LoadSummary, Progress, PublishError, RolledBack};
+pub use settings::{InvalidSetting, RedisSettings, parse_nodes};
 pub use store::RedisFeedStorage;
 pub use watch::Watcher;
 

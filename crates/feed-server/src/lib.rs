@@ -1,6 +1,8 @@
 //! The `feed-server` binary's wiring, kept in a library so tests can reach it.
 //!
-//! It reads the configuration ([`settings`]), builds the logger
+//! It reads the configuration ([`settings`]: the root and the binary's own
+//! sections; each other section is defined and checked in the crate that
+//! owns it), builds the logger
 //! ([`logging`]), opens the listeners and starts actix-web at once, and
 //! wires one storage kind to the delivery layer: for the memory mode a
 //! [`Loader`] on a background thread (the API answers 503 and `/readyz`
@@ -289,7 +291,7 @@ impl Parts {
         let invalid = |e: settings::SettingsError| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
         };
-        let access = settings.admin.access().map_err(invalid)?;
+        let access = settings.admin.access().map_err(|e| invalid(e.into()))?;
         let proxies = settings.trusted_proxies().map_err(invalid)?;
         if access.is_open() && !settings.admin.is_loopback() {
             warn!(logger, "the admin listener is open to anyone who reaches it (admin.allow_open)";

@@ -1,14 +1,27 @@
 //! [`Settings`]: the whole configuration, read from a TOML file and then
 //! from `FEED__SECTION__KEY` environment variables, which win.
+//!
+//! This module owns the root, the layering of file and environment
+//! ([`Settings::load`]) and the sections that are the binary's own
+//! (`[server]`, `[api]`, `[data]`, `[log]`, `[storage]`). Each section that
+//! belongs to one crate is defined and checked there, and re-exported
+//! here: `[admin]` and `[limits]` in `feed-http`, `[redis]` in
+//! `feed-redis`, `[progress]` in `feed-memory`. Their errors become
+//! [`SettingsError::Invalid`], with the same message.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::Path;
 
 use feed_domain::SizeLimits;
-use feed_http::{AdminAccess, AdminToken, TrustedProxies};
+use feed_http::TrustedProxies;
 use feed_memory::{DataSpec, DataSpecError};
 use serde::Deserialize;
+
+pub use feed_http::{AdminSettings, LimitSettings};
+/// `progress.on_corrupt`: `feed_memory`'s own [`feed_memory::OnCorrupt`].
+pub use feed_memory::OnCorrupt as OnCorruptSetting;
+pub use feed_memory::ProgressSettings;
+pub use feed_redis::{RedisSettings, parse_nodes};
 
 /// The prefix of environment overrides, and the separator between prefix,
 /// section and key: `FEED__SERVER__PORT`.
@@ -55,247 +68,6 @@ pub enum StorageKind {
     Memory,
     /// In a Redis Cluster: `[redis]`, loaded by `feed-server redis-load`.
     Redis,
-}
-
-/// `[redis]`: the Redis Cluster, for `storage.kind = "redis"` and
-/// `feed-server redis-load`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisSettings {
-    /// Seed nodes, `redis://HOST:PORT`, separated by commas.
-    pub nodes: String,
-    /// The longest a call to the cluster may take.
-    pub timeout_ms: u64,
-    /// Multiplexed cluster connections calls are spread over.
-    pub pool_size: usize,
-    /// How often the version pointer is read.
-    pub poll_ms: u64,
-    /// Failed calls in a row that open a slot group's circuit breaker.
-    pub breaker_failures: u32,
-    /// How long an open breaker refuses calls before a probe.
-    pub breaker_open_ms: u64,
-}
-
-impl RedisSettings {
-    /// The seed nodes, checked: each `redis://HOST:PORT`.
-    ///
-    /// # Errors
-    /// [`SettingsError::Invalid`] naming `redis.nodes`.
-    pub fn node_list(&self) -> Result<Vec<String>, SettingsError> {
-        parse_nodes(&self.nodes).map_err(|reason| SettingsError::Invalid {
-            key: "redis.nodes",
-            reason,
-        })
-    }
-
-    /// The cluster connection settings.
-    ///
-    /// # Errors
-    /// As [`Self::node_list`].
-    pub fn cluster(&self) -> Result<feed_redis::ClusterSettings, SettingsError> {
-        Ok(feed_redis::ClusterSettings {
-            nodes: self.node_list()?,
-            timeout: std::time::Duration::from_millis(self.timeout_ms),
-            pool_size: self.pool_size,
-        })
-    }
-
-    /// The circuit breaker's settings.
-    pub const fn breaker(&self) -> feed_redis::BreakerSettings {
-        feed_redis::BreakerSettings {
-            failures: self.breaker_failures,
-            open_for: std::time::Duration::from_millis(self.breaker_open_ms),
-        }
-    }
-}
-
-/// `redis://HOST:PORT[,...]` as a list, or why not.
-pub fn parse_nodes(nodes: &str) -> Result<Vec<String>, String> {
-    let list: Vec<String> = nodes
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if list.is_empty() {
-        return Err("must name at least one node, as redis://HOST:PORT".into());
-    }
-    for node in &list {
-        let address = node
-            .strip_prefix("redis://")
-            .ok_or_else(|| format!("`{node}` does not start with redis://"))?;
-        let (host, port) = address
-            .rsplit_once(':')
-            .ok_or_else(|| format!("`{node}` has no :PORT"))?;
-        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(format!("`{node}` is not redis://HOST:PORT"));
-        }
-    }
-    Ok(list)
-}
-
-/// `[progress]`: where users' progress is kept across restarts.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProgressSettings {
-    /// The folder of the progress files (created if missing); empty: keep
-    /// progress in memory only.
-    pub path: String,
-    /// How often progress is written to disk: what a machine crash or
-    /// power loss can cost.
-    pub sync_ms: u64,
-    /// What to do with a torn, truncated or foreign progress file.
-    pub on_corrupt: OnCorruptSetting,
-}
-
-/// `progress.on_corrupt`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnCorruptSetting {
-    /// Refuse to start, with one line naming the file.
-    Fail,
-    /// Keep the bad file aside, start fresh, log a warning.
-    Reset,
-}
-
-/// `[admin]`: the admin listener. Its `Debug` leaves the token out.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminSettings {
-    /// Address of the admin listener.
-    pub host: String,
-    /// Port of the admin listener (0: any free port).
-    pub port: u16,
-    /// Record request metrics.
-    pub metrics: bool,
-    /// The bearer token admin requests must carry (empty: none).
-    pub token: String,
-    /// A file whose content, trimmed, is the token (empty: none).
-    pub token_file: String,
-    /// `/metrics` needs the token too.
-    pub metrics_token_required: bool,
-    /// Serve an admin listener beyond loopback without a token.
-    pub allow_open: bool,
-    /// The content of `token_file`, trimmed, as [`Settings::load`] read it.
-    #[serde(skip)]
-    file_token: Option<String>,
-}
-
-impl std::fmt::Debug for AdminSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redacted = |secret: &str| if secret.is_empty() { "" } else { "<redacted>" };
-        f.debug_struct("AdminSettings")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("metrics", &self.metrics)
-            .field("token", &redacted(&self.token))
-            .field("token_file", &self.token_file)
-            .field("metrics_token_required", &self.metrics_token_required)
-            .field("allow_open", &self.allow_open)
-            .finish_non_exhaustive()
-    }
-}
-
-impl AdminSettings {
-    /// Reads `token_file`, if set, once.
-    ///
-    /// # Errors
-    /// [`SettingsError::Invalid`] naming `admin.token_file` when `token`
-    /// is set too, or the file cannot be read.
-    fn read_token_file(&mut self) -> Result<(), SettingsError> {
-        let path = self.token_file.trim();
-        if path.is_empty() {
-            return Ok(());
-        }
-        let invalid = |reason| SettingsError::Invalid {
-            key: "admin.token_file",
-            reason,
-        };
-        if !self.token.is_empty() {
-            return Err(invalid(
-                "is set and so is admin.token: set one of them".into(),
-            ));
-        }
-        let content = std::fs::read_to_string(path)
-            .map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
-        self.file_token = Some(content.trim().to_owned());
-        Ok(())
-    }
-
-    /// Who may use the admin endpoints: with `token` or `token_file`, only
-    /// requests that carry it.
-    ///
-    /// # Errors
-    /// [`SettingsError::Invalid`] naming the key of a bad token, of a
-    /// token file that was not read by [`Settings::load`], or both set.
-    pub fn access(&self) -> Result<AdminAccess, SettingsError> {
-        let (key, token) = match (self.token.as_str(), self.token_file.trim()) {
-            ("", "") => return Ok(AdminAccess::open()),
-            (token, "") => ("admin.token", token),
-            ("", path) => match &self.file_token {
-                Some(token) => ("admin.token_file", token.as_str()),
-                None => {
-                    return Err(SettingsError::Invalid {
-                        key: "admin.token_file",
-                        reason: format!("{path} was not read (Settings::load reads it)"),
-                    });
-                }
-            },
-            _ => {
-                return Err(SettingsError::Invalid {
-                    key: "admin.token_file",
-                    reason: "is set and so is admin.token: set one of them".into(),
-                });
-            }
-        };
-        let token = AdminToken::new(token).map_err(|e| SettingsError::Invalid {
-            key,
-            reason: format!("the token {e}"),
-        })?;
-        Ok(AdminAccess::token(token, self.metrics_token_required))
-    }
-
-    /// `host` is a loopback address (127.0.0.0/8, ::1) or `localhost`: only
-    /// this machine can reach the listener.
-    pub fn is_loopback(&self) -> bool {
-        let host = self.host.trim();
-        let bare = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        bare.eq_ignore_ascii_case("localhost")
-            || bare
-                .parse::<IpAddr>()
-                .is_ok_and(|ip| ip.to_canonical().is_loopback())
-    }
-}
-
-/// `[limits]`: protection against overload and hostile clients.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitSettings {
-    /// Open connections across all workers.
-    pub max_connections: usize,
-    /// Time a client has to send its request head.
-    pub client_request_timeout_ms: u64,
-    /// Idle keep-alive connections are closed after this.
-    pub keep_alive_ms: u64,
-    /// Bytes of path and query beyond which a request gets 414.
-    pub max_url_bytes: usize,
-    /// Bytes of headers beyond which a request gets 431.
-    pub max_header_bytes: usize,
-    /// Requests in flight beyond which new ones are shed (0: no limit).
-    pub max_in_flight: usize,
-    /// Sustained requests per second per client IP (0: off).
-    pub rate_limit_per_s: u32,
-    /// Burst per client IP (0: one second's worth).
-    pub rate_limit_burst: u32,
-    /// Clients (IPv4 addresses, IPv6 /64s) the rate limit tracks one by one;
-    /// beyond it new clients share one bucket.
-    pub rate_limit_clients: usize,
-    /// CIDR ranges of our own proxies, separated by commas: a request from
-    /// one of them is the client's that `X-Forwarded-For` names (empty: none).
-    pub trusted_proxies: String,
 }
 
 /// `[server]`: where and how to listen.
@@ -433,6 +205,28 @@ pub enum SettingsError {
     },
 }
 
+/// The sections defined in the crates that own them name their key in the
+/// same words: each becomes [`SettingsError::Invalid`], so the message the
+/// binary prints is the same wherever the key is checked.
+macro_rules! invalid_from {
+    ($($error:ty),+) => {$(
+        impl From<$error> for SettingsError {
+            fn from(e: $error) -> Self {
+                Self::Invalid {
+                    key: e.key,
+                    reason: e.reason,
+                }
+            }
+        }
+    )+};
+}
+
+invalid_from!(
+    feed_http::InvalidSetting,
+    feed_memory::InvalidSetting,
+    feed_redis::InvalidSetting
+);
+
 /// The domain values the validated settings turn into: what the feed
 /// service is built from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -567,91 +361,24 @@ impl Settings {
                 format!("{} is not between 0 and 1", self.log.access_sample),
             ));
         }
-        if self.admin.host.trim().is_empty() {
-            return Err(invalid("admin.host", "must not be empty".into()));
-        }
-        if self.admin.access()?.is_open() && !self.admin.is_loopback() && !self.admin.allow_open {
-            return Err(invalid(
-                "admin.token",
-                format!(
-                    "is empty, and admin.host {} is reachable beyond this machine: set admin.token or admin.token_file, or admin.allow_open = true to let anyone who reaches it reload data and read stats",
-                    self.admin.host.trim()
-                ),
-            ));
-        }
-        self.trusted_proxies()?;
-        let lim = &self.limits;
-        for (key, value) in [
-            ("limits.max_connections", lim.max_connections as u64),
-            (
-                "limits.client_request_timeout_ms",
-                lim.client_request_timeout_ms,
-            ),
-            ("limits.keep_alive_ms", lim.keep_alive_ms),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1".into()));
-            }
-        }
-        for (key, value) in [
-            ("limits.max_url_bytes", lim.max_url_bytes),
-            ("limits.max_header_bytes", lim.max_header_bytes),
-        ] {
-            if value >= feed_http::PARSER_HEAD_LIMIT {
-                return Err(invalid(
-                    key,
-                    format!(
-                        "{value} is not below {}: the HTTP parser refuses request heads that large by itself",
-                        feed_http::PARSER_HEAD_LIMIT
-                    ),
-                ));
-            }
-        }
-        if self.progress.sync_ms == 0 {
-            return Err(invalid("progress.sync_ms", "must be at least 1".into()));
-        }
-        if lim.rate_limit_clients == 0 {
-            return Err(invalid(
-                "limits.rate_limit_clients",
-                "must be at least 1".into(),
-            ));
-        }
+        self.admin.validate()?;
+        self.limits.validate()?;
+        self.progress.validate()?;
         self.validate_redis()?;
         Ok(ServiceSpec { limits, data: spec })
     }
 
     fn validate_redis(&self) -> Result<(), SettingsError> {
-        let invalid = |key, reason: String| SettingsError::Invalid { key, reason };
-        let redis = &self.redis;
         if self.storage.kind == StorageKind::Redis {
-            redis.node_list()?;
+            self.redis.node_list()?;
             if self.data.watch {
-                return Err(invalid(
-                    "data.watch",
-                    "watches a snapshot file: with storage.kind = \"redis\" new data comes from `feed-server redis-load`".into(),
-                ));
+                return Err(SettingsError::Invalid {
+                    key: "data.watch",
+                    reason: "watches a snapshot file: with storage.kind = \"redis\" new data comes from `feed-server redis-load`".into(),
+                });
             }
         }
-        for (key, value, low, high) in [
-            ("redis.timeout_ms", redis.timeout_ms, 1, 60_000),
-            ("redis.pool_size", redis.pool_size as u64, 1, 64),
-            ("redis.poll_ms", redis.poll_ms, 10, 1_000),
-            (
-                "redis.breaker_failures",
-                u64::from(redis.breaker_failures),
-                1,
-                1_000_000,
-            ),
-            ("redis.breaker_open_ms", redis.breaker_open_ms, 1, 3_600_000),
-        ] {
-            if !(low..=high).contains(&value) {
-                return Err(invalid(
-                    key,
-                    format!("{value} is not between {low} and {high}"),
-                ));
-            }
-        }
-        Ok(())
+        Ok(self.redis.validate()?)
     }
 
     /// The snapshot file reloads use when they name none (`data.snapshot`,
@@ -686,39 +413,25 @@ impl Settings {
 
     /// The progress folder, `None` for progress in memory only.
     pub fn progress_dir(&self) -> Option<std::path::PathBuf> {
-        let path = self.progress.path.trim();
-        (!path.is_empty()).then(|| path.into())
+        self.progress.dir()
     }
 
     /// Where progress is kept: `progress.path` and `progress.on_corrupt`.
     pub fn progress_place(&self) -> feed_memory::ProgressPlace {
         feed_memory::ProgressPlace {
             dir: self.progress_dir(),
-            on_corrupt: match self.progress.on_corrupt {
-                OnCorruptSetting::Fail => feed_memory::OnCorrupt::Fail,
-                OnCorruptSetting::Reset => feed_memory::OnCorrupt::Reset,
-            },
+            on_corrupt: self.progress.on_corrupt,
         }
     }
 
     /// The request gate's limits.
     pub fn request_limits(&self) -> feed_http::RequestLimits {
-        feed_http::RequestLimits {
-            max_in_flight: self.limits.max_in_flight,
-            max_url_bytes: self.limits.max_url_bytes,
-            max_header_bytes: self.limits.max_header_bytes,
-        }
+        self.limits.request_limits()
     }
 
     /// The per-client rate limiter, `None` when rate limiting is off.
     pub fn rate_limiter(&self) -> Option<feed_http::RateLimiter> {
-        let per_s = self.limits.rate_limit_per_s;
-        let burst = match self.limits.rate_limit_burst {
-            0 => per_s,
-            burst => burst,
-        };
-        feed_http::RateLimiter::new(per_s, burst)
-            .map(|rate| rate.with_max_clients(self.limits.rate_limit_clients))
+        self.limits.rate_limiter()
     }
 
     /// The proxies whose `X-Forwarded-For` names the client.
@@ -726,13 +439,7 @@ impl Settings {
     /// # Errors
     /// [`SettingsError::Invalid`] naming `limits.trusted_proxies`.
     pub fn trusted_proxies(&self) -> Result<TrustedProxies, SettingsError> {
-        self.limits
-            .trusted_proxies
-            .parse()
-            .map_err(|e: feed_http::BadProxyRange| SettingsError::Invalid {
-                key: "limits.trusted_proxies",
-                reason: e.to_string(),
-            })
+        Ok(self.limits.trusted_proxies()?)
     }
 
     /// Worker threads to run: the configured number, or one per core.

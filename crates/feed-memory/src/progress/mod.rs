@@ -66,8 +66,10 @@ use self::journal::Journal;
 use crate::clock::now_unix_ms;
 use crate::files::{replace_atomically, sync_folder};
 
-/// What to do with a progress file that is torn, truncated or foreign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What to do with a progress file that is torn, truncated or foreign;
+/// read from `progress.on_corrupt` as `fail` or `reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OnCorrupt {
     /// Refuse to start.
     Fail,

@@ -513,3 +513,145 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod lifecycle_tests {
+    //! The lifecycle against a publisher that records what it is told:
+    //! start, reload, a reload of the same snapshot, rollback, and what is
+    //! refused.
+
+    use std::sync::atomic::AtomicUsize;
+
+    use feed_domain::{FeedError, StorageHealth};
+
+    use super::*;
+    use crate::{FeedTable, OffsetMap, snapshot};
+
+    /// Counts errors; nothing else.
+    #[derive(Debug, Clone, Default)]
+    struct Errors(Arc<AtomicUsize>);
+
+    impl ErrorRecorder for Errors {
+        fn record(&self, _: feed_domain::UserId, _: &FeedError) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// What the lifecycle published, in order.
+    #[derive(Default)]
+    struct Recorded {
+        served: Mutex<Vec<(u64, Option<String>)>>,
+        changes: Mutex<Vec<DataChange>>,
+        ready: Mutex<bool>,
+    }
+
+    impl Publish<MemoryFeedService<Errors>> for Recorded {
+        fn serve(&self, service: Arc<MemoryFeedService<Errors>>, info: DataInfo) {
+            let users = u64::from(service.storage().table().users());
+            assert_eq!(users, info.users);
+            lock(&self.served).push((users, info.version.map(|v| v.id)));
+        }
+        fn ready(&self) {
+            *lock(&self.ready) = true;
+        }
+        fn changed(&self, change: DataChange) {
+            lock(&self.changes).push(change);
+        }
+        fn health(&self, _: StorageHealth) {}
+        fn progress(&self, _: ProgressEvent) {}
+    }
+
+    fn table(users: u32) -> FeedTable {
+        let items: Vec<u32> = (0..users * 4).map(|i| i % 50 + 1).collect();
+        FeedTable::from_items(items, 4).unwrap()
+    }
+
+    #[test]
+    fn reloads_swap_versions_and_a_rollback_swaps_back() {
+        let dir = crate::files::scratch_dir("lifecycle");
+        let (first, second) = (dir.join("first.snap"), dir.join("second.snap"));
+        let fallback: Vec<u32> = (1..=100).collect();
+        snapshot::write(&first, &table(3), &fallback, 1).unwrap();
+        snapshot::write(&second, &table(5), &fallback, 2).unwrap();
+        let recorded = Arc::new(Recorded::default());
+        let limits = SizeLimits::new(10, 50).unwrap();
+        let manager = DataManager::new(
+            Arc::clone(&recorded) as Arc<dyn Publish<MemoryFeedService<Errors>>>,
+            Errors::default(),
+            limits,
+            SnapshotPlace {
+                default: Some(first.clone()),
+                dir: Some(dir.clone()),
+            },
+            ProgressPlace::MEMORY,
+            Logger::root(slog::Discard, slog::o!()),
+        );
+        assert_eq!(manager.rollback(), Err(DataControlError::NoPrevious));
+
+        let opened = Snapshot::open(&first).unwrap();
+        let loaded = from_snapshot(
+            opened,
+            Duration::ZERO,
+            limits,
+            Errors::default(),
+            OffsetMap::in_memory(3),
+        );
+        manager.install_first(loaded);
+        assert!(*lock(&recorded.ready));
+        let first_id = lock(&recorded.served)[0].1.clone();
+        assert!(first_id.is_some());
+
+        // The same snapshot again: kept as it is, nothing published.
+        let info = manager.reload(None).unwrap();
+        assert_eq!((info.users, lock(&recorded.served).len()), (3, 1));
+
+        // Another one: served, and the first becomes the previous version.
+        let info = manager.reload(Some("second.snap".into())).unwrap();
+        assert_eq!(info.users, 5);
+        // A rollback serves the first again, with its id.
+        let info = manager.rollback().unwrap();
+        assert_eq!(info.users, 3);
+        assert_eq!(lock(&recorded.served).last().unwrap().1, first_id);
+        // Reloading the version that is now the previous one swaps it back.
+        assert_eq!(manager.reload(Some("second.snap".into())).unwrap().users, 5);
+        assert_eq!(
+            *lock(&recorded.changes),
+            [
+                DataChange::Reloaded,
+                DataChange::RolledBack,
+                DataChange::RolledBack
+            ]
+        );
+
+        // Outside the folder: refused, and nothing changes.
+        assert!(matches!(
+            manager.reload(Some("../elsewhere.snap".into())),
+            Err(DataControlError::Forbidden(_))
+        ));
+        assert_eq!(lock(&recorded.served).len(), 4);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_background_threads_stop_when_asked() {
+        let recorded = Arc::new(Recorded::default());
+        let manager = Arc::new(DataManager::new(
+            recorded as Arc<dyn Publish<MemoryFeedService<Errors>>>,
+            Errors::default(),
+            SizeLimits::new(10, 50).unwrap(),
+            SnapshotPlace::default(),
+            ProgressPlace::MEMORY,
+            Logger::root(slog::Discard, slog::o!()),
+        ));
+        // Periods far longer than the test: stopping must not wait them out.
+        let background = manager
+            .start_background(
+                Some(Duration::from_secs(3600)),
+                Some(Duration::from_secs(3600)),
+            )
+            .unwrap();
+        assert!(background.stop());
+        let none = manager.start_background(None, None).unwrap();
+        assert!(!none.stop());
+    }
+}

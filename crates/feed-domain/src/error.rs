@@ -83,3 +83,26 @@ pub enum SizeLimitsError {
         max: u32,
     },
 }
+
+/// A configuration value an adapter or the delivery layer cannot use. Its
+/// message names the key (`section.key`), as every configuration error
+/// does; each crate that reads a section of the configuration reports its
+/// keys with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration: {key}: {reason}")]
+pub struct InvalidSetting {
+    /// The offending key, `section.key`.
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl InvalidSetting {
+    /// `key` cannot be used, for `reason`.
+    pub fn new(key: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            key,
+            reason: reason.into(),
+        }
+    }
+}

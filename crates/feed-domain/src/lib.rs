@@ -135,7 +135,8 @@ pub use data::{
     short_fallback,
 };
 pub use error::{
-    FeedError, FeedSizeError, FeedUnavailable, RandomFillError, SizeLimitsError, StorageError,
+    FeedError, FeedSizeError, FeedUnavailable, InvalidSetting, RandomFillError, SizeLimitsError,
+    StorageError,
 };
 pub use ports::{ErrorRecorder, FeedStorage, RandomFeed, Taken};
 pub use service::{FeedService, Served};

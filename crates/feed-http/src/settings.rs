@@ -10,32 +10,13 @@
 
 use std::net::IpAddr;
 
+use feed_domain::InvalidSetting;
 use serde::Deserialize;
 
 use crate::{
     AdminAccess, AdminToken, BadProxyRange, PARSER_HEAD_LIMIT, RateLimiter, RequestLimits,
     TrustedProxies,
 };
-
-/// A value of `[admin]` or `[limits]` that cannot be used. Its message
-/// names the key, as every configuration error does.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("configuration: {key}: {reason}")]
-pub struct InvalidSetting {
-    /// The offending key, `section.key`.
-    pub key: &'static str,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-impl InvalidSetting {
-    fn new(key: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            key,
-            reason: reason.into(),
-        }
-    }
-}
 
 /// `[admin]`: the admin listener. Its `Debug` leaves the token out.
 #[derive(Clone, PartialEq, Eq, Deserialize)]

@@ -8,20 +8,10 @@
 
 use std::path::PathBuf;
 
+use feed_domain::InvalidSetting;
 use serde::Deserialize;
 
 use crate::OnCorrupt;
-
-/// A value of `[progress]` that cannot be used. Its message names the key,
-/// as every configuration error does.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("configuration: {key}: {reason}")]
-pub struct InvalidSetting {
-    /// The offending key, `progress.key`.
-    pub key: &'static str,
-    /// What is wrong with it.
-    pub reason: String,
-}
 
 /// `[progress]`: where users' progress is kept across restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

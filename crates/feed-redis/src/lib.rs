@@ -41,7 +41,7 @@ pub use cluster::{Cluster, ClusterSettings, VersionInfo};
 pub use error::RedisStoreError;
 pub use load::{Loader, Published};
 pub use publish::{Cleanup, DataSet, LeftBehind, LoadSummary, Progress, PublishError, RolledBack};
-pub use settings::{InvalidSetting, RedisSettings, parse_nodes};
+pub use settings::{RedisSettings, parse_nodes};
 pub use store::RedisFeedStorage;
 pub use watch::Watcher;
 

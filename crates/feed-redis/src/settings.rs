@@ -8,20 +8,10 @@
 
 use std::time::Duration;
 
+use feed_domain::InvalidSetting;
 use serde::Deserialize;
 
 use crate::{BreakerSettings, ClusterSettings};
-
-/// A value of `[redis]` that cannot be used. Its message names the key, as
-/// every configuration error does.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("configuration: {key}: {reason}")]
-pub struct InvalidSetting {
-    /// The offending key, `redis.key`.
-    pub key: &'static str,
-    /// What is wrong with it.
-    pub reason: String,
-}
 
 /// `[redis]`: the Redis Cluster, for `storage.kind = "redis"` and
 /// `feed-server redis-load`.

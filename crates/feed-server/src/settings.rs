@@ -206,26 +206,17 @@ pub enum SettingsError {
 }
 
 /// The sections defined in the crates that own them name their key in the
-/// same words: each becomes [`SettingsError::Invalid`], so the message the
-/// binary prints is the same wherever the key is checked.
-macro_rules! invalid_from {
-    ($($error:ty),+) => {$(
-        impl From<$error> for SettingsError {
-            fn from(e: $error) -> Self {
-                Self::Invalid {
-                    key: e.key,
-                    reason: e.reason,
-                }
-            }
+/// same words ([`feed_domain::InvalidSetting`]): each becomes
+/// [`SettingsError::Invalid`], so the message the binary prints is the same
+/// wherever the key is checked.
+impl From<feed_domain::InvalidSetting> for SettingsError {
+    fn from(e: feed_domain::InvalidSetting) -> Self {
+        Self::Invalid {
+            key: e.key,
+            reason: e.reason,
         }
-    )+};
+    }
 }
-
-invalid_from!(
-    feed_http::InvalidSetting,
-    feed_memory::InvalidSetting,
-    feed_redis::InvalidSetting
-);
 
 /// The domain values the validated settings turn into: what the feed
 /// service is built from.

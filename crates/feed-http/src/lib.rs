@@ -66,7 +66,7 @@ pub use rate::RateLimiter;
 pub use route::Route;
 pub use routes::{FeedSlot, app, configure};
 pub use server::{Listeners, LoadFailure, Mode, ServerConfig, Stopped, Stops, bind, serve};
-pub use serving::{DataBody, Serving, SnapshotBody};
+pub use serving::{DataBody, Serving, VersionBody};
 pub use settings::{AdminSettings, LimitSettings};
 pub use state::Lifecycle;
 pub use stats::{Sampler, Snapshot, StorageBody};

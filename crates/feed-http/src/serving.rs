@@ -79,12 +79,13 @@ pub struct DataBody {
     /// Seconds loading (or generating) the data took.
     pub load_seconds: f64,
     /// The version served; `None` for the synthetic set.
-    pub snapshot: Option<SnapshotBody>,
+    pub snapshot: Option<VersionBody>,
 }
 
-/// The version served, as `/stats` names it.
+/// The version served, as `/stats` and the admin answers show it (under
+/// the key `snapshot`, the name it has always had there).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SnapshotBody {
+pub struct VersionBody {
     /// The version's id, as 16 hex digits.
     pub id: String,
     /// When it was written, in milliseconds since the Unix epoch.
@@ -100,7 +101,7 @@ impl From<DataInfo> for DataBody {
             items: info.items,
             bytes: info.bytes,
             load_seconds: info.load_seconds,
-            snapshot: info.version.map(|version| SnapshotBody {
+            snapshot: info.version.map(|version| VersionBody {
                 id: version.id,
                 created_unix_ms: version.created_unix_ms,
                 path: version.source,

@@ -59,7 +59,7 @@ pub use lifecycle::{
 pub use offsets::OffsetMap;
 pub use progress::{OnCorrupt, Opened, ProgressError, ProgressFile};
 pub use random::CatalogRandomFeed;
-pub use settings::ProgressSettings;
+pub use settings::{DataSettings, DataSource, ProgressSettings};
 pub use snapshot::{FallbackList, FileIdentity, Snapshot, SnapshotError, SnapshotMeta};
 pub use storage::MemoryFeedStorage;
 pub use table::{FeedTable, TableError};

@@ -196,13 +196,17 @@ pub fn run(
                 Ok(())
             },
         },
-    )?;
+    );
+    // The servers have stopped (or could not run): the background threads
+    // stop either way.
+    let syncing = background.stop();
+    let stopped = stopped?;
     if !loader.is_some_and(|loader| loader.is_finished()) {
         warn!(logger, "stopped before the feeds finished loading");
     }
-    // The servers have stopped: no request moves progress any more. One
-    // last sync, so that a restart loses nothing.
-    if background.stop() {
+    // No request moves progress any more. One last sync, so that a restart
+    // loses nothing.
+    if syncing {
         let started = Instant::now();
         manager.sync(true);
         info!(logger, "progress synced at shutdown"; "ms" => started.elapsed().as_millis());

@@ -14,7 +14,8 @@ use std::path::Path;
 
 use feed_domain::SizeLimits;
 use feed_http::TrustedProxies;
-use feed_memory::{DataSpec, DataSpecError};
+use feed_memory::DataSpec;
+pub use feed_memory::{DataSettings, DataSource};
 use serde::Deserialize;
 
 pub use feed_http::{AdminSettings, LimitSettings};
@@ -94,43 +95,6 @@ pub struct ApiSettings {
     pub default_size: u32,
     /// The largest size a request may name.
     pub max_size: u32,
-}
-
-/// `[data]`: where the feeds come from.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataSettings {
-    /// `synthetic` (generated from the keys below) or `snapshot` (the file
-    /// at `snapshot`).
-    pub source: DataSource,
-    /// The snapshot file, for `source = "snapshot"` and reloads.
-    pub snapshot: String,
-    /// The folder a reload that names a path may read from; empty: the
-    /// folder of `snapshot`.
-    pub snapshot_dir: String,
-    /// Reload when the file at `snapshot` is replaced.
-    pub watch: bool,
-    /// How often to look at the file, with `watch`.
-    pub watch_interval_ms: u64,
-    /// Users `0..users`.
-    pub users: u32,
-    /// Items per feed.
-    pub feed_len: u32,
-    /// Catalog items `1..=catalog_size`.
-    pub catalog_size: u32,
-    /// Seed of the generator.
-    pub seed: u64,
-}
-
-/// Where the feeds come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DataSource {
-    /// Generated at start-up from `data.users`, `feed_len`, `catalog_size`
-    /// and `seed`.
-    Synthetic,
-    /// The snapshot file at `data.snapshot`.
-    Snapshot,
 }
 
 /// `[log]`
@@ -293,56 +257,7 @@ impl Settings {
                 ),
             )
         })?;
-        let data = &self.data;
-        if data.feed_len == 0 {
-            return Err(invalid("data.feed_len", "must be at least 1".into()));
-        }
-        if data.catalog_size < data.feed_len {
-            return Err(invalid(
-                "data.catalog_size",
-                format!(
-                    "{} is smaller than data.feed_len ({})",
-                    data.catalog_size, data.feed_len
-                ),
-            ));
-        }
-        if data.source == DataSource::Synthetic && data.catalog_size < api.max_size {
-            return Err(invalid(
-                "data.catalog_size",
-                format!(
-                    "{} is smaller than api.max_size ({}): a full answer needs that many distinct items",
-                    data.catalog_size, api.max_size
-                ),
-            ));
-        }
-        let spec = DataSpec::new(data.users, data.feed_len, data.catalog_size, data.seed).map_err(
-            |e| {
-                let key = match e {
-                    DataSpecError::TooLarge { .. } => "data.users",
-                    DataSpecError::Catalog { .. } => "data.catalog_size",
-                    _ => "data.feed_len",
-                };
-                invalid(key, e.to_string())
-            },
-        )?;
-        if data.source == DataSource::Snapshot && data.snapshot.trim().is_empty() {
-            return Err(invalid(
-                "data.snapshot",
-                "must name a file when data.source is \"snapshot\"".into(),
-            ));
-        }
-        if data.watch && data.source != DataSource::Snapshot {
-            return Err(invalid(
-                "data.watch",
-                "watches the snapshot being served: it needs data.source = \"snapshot\"".into(),
-            ));
-        }
-        if data.watch && data.watch_interval_ms == 0 {
-            return Err(invalid(
-                "data.watch_interval_ms",
-                "must be at least 1".into(),
-            ));
-        }
+        let spec = self.data.validate(api.max_size)?;
         if self.server.host.trim().is_empty() {
             return Err(invalid("server.host", "must not be empty".into()));
         }
@@ -375,31 +290,14 @@ impl Settings {
     /// The snapshot file reloads use when they name none (`data.snapshot`,
     /// if set).
     pub fn snapshot_path(&self) -> Option<std::path::PathBuf> {
-        let path = self.data.snapshot.trim();
-        (!path.is_empty()).then(|| path.into())
+        self.data.snapshot_path()
     }
 
     /// Where snapshots are read from: the default file and the folder a
     /// reload that names a path is confined to (`data.snapshot_dir`, or
     /// the folder of `data.snapshot`).
     pub fn snapshot_place(&self) -> feed_memory::SnapshotPlace {
-        let default = self.snapshot_path();
-        let dir = self.data.snapshot_dir.trim();
-        let dir = if dir.is_empty() {
-            default
-                .as_deref()
-                .and_then(std::path::Path::parent)
-                .map(|dir| {
-                    if dir.as_os_str().is_empty() {
-                        std::path::PathBuf::from(".")
-                    } else {
-                        dir.to_owned()
-                    }
-                })
-        } else {
-            Some(dir.into())
-        };
-        feed_memory::SnapshotPlace { default, dir }
+        self.data.snapshot_place()
     }
 
     /// The progress folder, `None` for progress in memory only.
@@ -409,10 +307,7 @@ impl Settings {
 
     /// Where progress is kept: `progress.path` and `progress.on_corrupt`.
     pub fn progress_place(&self) -> feed_memory::ProgressPlace {
-        feed_memory::ProgressPlace {
-            dir: self.progress_dir(),
-            on_corrupt: self.progress.on_corrupt,
-        }
+        self.progress.place()
     }
 
     /// The request gate's limits.

@@ -28,7 +28,7 @@ pub const LOAD_BATCH: usize = 1_000;
 
 /// A data set to load, as plain data: its feeds come separately, as
 /// `(user, items)` entries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DataSet {
     /// Users with a feed.
     pub users: u64,
@@ -36,9 +36,10 @@ pub struct DataSet {
     pub items: u64,
     /// The fallback list random fills draw from.
     pub fallback: Vec<u32>,
-    /// When it is published, in milliseconds since the Unix epoch (the
-    /// caller's clock).
-    pub created_unix_ms: u64,
+    /// The caller's wall clock, in milliseconds since the Unix epoch: read
+    /// once, when the version is published (after its feeds are written),
+    /// for its creation time.
+    pub clock: fn() -> u64,
     /// Where it was loaded from (the snapshot's id).
     pub source: String,
 }
@@ -50,7 +51,7 @@ impl DataSet {
             users: self.users,
             items: self.items,
             fallback: self.fallback,
-            created_unix_ms: self.created_unix_ms,
+            created_unix_ms: (self.clock)(),
             source: self.source,
         }
     }

@@ -31,7 +31,7 @@ use feed_http::{
     ServerConfig, Serving, serve,
 };
 pub use feed_http::{Listeners, Stopped, Stops, bind};
-use feed_memory::{DataManager, OffsetMap, Snapshot, lifecycle};
+use feed_memory::{DataManager, OffsetMap, lifecycle};
 use slog::{Logger, error, info, o, warn};
 use tokio::sync::oneshot;
 
@@ -65,30 +65,19 @@ pub type Loader =
 /// The loader of the synthetic data set of `spec`, with its progress in
 /// `offsets`.
 pub fn synthetic_loader(spec: ServiceSpec, offsets: OffsetMap) -> Loader {
-    Box::new(move |recorder, logger| {
-        Ok(lifecycle::synthetic(
-            &spec.data,
-            spec.limits,
-            recorder,
+    first_loader(
+        lifecycle::First::Synthetic {
+            spec: spec.data,
             offsets,
-            logger,
-        ))
-    })
+        },
+        spec.limits,
+    )
 }
 
-/// The loader of an opened (so wholly verified) `snapshot`, opened in
-/// `took`, with its progress in `offsets`.
-pub fn snapshot_loader(
-    snapshot: Snapshot,
-    took: Duration,
-    limits: SizeLimits,
-    offsets: OffsetMap,
-) -> Loader {
-    Box::new(move |recorder, _| {
-        Ok(lifecycle::from_snapshot(
-            snapshot, took, limits, recorder, offsets,
-        ))
-    })
+/// The loader of `first`, opened before the servers start, for answers of
+/// up to `limits`.
+pub fn first_loader(first: lifecycle::First, limits: SizeLimits) -> Loader {
+    Box::new(move |recorder, logger| Ok(first.load(limits, recorder, logger)))
 }
 
 /// Serves until a stop request, then drains and returns.

@@ -6,10 +6,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use feed_server::settings::{DataSource, Settings, StorageKind, parse_nodes};
+use feed_server::settings::{Settings, StorageKind, parse_nodes};
 use feed_server::{Stopped, Stops};
 use slog::error;
 
@@ -107,34 +107,14 @@ fn main() -> ExitCode {
     // The data to serve and its progress are opened before anything
     // listens: a bad snapshot or an unusable progress file is a bad
     // configuration (exit 2, one line naming the file).
-    let place = settings.progress_place();
-    let loader = match settings.data.source {
-        DataSource::Synthetic => place
-            .offsets(spec.data.fingerprint(), spec.data.users(), &logger)
-            .map(|offsets| feed_server::synthetic_loader(spec, offsets))
-            .map_err(|e| format!("progress.path: {e}")),
-        DataSource::Snapshot => {
-            let started = Instant::now();
-            let path = settings.snapshot_path().unwrap_or_default();
-            feed_memory::Snapshot::open(&path)
-                .map_err(|e| format!("data.snapshot: {e}"))
-                .and_then(|snapshot| {
-                    feed_memory::lifecycle::check_fallback(&snapshot, spec.limits)
-                        .map_err(|e| format!("data.snapshot: {e}"))?;
-                    let meta = *snapshot.meta();
-                    let users = u32::try_from(meta.users).unwrap_or(u32::MAX);
-                    let offsets = place
-                        .offsets(meta.id, users, &logger)
-                        .map_err(|e| format!("progress.path: {e}"))?;
-                    Ok(feed_server::snapshot_loader(
-                        snapshot,
-                        started.elapsed(),
-                        spec.limits,
-                        offsets,
-                    ))
-                })
-        }
-    };
+    let loader = feed_memory::lifecycle::First::open(
+        &settings.data,
+        spec.data,
+        spec.limits,
+        &settings.progress_place(),
+        &logger,
+    )
+    .map(|first| feed_server::first_loader(first, spec.limits));
     let loader = match loader {
         Ok(loader) => loader,
         Err(line) => {

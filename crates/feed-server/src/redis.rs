@@ -57,7 +57,7 @@ pub fn load(
         users: meta.users,
         items: meta.items,
         fallback: snapshot.fallback().to_vec(),
-        created_unix_ms: feed_memory::now_unix_ms(),
+        clock: feed_memory::now_unix_ms,
         source: format!("{:016x}", meta.id),
     };
     let (_, table, _) = snapshot.into_parts();

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use feed_domain::{DataInfo, DataVersion, ErrorRecorder, FeedService, SizeLimits, short_fallback};
 use slog::{Logger, info};
 
+use super::ProgressPlace;
 use crate::{
-    CatalogRandomFeed, DataSpec, FeedTable, FileIdentity, MemoryFeedStorage, OffsetMap, Snapshot,
-    SnapshotMeta,
+    CatalogRandomFeed, DataSettings, DataSource, DataSpec, FeedTable, FileIdentity,
+    MemoryFeedStorage, OffsetMap, Snapshot, SnapshotMeta,
 };
 
 /// The feed service over the in-memory adapters, its error recorder `E`
@@ -141,5 +142,93 @@ pub fn check_fallback(snapshot: &Snapshot, limits: SizeLimits) -> Result<(), Str
     match short_fallback(snapshot.fallback().len(), limits.max_size().get()) {
         Some(reason) => Err(format!("{}: {reason}", snapshot.path().display())),
         None => Ok(()),
+    }
+}
+
+/// The first version of the data, opened before anything listens (a bad
+/// snapshot or an unusable progress file is a bad configuration, not a
+/// failed start), then made into a service on the loading thread
+/// ([`First::load`]): generating the synthetic set or building the table's
+/// index takes seconds, and the server answers "loading" meanwhile.
+#[derive(Debug)]
+pub enum First {
+    /// The synthetic set of `spec`, with its progress.
+    Synthetic {
+        /// What to generate.
+        spec: DataSpec,
+        /// Its progress.
+        offsets: OffsetMap,
+    },
+    /// A snapshot, opened (so wholly verified) in `took`, with its progress.
+    Snapshot {
+        /// The snapshot (boxed: it is much larger than the other variant).
+        snapshot: Box<Snapshot>,
+        /// How long opening it took.
+        took: Duration,
+        /// Its progress.
+        offsets: OffsetMap,
+    },
+}
+
+impl First {
+    /// Opens the data `data` names (the synthetic set of `spec`, or the
+    /// snapshot file, whose fallback list must fill answers of up to
+    /// `limits`), with its progress kept as `progress` says.
+    ///
+    /// # Errors
+    /// One line naming the key and the file: `data.snapshot: ...` or
+    /// `progress.path: ...`.
+    pub fn open(
+        data: &DataSettings,
+        spec: DataSpec,
+        limits: SizeLimits,
+        progress: &ProgressPlace,
+        logger: &Logger,
+    ) -> Result<Self, String> {
+        let progress_error = |e| format!("progress.path: {e}");
+        match data.source {
+            DataSource::Synthetic => {
+                let offsets = progress
+                    .offsets(spec.fingerprint(), spec.users(), logger)
+                    .map_err(progress_error)?;
+                Ok(Self::Synthetic { spec, offsets })
+            }
+            DataSource::Snapshot => {
+                let started = Instant::now();
+                let path = data.snapshot_path().unwrap_or_default();
+                let snapshot = Snapshot::open(&path).map_err(|e| format!("data.snapshot: {e}"))?;
+                check_fallback(&snapshot, limits).map_err(|e| format!("data.snapshot: {e}"))?;
+                let meta = *snapshot.meta();
+                let users = u32::try_from(meta.users).unwrap_or(u32::MAX);
+                let offsets = progress
+                    .offsets(meta.id, users, logger)
+                    .map_err(progress_error)?;
+                Ok(Self::Snapshot {
+                    snapshot: Box::new(snapshot),
+                    took: started.elapsed(),
+                    offsets,
+                })
+            }
+        }
+    }
+
+    /// The service over it for answers of up to `limits`, its errors
+    /// reported to `recorder`.
+    pub fn load<E: ErrorRecorder>(
+        self,
+        limits: SizeLimits,
+        recorder: E,
+        logger: &Logger,
+    ) -> Loaded<E> {
+        match self {
+            Self::Synthetic { spec, offsets } => {
+                synthetic(&spec, limits, recorder, offsets, logger)
+            }
+            Self::Snapshot {
+                snapshot,
+                took,
+                offsets,
+            } => from_snapshot(*snapshot, took, limits, recorder, offsets),
+        }
     }
 }

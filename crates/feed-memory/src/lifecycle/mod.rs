@@ -33,7 +33,7 @@ use feed_domain::{
 use slog::{Logger, error, info, warn};
 
 pub use self::load::{
-    Loaded, MemoryFeedService, check_fallback, from_snapshot, generate, synthetic,
+    First, Loaded, MemoryFeedService, check_fallback, from_snapshot, generate, synthetic,
 };
 pub use self::place::{ProgressPlace, SnapshotPlace};
 use crate::{FileIdentity, Snapshot};
@@ -271,7 +271,13 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
             if holds(&versions.current) {
                 return Err(NotLoaded::Same);
             }
-            if holds(&versions.previous) {
+            // The previous version by its data id alone, whatever it is: its
+            // progress file is held by it.
+            if versions
+                .previous
+                .as_ref()
+                .is_some_and(|v| v.data_id == meta.id)
+            {
                 return Err(NotLoaded::Previous);
             }
         }
@@ -441,37 +447,59 @@ pub struct Background {
 impl<E: ErrorRecorder + Clone> DataManager<E> {
     /// Starts syncing progress every `sync` (none for progress in memory)
     /// and looking at the default snapshot file every `watch` (none without
-    /// the watch).
+    /// the watch). Dropping the [`Background`] stops both.
     ///
     /// # Errors
-    /// When a thread cannot be started.
+    /// When a thread cannot be started (then none runs).
     pub fn start_background(
         self: &Arc<Self>,
         sync: Option<Duration>,
         watch: Option<Duration>,
     ) -> std::io::Result<Background> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let every = |name: &str, period: Option<Duration>, work: fn(&Self)| {
-            period
-                .map(|period| {
-                    let (manager, stop) = (Arc::clone(self), Arc::clone(&stop));
-                    std::thread::Builder::new()
-                        .name(name.into())
-                        .spawn(move || {
-                            while !stopped_after(&stop, period) {
-                                work(&manager);
-                            }
-                        })
-                })
-                .transpose()
+        let mut background = Background {
+            stop: Arc::new((Mutex::new(false), Condvar::new())),
+            syncer: None,
+            watcher: None,
         };
-        let syncer = every("progress-sync", sync, |manager| manager.sync(false))?;
-        let watcher = every("snapshot-watch", watch, Self::reload_if_replaced)?;
-        Ok(Background {
-            stop,
-            syncer,
-            watcher,
-        })
+        background.syncer = self.every(&background, "progress-sync", sync, |manager| {
+            manager.sync(false);
+        })?;
+        background.watcher = self.every(
+            &background,
+            "snapshot-watch",
+            watch,
+            Self::reload_if_replaced,
+        )?;
+        Ok(background)
+    }
+
+    /// A thread named `name` that runs `work` every `period` until
+    /// `background` stops; none without a period. A panic in `work` is
+    /// logged and the next round runs as usual.
+    fn every(
+        self: &Arc<Self>,
+        background: &Background,
+        name: &'static str,
+        period: Option<Duration>,
+        work: fn(&Self),
+    ) -> std::io::Result<Option<JoinHandle<()>>> {
+        let Some(period) = period else {
+            return Ok(None);
+        };
+        let (manager, stop) = (Arc::clone(self), Arc::clone(&background.stop));
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                while !stopped_after(&stop, period) {
+                    let round =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&manager)));
+                    if round.is_err() {
+                        error!(manager.logger, "a background task panicked; it runs again next time";
+                            "task" => name);
+                    }
+                }
+            })
+            .map(Some)
     }
 }
 
@@ -489,13 +517,28 @@ impl Background {
     /// Stops both threads and waits for them; whether progress was being
     /// synced (the caller then syncs it all one last time).
     pub fn stop(mut self) -> bool {
+        let syncing = self.syncer.is_some();
+        self.halt();
+        syncing
+    }
+
+    /// Tells both threads to stop, and waits for them.
+    fn halt(&mut self) {
         let (stopped, wake) = &*self.stop;
         *lock(stopped) = true;
         wake.notify_all();
-        if let Some(watcher) = self.watcher.take() {
-            let _ = watcher.join();
+        for thread in [self.syncer.take(), self.watcher.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = thread.join();
         }
-        self.syncer.take().map(JoinHandle::join).is_some()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 

@@ -66,6 +66,10 @@ trap cleanup EXIT
 
 deploy/local-cluster.sh down >/dev/null 2>&1 || true
 timeout 300 deploy/local-cluster.sh up
+# The nodes ask for the password the cluster script keeps; redis-cli reads it
+# from the environment.
+REDISCLI_AUTH=$(head -n 1 "$STATE_DIR/redis-password")
+export REDISCLI_AUTH
 
 FEED__DATA__SOURCE=snapshot FEED__DATA__SNAPSHOT=$STATE_DIR/snapshot.ffs \
     FEED__SERVER__HOST=127.0.0.1 FEED__SERVER__PORT=$memory_port FEED__ADMIN__PORT=18910 \

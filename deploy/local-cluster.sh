@@ -15,8 +15,15 @@
 #   HAProxy   127.0.0.1:18800         round-robin, health checks on /readyz,
 #                                     X-Forwarded-For (trusted by the frontends)
 #
+# Every Redis node asks for a password: REDIS_PASSWORD from the
+# environment, or one generated at the first `up` and kept in
+# STATE_DIR/redis-password (0600). The nodes read it from a configuration
+# file, redis-cli from REDISCLI_AUTH, feed-server from
+# FEED__REDIS__PASSWORD_FILE: it is never on a command line.
+#
 # Environment: USERS (100000), FEED_LEN (200), STATE_DIR
-# (target/local-cluster: configs, logs, pids, Redis data), FEED_BIN.
+# (target/local-cluster: configs, logs, pids, Redis data), FEED_BIN,
+# REDIS_PASSWORD.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -31,7 +38,22 @@ proxy_port=18800
 nodes=$(printf 'redis://127.0.0.1:%s,' "${redis_ports[@]:0:3}")
 nodes=${nodes%,}
 
+password_file=$state/redis-password
+
 say() { printf 'local-cluster: %s\n' "$*" >&2; }
+
+# The cluster's password: REDIS_PASSWORD, or the one kept in the state
+# folder, or a new one kept there; exported for redis-cli.
+password() {
+    mkdir -p "$state"
+    if [[ -n ${REDIS_PASSWORD:-} ]]; then
+        (umask 077 && printf '%s\n' "$REDIS_PASSWORD" >"$password_file")
+    elif [[ ! -s $password_file ]]; then
+        (umask 077 && od -An -tx1 -N24 /dev/urandom | tr -d ' \n' >"$password_file" && echo >>"$password_file")
+    fi
+    REDISCLI_AUTH=$(head -n 1 "$password_file")
+    export REDISCLI_AUTH
+}
 die() { say "$*"; exit 1; }
 
 wait_for() { # SECONDS DESCRIPTION COMMAND...
@@ -73,6 +95,9 @@ up() {
         cargo build --release -p feed-server
     fi
     mkdir -p "$state/pids" "$state/logs" "$state/redis"
+    password
+    # The nodes' password, in a file only this user can read.
+    (umask 077 && printf 'requirepass "%s"\nmasterauth "%s"\n' "$REDISCLI_AUTH" "$REDISCLI_AUTH" >"$state/redis/auth.conf")
     # A failure half-way stops what was started so far.
     trap 'code=$?; if ((code != 0)); then say "up failed: stopping what it started"; down; fi' EXIT
     local port
@@ -88,7 +113,7 @@ up() {
         # append-only file (progress survives a node restart).
         rm -rf "$state/redis/$port"
         mkdir -p "$state/redis/$port"
-        start "redis-$port" redis-server --port "$port" --bind 127.0.0.1 \
+        start "redis-$port" redis-server "$state/redis/auth.conf" --port "$port" --bind 127.0.0.1 \
             --cluster-enabled yes --cluster-config-file nodes.conf \
             --cluster-node-timeout 2000 --appendonly yes --appendfsync everysec --save "" \
             --repl-diskless-sync-delay 0 --dir "$state/redis/$port"
@@ -103,13 +128,15 @@ up() {
     say "loading $users users x $feed_len items"
     FEED__DATA__USERS=$users FEED__DATA__FEED_LEN=$feed_len \
         "$feed_bin" import --synthetic --output "$state/snapshot.ffs" >/dev/null
-    "$feed_bin" redis-load --snapshot "$state/snapshot.ffs" --nodes "$nodes" 2>"$state/logs/redis-load.log"
+    FEED__REDIS__PASSWORD_FILE=$password_file \
+        "$feed_bin" redis-load --snapshot "$state/snapshot.ffs" --nodes "$nodes" 2>"$state/logs/redis-load.log"
 
     local i
     for i in 0 1; do
         say "starting frontend on ${frontend_ports[i]} (admin ${admin_ports[i]})"
         start "frontend-${frontend_ports[i]}" env \
             FEED__STORAGE__KIND=redis FEED__REDIS__NODES="$nodes" \
+            FEED__REDIS__PASSWORD_FILE="$password_file" \
             FEED__SERVER__HOST=127.0.0.1 FEED__SERVER__PORT="${frontend_ports[i]}" \
             FEED__ADMIN__PORT="${admin_ports[i]}" FEED__PROGRESS__PATH= \
             FEED__LIMITS__TRUSTED_PROXIES=127.0.0.1/32 \

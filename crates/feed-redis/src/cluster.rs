@@ -4,9 +4,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use redis::AsyncCommands;
-use redis::cluster::ClusterClient;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
+use redis::{AsyncCommands, ConnectionInfo, IntoConnectionInfo};
 
 use crate::error::{RedisStoreError, within};
 use crate::keys;
@@ -24,6 +24,56 @@ pub struct ClusterSettings {
     /// Multiplexed connections (each with one socket per node) that calls
     /// are spread over.
     pub pool_size: usize,
+    /// Who the client is to every node (`AUTH`).
+    pub credentials: Credentials,
+}
+
+/// Who a client is to the cluster's nodes: the password of the default
+/// user, or an ACL user and its password; none for a cluster that asks for
+/// none. Its `Debug` leaves the password out.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// The ACL user; `None` for the default user.
+    pub username: Option<String>,
+    /// The password; `None` when the cluster asks for none.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// `builder` authenticating with these credentials.
+    pub(crate) fn apply(&self, builder: ClusterClientBuilder) -> ClusterClientBuilder {
+        let builder = match &self.username {
+            Some(username) => builder.username(username),
+            None => builder,
+        };
+        match &self.password {
+            Some(password) => builder.password(password),
+            None => builder,
+        }
+    }
+
+    /// How to reach the single node at `address` (`HOST:PORT`) with these
+    /// credentials.
+    pub(crate) fn node(&self, address: &str) -> redis::RedisResult<ConnectionInfo> {
+        let info = format!("redis://{address}").into_connection_info()?;
+        let mut redis = info.redis_settings().clone();
+        if let Some(username) = &self.username {
+            redis = redis.set_username(username);
+        }
+        if let Some(password) = &self.password {
+            redis = redis.set_password(password);
+        }
+        Ok(info.set_redis_settings(redis))
+    }
 }
 
 /// What one data version holds, as its loader described it.
@@ -128,13 +178,11 @@ fn cluster_client(
     settings: &ClusterSettings,
     response: Duration,
 ) -> Result<ClusterClient, RedisStoreError> {
-    Ok(
-        ClusterClient::builder(settings.nodes.iter().map(String::as_str))
-            .connection_timeout(settings.timeout)
-            .response_timeout(response)
-            .retries(2)
-            .build()?,
-    )
+    let builder = ClusterClient::builder(settings.nodes.iter().map(String::as_str))
+        .connection_timeout(settings.timeout)
+        .response_timeout(response)
+        .retries(2);
+    Ok(settings.credentials.apply(builder).build()?)
 }
 
 impl VersionInfo {

@@ -37,7 +37,7 @@ pub mod store;
 mod watch;
 
 pub use breaker::{Admit, Breaker, BreakerSettings, BreakerState};
-pub use cluster::{Cluster, ClusterSettings, VersionInfo};
+pub use cluster::{Cluster, ClusterSettings, Credentials, VersionInfo};
 pub use error::RedisStoreError;
 pub use load::{Loader, Published};
 pub use publish::{Cleanup, DataSet, LeftBehind, LoadSummary, Progress, PublishError, RolledBack};

@@ -13,7 +13,7 @@ use std::time::Duration;
 use redis::cluster::{ClusterClient, ClusterConnection, cluster_pipe};
 use redis::{Commands, Script};
 
-use crate::cluster::VersionInfo;
+use crate::cluster::{ClusterSettings, Credentials, VersionInfo};
 use crate::error::RedisStoreError;
 use crate::keys;
 
@@ -53,6 +53,7 @@ pub struct Published {
 pub struct Loader {
     connection: ClusterConnection,
     timeout: Duration,
+    credentials: Credentials,
 }
 
 impl std::fmt::Debug for Loader {
@@ -71,18 +72,21 @@ fn version_of(raw: &str) -> Result<Option<u64>, RedisStoreError> {
 }
 
 impl Loader {
-    /// Connects to the cluster through the seed `nodes`.
+    /// Connects to the cluster through `cluster`'s seed nodes, with its
+    /// credentials (its pool size does not matter: one connection).
     ///
     /// # Errors
-    /// The client's error when no node answers in `timeout`.
-    pub fn connect(nodes: &[String], timeout: Duration) -> Result<Self, RedisStoreError> {
-        let client = ClusterClient::builder(nodes.iter().map(String::as_str))
-            .connection_timeout(timeout)
-            .response_timeout(timeout)
-            .build()?;
+    /// The client's error when no node answers in `cluster.timeout`, or
+    /// when the nodes refuse the credentials.
+    pub fn connect(cluster: &ClusterSettings) -> Result<Self, RedisStoreError> {
+        let builder = ClusterClient::builder(cluster.nodes.iter().map(String::as_str))
+            .connection_timeout(cluster.timeout)
+            .response_timeout(cluster.timeout);
+        let client = cluster.credentials.apply(builder).build()?;
         Ok(Self {
             connection: client.get_connection()?,
-            timeout,
+            timeout: cluster.timeout,
+            credentials: cluster.credentials.clone(),
         })
     }
 
@@ -188,7 +192,7 @@ impl Loader {
         let mut deleted = 0;
         let pattern = keys::version_pattern(version);
         for master in self.masters()? {
-            let client = redis::Client::open(format!("redis://{master}"))?;
+            let client = redis::Client::open(self.credentials.node(&master)?)?;
             let mut node = client.get_connection_with_timeout(self.timeout)?;
             node.set_read_timeout(Some(self.timeout))?;
             node.set_write_timeout(Some(self.timeout))?;

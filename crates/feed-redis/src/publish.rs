@@ -17,9 +17,9 @@
 //! the progress ([`Progress`]) and says what to print.
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::cluster::VersionInfo;
+use crate::cluster::{ClusterSettings, VersionInfo};
 use crate::error::RedisStoreError;
 use crate::load::Loader;
 
@@ -208,26 +208,25 @@ pub enum PublishError {
     NoPrevious,
 }
 
-/// Writes `data`, whose feeds are `feeds`, into the cluster at `nodes` as a
+/// Writes `data`, whose feeds are `feeds`, into the cluster `cluster` reaches as a
 /// new version, [`LOAD_BATCH`] users per pipeline, telling `progress` after
 /// each batch; then moves the pointer to it and deletes the version before
 /// the previous one. `started` is when the caller began (reading the data
 /// counts too): the summary's seconds run from it.
 ///
 /// # Errors
-/// [`PublishError::Connect`] when no node answers in `timeout`,
+/// [`PublishError::Connect`] when no node answers in `cluster.timeout`,
 /// [`PublishError::Cluster`] when no version could be numbered, and
 /// [`PublishError::Load`] when writing or publishing failed, after the
 /// half-written version was deleted if nothing can name it.
 pub fn load<'a>(
-    nodes: &[String],
-    timeout: Duration,
+    cluster: &ClusterSettings,
     started: Instant,
     data: DataSet,
     feeds: impl IntoIterator<Item = (u64, &'a [u32])>,
     mut progress: impl FnMut(Progress),
 ) -> Result<LoadSummary, PublishError> {
-    let mut loader = Loader::connect(nodes, timeout).map_err(PublishError::Connect)?;
+    let mut loader = Loader::connect(cluster).map_err(PublishError::Connect)?;
     let version = loader.new_version().map_err(PublishError::Cluster)?;
     let (users, items) = (data.users, data.items);
     let written = loader.write_feeds(version, feeds, LOAD_BATCH, |done| {
@@ -308,14 +307,14 @@ impl fmt::Display for RolledBack {
     }
 }
 
-/// Serves the previous version again through the cluster at `nodes`; the
+/// Serves the previous version again through the cluster `cluster` reaches; the
 /// current one becomes the previous. Nothing is deleted.
 ///
 /// # Errors
-/// [`PublishError::Connect`] when no node answers in `timeout`,
+/// [`PublishError::Connect`] when no node answers in `cluster.timeout`,
 /// [`PublishError::NoPrevious`], or [`PublishError::Cluster`].
-pub fn rollback(nodes: &[String], timeout: Duration) -> Result<RolledBack, PublishError> {
-    let mut loader = Loader::connect(nodes, timeout).map_err(PublishError::Connect)?;
+pub fn rollback(cluster: &ClusterSettings) -> Result<RolledBack, PublishError> {
+    let mut loader = Loader::connect(cluster).map_err(PublishError::Connect)?;
     match loader.rollback().map_err(PublishError::Cluster)? {
         Some((from, to)) => Ok(RolledBack { from, to }),
         None => Err(PublishError::NoPrevious),

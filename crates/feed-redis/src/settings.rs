@@ -1,7 +1,7 @@
 //! The `[redis]` section of the configuration ([`RedisSettings`]): the
-//! cluster's seed nodes, time limits, pool and circuit breaker, with the
-//! checks of their keys and the [`ClusterSettings`] and [`BreakerSettings`]
-//! they build.
+//! cluster's seed nodes, credentials, time limits, pool and circuit
+//! breaker, with the checks of their keys and the [`ClusterSettings`] and
+//! [`BreakerSettings`] they build.
 //!
 //! A plain serde type: `feed-server` reads the file and the environment
 //! into it; this crate knows nothing of how it was read.
@@ -11,15 +11,27 @@ use std::time::Duration;
 use feed_domain::InvalidSetting;
 use serde::Deserialize;
 
-use crate::{BreakerSettings, ClusterSettings};
+use crate::{BreakerSettings, ClusterSettings, Credentials};
 
 /// `[redis]`: the Redis Cluster, for `storage.kind = "redis"` and
 /// `feed-server redis-load`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     /// Seed nodes, `redis://HOST:PORT`, separated by commas.
     pub nodes: String,
+    /// The ACL user to authenticate as; empty: the default user.
+    #[serde(default)]
+    pub username: String,
+    /// The password every node asks for (`AUTH`); empty: none, or the one
+    /// in `password_file`.
+    #[serde(default)]
+    pub password: String,
+    /// A file holding the password (surrounding whitespace left out), so
+    /// that it appears neither in the configuration nor in the environment;
+    /// empty: none.
+    #[serde(default)]
+    pub password_file: String,
     /// The longest a call to the cluster may take.
     pub timeout_ms: u64,
     /// Multiplexed cluster connections calls are spread over.
@@ -32,7 +44,63 @@ pub struct RedisSettings {
     pub breaker_open_ms: u64,
 }
 
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("nodes", &self.nodes)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &(!self.password.is_empty()).then_some("<hidden>"),
+            )
+            .field("password_file", &self.password_file)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("pool_size", &self.pool_size)
+            .field("poll_ms", &self.poll_ms)
+            .field("breaker_failures", &self.breaker_failures)
+            .field("breaker_open_ms", &self.breaker_open_ms)
+            .finish()
+    }
+}
+
 impl RedisSettings {
+    /// Who the clients are to the cluster: `redis.username` and the password
+    /// of `redis.password` or, read now, `redis.password_file`.
+    ///
+    /// # Errors
+    /// [`InvalidSetting`] naming `redis.password_file` when both are set or
+    /// the file cannot be read, `redis.username` when it has no password.
+    pub fn credentials(&self) -> Result<Credentials, InvalidSetting> {
+        let file = self.password_file.trim();
+        let password = match (self.password.as_str(), file) {
+            ("", "") => None,
+            (password, "") => Some(password.to_owned()),
+            ("", path) => {
+                let content = std::fs::read_to_string(path).map_err(|e| {
+                    InvalidSetting::new("redis.password_file", format!("cannot read {path}: {e}"))
+                })?;
+                Some(content.trim().to_owned())
+            }
+            (_, _) => {
+                return Err(InvalidSetting::new(
+                    "redis.password_file",
+                    "is set and so is redis.password: set one of them",
+                ));
+            }
+        };
+        let username = self.username.trim();
+        if !username.is_empty() && password.is_none() {
+            return Err(InvalidSetting::new(
+                "redis.username",
+                "an ACL user needs its password: set redis.password or redis.password_file",
+            ));
+        }
+        Ok(Credentials {
+            username: (!username.is_empty()).then(|| username.to_owned()),
+            password,
+        })
+    }
+
     /// Checks that every number of `[redis]` is in its range. The node
     /// list is checked by [`Self::node_list`], only where the cluster is
     /// used.
@@ -76,12 +144,13 @@ impl RedisSettings {
     /// The cluster connection settings.
     ///
     /// # Errors
-    /// As [`Self::node_list`].
+    /// As [`Self::node_list`] and [`Self::credentials`].
     pub fn cluster(&self) -> Result<ClusterSettings, InvalidSetting> {
         Ok(ClusterSettings {
             nodes: self.node_list()?,
             timeout: Duration::from_millis(self.timeout_ms),
             pool_size: self.pool_size,
+            credentials: self.credentials()?,
         })
     }
 
@@ -129,6 +198,9 @@ mod tests {
     fn redis() -> RedisSettings {
         RedisSettings {
             nodes: "redis://127.0.0.1:7000, redis://127.0.0.1:7001".into(),
+            username: String::new(),
+            password: String::new(),
+            password_file: String::new(),
             timeout_ms: 200,
             pool_size: 4,
             poll_ms: 100,
@@ -184,5 +256,45 @@ mod tests {
                 &format!("configuration: redis.nodes: {expected}"),
             );
         }
+    }
+
+    /// The password comes from the configuration or a file, never both; an
+    /// ACL user needs one; neither shows in `Debug`.
+    #[test]
+    fn credentials_come_from_one_place_and_stay_hidden() {
+        let mut settings = redis();
+        assert_eq!(settings.credentials().unwrap(), Credentials::default());
+        settings.password = "s3cret".into();
+        settings.username = " feeds ".into();
+        let credentials = settings.credentials().unwrap();
+        assert_eq!(credentials.password.as_deref(), Some("s3cret"));
+        assert_eq!(credentials.username.as_deref(), Some("feeds"));
+        for shown in [format!("{settings:?}"), format!("{credentials:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+        let dir = std::env::temp_dir().join(format!("feed-redis-password-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        settings.password_file = file.to_string_lossy().into_owned();
+        check(
+            settings.credentials(),
+            "configuration: redis.password_file: is set and so is redis.password: set one of them",
+        );
+        settings.password.clear();
+        assert_eq!(
+            settings.credentials().unwrap().password.as_deref(),
+            Some("from-a-file")
+        );
+        assert_eq!(
+            settings.cluster().unwrap().credentials.password.as_deref(),
+            Some("from-a-file")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        settings.password_file.clear();
+        check(
+            settings.credentials(),
+            "configuration: redis.username: an ACL user needs its password: set redis.password or redis.password_file",
+        );
     }
 }

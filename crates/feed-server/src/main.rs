@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use feed_redis::ClusterSettings;
 use feed_server::settings::{Settings, StorageKind, parse_nodes};
 use feed_server::{Stopped, Stops};
 use slog::error;
@@ -168,14 +169,24 @@ fn exit(served: std::io::Result<Stopped>, logger: &slog::Logger) -> ExitCode {
 
 /// The seed nodes of `--nodes`, or of `[redis] nodes`; exit 2 naming the
 /// one that is wrong.
-fn nodes(args: &RedisArgs, settings: &Settings) -> Result<Vec<String>, ExitCode> {
+fn cluster(args: &RedisArgs, settings: &Settings) -> Result<ClusterSettings, ExitCode> {
     let (key, nodes) = match &args.nodes {
         Some(nodes) => ("--nodes", nodes.as_str()),
         None => ("redis.nodes", settings.redis.nodes.as_str()),
     };
-    parse_nodes(nodes).map_err(|reason| {
+    let nodes = parse_nodes(nodes).map_err(|reason| {
         eprintln!("feed-server: {key}: {reason}");
         ExitCode::from(2)
+    })?;
+    let credentials = settings.redis.credentials().map_err(|e| {
+        eprintln!("feed-server: {e}");
+        ExitCode::from(2)
+    })?;
+    Ok(ClusterSettings {
+        nodes,
+        timeout: Duration::from_millis(settings.redis.timeout_ms.max(1_000)),
+        pool_size: 1,
+        credentials,
     })
 }
 
@@ -183,12 +194,11 @@ fn nodes(args: &RedisArgs, settings: &Settings) -> Result<Vec<String>, ExitCode>
 /// (one whose fallback list is shorter than `max_size` too) or node list,
 /// 1 when the cluster fails.
 fn redis_load(args: &RedisLoadArgs, settings: &Settings, max_size: usize) -> ExitCode {
-    let nodes = match nodes(&args.redis, settings) {
-        Ok(nodes) => nodes,
+    let cluster = match cluster(&args.redis, settings) {
+        Ok(cluster) => cluster,
         Err(code) => return code,
     };
-    let timeout = Duration::from_millis(settings.redis.timeout_ms.max(1_000));
-    match feed_server::redis::load(&args.snapshot, &nodes, timeout, max_size) {
+    match feed_server::redis::load(&args.snapshot, &cluster, max_size) {
         Ok(summary) => {
             println!("{summary}");
             ExitCode::SUCCESS
@@ -206,12 +216,11 @@ fn redis_load(args: &RedisLoadArgs, settings: &Settings, max_size: usize) -> Exi
 
 /// `feed-server redis-rollback`: exit 0 naming the version now served.
 fn redis_rollback(args: &RedisArgs, settings: &Settings) -> ExitCode {
-    let nodes = match nodes(args, settings) {
-        Ok(nodes) => nodes,
+    let cluster = match cluster(args, settings) {
+        Ok(cluster) => cluster,
         Err(code) => return code,
     };
-    let timeout = Duration::from_millis(settings.redis.timeout_ms.max(1_000));
-    match feed_server::redis::rollback(&nodes, timeout) {
+    match feed_server::redis::rollback(&cluster) {
         Ok(line) => {
             println!("{line}");
             ExitCode::SUCCESS

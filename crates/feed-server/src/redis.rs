@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use feed_domain::{FeedService, SizeLimits, short_fallback};
 use feed_memory::{CatalogRandomFeed, FallbackList, Snapshot};
-use feed_redis::{DataSet, LoadSummary, PublishError, RedisFeedStorage, publish};
+use feed_redis::{ClusterSettings, DataSet, LoadSummary, PublishError, RedisFeedStorage, publish};
 
 use crate::recorder::LoggingRecorder;
 
@@ -43,8 +43,7 @@ pub fn version_service(
 /// the cluster.
 pub fn load(
     path: &Path,
-    nodes: &[String],
-    timeout: Duration,
+    cluster: &ClusterSettings,
     max_size: usize,
 ) -> Result<LoadSummary, String> {
     let started = Instant::now();
@@ -62,7 +61,7 @@ pub fn load(
     };
     let (_, table, _) = snapshot.into_parts();
     let mut next_report = Instant::now();
-    let summary = publish::load(nodes, timeout, started, data, table.entries(), |progress| {
+    let summary = publish::load(cluster, started, data, table.entries(), |progress| {
         if Instant::now() >= next_report || progress.is_complete() {
             next_report = Instant::now() + Duration::from_secs(1);
             eprintln!("redis-load: {progress}");
@@ -80,8 +79,8 @@ pub fn load(
 ///
 /// # Errors
 /// One line: no previous version, or the cluster's error.
-pub fn rollback(nodes: &[String], timeout: Duration) -> Result<String, String> {
-    publish::rollback(nodes, timeout)
+pub fn rollback(cluster: &ClusterSettings) -> Result<String, String> {
+    publish::rollback(cluster)
         .map(|rolled| rolled.to_string())
         .map_err(command_error)
 }

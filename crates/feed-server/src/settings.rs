@@ -277,6 +277,7 @@ impl Settings {
     fn validate_redis(&self) -> Result<(), SettingsError> {
         if self.storage.kind == StorageKind::Redis {
             self.redis.node_list()?;
+            self.redis.credentials()?;
             if self.data.watch {
                 return Err(SettingsError::Invalid {
                     key: "data.watch",

@@ -6,6 +6,10 @@
 //! returns `None` and says why, unless `FEED_REQUIRE_REDIS=1` (set by CI),
 //! where it panics instead: there the tests must run.
 //!
+//! Every node asks for [`PASSWORD`] (`requirepass`, and `masterauth`
+//! between replicas and masters), as a production cluster does: every
+//! client under test authenticates.
+//!
 //! Shared by the feed-redis and feed-server tests (included by path).
 
 #![allow(dead_code, unreachable_pub)]
@@ -14,6 +18,9 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The password of every test cluster's nodes.
+pub const PASSWORD: &str = "feed-test-secret";
 
 /// One node.
 pub struct Node {
@@ -70,6 +77,7 @@ fn free_port() -> u16 {
 fn cli(port: u16, args: &[&str]) -> Option<String> {
     let out = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-a", PASSWORD, "--no-auth-warning"])
         .args(args)
         .stderr(Stdio::null())
         .output()
@@ -116,6 +124,7 @@ impl TestCluster {
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
         let created = Command::new("redis-cli")
+            .args(["-a", PASSWORD, "--no-auth-warning"])
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
@@ -133,6 +142,7 @@ impl TestCluster {
         Command::new("redis-server")
             .args(["--port", &port.to_string()])
             .args(["--bind", "127.0.0.1", "--protected-mode", "no"])
+            .args(["--requirepass", PASSWORD, "--masterauth", PASSWORD])
             .args(["--cluster-enabled", "yes"])
             .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
             .args(["--cluster-node-timeout", "1000"])

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use cluster::TestCluster;
 use feed_domain::{FeedStorage, ItemId, StorageError, UserId};
 use feed_redis::{
-    Breaker, BreakerSettings, Cluster, ClusterSettings, Loader, RedisFeedStorage, RedisStoreError,
-    VersionInfo, keys,
+    Breaker, BreakerSettings, Cluster, ClusterSettings, Credentials, Loader, RedisFeedStorage,
+    RedisStoreError, VersionInfo, keys,
 };
 
 /// The time limit of the calls whose limit is under test.
@@ -38,6 +38,10 @@ fn settings(cluster: &TestCluster, timeout: Duration) -> ClusterSettings {
         nodes: cluster.urls(),
         timeout,
         pool_size: POOL_SIZE,
+        credentials: Credentials {
+            username: None,
+            password: Some(cluster::PASSWORD.into()),
+        },
     }
 }
 
@@ -131,7 +135,15 @@ fn feeds_are_handed_out_in_order_once_across_frontends_and_versions() {
         (sparse, (1..=300).collect()),
         (4, Vec::new()),
     ];
-    let mut loader = Loader::connect(&cluster.urls(), GENEROUS).unwrap();
+    // The nodes ask for a password: a client without it, or with a wrong
+    // one, gets nothing.
+    for password in [None, Some("wrong".to_owned())] {
+        let mut anonymous = settings(&cluster, GENEROUS);
+        anonymous.credentials.password = password;
+        let refused = Loader::connect(&anonymous).unwrap_err().to_string();
+        assert!(refused.contains("uthentication"), "{refused}");
+    }
+    let mut loader = Loader::connect(&settings(&cluster, GENEROUS)).unwrap();
     let first = publish(&mut loader, &feeds, &[1, 2, 3]);
     runtime().block_on(async {
         let connect = Cluster::connect(&settings(&cluster, GENEROUS))
@@ -235,7 +247,7 @@ fn a_dead_master_fails_fast_then_its_replica_serves_with_progress_intact() {
         return;
     };
     let users: Vec<(u64, Vec<u32>)> = (0..200).map(|u| (u, (1..=50).collect())).collect();
-    let mut loader = Loader::connect(&cluster.urls(), GENEROUS).unwrap();
+    let mut loader = Loader::connect(&settings(&cluster, GENEROUS)).unwrap();
     let version = publish(&mut loader, &users, &[1]);
     let victim = 17u64;
     let dead_master = cluster.master_of(keys::slot(victim));

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::cluster::{TestCluster, installed};
+use super::cluster::{PASSWORD, TestCluster, installed};
 use super::server::{Connection, Server, command, get, refused_start, scratch_dir, wait_until};
 use super::snapshot::{line, snapshot_of};
 
@@ -28,7 +28,7 @@ fn load(nodes: &str, users: &str, seed: &str) -> String {
         .output()
         .unwrap();
     assert!(written.status.success(), "{written:?}");
-    let loaded = command(&[])
+    let loaded = command(&[("FEED__REDIS__PASSWORD", PASSWORD)])
         .args(["redis-load", "--snapshot", snapshot, "--nodes", nodes])
         .output()
         .unwrap();
@@ -57,9 +57,14 @@ fn nodes(cluster: &TestCluster) -> String {
 fn frontend(nodes: &str, timeout_ms: u64) -> (Server, String) {
     let poll = POLL_MS.to_string();
     let timeout = timeout_ms.to_string();
+    // The frontends read the password from a file (redis-load takes it
+    // from the environment): both ways are used.
+    let secret = scratch_dir("redis-password").join("password");
+    std::fs::write(&secret, format!("{PASSWORD}\n")).unwrap();
     let mut server = Server::start(&[
         ("FEED__STORAGE__KIND", "redis"),
         ("FEED__REDIS__NODES", nodes),
+        ("FEED__REDIS__PASSWORD_FILE", secret.to_str().unwrap()),
         ("FEED__REDIS__POLL_MS", &poll),
         ("FEED__REDIS__TIMEOUT_MS", &timeout),
         // HAProxy, on loopback, forwards the client's address.
@@ -229,7 +234,7 @@ fn two_frontends_behind_haproxy_keep_the_contract_and_follow_versions() {
         switched < Duration::from_millis(POLL_MS) + Duration::from_secs(1),
         "switched {switched:?} after the load"
     );
-    let rolled = command(&[])
+    let rolled = command(&[("FEED__REDIS__PASSWORD", PASSWORD)])
         .args(["redis-rollback", "--nodes", &nodes])
         .output()
         .unwrap();
@@ -386,6 +391,28 @@ fn bad_redis_settings_are_refused_naming_the_key() {
     assert!(line.contains("redis.timeout_ms"), "{line}");
     let line = refused_start(&[("FEED__REDIS__POLL_MS", "5000")]);
     assert!(line.contains("redis.poll_ms"), "{line}");
+    // A password, from the configuration or a file, never both; a file
+    // that cannot be read stops the start.
+    let redis = [
+        ("FEED__STORAGE__KIND", "redis"),
+        ("FEED__REDIS__PASSWORD", "secret"),
+        ("FEED__REDIS__PASSWORD_FILE", "/nonexistent/redis-password"),
+    ];
+    let line = refused_start(&redis);
+    assert!(
+        line.contains("redis.password_file: is set and so is redis.password"),
+        "{line}"
+    );
+    let line = refused_start(&[redis[0], redis[2]]);
+    assert!(
+        line.contains("redis.password_file: cannot read /nonexistent/redis-password"),
+        "{line}"
+    );
+    let line = refused_start(&[redis[0], ("FEED__REDIS__USERNAME", "feeds")]);
+    assert!(
+        line.contains("redis.username: an ACL user needs its password"),
+        "{line}"
+    );
     let line = refused_start(&[("FEED__STORAGE__KIND", "disk")]);
     assert!(
         line.contains("storage.kind") || line.contains("disk"),

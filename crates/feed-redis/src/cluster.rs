@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncCommands, ConnectionInfo, IntoConnectionInfo};
+use redis::{AsyncCommands, ConnectionInfo, IntoConnectionInfo, TlsCertificates, TlsMode};
 
 use crate::error::{RedisStoreError, within};
 use crate::keys;
@@ -26,6 +26,66 @@ pub struct ClusterSettings {
     pub pool_size: usize,
     /// Who the client is to every node (`AUTH`).
     pub credentials: Credentials,
+    /// With `rediss://` nodes: the certificate (PEM) of the authority that
+    /// signed the nodes' certificates; `None` trusts the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl ClusterSettings {
+    /// Whether the nodes are reached over TLS (`rediss://`).
+    pub fn tls(&self) -> bool {
+        self.nodes
+            .first()
+            .is_some_and(|node| node.starts_with("rediss://"))
+    }
+
+    /// `builder` with these settings' credentials and, over TLS, their
+    /// authority.
+    pub(crate) fn apply(&self, builder: ClusterClientBuilder) -> ClusterClientBuilder {
+        let builder = self.credentials.apply(builder);
+        match (&self.ca_pem, self.tls()) {
+            (Some(ca), true) => {
+                tls_provider();
+                builder.certs(TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                })
+            }
+            (None, true) => {
+                tls_provider();
+                builder.tls(TlsMode::Secure)
+            }
+            (_, false) => builder,
+        }
+    }
+
+    /// A client of the single node at `address` (`HOST:PORT`), as these
+    /// settings reach the cluster.
+    pub(crate) fn node(&self, address: &str) -> redis::RedisResult<redis::Client> {
+        let scheme = if self.tls() { "rediss" } else { "redis" };
+        let info = self
+            .credentials
+            .connection_info(&format!("{scheme}://{address}"))?;
+        match (&self.ca_pem, self.tls()) {
+            (Some(ca), true) => {
+                tls_provider();
+                redis::Client::build_with_tls(
+                    info,
+                    TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(ca.clone()),
+                    },
+                )
+            }
+            _ => redis::Client::open(info),
+        }
+    }
+}
+
+/// Makes rustls' ring provider the process's default, once (a no-op if one
+/// is already installed).
+fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Who a client is to the cluster's nodes: the password of the default
@@ -61,10 +121,9 @@ impl Credentials {
         }
     }
 
-    /// How to reach the single node at `address` (`HOST:PORT`) with these
-    /// credentials.
-    pub(crate) fn node(&self, address: &str) -> redis::RedisResult<ConnectionInfo> {
-        let info = format!("redis://{address}").into_connection_info()?;
+    /// How to reach the node at `url` with these credentials.
+    fn connection_info(&self, url: &str) -> redis::RedisResult<ConnectionInfo> {
+        let info = url.into_connection_info()?;
         let mut redis = info.redis_settings().clone();
         if let Some(username) = &self.username {
             redis = redis.set_username(username);
@@ -182,7 +241,7 @@ fn cluster_client(
         .connection_timeout(settings.timeout)
         .response_timeout(response)
         .retries(2);
-    Ok(settings.credentials.apply(builder).build()?)
+    Ok(settings.apply(builder).build()?)
 }
 
 impl VersionInfo {

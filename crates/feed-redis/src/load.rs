@@ -13,7 +13,7 @@ use std::time::Duration;
 use redis::cluster::{ClusterClient, ClusterConnection, cluster_pipe};
 use redis::{Commands, Script};
 
-use crate::cluster::{ClusterSettings, Credentials, VersionInfo};
+use crate::cluster::{ClusterSettings, VersionInfo};
 use crate::error::RedisStoreError;
 use crate::keys;
 
@@ -53,7 +53,7 @@ pub struct Published {
 pub struct Loader {
     connection: ClusterConnection,
     timeout: Duration,
-    credentials: Credentials,
+    cluster: ClusterSettings,
 }
 
 impl std::fmt::Debug for Loader {
@@ -82,11 +82,11 @@ impl Loader {
         let builder = ClusterClient::builder(cluster.nodes.iter().map(String::as_str))
             .connection_timeout(cluster.timeout)
             .response_timeout(cluster.timeout);
-        let client = cluster.credentials.apply(builder).build()?;
+        let client = cluster.apply(builder).build()?;
         Ok(Self {
             connection: client.get_connection()?,
             timeout: cluster.timeout,
-            credentials: cluster.credentials.clone(),
+            cluster: cluster.clone(),
         })
     }
 
@@ -192,7 +192,7 @@ impl Loader {
         let mut deleted = 0;
         let pattern = keys::version_pattern(version);
         for master in self.masters()? {
-            let client = redis::Client::open(self.credentials.node(&master)?)?;
+            let client = self.cluster.node(&master)?;
             let mut node = client.get_connection_with_timeout(self.timeout)?;
             node.set_read_timeout(Some(self.timeout))?;
             node.set_write_timeout(Some(self.timeout))?;

@@ -32,6 +32,10 @@ pub struct RedisSettings {
     /// empty: none.
     #[serde(default)]
     pub password_file: String,
+    /// With `rediss://` nodes: a PEM file of the authority that signed the
+    /// nodes' certificates; empty: the system's trusted roots.
+    #[serde(default)]
+    pub tls_ca_file: String,
     /// The longest a call to the cluster may take.
     pub timeout_ms: u64,
     /// Multiplexed cluster connections calls are spread over.
@@ -54,6 +58,7 @@ impl std::fmt::Debug for RedisSettings {
                 &(!self.password.is_empty()).then_some("<hidden>"),
             )
             .field("password_file", &self.password_file)
+            .field("tls_ca_file", &self.tls_ca_file)
             .field("timeout_ms", &self.timeout_ms)
             .field("pool_size", &self.pool_size)
             .field("poll_ms", &self.poll_ms)
@@ -144,13 +149,36 @@ impl RedisSettings {
     /// The cluster connection settings.
     ///
     /// # Errors
-    /// As [`Self::node_list`] and [`Self::credentials`].
+    /// As [`Self::node_list`], [`Self::credentials`] and [`Self::ca`].
     pub fn cluster(&self) -> Result<ClusterSettings, InvalidSetting> {
+        let nodes = self.node_list()?;
         Ok(ClusterSettings {
-            nodes: self.node_list()?,
+            ca_pem: self.ca(&nodes)?,
+            nodes,
             timeout: Duration::from_millis(self.timeout_ms),
             pool_size: self.pool_size,
             credentials: self.credentials()?,
+        })
+    }
+
+    /// The authority of `redis.tls_ca_file`, read now, for `nodes`.
+    ///
+    /// # Errors
+    /// [`InvalidSetting`] naming `redis.tls_ca_file` when it cannot be
+    /// read, or is set for `redis://` nodes (no TLS to use it for).
+    pub fn ca(&self, nodes: &[String]) -> Result<Option<Vec<u8>>, InvalidSetting> {
+        let path = self.tls_ca_file.trim();
+        if path.is_empty() {
+            return Ok(None);
+        }
+        if !nodes.iter().all(|node| node.starts_with("rediss://")) {
+            return Err(InvalidSetting::new(
+                "redis.tls_ca_file",
+                "is set, but the nodes are not rediss:// (TLS)",
+            ));
+        }
+        std::fs::read(path).map(Some).map_err(|e| {
+            InvalidSetting::new("redis.tls_ca_file", format!("cannot read {path}: {e}"))
         })
     }
 
@@ -177,10 +205,16 @@ pub fn parse_nodes(nodes: &str) -> Result<Vec<String>, String> {
     if list.is_empty() {
         return Err("must name at least one node, as redis://HOST:PORT".into());
     }
+    let tls = list[0].starts_with("rediss://");
+    let scheme = if tls { "rediss://" } else { "redis://" };
     for node in &list {
-        let address = node
-            .strip_prefix("redis://")
-            .ok_or_else(|| format!("`{node}` does not start with redis://"))?;
+        let address = node.strip_prefix(scheme).ok_or_else(|| {
+            if node.starts_with("redis://") || node.starts_with("rediss://") {
+                format!("`{node}` mixes redis:// and rediss:// (TLS) with the other nodes")
+            } else {
+                format!("`{node}` does not start with redis://")
+            }
+        })?;
         let (host, port) = address
             .rsplit_once(':')
             .ok_or_else(|| format!("`{node}` has no :PORT"))?;
@@ -201,6 +235,7 @@ mod tests {
             username: String::new(),
             password: String::new(),
             password_file: String::new(),
+            tls_ca_file: String::new(),
             timeout_ms: 200,
             pool_size: 4,
             poll_ms: 100,
@@ -295,6 +330,29 @@ mod tests {
         check(
             settings.credentials(),
             "configuration: redis.username: an ACL user needs its password: set redis.password or redis.password_file",
+        );
+    }
+
+    /// TLS is all the nodes or none, and an authority file is for TLS.
+    #[test]
+    fn tls_nodes_and_their_authority_are_checked() {
+        let tls = vec!["rediss://127.0.0.1:7000".to_owned()];
+        assert_eq!(parse_nodes("rediss://127.0.0.1:7000").unwrap(), tls);
+        assert_eq!(
+            parse_nodes("rediss://127.0.0.1:7000,redis://127.0.0.1:7001").unwrap_err(),
+            "`redis://127.0.0.1:7001` mixes redis:// and rediss:// (TLS) with the other nodes"
+        );
+        let mut settings = redis();
+        assert_eq!(settings.ca(&tls).unwrap(), None);
+        settings.tls_ca_file = "/nonexistent/ca.pem".into();
+        check(
+            settings.ca(&settings.node_list().unwrap()),
+            "configuration: redis.tls_ca_file: is set, but the nodes are not rediss:// (TLS)",
+        );
+        let error = settings.ca(&tls).unwrap_err().to_string();
+        assert!(
+            error.starts_with("configuration: redis.tls_ca_file: cannot read /nonexistent/ca.pem"),
+            "{error}"
         );
     }
 }

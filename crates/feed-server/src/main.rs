@@ -182,11 +182,16 @@ fn cluster(args: &RedisArgs, settings: &Settings) -> Result<ClusterSettings, Exi
         eprintln!("feed-server: {e}");
         ExitCode::from(2)
     })?;
+    let ca_pem = settings.redis.ca(&nodes).map_err(|e| {
+        eprintln!("feed-server: {e}");
+        ExitCode::from(2)
+    })?;
     Ok(ClusterSettings {
         nodes,
         timeout: Duration::from_millis(settings.redis.timeout_ms.max(1_000)),
         pool_size: 1,
         credentials,
+        ca_pem,
     })
 }
 

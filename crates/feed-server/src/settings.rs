@@ -276,8 +276,9 @@ impl Settings {
 
     fn validate_redis(&self) -> Result<(), SettingsError> {
         if self.storage.kind == StorageKind::Redis {
-            self.redis.node_list()?;
+            let nodes = self.redis.node_list()?;
             self.redis.credentials()?;
+            self.redis.ca(&nodes)?;
             if self.data.watch {
                 return Err(SettingsError::Invalid {
                     key: "data.watch",

@@ -15,7 +15,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,8 @@ pub struct Node {
 pub struct TestCluster {
     pub nodes: Vec<Node>,
     dir: PathBuf,
+    /// With TLS: the folder of the authority's and the nodes' certificates.
+    tls: Option<PathBuf>,
 }
 
 /// Whether every one of `programs` runs (`PROGRAM -v`). When one does not,
@@ -74,10 +76,19 @@ fn free_port() -> u16 {
     }
 }
 
-fn cli(port: u16, args: &[&str]) -> Option<String> {
-    let out = Command::new("redis-cli")
+/// `redis-cli` with the password and, with TLS, the authority.
+fn redis_cli(tls: Option<&Path>) -> Command {
+    let mut cli = Command::new("redis-cli");
+    cli.args(["-a", PASSWORD, "--no-auth-warning"]);
+    if let Some(certs) = tls {
+        cli.arg("--tls").arg("--cacert").arg(certs.join("ca.crt"));
+    }
+    cli
+}
+
+fn cli(port: u16, tls: Option<&Path>, args: &[&str]) -> Option<String> {
+    let out = redis_cli(tls)
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-a", PASSWORD, "--no-auth-warning"])
         .args(args)
         .stderr(Stdio::null())
         .output()
@@ -91,6 +102,17 @@ impl TestCluster {
     /// Starts the cluster and waits until every slot is served; `None` when
     /// Redis is not installed (see the module documentation).
     pub fn start(masters: usize, replicas: usize) -> Option<Self> {
+        Self::start_with(masters, replicas, false)
+    }
+
+    /// As [`Self::start`], every node reached over TLS only (clients, the
+    /// cluster bus and replication), with a certificate for 127.0.0.1
+    /// signed by an authority made for the test ([`Self::ca_pem`]).
+    pub fn start_tls(masters: usize, replicas: usize) -> Option<Self> {
+        Self::start_with(masters, replicas, true)
+    }
+
+    fn start_with(masters: usize, replicas: usize, tls: bool) -> Option<Self> {
         if !installed(&["redis-server", "redis-cli"], "redis-server redis-tools") {
             return None;
         }
@@ -100,9 +122,11 @@ impl TestCluster {
             fastrand_suffix()
         ));
         std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let tls = tls.then(|| certificates(&dir));
         let mut cluster = Self {
             nodes: Vec::new(),
             dir,
+            tls,
         };
         for _ in 0..masters * (1 + replicas) {
             let port = free_port();
@@ -114,7 +138,9 @@ impl TestCluster {
         }
         for node in &cluster.nodes {
             wait(Duration::from_secs(10), || {
-                cli(node.port, &["PING"]).is_some_and(|o| o.contains("PONG"))
+                cluster
+                    .cli(node.port, &["PING"])
+                    .is_some_and(|o| o.contains("PONG"))
             })
             .expect("a node answers PING");
         }
@@ -123,8 +149,7 @@ impl TestCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let created = Command::new("redis-cli")
-            .args(["-a", PASSWORD, "--no-auth-warning"])
+        let created = redis_cli(cluster.tls.as_deref())
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
@@ -139,8 +164,21 @@ impl TestCluster {
     }
 
     fn spawn(&self, port: u16) -> Child {
-        Command::new("redis-server")
-            .args(["--port", &port.to_string()])
+        let mut server = Command::new("redis-server");
+        match &self.tls {
+            None => server.args(["--port", &port.to_string()]),
+            Some(certs) => server
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(certs.join("node.crt"))
+                .arg("--tls-key-file")
+                .arg(certs.join("node.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(certs.join("ca.crt"))
+                .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                .args(["--tls-auth-clients", "no"]),
+        };
+        server
             .args(["--bind", "127.0.0.1", "--protected-mode", "no"])
             .args(["--requirepass", PASSWORD, "--masterauth", PASSWORD])
             .args(["--cluster-enabled", "yes"])
@@ -163,8 +201,9 @@ impl TestCluster {
     pub fn wait_ok(&self, limit: Duration) {
         wait(limit, || {
             self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
-                cli(n.port, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok"))
-                    && cli(n.port, &["INFO", "replication"]).is_some_and(|i| {
+                self.cli(n.port, &["CLUSTER", "INFO"])
+                    .is_some_and(|i| i.contains("cluster_state:ok"))
+                    && self.cli(n.port, &["INFO", "replication"]).is_some_and(|i| {
                         i.contains("role:master") || i.contains("master_link_status:up")
                     })
             })
@@ -172,12 +211,29 @@ impl TestCluster {
         .expect("the cluster reaches cluster_state:ok with every replica in sync");
     }
 
-    /// `redis://127.0.0.1:PORT` of every node.
+    /// `redis://127.0.0.1:PORT` of every node (`rediss://` with TLS).
     pub fn urls(&self) -> Vec<String> {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         self.nodes
             .iter()
-            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .map(|n| format!("{scheme}://127.0.0.1:{}", n.port))
             .collect()
+    }
+
+    /// With TLS, the authority's certificate (PEM) clients must trust.
+    pub fn ca_pem(&self) -> Option<Vec<u8>> {
+        self.tls
+            .as_ref()
+            .map(|certs| std::fs::read(certs.join("ca.crt")).expect("the test authority"))
+    }
+
+    /// With TLS, the file of the authority's certificate.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|certs| certs.join("ca.crt"))
     }
 
     /// The port of the master serving hash slot `slot`.
@@ -187,7 +243,9 @@ impl TestCluster {
             .iter()
             .find(|n| n.child.is_some())
             .expect("a live node");
-        let nodes = cli(live.port, &["CLUSTER", "NODES"]).expect("CLUSTER NODES");
+        let nodes = self
+            .cli(live.port, &["CLUSTER", "NODES"])
+            .expect("CLUSTER NODES");
         for line in nodes.lines() {
             let fields: Vec<&str> = line.split(' ').collect();
             if !fields[2].contains("master") || fields[2].contains("fail") {
@@ -234,7 +292,7 @@ impl TestCluster {
 
     /// Runs `redis-cli` against the node on `port`.
     pub fn cli(&self, port: u16, args: &[&str]) -> Option<String> {
-        cli(port, args)
+        cli(port, self.tls.as_deref(), args)
     }
 }
 
@@ -255,6 +313,71 @@ pub fn wait(limit: Duration, mut done: impl FnMut() -> bool) -> Result<Duration,
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(started.elapsed())
+}
+
+/// An authority and a certificate for 127.0.0.1 signed by it, made with
+/// `openssl` in `dir/tls`; returns that folder.
+fn certificates(dir: &Path) -> PathBuf {
+    let certs = dir.join("tls");
+    std::fs::create_dir_all(&certs).expect("a folder for certificates");
+    std::fs::write(certs.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=feed-test-authority",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "node.key",
+            "-out",
+            "node.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "node.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "node.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    ];
+    for args in steps {
+        let made = Command::new("openssl")
+            .args(args)
+            .current_dir(&certs)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(made.success(), "openssl {args:?} failed");
+    }
+    certs
 }
 
 fn fastrand_suffix() -> u64 {

@@ -42,6 +42,7 @@ fn settings(cluster: &TestCluster, timeout: Duration) -> ClusterSettings {
             username: None,
             password: Some(cluster::PASSWORD.into()),
         },
+        ca_pem: cluster.ca_pem(),
     }
 }
 
@@ -351,4 +352,39 @@ async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Out
     })
     .await;
     outputs.into_iter().map(Option::unwrap).collect()
+}
+
+/// Over TLS only (clients, cluster bus, replication) with a password: a
+/// version is written, published, read and deleted through `rediss://`,
+/// trusting the test's authority; a client that does not trust it gets
+/// nothing.
+#[test]
+fn a_tls_cluster_serves_clients_that_trust_its_authority() {
+    let Some(cluster) = TestCluster::start_tls(3, 0) else {
+        return;
+    };
+    let mut untrusting = settings(&cluster, GENEROUS);
+    untrusting.ca_pem = None;
+    assert!(Loader::connect(&untrusting).is_err());
+
+    let feeds = vec![(1, (100..110).collect::<Vec<u32>>()), (2, vec![7])];
+    let mut loader = Loader::connect(&settings(&cluster, GENEROUS)).unwrap();
+    let first = publish(&mut loader, &feeds, &[1, 2, 3]);
+    runtime().block_on(async {
+        let frontend = Arc::new(
+            Cluster::connect(&settings(&cluster, GENEROUS))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(frontend.current_version().await.unwrap(), Some(first));
+        let storage = RedisFeedStorage::new(Arc::clone(&frontend), breaker(), first);
+        storage.prepare().await.unwrap();
+        assert_eq!(take(&storage, 1, 4).await.unwrap(), [100, 101, 102, 103]);
+        assert_eq!(take(&storage, 2, 10).await.unwrap(), [7]);
+    });
+    // A second version drops none yet; deleting the first reaches every
+    // master over TLS (one connection per master).
+    let second = publish(&mut loader, &feeds, &[1, 2, 3]);
+    assert_ne!(first, second);
+    assert!(loader.delete_version(first).unwrap() > 0);
 }

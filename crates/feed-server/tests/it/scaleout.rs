@@ -14,6 +14,11 @@ use super::snapshot::{line, snapshot_of};
 /// Writes a synthetic snapshot of `users` x `feed_len` (seeded) and loads
 /// it into the cluster at `nodes`; returns the command's summary line.
 fn load(nodes: &str, users: &str, seed: &str) -> String {
+    load_with(nodes, users, seed, &[])
+}
+
+/// [`load`], with `extra` in redis-load's environment.
+fn load_with(nodes: &str, users: &str, seed: &str, extra: &[(&str, &str)]) -> String {
     let dir = scratch_dir("redis-load");
     let snapshot = dir.join("feeds.ffs");
     let snapshot = snapshot.to_str().unwrap();
@@ -28,7 +33,9 @@ fn load(nodes: &str, users: &str, seed: &str) -> String {
         .output()
         .unwrap();
     assert!(written.status.success(), "{written:?}");
-    let loaded = command(&[("FEED__REDIS__PASSWORD", PASSWORD)])
+    let mut env = vec![("FEED__REDIS__PASSWORD", PASSWORD)];
+    env.extend_from_slice(extra);
+    let loaded = command(&env)
         .args(["redis-load", "--snapshot", snapshot, "--nodes", nodes])
         .output()
         .unwrap();
@@ -55,13 +62,18 @@ fn nodes(cluster: &TestCluster) -> String {
 
 /// A frontend over the cluster at `nodes` whose calls have `timeout_ms`.
 fn frontend(nodes: &str, timeout_ms: u64) -> (Server, String) {
+    frontend_with(nodes, timeout_ms, &[])
+}
+
+/// [`frontend`], with `extra` in its environment.
+fn frontend_with(nodes: &str, timeout_ms: u64, extra: &[(&str, &str)]) -> (Server, String) {
     let poll = POLL_MS.to_string();
     let timeout = timeout_ms.to_string();
     // The frontends read the password from a file (redis-load takes it
     // from the environment): both ways are used.
     let secret = scratch_dir("redis-password").join("password");
     std::fs::write(&secret, format!("{PASSWORD}\n")).unwrap();
-    let mut server = Server::start(&[
+    let mut env = vec![
         ("FEED__STORAGE__KIND", "redis"),
         ("FEED__REDIS__NODES", nodes),
         ("FEED__REDIS__PASSWORD_FILE", secret.to_str().unwrap()),
@@ -69,7 +81,9 @@ fn frontend(nodes: &str, timeout_ms: u64) -> (Server, String) {
         ("FEED__REDIS__TIMEOUT_MS", &timeout),
         // HAProxy, on loopback, forwards the client's address.
         ("FEED__LIMITS__TRUSTED_PROXIES", "127.0.0.1/32"),
-    ]);
+    ];
+    env.extend_from_slice(extra);
+    let mut server = Server::start(&env);
     let admin = server
         .logged("listening, loading feeds")
         .and_then(|l| l["admin"].as_str())
@@ -430,4 +444,24 @@ fn bad_redis_settings_are_refused_naming_the_key() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--nodes"));
+}
+
+/// Over TLS only, with a password: redis-load writes a version through
+/// `rediss://` nodes and a frontend serves it, both trusting the test's
+/// authority from `redis.tls_ca_file`.
+#[test]
+fn redis_load_and_a_frontend_reach_a_tls_cluster() {
+    let Some(cluster) = TestCluster::start_tls(3, 0) else {
+        return;
+    };
+    let nodes = nodes(&cluster);
+    assert!(nodes.starts_with("rediss://"), "{nodes}");
+    let ca = cluster.ca_file().unwrap();
+    let ca = ca.to_str().unwrap();
+    let tls = [("FEED__REDIS__TLS_CA_FILE", ca)];
+    let summary = load_with(&nodes, "1000", "7", &tls);
+    assert!(summary.contains("published version 1"), "{summary}");
+    let (server, _) = frontend_with(&nodes, GENEROUS_MS, &tls);
+    let answer = get(&server.addr, "/feed/3?size=10");
+    assert_eq!(items(&answer).len(), 10);
 }

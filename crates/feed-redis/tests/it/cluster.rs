@@ -63,6 +63,25 @@ pub fn installed(programs: &[&str], packages: &str) -> bool {
     false
 }
 
+/// Whether `openssl version` runs (it has no `-v`); as [`installed`] when
+/// it does not.
+fn openssl_installed() -> bool {
+    let runs = Command::new("openssl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !runs {
+        assert!(
+            std::env::var("FEED_REQUIRE_REDIS").as_deref() != Ok("1"),
+            "FEED_REQUIRE_REDIS=1 but openssl is not installed"
+        );
+        eprintln!("SKIPPED: openssl not installed (apt-get install openssl)");
+    }
+    runs
+}
+
 /// A port that is free, with its cluster bus port (+10000) free too.
 fn free_port() -> u16 {
     loop {
@@ -114,6 +133,9 @@ impl TestCluster {
 
     fn start_with(masters: usize, replicas: usize, tls: bool) -> Option<Self> {
         if !installed(&["redis-server", "redis-cli"], "redis-server redis-tools") {
+            return None;
+        }
+        if tls && !openssl_installed() {
             return None;
         }
         let dir = std::env::temp_dir().join(format!(

@@ -10,7 +10,7 @@
 # For each size: starts feed-server on the synthetic set with progress on
 # (a fresh progress folder, progress.sync_ms 100), waits for "ready", runs
 # 3 s of wrk on random users (so the progress file has had changes to
-# sync), lets one sync pass, then reads the server's CPU time (utime+stime
+# sync), waits for two more syncs to end (read from /metrics), then reads the server's CPU time (utime+stime
 # of /proc/PID/stat) before and after --idle seconds without a request:
 # CPU milliseconds per 10 s of idling. The same with progress off is the
 # baseline (the runtime's own timers).
@@ -74,6 +74,23 @@ start() {
     done
 }
 
+# syncs: the progress syncs the server has made so far.
+syncs() {
+    curl -fsS --max-time 5 "http://127.0.0.1:$admin_port/metrics" |
+        awk '$1 == "feed_progress_sync_duration_seconds_count" { print $2 }'
+}
+
+# wait_for_sync: waits until two more syncs have ended, so that one began
+# after the burst and wrote what it moved (bounded: 60 s).
+wait_for_sync() {
+    local first deadline=$((SECONDS + 60))
+    first=$(syncs)
+    until (($(syncs) >= first + 2)); do
+        ((SECONDS < deadline)) || { echo "no progress sync in 60 s" >&2; exit 1; }
+        sleep 0.05
+    done
+}
+
 # stop PID: kills it and waits until it is gone (and its ports are free).
 stop() {
     kill -9 "$1" 2>/dev/null || true
@@ -93,7 +110,7 @@ for size in "${sizes[@]}"; do
 request = function() return wrk.format("GET", "/feed/" .. math.random(0, $users - 1)) end
 LUA
         timeout 60 wrk -t2 -c32 -d3s -s "$work/random.lua" "http://127.0.0.1:$port" >/dev/null
-        sleep 1 # one sync of what the burst moved
+        [[ $progress == on ]] && wait_for_sync
         before=$(cpu_ms "$pid")
         sleep "$idle"
         after=$(cpu_ms "$pid")

@@ -43,19 +43,10 @@ impl ClusterSettings {
     /// authority.
     pub(crate) fn apply(&self, builder: ClusterClientBuilder) -> ClusterClientBuilder {
         let builder = self.credentials.apply(builder);
-        match (&self.ca_pem, self.tls()) {
-            (Some(ca), true) => {
-                tls_provider();
-                builder.certs(TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(ca.clone()),
-                })
-            }
-            (None, true) => {
-                tls_provider();
-                builder.tls(TlsMode::Secure)
-            }
-            (_, false) => builder,
+        match self.transport() {
+            Transport::Plain => builder,
+            Transport::SystemRoots => builder.tls(TlsMode::Secure),
+            Transport::Authority(certificates) => builder.certs(certificates),
         }
     }
 
@@ -66,20 +57,34 @@ impl ClusterSettings {
         let info = self
             .credentials
             .connection_info(&format!("{scheme}://{address}"))?;
-        match (&self.ca_pem, self.tls()) {
-            (Some(ca), true) => {
-                tls_provider();
-                redis::Client::build_with_tls(
-                    info,
-                    TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(ca.clone()),
-                    },
-                )
-            }
-            _ => redis::Client::open(info),
+        match self.transport() {
+            Transport::Authority(certificates) => redis::Client::build_with_tls(info, certificates),
+            Transport::Plain | Transport::SystemRoots => redis::Client::open(info),
         }
     }
+
+    /// How connections are made: in the clear, or over TLS trusting the
+    /// system's roots or `ca_pem` (the TLS provider installed first).
+    fn transport(&self) -> Transport {
+        if !self.tls() {
+            return Transport::Plain;
+        }
+        tls_provider();
+        match &self.ca_pem {
+            None => Transport::SystemRoots,
+            Some(ca) => Transport::Authority(TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            }),
+        }
+    }
+}
+
+/// See [`ClusterSettings::transport`].
+enum Transport {
+    Plain,
+    SystemRoots,
+    Authority(TlsCertificates),
 }
 
 /// Makes rustls' ring provider the process's default, once (a no-op if one

@@ -116,8 +116,8 @@ pub fn run(
         )),
         Arc::clone(&parts.recorder),
         limits,
-        settings.snapshot_place(),
-        settings.progress_place(),
+        settings.data.snapshot_place(),
+        settings.progress.place(),
         logger.new(o!("component" => "data")),
     ));
 
@@ -159,7 +159,8 @@ pub fn run(
     // watched, until the servers have stopped.
     let background = manager.start_background(
         settings
-            .progress_dir()
+            .progress
+            .dir()
             .map(|_| Duration::from_millis(settings.progress.sync_ms)),
         settings
             .data
@@ -281,11 +282,11 @@ impl Parts {
     /// Settings that [`Settings::load`] would have refused, as an I/O
     /// error of kind `InvalidInput`.
     fn new(settings: &Settings, logger: &Logger) -> std::io::Result<Self> {
-        let invalid = |e: settings::SettingsError| {
+        let invalid = |e: feed_domain::InvalidSetting| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
         };
-        let access = settings.admin.access().map_err(|e| invalid(e.into()))?;
-        let proxies = settings.trusted_proxies().map_err(invalid)?;
+        let access = settings.admin.access().map_err(invalid)?;
+        let proxies = settings.limits.trusted_proxies().map_err(invalid)?;
         if access.is_open() && !settings.admin.is_loopback() {
             warn!(logger, "the admin listener is open to anyone who reaches it (admin.allow_open)";
                 "admin_host" => &settings.admin.host);
@@ -296,8 +297,8 @@ impl Parts {
             logger.new(o!("component" => "feed")),
             Arc::clone(&counters),
         ));
-        let gate = RequestGate::builder(settings.request_limits(), lifecycle.clone())
-            .rate_limiter(settings.rate_limiter())
+        let gate = RequestGate::builder(settings.limits.request_limits(), lifecycle.clone())
+            .rate_limiter(settings.limits.rate_limiter())
             .trusted_proxies(proxies)
             .counters(Arc::clone(&counters))
             .logger(

@@ -112,7 +112,7 @@ fn main() -> ExitCode {
         &settings.data,
         spec.data,
         spec.limits,
-        &settings.progress_place(),
+        &settings.progress.place(),
         &logger,
     )
     .map(|first| feed_server::first_loader(first, spec.limits));

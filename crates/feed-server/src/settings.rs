@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use feed_domain::SizeLimits;
-use feed_http::TrustedProxies;
 use feed_memory::DataSpec;
 pub use feed_memory::{DataSettings, DataSource};
 use serde::Deserialize;
@@ -287,47 +286,6 @@ impl Settings {
             }
         }
         Ok(self.redis.validate()?)
-    }
-
-    /// The snapshot file reloads use when they name none (`data.snapshot`,
-    /// if set).
-    pub fn snapshot_path(&self) -> Option<std::path::PathBuf> {
-        self.data.snapshot_path()
-    }
-
-    /// Where snapshots are read from: the default file and the folder a
-    /// reload that names a path is confined to (`data.snapshot_dir`, or
-    /// the folder of `data.snapshot`).
-    pub fn snapshot_place(&self) -> feed_memory::SnapshotPlace {
-        self.data.snapshot_place()
-    }
-
-    /// The progress folder, `None` for progress in memory only.
-    pub fn progress_dir(&self) -> Option<std::path::PathBuf> {
-        self.progress.dir()
-    }
-
-    /// Where progress is kept: `progress.path` and `progress.on_corrupt`.
-    pub fn progress_place(&self) -> feed_memory::ProgressPlace {
-        self.progress.place()
-    }
-
-    /// The request gate's limits.
-    pub fn request_limits(&self) -> feed_http::RequestLimits {
-        self.limits.request_limits()
-    }
-
-    /// The per-client rate limiter, `None` when rate limiting is off.
-    pub fn rate_limiter(&self) -> Option<feed_http::RateLimiter> {
-        self.limits.rate_limiter()
-    }
-
-    /// The proxies whose `X-Forwarded-For` names the client.
-    ///
-    /// # Errors
-    /// [`SettingsError::Invalid`] naming `limits.trusted_proxies`.
-    pub fn trusted_proxies(&self) -> Result<TrustedProxies, SettingsError> {
-        Ok(self.limits.trusted_proxies()?)
     }
 
     /// Worker threads to run: the configured number, or one per core.

@@ -198,10 +198,8 @@ impl First {
                 let path = data.snapshot_path().unwrap_or_default();
                 let snapshot = Snapshot::open(&path).map_err(|e| format!("data.snapshot: {e}"))?;
                 check_fallback(&snapshot, limits).map_err(|e| format!("data.snapshot: {e}"))?;
-                let meta = *snapshot.meta();
-                let users = u32::try_from(meta.users).unwrap_or(u32::MAX);
                 let offsets = progress
-                    .offsets(meta.id, users, logger)
+                    .snapshot_offsets(&snapshot, logger)
                     .map_err(progress_error)?;
                 Ok(Self::Snapshot {
                     snapshot: Box::new(snapshot),

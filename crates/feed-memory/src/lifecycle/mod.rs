@@ -165,14 +165,6 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
         self.publish.ready();
     }
 
-    /// Whether the snapshot with `id` is the one being served.
-    pub fn serves_snapshot(&self, id: u64) -> bool {
-        lock(&self.versions)
-            .current
-            .as_ref()
-            .is_some_and(|v| v.holds_snapshot(id))
-    }
-
     /// Serves `loaded` from now on; what was served becomes the previous
     /// version (for a rollback). The caller holds `busy`.
     fn install(&self, loaded: Loaded<E>) {
@@ -281,10 +273,9 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
                 return Err(NotLoaded::Previous);
             }
         }
-        let users = u32::try_from(meta.users).map_err(|_| "too many users".to_owned())?;
         let offsets = self
             .progress
-            .offsets(meta.id, users, &self.logger)
+            .snapshot_offsets(&snapshot, &self.logger)
             .map_err(|e| e.to_string())?;
         Ok(from_snapshot(
             snapshot,

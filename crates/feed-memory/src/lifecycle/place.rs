@@ -9,7 +9,7 @@ use feed_domain::DataControlError;
 use slog::{Logger, info, warn};
 
 use super::log_path;
-use crate::{OffsetMap, OnCorrupt, Opened, ProgressError, ProgressFile};
+use crate::{OffsetMap, OnCorrupt, Opened, ProgressError, ProgressFile, Snapshot};
 
 /// Where users' progress is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +56,19 @@ impl ProgressPlace {
                 "file" => &path, "reason" => reason, "aside" => log_path(&aside)),
         }
         Ok(offsets)
+    }
+
+    /// [`Self::offsets`] of an opened `snapshot`: keyed by its id, for its
+    /// users (a verified snapshot has at most `u32::MAX`).
+    ///
+    /// # Errors
+    /// As [`Self::offsets`].
+    pub fn snapshot_offsets(
+        &self,
+        snapshot: &Snapshot,
+        logger: &Logger,
+    ) -> Result<OffsetMap, ProgressError> {
+        self.offsets(snapshot.meta().id, snapshot.table().users(), logger)
     }
 
     /// Removes progress files of data other than `keep`.

@@ -119,7 +119,7 @@ fn a_snapshot_source_needs_a_file_and_watching_needs_a_snapshot() {
         ("FEED__DATA__WATCH", "true"),
     ])
     .unwrap();
-    assert_eq!(settings.snapshot_path(), Some("feeds.snap".into()));
+    assert_eq!(settings.data.snapshot_path(), Some("feeds.snap".into()));
 }
 
 #[test]
@@ -131,13 +131,13 @@ fn unknown_keys_are_rejected() {
 #[test]
 fn proxy_ranges_and_admin_credentials_are_checked() {
     let settings = load(&[]).unwrap();
-    assert!(settings.trusted_proxies().unwrap().is_empty());
+    assert!(settings.limits.trusted_proxies().unwrap().is_empty());
     assert!(settings.admin.access().unwrap().is_open());
     assert!(!settings.admin.allow_open);
     assert!(!settings.admin.metrics_token_required);
 
     let settings = load(&[("FEED__LIMITS__TRUSTED_PROXIES", "127.0.0.1/32, fd00::/8")]).unwrap();
-    assert_eq!(settings.trusted_proxies().unwrap().ranges().len(), 2);
+    assert_eq!(settings.limits.trusted_proxies().unwrap().ranges().len(), 2);
     for bad in ["10.0.0.0/33", "10.0.0.1/8", "10.0.0.0/8;", "haproxy"] {
         check_rejected(
             &[("FEED__LIMITS__TRUSTED_PROXIES", bad)],

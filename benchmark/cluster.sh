@@ -9,8 +9,10 @@
 #     same snapshot;
 #  2. rounds of wrk (random known users) against the in-memory server, one
 #     frontend over Redis, and the two frontends through HAProxy: req/s and
-#     p99, with the Redis commands per request counted from the masters'
-#     INFO commandstats (EVALSHA per request must be 1);
+#     p99, with the Redis commands per request counted from every node's
+#     INFO commandstats (INCRBY per request must be 1), and the CPU a
+#     request costs the frontends and every Redis node against the
+#     in-memory server's (the goal of docs/SCALING.md: at most 2x);
 #  3. kills a master under load through HAProxy: answers by status, the
 #     seconds during which answers were degraded (storage errors rising in
 #     the frontends' metrics), and the time to the replica's promotion.
@@ -129,9 +131,9 @@ masters_memory() {
     done
     echo "$total"
 }
-# The version's description holds the fallback list (4 bytes an item): not per user.
-description=$(redis-cli -c -p 17000 memory usage "{ff}:meta:$(redis-cli -c -p 17000 get '{ff}:current' | tr -d '\r')" | tr -d '\r')
-loaded_memory=$(($(masters_memory) - description))
+loaded_memory=$(masters_memory)
+# What each frontend maps: the snapshot (feeds, ids, offsets, fallback list).
+snapshot_bytes=$(stat -c %s "$STATE_DIR/snapshot.ffs")
 
 {
     echo "# Scale-out on loopback, $stamp"
@@ -141,19 +143,19 @@ loaded_memory=$(($(masters_memory) - description))
     echo "and 3 replicas; wrk -t2 -c$connections, random known users, default size (10)."
     echo "Everything shares $(nproc) cores: compare the ratios."
     echo
-    echo "EVALSHA / request: the frontend's round trips to Redis per request (it sends nothing else per"
-    echo "request). Commands executed / request: every node's INFO commandstats, which also counts the"
-    echo "script's own STRLEN, GET, SET and GETRANGE and the replicas' copies of the SET."
+    echo "INCRBY / request: the frontend's round trips to Redis per request (it sends nothing else per"
+    echo "request). Commands executed / request: every node's INFO commandstats (INFO itself left out),"
+    echo "the replicas' copies of each INCRBY included."
     echo
     echo "CPU µs / request: user + system time of the feed servers (the in-memory one, or both"
     echo "frontends), of the three Redis masters, of the three replicas, and of HAProxy, over the"
     echo "round, divided by its requests."
     echo
-    echo "| round | target | req/s | p99 ms | non-2xx | EVALSHA / request | commands executed / request | server CPU µs / req | masters CPU µs / req | replicas CPU µs / req | HAProxy CPU µs / req |"
+    echo "| round | target | req/s | p99 ms | non-2xx | INCRBY / request | commands executed / request | server CPU µs / req | masters CPU µs / req | replicas CPU µs / req | HAProxy CPU µs / req |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 } >"$out"
 
-declare -A sum
+declare -A sum cpu commands
 for round in $(seq "$rounds"); do
     for target in memory redis-one haproxy-two; do
         case $target in
@@ -163,7 +165,7 @@ for round in $(seq "$rounds"); do
         esac
         servers=("${frontends[@]}")
         [[ $target == memory ]] && servers=("$tmp/memory.pid")
-        eval_before=$(calls evalsha)
+        incr_before=$(calls incrby)
         all_before=$(calls all)
         server_before=$(ticks "${servers[@]}")
         masters_before=$(ticks "${masters_pids[@]}")
@@ -175,11 +177,14 @@ for round in $(seq "$rounds"); do
         masters_cpu=$(per_request "$masters_before" "$(ticks "${masters_pids[@]}")")
         replicas_cpu=$(per_request "$replicas_before" "$(ticks "${replicas_pids[@]}")")
         proxy_cpu=$(per_request "$proxy_before" "$(ticks "$pids/haproxy.pid")")
-        eval_per=$(echo "($(calls evalsha) - $eval_before) / $requests" | bc -l)
+        incr_per=$(echo "($(calls incrby) - $incr_before) / $requests" | bc -l)
         all_per=$(echo "($(calls all) - $all_before) / $requests" | bc -l)
         printf '| %s | %s | %.0f | %.2f | %s | %.3f | %.3f | %.1f | %.1f | %.1f | %.1f |\n' "$round" "$target" "$rps" "$p99" \
-            "$non2xx" "$eval_per" "$all_per" "$server_cpu" "$masters_cpu" "$replicas_cpu" "$proxy_cpu" >>"$out"
+            "$non2xx" "$incr_per" "$all_per" "$server_cpu" "$masters_cpu" "$replicas_cpu" "$proxy_cpu" >>"$out"
         sum[$target]=$(echo "${sum[$target]:-0} + $rps" | bc -l)
+        # Frontend(s) plus every Redis node, balancer left out.
+        cpu[$target]=$(echo "${cpu[$target]:-0} + $server_cpu + $masters_cpu + $replicas_cpu" | bc -l)
+        commands[$target]=$(echo "${commands[$target]:-0} + $all_per" | bc -l)
         echo "round $round $target: $rps req/s, p99 $p99 ms" >&2
     done
 done
@@ -192,19 +197,28 @@ done
         "$(echo "${sum[haproxy-two]} / $rounds" | bc -l)" \
         "$(echo "${sum[haproxy-two]} / ${sum[memory]}" | bc -l)" \
         "$(echo "${sum[haproxy-two]} / ${sum[redis-one]}" | bc -l)"
+    echo
+    printf 'CPU per request, frontend(s) plus all six Redis nodes (HAProxy left out), against the in-memory server'"'"'s (goal: at most 2x): one frontend %.1f µs = **%.2fx**, two through HAProxy %.1f µs = **%.2fx** (in memory %.1f µs). Redis commands executed per request: %.2f and %.2f.\n' \
+        "$(echo "${cpu[redis-one]} / $rounds" | bc -l)" \
+        "$(echo "${cpu[redis-one]} / ${cpu[memory]}" | bc -l)" \
+        "$(echo "${cpu[haproxy-two]} / $rounds" | bc -l)" \
+        "$(echo "${cpu[haproxy-two]} / ${cpu[memory]}" | bc -l)" \
+        "$(echo "${cpu[memory]} / $rounds" | bc -l)" \
+        "$(echo "${commands[redis-one]} / $rounds" | bc -l)" \
+        "$(echo "${commands[haproxy-two]} / $rounds" | bc -l)"
 } >>"$out"
 
-used_memory=$(($(masters_memory) - description))
+used_memory=$(masters_memory)
 offsets=0
 for port in 17000 17001 17002; do
     offsets=$((offsets + $(redis-cli -p "$port" --scan --pattern 'o:{*}:*' | wc -l)))
 done
 {
     echo
-    printf 'Memory on the 3 masters above their start-up use, without the version description (%.1f MiB: the fallback list of %s): %.1f MiB right after the load, %.0f bytes per user of 200 items (800 of them item ids); %.1f MiB after the rounds above, when %s users had an offset key (%.0f bytes per user). The replicas hold the same again.\n' \
-        "$(echo "$description / 1048576" | bc -l)" "the synthetic catalog" \
-        "$(echo "$loaded_memory / 1048576" | bc -l)" "$(echo "$loaded_memory / $users" | bc -l)" \
-        "$(echo "$used_memory / 1048576" | bc -l)" "$offsets" "$(echo "$used_memory / $users" | bc -l)"
+    printf 'Memory on the 3 masters above their start-up use: %.2f MiB right after the load (the version pointers and description only: no feed is in Redis); %.1f MiB after the rounds above, when %s users had an offset key (%.0f bytes per user with progress). The replicas hold the same again. Each frontend maps the snapshot instead: %.1f MiB (%.0f bytes per user).\n' \
+        "$(echo "$loaded_memory / 1048576" | bc -l)" \
+        "$(echo "$used_memory / 1048576" | bc -l)" "$offsets" "$(echo "$used_memory / ($offsets + 1)" | bc -l)" \
+        "$(echo "$snapshot_bytes / 1048576" | bc -l)" "$(echo "$snapshot_bytes / $users" | bc -l)"
 } >>"$out"
 
 # Failover: kill the master on 17000 under load through HAProxy.

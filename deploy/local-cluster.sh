@@ -3,8 +3,18 @@
 # frontends and HAProxy in front of them (docs/SCALING.md).
 #
 #   deploy/local-cluster.sh up     # start everything (USERS=100000 by default)
+#   deploy/local-cluster.sh publish SNAPSHOT  # serve new data (while up)
 #   deploy/local-cluster.sh down   # stop everything it started, by pid
 #   deploy/local-cluster.sh status # what is running
+#
+# The cluster keeps only the users' progress; each frontend maps the
+# snapshot of the version it serves from its own folder
+# (STATE_DIR/frontend-PORT/snapshots, its redis.snapshots). Publishing new
+# data is two steps, in this order: copy the snapshot into every frontend's
+# folder (here `cp`; between hosts, rsync or an object store), then
+# `feed-server redis-load` it, which moves the version pointer. A frontend
+# that lacks the snapshot keeps serving the version it has and says so in
+# its log. `publish` does both steps; `up` publishes the synthetic data.
 #
 # It installs nothing: redis-server, redis-cli and haproxy must be on the
 # PATH (Debian: apt-get install redis-server redis-tools haproxy). It builds
@@ -126,10 +136,10 @@ up() {
     wait_for 30 "the cluster (every slot served, every replica in sync)" cluster_ready
 
     say "loading $users users x $feed_len items"
+    rm -rf "$state"/frontend-*
     FEED__DATA__USERS=$users FEED__DATA__FEED_LEN=$feed_len \
         "$feed_bin" import --synthetic --output "$state/snapshot.ffs" >/dev/null
-    FEED__REDIS__PASSWORD_FILE=$password_file \
-        "$feed_bin" redis-load --snapshot "$state/snapshot.ffs" --nodes "$nodes" 2>"$state/logs/redis-load.log"
+    publish "$state/snapshot.ffs"
 
     local i
     for i in 0 1; do
@@ -137,6 +147,7 @@ up() {
         start "frontend-${frontend_ports[i]}" env \
             FEED__STORAGE__KIND=redis FEED__REDIS__NODES="$nodes" \
             FEED__REDIS__PASSWORD_FILE="$password_file" \
+            FEED__REDIS__SNAPSHOTS="$(snapshots "${frontend_ports[i]}")" \
             FEED__SERVER__HOST=127.0.0.1 FEED__SERVER__PORT="${frontend_ports[i]}" \
             FEED__ADMIN__PORT="${admin_ports[i]}" FEED__PROGRESS__PATH= \
             FEED__LIMITS__TRUSTED_PROXIES=127.0.0.1/32 \
@@ -175,6 +186,24 @@ CFG
     wait_for 10 "HAProxy" curl -fs "http://127.0.0.1:$proxy_port/feed/1?size=1"
     trap - EXIT
     say "up: curl 'http://127.0.0.1:$proxy_port/feed/1?size=5'"
+}
+
+# The folder of the snapshots the frontend on port $1 maps.
+snapshots() { echo "$state/frontend-$1/snapshots"; }
+
+# Distributes the snapshot at $1 to every frontend's folder, then publishes
+# it in the cluster as the version to serve.
+publish() {
+    local snapshot=$1 port
+    [[ -f $snapshot ]] || die "publish: no snapshot at $snapshot"
+    for port in "${frontend_ports[@]}"; do
+        mkdir -p "$(snapshots "$port")"
+        cp "$snapshot" "$(snapshots "$port")/$(basename "$snapshot").part"
+        mv "$(snapshots "$port")/$(basename "$snapshot").part" "$(snapshots "$port")/$(date -u +%Y%m%dT%H%M%S%N)-$(basename "$snapshot")"
+    done
+    password
+    FEED__REDIS__PASSWORD_FILE=$password_file \
+        "$feed_bin" redis-load --snapshot "$snapshot" --nodes "$nodes" 2>>"$state/logs/redis-load.log"
 }
 
 down() {
@@ -216,7 +245,8 @@ status() {
 
 case ${1:-} in
     up) up ;;
+    publish) [[ -n ${2:-} ]] || die "usage: $0 publish SNAPSHOT"; publish "$2" ;;
     down) down ;;
     status) status ;;
-    *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -138,7 +138,7 @@ pub use error::{
     FeedError, FeedSizeError, FeedUnavailable, InvalidSetting, RandomFillError, SizeLimitsError,
     StorageError,
 };
-pub use ports::{ErrorRecorder, FeedStorage, RandomFeed, Taken};
+pub use ports::{ErrorRecorder, FeedStorage, RandomFeed, RankedFeeds, Taken};
 pub use service::{FeedService, Served};
 pub use status::{CircuitState, StorageHealth};
 pub use types::{FeedSize, ItemId, SizeLimits, UserId};

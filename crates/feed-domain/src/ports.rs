@@ -54,6 +54,17 @@ pub trait FeedStorage: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Taken, StorageError>> + Send;
 }
 
+/// The users' ranked feeds of one data version, read-only: for a storage
+/// that keeps the users' progress elsewhere (a frontend over the cluster
+/// reads the items from a snapshot it maps and moves the progress in the
+/// cluster).
+pub trait RankedFeeds: Send + Sync + 'static {
+    /// `user`'s whole feed as raw item ids ([`ItemId::get`]), distinct and
+    /// never 0, in rank order; `None` for a user without a feed. Never
+    /// fails and never blocks: the feeds are in memory.
+    fn feed(&self, user: UserId) -> Option<&[u32]>;
+}
+
 /// A source of random catalog items, used when a personal feed runs short.
 pub trait RandomFeed: Send + Sync + 'static {
     /// Appends `count` random catalog items to `items`, each distinct from
@@ -80,6 +91,12 @@ impl<T: FeedStorage> FeedStorage for Arc<T> {
         out: &mut Vec<ItemId>,
     ) -> impl Future<Output = Result<Taken, StorageError>> + Send {
         (**self).take_next(user, max, out)
+    }
+}
+
+impl<T: RankedFeeds + ?Sized> RankedFeeds for Arc<T> {
+    fn feed(&self, user: UserId) -> Option<&[u32]> {
+        (**self).feed(user)
     }
 }
 

@@ -22,7 +22,7 @@
 use std::sync::Arc;
 
 use bytemuck::Pod;
-use feed_domain::UserId;
+use feed_domain::{RankedFeeds, UserId};
 use memmap2::{Advice, Mmap, MmapMut};
 
 /// A block of `T`s: on the heap, in an anonymous mapping, or a range of a
@@ -177,6 +177,15 @@ pub struct FeedTable {
     shape: Shape,
     items: Section<u32>,
     count: u32,
+}
+
+/// The table's feeds for a storage that keeps progress elsewhere (a
+/// frontend over the cluster).
+impl RankedFeeds for FeedTable {
+    #[inline]
+    fn feed(&self, user: UserId) -> Option<&[u32]> {
+        Self::feed(self, user)
+    }
 }
 
 impl PartialEq for FeedTable {

@@ -1,7 +1,9 @@
-//! The frontends' side of the cluster: a small pool of multiplexed cluster
-//! connections, and the version pointer.
+//! The frontends' side of the cluster: a multiplexed cluster connection
+//! per worker thread, and the version pointer.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
@@ -11,9 +13,6 @@ use redis::{AsyncCommands, ConnectionInfo, IntoConnectionInfo, TlsCertificates, 
 use crate::error::{RedisStoreError, within};
 use crate::keys;
 
-/// The time limit for reading a version's description.
-pub const DESCRIPTION_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How to reach the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
@@ -21,9 +20,6 @@ pub struct ClusterSettings {
     pub nodes: Vec<String>,
     /// The longest any one call may take, connecting included.
     pub timeout: Duration,
-    /// Multiplexed connections (each with one socket per node) that calls
-    /// are spread over.
-    pub pool_size: usize,
     /// Who the client is to every node (`AUTH`).
     pub credentials: Credentials,
     /// With `rediss://` nodes: the certificate (PEM) of the authority that
@@ -149,60 +145,96 @@ pub struct VersionInfo {
     pub users: u64,
     /// Items in all feeds.
     pub items: u64,
-    /// The fallback list random fills draw from.
-    pub fallback: Vec<u32>,
     /// When it was published, in milliseconds since the Unix epoch.
     pub created_unix_ms: u64,
-    /// Where it was loaded from (the snapshot's id).
-    pub source: String,
+    /// The id of the snapshot that holds its feeds and fallback list:
+    /// every frontend maps that snapshot, and the cluster keeps only the
+    /// users' progress.
+    pub snapshot: u64,
 }
 
-/// Connections to the cluster, used round-robin.
+/// The cluster as a frontend reaches it: one multiplexed cluster connection
+/// per thread that calls it, made on that thread's runtime, so a worker's
+/// calls are written, read and answered on the worker itself (no hand-over
+/// to another thread, no shared counter), and one more for the rare reads
+/// of the version pointer and descriptions.
 pub struct Cluster {
-    pool: Box<[ClusterConnection]>,
-    /// For the rare, possibly large, reads of version descriptions.
+    /// Tells this cluster's connections from another's in a thread's list.
+    id: u64,
+    client: ClusterClient,
+    /// For the version pointer and descriptions, on the watcher's runtime.
     meta: ClusterConnection,
-    next: AtomicUsize,
     timeout: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
-            .field("pool_size", &self.pool.len())
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
 
+/// Numbers [`Cluster`]s.
+static CLUSTERS: AtomicU64 = AtomicU64::new(0);
+
+/// A thread's cell for its connection to one cluster: connected once, by
+/// the first call that needs it (the calls that come meanwhile wait for
+/// the same connection).
+type Local = Arc<tokio::sync::OnceCell<ClusterConnection>>;
+
+thread_local! {
+    /// This thread's connections, by cluster id (a frontend has one
+    /// cluster; tests make several).
+    static LOCAL: RefCell<Vec<(u64, Local)>> = const { RefCell::new(Vec::new()) };
+}
+
 impl Cluster {
-    /// Connects `settings.pool_size` multiplexed connections. Their
-    /// background tasks run on the calling tokio runtime, which must keep
-    /// running while the connections are used (from any thread).
+    /// Connects the connection for the version pointer (on the calling
+    /// tokio runtime, which must keep running while the cluster is used);
+    /// the request paths' connections are made by their threads.
     ///
     /// # Errors
     /// The client's error, or [`RedisStoreError::Timeout`].
     pub async fn connect(settings: &ClusterSettings) -> Result<Self, RedisStoreError> {
-        let client = cluster_client(settings, settings.timeout)?;
-        let connect = settings.timeout * 4;
-        let mut pool = Vec::with_capacity(settings.pool_size.max(1));
-        for _ in 0..settings.pool_size.max(1) {
-            pool.push(within(connect, client.get_async_connection()).await?);
-        }
-        let meta = cluster_client(settings, DESCRIPTION_TIMEOUT)?;
-        let meta = within(connect, meta.get_async_connection()).await?;
+        let client = cluster_client(settings)?;
+        let meta = within(settings.timeout * 4, client.get_async_connection()).await?;
         Ok(Self {
-            pool: pool.into(),
+            id: CLUSTERS.fetch_add(1, Ordering::Relaxed),
+            client,
             meta,
-            next: AtomicUsize::new(0),
             timeout: settings.timeout,
         })
     }
 
-    /// The next connection of the pool (a cheap handle).
-    pub fn connection(&self) -> ClusterConnection {
-        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
-        self.pool[at].clone()
+    /// The calling thread's connection (a cheap handle), connected on the
+    /// thread's tokio runtime by its first call. Its driver runs on that
+    /// runtime, so call it from a thread whose runtime keeps running (a
+    /// server's worker).
+    ///
+    /// # Errors
+    /// The client's error, or [`RedisStoreError::Timeout`] when connecting
+    /// takes longer than the call limit.
+    pub async fn connection(&self) -> Result<ClusterConnection, RedisStoreError> {
+        let local = LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            if let Some((_, cell)) = local.iter().find(|(id, _)| *id == self.id) {
+                if let Some(connection) = cell.get() {
+                    return Err(connection.clone());
+                }
+                return Ok(Arc::clone(cell));
+            }
+            let cell = Local::default();
+            local.push((self.id, Arc::clone(&cell)));
+            Ok(cell)
+        });
+        let cell = match local {
+            Err(ready) => return Ok(ready),
+            Ok(cell) => cell,
+        };
+        cell.get_or_try_init(|| within(self.timeout, self.client.get_async_connection()))
+            .await
+            .cloned()
     }
 
     /// The time limit of every call.
@@ -217,34 +249,28 @@ impl Cluster {
     /// [`RedisStoreError::Corrupt`] when the pointer or the description is
     /// malformed.
     pub async fn current_version(&self) -> Result<Option<u64>, RedisStoreError> {
-        let mut connection = self.connection();
+        let mut connection = self.meta.clone();
         within(self.timeout, connection.get(keys::CURRENT)).await
     }
 
-    /// The description of `version`. Its fallback list can be large (4
-    /// bytes an item), so it has [`DESCRIPTION_TIMEOUT`] or the call limit,
-    /// whichever is longer: a frontend reads it once per version.
+    /// The description of `version`.
     ///
     /// # Errors
     /// As [`Self::current_version`]; [`RedisStoreError::Corrupt`] when the
     /// version has no description.
     pub async fn version_info(&self, version: u64) -> Result<VersionInfo, RedisStoreError> {
         let mut connection = self.meta.clone();
-        let limit = self.timeout.max(DESCRIPTION_TIMEOUT);
         let fields: std::collections::HashMap<String, Vec<u8>> =
-            within(limit, connection.hgetall(keys::meta(version))).await?;
+            within(self.timeout, connection.hgetall(keys::meta(version))).await?;
         VersionInfo::from_fields(version, &fields)
     }
 }
 
-/// A client of the seed nodes whose answers may take up to `response`.
-fn cluster_client(
-    settings: &ClusterSettings,
-    response: Duration,
-) -> Result<ClusterClient, RedisStoreError> {
+/// A client of the seed nodes whose answers may take up to the call limit.
+fn cluster_client(settings: &ClusterSettings) -> Result<ClusterClient, RedisStoreError> {
     let builder = ClusterClient::builder(settings.nodes.iter().map(String::as_str))
         .connection_timeout(settings.timeout)
-        .response_timeout(response)
+        .response_timeout(settings.timeout)
         .retries(2);
     Ok(settings.apply(builder).build()?)
 }
@@ -259,8 +285,7 @@ impl VersionInfo {
                 "created_unix_ms",
                 self.created_unix_ms.to_string().into_bytes(),
             ),
-            ("source", self.source.clone().into_bytes()),
-            ("fallback", crate::encode_items(&self.fallback)),
+            ("snapshot", format!("{:016x}", self.snapshot).into_bytes()),
         ]
     }
 
@@ -281,17 +306,19 @@ impl VersionInfo {
         if fields.is_empty() {
             return Err(corrupt("no description"));
         }
-        let fallback = fields
-            .get("fallback")
-            .ok_or_else(|| corrupt("no fallback"))?;
+        // A description without a snapshot was written by a loader that
+        // put the feeds themselves into the cluster: load it again.
+        let snapshot = fields
+            .get("snapshot")
+            .and_then(|raw| std::str::from_utf8(raw).ok())
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .ok_or_else(|| corrupt("no snapshot id (written by an older redis-load)"))?;
         Ok(Self {
             version,
             users: number("users")?,
             items: number("items")?,
             created_unix_ms: number("created_unix_ms")?,
-            source: String::from_utf8_lossy(fields.get("source").map_or(&[][..], Vec::as_slice))
-                .into_owned(),
-            fallback: crate::decode_items(fallback).ok_or_else(|| corrupt("fallback length"))?,
+            snapshot,
         })
     }
 }

@@ -1,11 +1,13 @@
 //! Where everything lives in the cluster.
 //!
-//! A user's feed of one data version is a string of little-endian `u32`
-//! item ids at `f:{USER}:VERSION`; their offset into it, a decimal counter,
-//! at `o:{USER}:VERSION` (absent until their first request). Both carry the
-//! hash tag `{USER}`, so they sit in one slot and one script call can read
-//! the feed and move the offset atomically. The version pointers and each
-//! version's description carry the tag `{ff}`, so they share one slot too.
+//! The feeds are not in the cluster: every frontend maps the snapshot a
+//! version names. The cluster holds each user's progress in one data
+//! version, a decimal counter at `o:{USER}:VERSION` (absent until their
+//! first request), moved by one `INCRBY`. Everything a later feature keeps
+//! per user goes under the same hash tag `{USER}`, so it sits in the same
+//! slot and one call can read and move it atomically. The version pointers
+//! and each version's description carry the tag `{ff}`, so they share one
+//! slot too.
 
 /// The hash slots of a Redis Cluster.
 pub const SLOTS: u16 = 16_384;
@@ -17,25 +19,21 @@ pub const PREVIOUS: &str = "{ff}:previous";
 /// The counter that numbers new versions.
 pub const NEXT: &str = "{ff}:next";
 
-/// The key of `user`'s feed in `version`.
-pub fn feed(user: u64, version: u64) -> String {
-    format!("f:{{{user}}}:{version}")
-}
-
 /// The key of `user`'s offset in `version`.
 pub fn offset(user: u64, version: u64) -> String {
     format!("o:{{{user}}}:{version}")
 }
 
-/// The hash of `version`'s description: users, items, fallback list.
+/// The hash of `version`'s description: users, items, creation time and
+/// the id of the snapshot holding its feeds.
 pub fn meta(version: u64) -> String {
     format!("{{ff}}:meta:{version}")
 }
 
-/// A `SCAN MATCH` pattern for every key of `version`'s users (feeds and
+/// A `SCAN MATCH` pattern for every key of `version`'s users (their
 /// offsets).
 pub fn version_pattern(version: u64) -> String {
-    format!("[fo]:{{*}}:{version}")
+    format!("o:{{*}}:{version}")
 }
 
 /// The hash slot of `user`'s keys: CRC16 (XMODEM) of the tag, as Redis
@@ -78,10 +76,9 @@ mod tests {
     }
 
     #[test]
-    fn a_users_keys_share_the_tag() {
-        assert_eq!(feed(42, 7), "f:{42}:7");
+    fn a_users_key_carries_their_tag() {
         assert_eq!(offset(42, 7), "o:{42}:7");
         assert_eq!(meta(7), "{ff}:meta:7");
-        assert_eq!(version_pattern(7), "[fo]:{*}:7");
+        assert_eq!(version_pattern(7), "o:{*}:7");
     }
 }

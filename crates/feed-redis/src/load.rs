@@ -1,16 +1,17 @@
-//! The loader's side: writes a data version into the cluster, publishes it,
+//! The loader's side: numbers a data version, describes and publishes it,
 //! rolls back, and deletes versions no longer kept. Blocking: it runs in the
 //! `feed-server redis-load` command, not in a frontend.
 //!
-//! A version becomes visible only when its description is written and the
-//! pointer moves to it ([`Loader::publish`]), after every feed is in place;
-//! frontends poll the pointer. Two versions are kept, the current and the
-//! previous one, each with its users' progress; publishing a third deletes
-//! the oldest.
+//! A version is a description (its snapshot's id and counts) and its users'
+//! progress; the feeds are in the snapshot every frontend maps. It becomes
+//! visible only when its description is written and the pointer moves to
+//! it ([`Loader::publish`]); frontends poll the pointer. Two versions are
+//! kept, the current and the previous one, each with its users' progress;
+//! publishing a third deletes the oldest.
 
 use std::time::Duration;
 
-use redis::cluster::{ClusterClient, ClusterConnection, cluster_pipe};
+use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::{Commands, Script};
 
 use crate::cluster::{ClusterSettings, VersionInfo};
@@ -98,44 +99,6 @@ impl Loader {
         Ok(self.connection.incr(keys::NEXT, 1)?)
     }
 
-    /// Writes `feeds` as `version`'s, `batch` users per pipeline (one
-    /// pipeline is split by node and sent to each at once), calling
-    /// `progress` with the users written so far after each batch.
-    ///
-    /// # Errors
-    /// The cluster's error; what was written stays unreferenced until a
-    /// later load of the same version number, which never comes: delete it
-    /// with [`Loader::delete_version`].
-    pub fn write_feeds<'a>(
-        &mut self,
-        version: u64,
-        feeds: impl IntoIterator<Item = (u64, &'a [u32])>,
-        batch: usize,
-        mut progress: impl FnMut(u64),
-    ) -> Result<u64, RedisStoreError> {
-        let mut pipe = cluster_pipe();
-        let mut in_batch = 0;
-        let mut written = 0u64;
-        for (user, items) in feeds {
-            pipe.set(keys::feed(user, version), crate::encode_items(items))
-                .ignore();
-            in_batch += 1;
-            if in_batch == batch.max(1) {
-                pipe.exec(&mut self.connection)?;
-                pipe.clear();
-                written += in_batch as u64;
-                in_batch = 0;
-                progress(written);
-            }
-        }
-        if in_batch > 0 {
-            pipe.exec(&mut self.connection)?;
-            written += in_batch as u64;
-            progress(written);
-        }
-        Ok(written)
-    }
-
     /// Writes `info`'s description and moves the pointer to its version.
     ///
     /// # Errors
@@ -183,7 +146,7 @@ impl Loader {
         Ok(swapped)
     }
 
-    /// Deletes every key of `version` (feeds, offsets, description) from
+    /// Deletes every key of `version` (its users' offsets, its description) from
     /// every master, `SCAN`ning each. Returns the keys deleted.
     ///
     /// # Errors

@@ -1,7 +1,8 @@
 //! The lifecycle of a data version, as the `redis-load` and
-//! `redis-rollback` commands run it: number a new version, write its feeds,
+//! `redis-rollback` commands run it: number a new version, describe and
 //! publish it, delete the version no longer kept; or swap back to the
-//! previous one. [`Loader`] does each step; this module decides their order
+//! previous one. The feeds are not written anywhere: the version names the
+//! snapshot every frontend maps (see the crate doc). [`Loader`] does each step; this module decides their order
 //! and what is deleted when one fails.
 //!
 //! Deletion policy: a version is deleted only when nothing can serve it.
@@ -13,8 +14,8 @@
 //! [`LoadSummary`], not a failed load, since the new version is served.
 //!
 //! It prints nothing and reads no clock but [`Instant`]: the caller
-//! describes the data set ([`DataSet`], its creation time included), hears
-//! the progress ([`Progress`]) and says what to print.
+//! describes the data set ([`DataSet`], its creation time included) and
+//! says what to print.
 
 use std::fmt;
 use std::time::Instant;
@@ -23,25 +24,19 @@ use crate::cluster::{ClusterSettings, VersionInfo};
 use crate::error::RedisStoreError;
 use crate::load::Loader;
 
-/// Users per pipeline when loading.
-pub const LOAD_BATCH: usize = 1_000;
-
-/// A data set to load, as plain data: its feeds come separately, as
-/// `(user, items)` entries.
+/// A data set to publish, as plain data: the snapshot that holds it.
 #[derive(Debug, Clone)]
 pub struct DataSet {
     /// Users with a feed.
     pub users: u64,
     /// Items in all feeds.
     pub items: u64,
-    /// The fallback list random fills draw from.
-    pub fallback: Vec<u32>,
     /// The caller's wall clock, in milliseconds since the Unix epoch: read
-    /// once, when the version is published (after its feeds are written),
-    /// for its creation time.
+    /// once, when the version is published, for its creation time.
     pub clock: fn() -> u64,
-    /// Where it was loaded from (the snapshot's id).
-    pub source: String,
+    /// The id of the snapshot holding the feeds and the fallback list,
+    /// which every frontend must have.
+    pub snapshot: u64,
 }
 
 impl DataSet {
@@ -50,41 +45,9 @@ impl DataSet {
             version,
             users: self.users,
             items: self.items,
-            fallback: self.fallback,
             created_unix_ms: (self.clock)(),
-            source: self.source,
+            snapshot: self.snapshot,
         }
-    }
-}
-
-/// How far [`load`] is: told after each batch of [`LOAD_BATCH`] users.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Progress {
-    /// The version being written.
-    pub version: u64,
-    /// Users written so far.
-    pub done: u64,
-    /// Users to write.
-    pub users: u64,
-}
-
-impl Progress {
-    /// Whether every user is written.
-    pub const fn is_complete(&self) -> bool {
-        self.done == self.users
-    }
-}
-
-impl fmt::Display for Progress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "version {}: {} of {} users ({}%)",
-            self.version,
-            self.done,
-            self.users,
-            self.done * 100 / self.users.max(1)
-        )
     }
 }
 
@@ -93,10 +56,12 @@ impl fmt::Display for Progress {
 pub struct LoadSummary {
     /// The version published.
     pub version: u64,
-    /// Users written.
+    /// Users with a feed.
     pub users: u64,
-    /// Items written.
+    /// Items in all feeds.
     pub items: u64,
+    /// The snapshot it serves.
+    pub snapshot: u64,
     /// The version kept for rollback.
     pub previous: Option<u64>,
     /// The version deleted, and its keys.
@@ -112,8 +77,8 @@ impl fmt::Display for LoadSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "published version {}: {} users, {} items in {:.1} s",
-            self.version, self.users, self.items, self.seconds
+            "published version {}: snapshot {:016x}, {} users, {} items in {:.1} s",
+            self.version, self.snapshot, self.users, self.items, self.seconds
         )?;
         if let Some(previous) = self.previous {
             write!(f, "; version {previous} kept for rollback")?;
@@ -141,7 +106,7 @@ impl fmt::Display for LeftBehind {
         write!(
             f,
             "version {version} is no longer kept but deleting it failed ({error}): \
-             delete [fo]:{{*}}:{version} and {{ff}}:meta:{version}"
+             delete o:{{*}}:{version} and {{ff}}:meta:{version}"
         )
     }
 }
@@ -176,7 +141,7 @@ impl fmt::Display for Cleanup {
                 f,
                 "the version pointers could not be read ({error}), so nothing was deleted: \
                  if neither {{ff}}:current nor {{ff}}:previous is {version}, delete \
-                 [fo]:{{*}}:{version} and {{ff}}:meta:{version}"
+                 o:{{*}}:{version} and {{ff}}:meta:{version}"
             ),
         }
     }
@@ -192,8 +157,7 @@ pub enum PublishError {
     /// rollback (which then did not happen).
     #[error("{0}")]
     Cluster(RedisStoreError),
-    /// Writing or publishing `version` failed; `cleanup` says what became
-    /// of what was written.
+    /// Publishing `version` failed; `cleanup` says what became of it.
     #[error("loading version {version}: {cause}; {cleanup}")]
     Load {
         /// The version that was being loaded.
@@ -208,35 +172,26 @@ pub enum PublishError {
     NoPrevious,
 }
 
-/// Writes `data`, whose feeds are `feeds`, into the cluster `cluster` reaches as a
-/// new version, [`LOAD_BATCH`] users per pipeline, telling `progress` after
-/// each batch; then moves the pointer to it and deletes the version before
-/// the previous one. `started` is when the caller began (reading the data
-/// counts too): the summary's seconds run from it.
+/// Publishes `data` in the cluster `cluster` reaches as a new version:
+/// numbers it, writes its description, moves the pointer to it and
+/// deletes the version before the previous one. `started` is when the
+/// caller began (opening the snapshot counts too): the summary's seconds
+/// run from it.
 ///
 /// # Errors
 /// [`PublishError::Connect`] when no node answers in `cluster.timeout`,
 /// [`PublishError::Cluster`] when no version could be numbered, and
-/// [`PublishError::Load`] when writing or publishing failed, after the
-/// half-written version was deleted if nothing can name it.
-pub fn load<'a>(
+/// [`PublishError::Load`] when publishing failed, after the half-written
+/// version was deleted if nothing can name it.
+pub fn load(
     cluster: &ClusterSettings,
     started: Instant,
     data: DataSet,
-    feeds: impl IntoIterator<Item = (u64, &'a [u32])>,
-    mut progress: impl FnMut(Progress),
 ) -> Result<LoadSummary, PublishError> {
     let mut loader = Loader::connect(cluster).map_err(PublishError::Connect)?;
     let version = loader.new_version().map_err(PublishError::Cluster)?;
-    let (users, items) = (data.users, data.items);
-    let written = loader.write_feeds(version, feeds, LOAD_BATCH, |done| {
-        progress(Progress {
-            version,
-            done,
-            users,
-        });
-    });
-    let published = written.and_then(|_| loader.publish(&data.into_version(version)));
+    let (users, items, snapshot) = (data.users, data.items, data.snapshot);
+    let published = loader.publish(&data.into_version(version));
     let published = match published {
         Ok(published) => published,
         Err(cause) => {
@@ -266,6 +221,7 @@ pub fn load<'a>(
         version,
         users,
         items,
+        snapshot,
         previous: published.previous,
         deleted,
         left_behind,
@@ -323,7 +279,7 @@ pub fn rollback(cluster: &ClusterSettings) -> Result<RolledBack, PublishError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Cleanup, LeftBehind, LoadSummary, Progress, PublishError, RolledBack};
+    use super::{Cleanup, LeftBehind, LoadSummary, PublishError, RolledBack};
     use crate::error::RedisStoreError;
 
     fn corrupt() -> RedisStoreError {
@@ -340,6 +296,7 @@ mod tests {
             version: 3,
             users: 10,
             items: 2_000,
+            snapshot: 0xab,
             previous: None,
             deleted: None,
             left_behind: None,
@@ -347,13 +304,13 @@ mod tests {
         };
         check(
             &summary,
-            "published version 3: 10 users, 2000 items in 1.3 s",
+            "published version 3: snapshot 00000000000000ab, 10 users, 2000 items in 1.3 s",
         );
         summary.previous = Some(2);
         summary.deleted = Some((1, 21));
         check(
             &summary,
-            "published version 3: 10 users, 2000 items in 1.3 s; \
+            "published version 3: snapshot 00000000000000ab, 10 users, 2000 items in 1.3 s; \
              version 2 kept for rollback; version 1 deleted (21 keys)",
         );
         // A failed deletion is a separate warning, not part of the summary.
@@ -364,7 +321,7 @@ mod tests {
         });
         check(
             &summary,
-            "published version 3: 10 users, 2000 items in 1.3 s; version 2 kept for rollback",
+            "published version 3: snapshot 00000000000000ab, 10 users, 2000 items in 1.3 s; version 2 kept for rollback",
         );
     }
 
@@ -376,7 +333,7 @@ mod tests {
                 error: corrupt(),
             },
             "version 7 is no longer kept but deleting it failed \
-             (corrupt data in the cluster: x): delete [fo]:{*}:7 and {ff}:meta:7",
+             (corrupt data in the cluster: x): delete o:{*}:7 and {ff}:meta:7",
         );
     }
 
@@ -410,29 +367,13 @@ mod tests {
             &format!(
                 "{prefix}the version pointers could not be read (corrupt data in the cluster: x), \
                  so nothing was deleted: if neither {{ff}}:current nor {{ff}}:previous is 5, \
-                 delete [fo]:{{*}}:5 and {{ff}}:meta:5"
+                 delete o:{{*}}:5 and {{ff}}:meta:5"
             ),
         );
     }
 
     #[test]
-    fn progress_and_rollback_read_as_before() {
-        check(
-            &Progress {
-                version: 4,
-                done: 1_000,
-                users: 3_000,
-            },
-            "version 4: 1000 of 3000 users (33%)",
-        );
-        check(
-            &Progress {
-                version: 4,
-                done: 0,
-                users: 0,
-            },
-            "version 4: 0 of 0 users (0%)",
-        );
+    fn rollback_reads_as_before() {
         check(
             &RolledBack { from: 9, to: 8 },
             "now serving version 8 (was 9, kept for a roll forward)",

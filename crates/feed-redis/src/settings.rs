@@ -38,8 +38,10 @@ pub struct RedisSettings {
     pub tls_ca_file: String,
     /// The longest a call to the cluster may take.
     pub timeout_ms: u64,
-    /// Multiplexed cluster connections calls are spread over.
-    pub pool_size: usize,
+    /// The folder of the snapshots this frontend maps: each version names
+    /// the snapshot holding its feeds, found here by the id in its header
+    /// (any file name). `feed-server redis-load` does not read it.
+    pub snapshots: String,
     /// How often the version pointer is read.
     pub poll_ms: u64,
     /// Failed calls in a row that open a slot group's circuit breaker.
@@ -60,7 +62,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("password_file", &self.password_file)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("timeout_ms", &self.timeout_ms)
-            .field("pool_size", &self.pool_size)
+            .field("snapshots", &self.snapshots)
             .field("poll_ms", &self.poll_ms)
             .field("breaker_failures", &self.breaker_failures)
             .field("breaker_open_ms", &self.breaker_open_ms)
@@ -115,7 +117,6 @@ impl RedisSettings {
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         for (key, value, low, high) in [
             ("redis.timeout_ms", self.timeout_ms, 1, 60_000),
-            ("redis.pool_size", self.pool_size as u64, 1, 64),
             ("redis.poll_ms", self.poll_ms, 10, 1_000),
             (
                 "redis.breaker_failures",
@@ -156,7 +157,6 @@ impl RedisSettings {
             ca_pem: self.ca(&nodes)?,
             nodes,
             timeout: Duration::from_millis(self.timeout_ms),
-            pool_size: self.pool_size,
             credentials: self.credentials()?,
         })
     }
@@ -180,6 +180,21 @@ impl RedisSettings {
         std::fs::read(path).map(Some).map_err(|e| {
             InvalidSetting::new("redis.tls_ca_file", format!("cannot read {path}: {e}"))
         })
+    }
+
+    /// The folder of `redis.snapshots`, which a frontend needs.
+    ///
+    /// # Errors
+    /// [`InvalidSetting`] naming `redis.snapshots` when it is empty.
+    pub fn snapshot_folder(&self) -> Result<std::path::PathBuf, InvalidSetting> {
+        let folder = self.snapshots.trim();
+        if folder.is_empty() {
+            return Err(InvalidSetting::new(
+                "redis.snapshots",
+                "must name the folder of the snapshots this frontend serves",
+            ));
+        }
+        Ok(folder.into())
     }
 
     /// The circuit breaker's settings.
@@ -237,7 +252,7 @@ mod tests {
             password_file: String::new(),
             tls_ca_file: String::new(),
             timeout_ms: 200,
-            pool_size: 4,
+            snapshots: "data/snapshots".into(),
             poll_ms: 100,
             breaker_failures: 5,
             breaker_open_ms: 1_000,
@@ -258,11 +273,11 @@ mod tests {
             slow.validate(),
             "configuration: redis.poll_ms: 5 is not between 10 and 1000",
         );
-        let mut pool = redis();
-        pool.pool_size = 0;
+        let mut timeout = redis();
+        timeout.timeout_ms = 0;
         check(
-            pool.validate(),
-            "configuration: redis.pool_size: 0 is not between 1 and 64",
+            timeout.validate(),
+            "configuration: redis.timeout_ms: 0 is not between 1 and 60000",
         );
     }
 

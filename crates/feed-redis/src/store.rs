@@ -2,55 +2,41 @@
 
 use std::sync::Arc;
 
-use feed_domain::{FeedStorage, ItemId, StorageError, Taken, UserId};
-use redis::Script;
+use feed_domain::{FeedStorage, ItemId, RankedFeeds, StorageError, Taken, UserId};
+use redis::AsyncCommands;
 
 use crate::breaker::{Admit, Breaker};
 use crate::cluster::Cluster;
 use crate::error::{RedisStoreError, within};
 use crate::keys;
 
-/// Takes the next items of one user's feed and advances their offset, in
-/// one atomic step on the node that holds both keys.
+/// Users' feeds of one data version, read from the snapshot this frontend
+/// maps (`F`), with their progress in the cluster.
 ///
-/// KEYS: the feed, the offset. ARGV: the most items to take. Returns nil
-/// for a user without a feed (an empty feed is a feed: `{'', 0}`), else
-/// `{items, remaining}` where `items` is the little-endian slice taken.
-pub const TAKE_NEXT: &str = r"
-local len = redis.call('STRLEN', KEYS[1])
-if len == 0 then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-  return {'', 0}
-end
-local total = math.floor(len / 4)
-local start = tonumber(redis.call('GET', KEYS[2]) or '0')
-local stop = math.min(start + tonumber(ARGV[1]), total)
-if stop <= start then return {'', total - math.min(start, total)} end
-redis.call('SET', KEYS[2], stop)
-return {redis.call('GETRANGE', KEYS[1], start * 4, stop * 4 - 1), total - stop}
-";
-
-/// Users' feeds of one data version in the cluster, with their progress.
-///
-/// Every call is one `EVALSHA` of [`TAKE_NEXT`], bounded by the cluster's
-/// time limit and guarded by the [`Breaker`] of the user's slots: while
-/// those are open the call fails at once, and the service answers from the
-/// fallback list.
+/// A request for a known user is one plain `INCRBY` of their offset key
+/// by the most items wanted: Redis answers the new offset, and the items
+/// between the old one (the new minus the increment) and the new one, cut
+/// at the feed's end, are the user's. `INCRBY` is atomic on the node that
+/// holds the key, so two requests for one user through any frontends get
+/// disjoint ranges. An unknown user costs the cluster nothing: the
+/// snapshot says so. Every call is bounded by the cluster's time limit and
+/// guarded by the [`Breaker`] of the user's slots: while those are open
+/// the call fails at once, and the service answers from the fallback list.
 #[derive(Debug, Clone)]
-pub struct RedisFeedStorage {
+pub struct RedisFeedStorage<F> {
+    feeds: F,
     cluster: Arc<Cluster>,
     breaker: Arc<Breaker>,
-    script: Arc<Script>,
     version: u64,
 }
 
-impl RedisFeedStorage {
-    /// Storage over `version`'s feeds.
-    pub fn new(cluster: Arc<Cluster>, breaker: Arc<Breaker>, version: u64) -> Self {
+impl<F: RankedFeeds> RedisFeedStorage<F> {
+    /// Storage over `version`, whose feeds are `feeds`.
+    pub const fn new(feeds: F, cluster: Arc<Cluster>, breaker: Arc<Breaker>, version: u64) -> Self {
         Self {
+            feeds,
             cluster,
             breaker,
-            script: Arc::new(Script::new(TAKE_NEXT)),
             version,
         }
     }
@@ -65,55 +51,34 @@ impl RedisFeedStorage {
         &self.breaker
     }
 
-    /// Loads [`TAKE_NEXT`] on every node, so that the first calls need no
-    /// second round trip.
-    ///
-    /// # Errors
-    /// The cluster's error or a timeout.
-    pub async fn prepare(&self) -> Result<(), RedisStoreError> {
-        let mut connection = self.cluster.connection();
-        let invocation = self.script.prepare_invoke();
-        within(
-            self.cluster.timeout(),
-            invocation.load_async(&mut connection),
-        )
-        .await
-        .map(drop)
-    }
-
-    async fn call(&self, user: u64, max: usize) -> Result<Option<(Vec<u8>, u64)>, RedisStoreError> {
-        let mut invocation = self.script.prepare_invoke();
-        invocation
-            .key(keys::feed(user, self.version))
-            .key(keys::offset(user, self.version))
-            .arg(max);
-        let mut connection = self.cluster.connection();
-        within(
-            self.cluster.timeout(),
-            invocation.invoke_async(&mut connection),
-        )
-        .await
+    /// Moves `user`'s offset `by` items on: the new offset.
+    async fn advance(&self, user: u64, by: usize) -> Result<u64, RedisStoreError> {
+        let mut connection = self.cluster.connection().await?;
+        let key = keys::offset(user, self.version);
+        within(self.cluster.timeout(), connection.incr(key, by)).await
     }
 }
 
-impl FeedStorage for RedisFeedStorage {
+impl<F: RankedFeeds> FeedStorage for RedisFeedStorage<F> {
     async fn take_next(
         &self,
         user: UserId,
         max: usize,
         out: &mut Vec<ItemId>,
     ) -> Result<Taken, StorageError> {
+        let feed = self
+            .feeds
+            .feed(user)
+            .ok_or(StorageError::UnknownUser(user))?;
         let group = Breaker::group_of(keys::slot(user.get()));
         let admitted = self.breaker.admit(group);
         if admitted == Admit::Refuse {
             return Err(StorageError::backend(RedisStoreError::BreakerOpen));
         }
-        let answer = self.call(user.get(), max).await;
-        let (items, remaining) = match answer {
-            Ok(Some(taken)) => taken,
-            Ok(None) => {
+        let end = match self.advance(user.get(), max).await {
+            Ok(end) => {
                 self.breaker.succeeded(group, admitted);
-                return Err(StorageError::UnknownUser(user));
+                end
             }
             Err(error) => {
                 if error.is_node_failure() {
@@ -125,22 +90,19 @@ impl FeedStorage for RedisFeedStorage {
                 return Err(StorageError::backend(error));
             }
         };
-        self.breaker.succeeded(group, admitted);
-        if items.len() % 4 != 0 || items.len() / 4 > max {
+        let len = feed.len() as u64;
+        // The offset only grows, by at most `max` a call: anything below
+        // `max` is a key someone else wrote. Its items are not handed out.
+        let Some(start) = end.checked_sub(max as u64) else {
             return Err(StorageError::backend(RedisStoreError::Corrupt(format!(
-                "user {user}: a slice of {} bytes for at most {max} items",
-                items.len()
+                "user {user}: offset {end} after a step of {max}"
             ))));
-        }
-        let before = out.len();
-        out.extend(
-            items
-                .chunks_exact(4)
-                .map(|b| ItemId::new(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-        );
+        };
+        let taken = &feed[start.min(len) as usize..end.min(len) as usize];
+        out.extend(taken.iter().map(|&id| ItemId::new(id)));
         Ok(Taken {
-            count: out.len() - before,
-            remaining: usize::try_from(remaining).unwrap_or(usize::MAX),
+            count: taken.len(),
+            remaining: (len - end.min(len)) as usize,
         })
     }
 }

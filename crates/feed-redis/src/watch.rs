@@ -1,14 +1,17 @@
 //! A frontend's data lifecycle ([`Watcher`]): connect to the cluster, read
 //! the version pointer every `redis.poll_ms`, and serve each new version
-//! (its storage and its fallback list) through the domain's [`Publish`]
-//! port, reporting the circuit breaker's health as it goes. A version whose
-//! fallback list cannot fill the largest answer is refused, and the one
-//! served stays; a version that cannot be read is tried again later.
+//! through the domain's [`Publish`] port, reporting the circuit breaker's
+//! health as it goes. The caller opens the snapshot a version names (off
+//! the runtime: verifying it takes a while) and makes its service. A
+//! version whose snapshot this frontend does not have, or cannot read, is
+//! refused and tried again later; one that can never be served here (its
+//! fallback list cannot fill the largest answer) is refused for good. In
+//! both cases the version served stays.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use feed_domain::{DataInfo, DataVersion, Publish, StorageHealth, short_fallback};
+use feed_domain::{DataInfo, DataVersion, Publish, RankedFeeds, StorageHealth};
 use slog::{Logger, error, info, warn};
 
 use crate::breaker::GROUPS;
@@ -18,11 +21,44 @@ use crate::{
 };
 
 /// How long a version that could not be switched to waits for a retry.
-const RETRY_SWITCH: Duration = Duration::from_secs(5);
+const RETRY_SWITCH: Duration = Duration::from_secs(2);
 
-/// Watches the version pointer and serves the version it names, unless its
-/// fallback list is shorter than the largest answer (`api.max_size`): that
-/// version is refused, and the one served stays.
+/// A version to serve, handed to the caller's service maker: its
+/// description, and the storage over the feeds the caller opens.
+#[derive(Debug)]
+pub struct NewVersion {
+    /// What the loader said of it: counts, creation time and snapshot id.
+    pub info: VersionInfo,
+    cluster: Arc<Cluster>,
+    breaker: Arc<Breaker>,
+}
+
+impl NewVersion {
+    /// The version's storage over `feeds` (the snapshot it names): the
+    /// progress is moved in the cluster.
+    pub fn storage<F: RankedFeeds>(&self, feeds: F) -> RedisFeedStorage<F> {
+        RedisFeedStorage::new(
+            feeds,
+            Arc::clone(&self.cluster),
+            Arc::clone(&self.breaker),
+            self.info.version,
+        )
+    }
+}
+
+/// Why a version's service could not be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unservable {
+    /// Its snapshot is missing or cannot be read here: tried again later
+    /// (a snapshot may be copied in after the pointer moved).
+    Missing(String),
+    /// It can never be served with these settings (a fallback list shorter
+    /// than the largest answer): not tried again.
+    Refused(String),
+}
+
+/// Watches the version pointer and serves the version it names, once
+/// `service` has made its service (see the module doc for a refusal).
 pub struct Watcher<T, F> {
     /// How to reach the cluster.
     pub cluster: ClusterSettings,
@@ -30,15 +66,13 @@ pub struct Watcher<T, F> {
     pub breaker: BreakerSettings,
     /// How often to read the pointer.
     pub poll: Duration,
-    /// The largest answer (`api.max_size`): a version whose fallback list
-    /// is shorter is refused.
-    pub max_size: usize,
     /// Where each version's service is served, ready once there is one,
     /// and where the data and the breaker's health are told.
     pub publish: Arc<dyn Publish<T>>,
-    /// Makes a version's service from its storage and its fallback list
-    /// (the items a user gets when their feed cannot be read).
-    pub service: F,
+    /// Makes a version's service: opens the snapshot it names, checks it,
+    /// and returns the service over [`NewVersion::storage`] and the
+    /// snapshot's fallback list. Runs on a blocking thread.
+    pub service: Arc<F>,
     /// Its log.
     pub logger: Logger,
 }
@@ -46,7 +80,7 @@ pub struct Watcher<T, F> {
 impl<T, F> Watcher<T, F>
 where
     T: Send + Sync + 'static,
-    F: Fn(RedisFeedStorage, Vec<u32>) -> T,
+    F: Fn(&NewVersion) -> Result<T, Unservable> + Send + Sync + 'static,
 {
     /// Connects (retrying every second), then reads the pointer every
     /// `poll` for ever, swapping in each new version's service.
@@ -91,6 +125,7 @@ where
             {
                 continue;
             }
+            let retried = failed.is_some_and(|(version, _)| version == wanted);
             match self
                 .install(&cluster, &breaker, wanted, serving.is_none())
                 .await
@@ -100,12 +135,19 @@ where
                     failed = None;
                 }
                 Err(SwitchError::Cluster(e)) => {
-                    // Its description is large: not again at every poll.
                     failed = Some((wanted, Instant::now() + RETRY_SWITCH));
-                    warn!(self.logger, "cannot switch to the new version; retrying in 5 s";
+                    warn!(self.logger, "cannot switch to the new version; retrying in 2 s";
                         "version" => wanted, "error" => %e);
                 }
-                Err(SwitchError::Unservable(reason)) => {
+                Err(SwitchError::Unservable(Unservable::Missing(reason))) => {
+                    failed = Some((wanted, Instant::now() + RETRY_SWITCH));
+                    // Said once a version: the retries stay quiet.
+                    if !retried {
+                        error!(self.logger, "cannot serve the new version here; serving the current one and retrying every 2 s";
+                            "version" => wanted, "serving" => serving, "reason" => reason);
+                    }
+                }
+                Err(SwitchError::Unservable(Unservable::Refused(reason))) => {
                     refused = Some(wanted);
                     error!(self.logger, "refusing to switch to the new version; serving the current one";
                         "version" => wanted, "serving" => serving, "reason" => reason);
@@ -119,8 +161,7 @@ where
             match Cluster::connect(&self.cluster).await {
                 Ok(cluster) => {
                     info!(self.logger, "connected to the cluster";
-                        "nodes" => self.cluster.nodes.join(","),
-                        "pool_size" => self.cluster.pool_size);
+                        "nodes" => self.cluster.nodes.join(","));
                     return Arc::new(cluster);
                 }
                 Err(e) => {
@@ -144,20 +185,33 @@ where
             .version_info(version)
             .await
             .map_err(SwitchError::Cluster)?;
-        if let Some(reason) = short_fallback(info.fallback.len(), self.max_size) {
-            return Err(SwitchError::Unservable(reason));
-        }
-        let storage = RedisFeedStorage::new(Arc::clone(cluster), Arc::clone(breaker), version);
-        // Best effort: a node that is down cannot load the script now, and a
-        // call that meets NOSCRIPT loads it itself.
-        if let Err(e) = storage.prepare().await {
-            warn!(self.logger, "could not load the script on every node"; "error" => %e);
-        }
-        let data = data_info(&info, started.elapsed());
-        let fallback_items = info.fallback.len();
-        let service = (self.service)(storage, info.fallback);
+        let version = NewVersion {
+            info,
+            cluster: Arc::clone(cluster),
+            breaker: Arc::clone(breaker),
+        };
+        let make = Arc::clone(&self.service);
+        let (service, version) =
+            tokio::task::spawn_blocking(move || make(&version).map(|service| (service, version)))
+                .await
+                .map_err(|e| {
+                    SwitchError::Unservable(Unservable::Missing(format!("opening it failed: {e}")))
+                })?
+                .map_err(SwitchError::Unservable)?;
+        let info = version.info;
+        let data = DataInfo {
+            users: info.users,
+            items: info.items,
+            bytes: info.items * 4,
+            load_seconds: started.elapsed().as_secs_f64(),
+            version: Some(DataVersion {
+                id: format!("{:016x}", info.snapshot),
+                created_unix_ms: info.created_unix_ms,
+                source: format!("redis version {}", info.version),
+            }),
+        };
         self.publish.serve(Arc::new(service), data);
-        self.report(breaker, Some(version));
+        self.report(breaker, Some(info.version));
         self.publish.ready();
         let what = if first {
             "feed-server ready"
@@ -165,8 +219,8 @@ where
             "switched to a new data version"
         };
         info!(self.logger, "{}", what;
-            "version" => version, "users" => info.users, "items" => info.items,
-            "fallback_items" => fallback_items, "source" => &info.source,
+            "version" => info.version, "users" => info.users, "items" => info.items,
+            "snapshot" => format!("{:016x}", info.snapshot),
             "load_ms" => started.elapsed().as_millis());
         Ok(())
     }
@@ -189,22 +243,8 @@ where
 enum SwitchError {
     /// The cluster failed: the switch is tried again later.
     Cluster(RedisStoreError),
-    /// The version cannot be served with these settings, ever.
-    Unservable(String),
-}
-
-fn data_info(info: &VersionInfo, took: Duration) -> DataInfo {
-    DataInfo {
-        users: info.users,
-        items: info.items,
-        bytes: info.items * 4,
-        load_seconds: took.as_secs_f64(),
-        version: Some(DataVersion {
-            id: info.source.clone(),
-            created_unix_ms: info.created_unix_ms,
-            source: format!("redis version {}", info.version),
-        }),
-    }
+    /// The caller could not make its service.
+    Unservable(Unservable),
 }
 
 impl<T, F> std::fmt::Debug for Watcher<T, F> {
@@ -212,7 +252,6 @@ impl<T, F> std::fmt::Debug for Watcher<T, F> {
         f.debug_struct("Watcher")
             .field("cluster", &self.cluster)
             .field("poll", &self.poll)
-            .field("max_size", &self.max_size)
             .finish_non_exhaustive()
     }
 }

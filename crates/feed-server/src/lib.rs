@@ -206,10 +206,11 @@ pub fn run(
 }
 
 /// Serves feeds from the Redis Cluster of `[redis]` until a stop request,
-/// then drains and returns, like [`run`]. The frontend holds no feed: it
-/// reads the version pointer every `redis.poll_ms`, serves the version it
-/// names (ready once it has one), and answers from that version's fallback
-/// list while the cluster, or the node of a user's slots, is down.
+/// then drains and returns, like [`run`]. The frontend keeps no progress:
+/// it reads the version pointer every `redis.poll_ms`, serves the version
+/// it names from that version's snapshot in `redis.snapshots` (ready once
+/// it has one), and answers from the fallback list while the cluster, or
+/// the node of a user's slots, is down.
 ///
 /// # Errors
 /// As [`run`]; a cluster that cannot be reached is not an error (the
@@ -221,10 +222,15 @@ pub fn run_redis(
     logger: &Logger,
     stops: Stops,
 ) -> std::io::Result<Stopped> {
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
     let cluster = settings
         .redis
         .cluster()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        .map_err(|e| invalid(e.to_string()))?;
+    let snapshots = settings
+        .redis
+        .snapshot_folder()
+        .map_err(|e| invalid(e.to_string()))?;
     let parts = Parts::new(settings, logger)?;
     parts.listening(
         logger,
@@ -239,13 +245,12 @@ pub fn run_redis(
         cluster,
         breaker: settings.redis.breaker(),
         poll: Duration::from_millis(settings.redis.poll_ms),
-        max_size: limits.max_size().get(),
         publish: Arc::new(Serving::new(
             slot.clone(),
             parts.gate.lifecycle().clone(),
             Arc::clone(&parts.counters),
         )),
-        service: redis::version_service(&parts.recorder, limits),
+        service: Arc::new(redis::version_service(&parts.recorder, limits, snapshots)),
         logger: logger.new(o!("component" => "redis")),
     };
     let stopped = serve(

@@ -189,7 +189,6 @@ fn cluster(args: &RedisArgs, settings: &Settings) -> Result<ClusterSettings, Exi
     Ok(ClusterSettings {
         nodes,
         timeout: Duration::from_millis(settings.redis.timeout_ms.max(1_000)),
-        pool_size: 1,
         credentials,
         ca_pem,
     })

@@ -1,42 +1,66 @@
 //! Storage in a Redis Cluster (`storage.kind = "redis"`): the service a
-//! frontend's [`feed_redis::Watcher`] serves for each version, and the
+//! frontend's [`feed_redis::Watcher`] serves for each version (over the
+//! snapshot it names, mapped from `redis.snapshots`), and the
 //! `redis-load` / `redis-rollback` commands over [`feed_redis::publish`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use feed_domain::{FeedService, SizeLimits, short_fallback};
-use feed_memory::{CatalogRandomFeed, FallbackList, Snapshot};
-use feed_redis::{ClusterSettings, DataSet, LoadSummary, PublishError, RedisFeedStorage, publish};
+use feed_memory::{CatalogRandomFeed, FeedTable, Snapshot};
+use feed_redis::{
+    ClusterSettings, DataSet, LoadSummary, NewVersion, PublishError, RedisFeedStorage, Unservable,
+    publish,
+};
 
 use crate::recorder::LoggingRecorder;
 
-/// The feed service of a frontend over the cluster.
-pub type RedisFeedService = FeedService<RedisFeedStorage, CatalogRandomFeed, Arc<LoggingRecorder>>;
+/// The feed service of a frontend over the cluster: feeds from the mapped
+/// snapshot, progress in the cluster.
+pub type RedisFeedService =
+    FeedService<RedisFeedStorage<FeedTable>, CatalogRandomFeed, Arc<LoggingRecorder>>;
 
-/// The service of one version: its storage, random fills from its fallback
-/// list, errors to `recorder`.
+/// Makes the service of each version a frontend is told to serve: finds
+/// the snapshot the version names in `snapshots` (`redis.snapshots`),
+/// opens and verifies it, and serves its feeds, with random fills from its
+/// fallback list and errors to `recorder`. A snapshot that is missing or
+/// cannot be read is [`Unservable::Missing`] (the frontend tries again); a
+/// fallback list shorter than the largest answer is
+/// [`Unservable::Refused`].
 pub fn version_service(
     recorder: &Arc<LoggingRecorder>,
     limits: SizeLimits,
-) -> impl Fn(RedisFeedStorage, Vec<u32>) -> RedisFeedService + use<> {
+    snapshots: PathBuf,
+) -> impl Fn(&NewVersion) -> Result<RedisFeedService, Unservable> + use<> {
     let recorder = Arc::clone(recorder);
-    move |storage, fallback| {
-        FeedService::new(
-            storage,
-            CatalogRandomFeed::from_list(FallbackList::from_vec(fallback)),
+    move |version| {
+        let id = version.info.snapshot;
+        let snapshot =
+            Snapshot::find(&snapshots, id).map_err(|e| Unservable::Missing(e.to_string()))?;
+        if let Some(reason) = short_fallback(snapshot.fallback().len(), limits.max_size().get()) {
+            return Err(Unservable::Refused(format!(
+                "{}: {reason}",
+                snapshot.path().display()
+            )));
+        }
+        let (_, table, fallback) = snapshot.into_parts();
+        Ok(FeedService::new(
+            version.storage(table),
+            CatalogRandomFeed::from_list(fallback),
             Arc::clone(&recorder),
             limits,
-        )
+        ))
     }
 }
 
-/// `feed-server redis-load`: writes the snapshot at `path` into the cluster
-/// as a new version ([`feed_redis::publish::load`]), reporting progress on
-/// stderr once a second and at the end. A snapshot whose fallback list is
-/// shorter than `max_size` is refused before anything is written:
-/// frontends would refuse to serve it.
+/// `feed-server redis-load`: publishes the snapshot at `path` in the
+/// cluster as a new version ([`feed_redis::publish::load`]). The cluster
+/// holds only its description: every frontend must have the snapshot in
+/// its `redis.snapshots` folder first (a frontend without it keeps serving
+/// the version it has). A snapshot whose fallback list is shorter than
+/// `max_size` is refused before anything is written: frontends would
+/// refuse to serve it.
 ///
 /// # Errors
 /// One line naming what failed: the snapshot (starting `--snapshot`) or
@@ -55,19 +79,10 @@ pub fn load(
     let data = DataSet {
         users: meta.users,
         items: meta.items,
-        fallback: snapshot.fallback().to_vec(),
         clock: feed_memory::now_unix_ms,
-        source: format!("{:016x}", meta.id),
+        snapshot: meta.id,
     };
-    let (_, table, _) = snapshot.into_parts();
-    let mut next_report = Instant::now();
-    let summary = publish::load(cluster, started, data, table.entries(), |progress| {
-        if Instant::now() >= next_report || progress.is_complete() {
-            next_report = Instant::now() + Duration::from_secs(1);
-            eprintln!("redis-load: {progress}");
-        }
-    })
-    .map_err(command_error)?;
+    let summary = publish::load(cluster, started, data).map_err(command_error)?;
     if let Some(left) = &summary.left_behind {
         eprintln!("redis-load: warning: {left}");
     }

@@ -278,6 +278,7 @@ impl Settings {
             let nodes = self.redis.node_list()?;
             self.redis.credentials()?;
             self.redis.ca(&nodes)?;
+            self.redis.snapshot_folder()?;
             if self.data.watch {
                 return Err(SettingsError::Invalid {
                     key: "data.watch",

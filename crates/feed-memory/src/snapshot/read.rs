@@ -9,7 +9,9 @@ use std::sync::Arc;
 use memmap2::Mmap;
 
 use super::verify::{first_repeat, verify_sections};
-use super::{Entry, FileIdentity, HEADER_BYTES, PAGE, Snapshot, SnapshotError, read_header};
+use super::{
+    Entry, FileIdentity, HEADER_BYTES, PAGE, Snapshot, SnapshotError, SnapshotMeta, read_header,
+};
 use crate::table::{FeedTable, Section};
 
 impl Snapshot {
@@ -81,6 +83,74 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The header of the snapshot at `path`, read and checked (its
+    /// checksum, and its sections against the file's length) without
+    /// mapping or verifying the sections: cheap, for finding a snapshot
+    /// by its id. Trust nothing of it before [`Snapshot::open`].
+    ///
+    /// # Errors
+    /// [`SnapshotError`] naming the file: it cannot be read, is not a
+    /// regular file, or its header is not a snapshot's.
+    pub fn peek(path: &Path) -> Result<SnapshotMeta, SnapshotError> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path)
+            .map_err(|e| SnapshotError::io(path, e))?;
+        let metadata = file.metadata().map_err(|e| SnapshotError::io(path, e))?;
+        if !metadata.is_file() {
+            return Err(SnapshotError::invalid(path, "not a regular file"));
+        }
+        let mut header = [0u8; HEADER_BYTES];
+        file.read_exact(&mut header).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                SnapshotError::invalid(path, "truncated: not even a header")
+            } else {
+                SnapshotError::io(path, e)
+            }
+        })?;
+        read_header(&header, metadata.len())
+            .map(|(_, meta, _)| meta)
+            .map_err(|reason| SnapshotError::invalid(path, reason))
+    }
+
+    /// The snapshot whose id is `id` among the files of `dir` (any names:
+    /// each file's header says which snapshot it is), opened and verified.
+    /// Files that are not snapshots are passed over.
+    ///
+    /// # Errors
+    /// [`SnapshotError`]: `dir` cannot be listed, no file in it is
+    /// snapshot `id`, or the one that is fails [`Snapshot::open`] (or
+    /// turns out to be another snapshot once verified).
+    pub fn find(dir: &Path, id: u64) -> Result<Self, SnapshotError> {
+        let listing = std::fs::read_dir(dir).map_err(|e| SnapshotError::io(dir, e))?;
+        let mut names: Vec<_> = listing
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .collect();
+        names.sort();
+        let found = names
+            .into_iter()
+            .find(|path| Self::peek(path).is_ok_and(|meta| meta.id == id))
+            .ok_or_else(|| {
+                SnapshotError::invalid(dir, format!("no snapshot {id:016x} in this folder"))
+            })?;
+        let snapshot = Self::open(&found)?;
+        if snapshot.meta().id != id {
+            return Err(SnapshotError::invalid(
+                &found,
+                format!(
+                    "changed while opened: now snapshot {:016x}",
+                    snapshot.meta().id
+                ),
+            ));
+        }
+        Ok(snapshot)
+    }
+}
+
 /// Maps `file` read-only.
 #[allow(
     unsafe_code,
@@ -100,7 +170,7 @@ mod tests {
     use xxhash_rust::xxh3::xxh3_64;
 
     use super::*;
-    use crate::snapshot::testing::{dir, refusal, sample};
+    use crate::snapshot::testing::{dir, one_long_feed, refusal, sample};
     use crate::snapshot::{read_u64, write};
 
     #[test]
@@ -142,6 +212,35 @@ mod tests {
         let checksum = xxh3_64(&bytes[..HEADER_BYTES - 8]);
         bytes[HEADER_BYTES - 8..HEADER_BYTES].copy_from_slice(&checksum.to_le_bytes());
         assert!(refusal(&bytes).contains("id does not match"));
+    }
+
+    /// A frontend over the cluster finds the snapshot a version names by
+    /// the id in its header, whatever the file is called; other files are
+    /// passed over, and one whose content does not match its header is
+    /// refused.
+    #[test]
+    fn a_snapshot_is_found_in_a_folder_by_its_id() {
+        let folder = dir();
+        let one = write(&folder.join("a.snap"), &sample(), &[9, 8], 1).unwrap();
+        let two = write(&folder.join("z"), &one_long_feed(3), &[9, 8], 1).unwrap();
+        std::fs::write(folder.join("notes.txt"), "not a snapshot").unwrap();
+        std::fs::create_dir(folder.join("old")).unwrap();
+        assert_eq!(Snapshot::peek(&folder.join("z")).unwrap(), two);
+        assert_eq!(Snapshot::find(&folder, two.id).unwrap().meta(), &two);
+        assert_eq!(Snapshot::find(&folder, one.id).unwrap().meta(), &one);
+        let error = Snapshot::find(&folder, 7).unwrap_err().to_string();
+        assert!(error.contains("no snapshot 0000000000000007"), "{error}");
+        // The header found, the content damaged: refused by the verification.
+        let mut bytes = std::fs::read(folder.join("a.snap")).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(folder.join("a.snap"), bytes).unwrap();
+        let error = Snapshot::find(&folder, one.id).unwrap_err().to_string();
+        assert!(error.contains("checksum"), "{error}");
+        let error = Snapshot::find(&folder.join("none"), one.id)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("none"), "{error}");
     }
 
     #[test]

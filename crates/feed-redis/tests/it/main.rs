@@ -4,12 +4,12 @@
 
 mod cluster;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::TestCluster;
-use feed_domain::{FeedStorage, ItemId, StorageError, UserId};
+use feed_domain::{FeedStorage, ItemId, RankedFeeds, StorageError, UserId};
 use feed_redis::{
     Breaker, BreakerSettings, Cluster, ClusterSettings, Credentials, Loader, RedisFeedStorage,
     RedisStoreError, VersionInfo, keys,
@@ -23,8 +23,6 @@ const SLACK: Duration = Duration::from_millis(500);
 /// The time limit of calls whose limit is not under test: never reached
 /// by a cluster that is up, however busy the machine.
 const GENEROUS: Duration = Duration::from_secs(10);
-/// Connections in each frontend's pool.
-const POOL_SIZE: usize = 2;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -37,7 +35,6 @@ fn settings(cluster: &TestCluster, timeout: Duration) -> ClusterSettings {
     ClusterSettings {
         nodes: cluster.urls(),
         timeout,
-        pool_size: POOL_SIZE,
         credentials: Credentials {
             username: None,
             password: Some(cluster::PASSWORD.into()),
@@ -53,48 +50,54 @@ fn breaker() -> Arc<Breaker> {
     }))
 }
 
-/// Loads `feeds` as a new version and publishes it.
-fn publish(loader: &mut Loader, feeds: &[(u64, Vec<u32>)], fallback: &[u32]) -> u64 {
+/// A version's feeds, as a frontend's snapshot would hold them.
+#[derive(Debug, Clone)]
+struct Feeds(Arc<HashMap<u64, Vec<u32>>>);
+
+impl RankedFeeds for Feeds {
+    fn feed(&self, user: UserId) -> Option<&[u32]> {
+        self.0.get(&user.get()).map(Vec::as_slice)
+    }
+}
+
+fn feeds(list: &[(u64, Vec<u32>)]) -> Feeds {
+    Feeds(Arc::new(list.iter().cloned().collect()))
+}
+
+/// Describes `feeds` as a new version (of snapshot `snapshot`) and
+/// publishes it.
+fn publish(loader: &mut Loader, feeds: &[(u64, Vec<u32>)], snapshot: u64) -> u64 {
     let version = loader.new_version().unwrap();
-    let written = loader
-        .write_feeds(version, feeds.iter().map(|(u, f)| (*u, &f[..])), 2, |_| {})
-        .unwrap();
-    assert_eq!(written, feeds.len() as u64);
     loader
         .publish(&VersionInfo {
             version,
             users: feeds.len() as u64,
             items: feeds.iter().map(|f| f.1.len() as u64).sum(),
-            fallback: fallback.to_vec(),
             created_unix_ms: 1,
-            source: "test".into(),
+            snapshot,
         })
         .unwrap();
     version
 }
 
-/// Waits until every write made through `frontend`'s connections is on a
-/// replica: `WAIT 1` goes to every master over each connection of the pool
-/// (the one a write went through is the client WAIT asks about), again
-/// until each says one replica has it.
+/// Waits until every write made through this thread's connection of
+/// `frontend` is on a replica: `WAIT 1`, again until one replica has it.
 async fn wait_replicated(frontend: &Cluster) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    for _ in 0..POOL_SIZE {
-        let mut connection = frontend.connection();
-        loop {
-            let acked: redis::RedisResult<i64> = redis::cmd("WAIT")
-                .arg(1)
-                .arg(100)
-                .query_async(&mut connection)
-                .await;
-            if acked.as_ref().is_ok_and(|&n| n >= 1) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no replica acknowledged the writes within 30 s: {acked:?}"
-            );
+    let mut connection = frontend.connection().await.unwrap();
+    loop {
+        let acked: redis::RedisResult<i64> = redis::cmd("WAIT")
+            .arg(1)
+            .arg(100)
+            .query_async(&mut connection)
+            .await;
+        if acked.as_ref().is_ok_and(|&n| n >= 1) {
+            break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "no replica acknowledged the writes within 30 s: {acked:?}"
+        );
     }
 }
 
@@ -117,7 +120,11 @@ fn may_have_run(error: &StorageError) -> bool {
     }
 }
 
-async fn take(storage: &RedisFeedStorage, user: u64, max: usize) -> Result<Vec<u32>, StorageError> {
+async fn take(
+    storage: &RedisFeedStorage<Feeds>,
+    user: u64,
+    max: usize,
+) -> Result<Vec<u32>, StorageError> {
     let mut out = Vec::new();
     let taken = storage.take_next(UserId::new(user), max, &mut out).await?;
     assert_eq!(taken.count, out.len());
@@ -145,7 +152,8 @@ fn feeds_are_handed_out_in_order_once_across_frontends_and_versions() {
         assert!(refused.contains("uthentication"), "{refused}");
     }
     let mut loader = Loader::connect(&settings(&cluster, GENEROUS)).unwrap();
-    let first = publish(&mut loader, &feeds, &[1, 2, 3]);
+    let first = publish(&mut loader, &feeds, 0xfeed);
+    let feeds = self::feeds(&feeds);
     runtime().block_on(async {
         let connect = Cluster::connect(&settings(&cluster, GENEROUS))
             .await
@@ -153,13 +161,9 @@ fn feeds_are_handed_out_in_order_once_across_frontends_and_versions() {
         let frontend = Arc::new(connect);
         assert_eq!(frontend.current_version().await.unwrap(), Some(first));
         let info = frontend.version_info(first).await.unwrap();
-        assert_eq!(
-            (info.users, info.items, &info.fallback[..]),
-            (4, 311, &[1, 2, 3][..])
-        );
+        assert_eq!((info.users, info.items, info.snapshot), (4, 311, 0xfeed));
 
-        let storage = RedisFeedStorage::new(Arc::clone(&frontend), breaker(), first);
-        storage.prepare().await.unwrap();
+        let storage = RedisFeedStorage::new(feeds.clone(), Arc::clone(&frontend), breaker(), first);
         assert_eq!(take(&storage, 1, 4).await.unwrap(), [100, 101, 102, 103]);
         assert_eq!(take(&storage, 1, 0).await.unwrap(), Vec::<u32>::new());
         let mut out = Vec::new();
@@ -187,7 +191,7 @@ fn feeds_are_handed_out_in_order_once_across_frontends_and_versions() {
         );
         let stores = [
             storage.clone(),
-            RedisFeedStorage::new(other, breaker(), first),
+            RedisFeedStorage::new(feeds.clone(), other, breaker(), first),
         ];
         let calls = (0..40).map(|i| {
             let store = stores[i % 2].clone();
@@ -207,7 +211,7 @@ fn feeds_are_handed_out_in_order_once_across_frontends_and_versions() {
 
     // A second version starts everyone from 0; the first keeps its progress
     // for a rollback; a third deletes the first.
-    let second = publish(&mut loader, &feeds, &[9]);
+    let second = publish(&mut loader, &[], 0xfeed);
     runtime().block_on(async {
         let frontend = Arc::new(
             Cluster::connect(&settings(&cluster, GENEROUS))
@@ -215,7 +219,8 @@ fn feeds_are_handed_out_in_order_once_across_frontends_and_versions() {
                 .unwrap(),
         );
         assert_eq!(frontend.current_version().await.unwrap(), Some(second));
-        let storage = RedisFeedStorage::new(Arc::clone(&frontend), breaker(), second);
+        let storage =
+            RedisFeedStorage::new(feeds.clone(), Arc::clone(&frontend), breaker(), second);
         assert_eq!(take(&storage, 2, 10).await.unwrap(), [7]);
     });
     assert_eq!(loader.rollback().unwrap(), Some((second, first)));
@@ -226,7 +231,7 @@ fn feeds_are_handed_out_in_order_once_across_frontends_and_versions() {
                 .await
                 .unwrap(),
         );
-        let storage = RedisFeedStorage::new(frontend, breaker(), first);
+        let storage = RedisFeedStorage::new(feeds.clone(), frontend, breaker(), first);
         assert_eq!(
             take(&storage, 1, 5).await.unwrap(),
             Vec::<u32>::new(),
@@ -234,11 +239,12 @@ fn feeds_are_handed_out_in_order_once_across_frontends_and_versions() {
         );
     });
     assert_eq!(loader.rollback().unwrap(), Some((first, second)));
-    let third = publish(&mut loader, &feeds, &[9]);
+    let third = publish(&mut loader, &[], 0xfeed);
     let published = loader.versions().unwrap();
     assert_eq!(published, (Some(third), Some(second)));
-    // user 1 and the sparse user have offsets in `first`: 4 feeds + 3 offsets + its description.
-    assert_eq!(loader.delete_version(first).unwrap(), 8);
+    // Users 1, 2, 4 and the sparse user have offsets in `first` (user 3,
+    // unknown, never reached the cluster), plus its description.
+    assert_eq!(loader.delete_version(first).unwrap(), 5);
     assert_eq!(loader.delete_version(first).unwrap(), 0);
 }
 
@@ -249,7 +255,8 @@ fn a_dead_master_fails_fast_then_its_replica_serves_with_progress_intact() {
     };
     let users: Vec<(u64, Vec<u32>)> = (0..200).map(|u| (u, (1..=50).collect())).collect();
     let mut loader = Loader::connect(&settings(&cluster, GENEROUS)).unwrap();
-    let version = publish(&mut loader, &users, &[1]);
+    let version = publish(&mut loader, &users, 1);
+    let feeds = feeds(&users);
     let victim = 17u64;
     let dead_master = cluster.master_of(keys::slot(victim));
     runtime().block_on(async {
@@ -257,12 +264,11 @@ fn a_dead_master_fails_fast_then_its_replica_serves_with_progress_intact() {
         // (a call that timed out might still have moved it), and waited
         // for on the replica.
         let setup = Arc::new(Cluster::connect(&settings(&cluster, GENEROUS)).await.unwrap());
-        let writer = RedisFeedStorage::new(Arc::clone(&setup), breaker(), version);
-        writer.prepare().await.unwrap();
+        let writer = RedisFeedStorage::new(feeds.clone(), Arc::clone(&setup), breaker(), version);
         assert_eq!(take(&writer, victim, 3).await.unwrap(), [1, 2, 3]);
         wait_replicated(&setup).await;
         let frontend = Arc::new(Cluster::connect(&settings(&cluster, TIMEOUT)).await.unwrap());
-        let storage = RedisFeedStorage::new(frontend, breaker(), version);
+        let storage = RedisFeedStorage::new(feeds, frontend, breaker(), version);
 
         cluster.kill(dead_master);
         let killed = Instant::now();
@@ -369,7 +375,8 @@ fn a_tls_cluster_serves_clients_that_trust_its_authority() {
 
     let feeds = vec![(1, (100..110).collect::<Vec<u32>>()), (2, vec![7])];
     let mut loader = Loader::connect(&settings(&cluster, GENEROUS)).unwrap();
-    let first = publish(&mut loader, &feeds, &[1, 2, 3]);
+    let first = publish(&mut loader, &feeds, 1);
+    let feeds = self::feeds(&feeds);
     runtime().block_on(async {
         let frontend = Arc::new(
             Cluster::connect(&settings(&cluster, GENEROUS))
@@ -377,14 +384,13 @@ fn a_tls_cluster_serves_clients_that_trust_its_authority() {
                 .unwrap(),
         );
         assert_eq!(frontend.current_version().await.unwrap(), Some(first));
-        let storage = RedisFeedStorage::new(Arc::clone(&frontend), breaker(), first);
-        storage.prepare().await.unwrap();
+        let storage = RedisFeedStorage::new(feeds, Arc::clone(&frontend), breaker(), first);
         assert_eq!(take(&storage, 1, 4).await.unwrap(), [100, 101, 102, 103]);
         assert_eq!(take(&storage, 2, 10).await.unwrap(), [7]);
     });
     // A second version drops none yet; deleting the first reaches every
     // master over TLS (one connection per master).
-    let second = publish(&mut loader, &feeds, &[1, 2, 3]);
+    let second = publish(&mut loader, &[], 1);
     assert_ne!(first, second);
     assert!(loader.delete_version(first).unwrap() > 0);
 }

@@ -4,6 +4,7 @@
 //! (`FEED_REQUIRE_REDIS=1`), where they must run.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,17 +12,44 @@ use super::cluster::{PASSWORD, TestCluster, installed};
 use super::server::{Connection, Server, command, get, refused_start, scratch_dir, wait_until};
 use super::snapshot::{line, snapshot_of};
 
-/// Writes a synthetic snapshot of `users` x `feed_len` (seeded) and loads
-/// it into the cluster at `nodes`; returns the command's summary line.
-fn load(nodes: &str, users: &str, seed: &str) -> String {
-    load_with(nodes, users, seed, &[])
+/// The frontends' snapshot folder of one test (they share a host here),
+/// where [`load`] writes each snapshot before publishing it: the
+/// distribution step of docs/SCALING.md.
+fn snapshots() -> PathBuf {
+    scratch_dir("redis-snapshots")
+}
+
+/// Writes a synthetic snapshot of `users` x 200 (seeded) into `folder` and
+/// publishes it in the cluster at `nodes`; returns the command's summary
+/// line.
+fn load(nodes: &str, users: &str, seed: &str, folder: &Path) -> String {
+    load_with(nodes, users, seed, folder, &[])
 }
 
 /// [`load`], with `extra` in redis-load's environment.
-fn load_with(nodes: &str, users: &str, seed: &str, extra: &[(&str, &str)]) -> String {
-    let dir = scratch_dir("redis-load");
-    let snapshot = dir.join("feeds.ffs");
-    let snapshot = snapshot.to_str().unwrap();
+fn load_with(
+    nodes: &str,
+    users: &str,
+    seed: &str,
+    folder: &Path,
+    extra: &[(&str, &str)],
+) -> String {
+    let snapshot = synthetic(users, seed, folder);
+    let mut env = vec![("FEED__REDIS__PASSWORD", PASSWORD)];
+    env.extend_from_slice(extra);
+    let loaded = command(&env)
+        .args(["redis-load", "--snapshot", snapshot.to_str().unwrap()])
+        .args(["--nodes", nodes])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&loaded.stdout).into_owned();
+    assert!(loaded.status.success(), "{loaded:?}");
+    stdout
+}
+
+/// Writes a synthetic snapshot of `users` x 200 (seeded) into `folder`.
+fn synthetic(users: &str, seed: &str, folder: &Path) -> PathBuf {
+    let snapshot = folder.join(format!("feeds-{users}-{seed}.ffs"));
     let env = [
         ("FEED__DATA__USERS", users),
         ("FEED__DATA__FEED_LEN", "200"),
@@ -29,19 +57,18 @@ fn load_with(nodes: &str, users: &str, seed: &str, extra: &[(&str, &str)]) -> St
         ("FEED__DATA__SEED", seed),
     ];
     let written = command(&env)
-        .args(["import", "--synthetic", "--output", snapshot])
+        .args(["import", "--synthetic", "--output"])
+        .arg(&snapshot)
         .output()
         .unwrap();
     assert!(written.status.success(), "{written:?}");
-    let mut env = vec![("FEED__REDIS__PASSWORD", PASSWORD)];
-    env.extend_from_slice(extra);
-    let loaded = command(&env)
-        .args(["redis-load", "--snapshot", snapshot, "--nodes", nodes])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&loaded.stdout).into_owned();
-    assert!(loaded.status.success(), "{loaded:?}");
-    stdout
+    snapshot
+}
+
+/// The id in the header of the snapshot at `path`.
+fn snapshot_id(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    u64::from_le_bytes(bytes[16..24].try_into().unwrap())
 }
 
 /// The frontends' time limit on a call to the cluster, where the limit is
@@ -60,13 +87,19 @@ fn nodes(cluster: &TestCluster) -> String {
     cluster.urls().join(",")
 }
 
-/// A frontend over the cluster at `nodes` whose calls have `timeout_ms`.
-fn frontend(nodes: &str, timeout_ms: u64) -> (Server, String) {
-    frontend_with(nodes, timeout_ms, &[])
+/// A frontend over the cluster at `nodes` whose calls have `timeout_ms`,
+/// mapping the snapshots of `folder`.
+fn frontend(nodes: &str, timeout_ms: u64, folder: &Path) -> (Server, String) {
+    frontend_with(nodes, timeout_ms, folder, &[])
 }
 
 /// [`frontend`], with `extra` in its environment.
-fn frontend_with(nodes: &str, timeout_ms: u64, extra: &[(&str, &str)]) -> (Server, String) {
+fn frontend_with(
+    nodes: &str,
+    timeout_ms: u64,
+    folder: &Path,
+    extra: &[(&str, &str)],
+) -> (Server, String) {
     let poll = POLL_MS.to_string();
     let timeout = timeout_ms.to_string();
     // The frontends read the password from a file (redis-load takes it
@@ -79,6 +112,7 @@ fn frontend_with(nodes: &str, timeout_ms: u64, extra: &[(&str, &str)]) -> (Serve
         ("FEED__REDIS__PASSWORD_FILE", secret.to_str().unwrap()),
         ("FEED__REDIS__POLL_MS", &poll),
         ("FEED__REDIS__TIMEOUT_MS", &timeout),
+        ("FEED__REDIS__SNAPSHOTS", folder.to_str().unwrap()),
         // HAProxy, on loopback, forwards the client's address.
         ("FEED__LIMITS__TRUSTED_PROXIES", "127.0.0.1/32"),
     ];
@@ -174,13 +208,15 @@ fn two_frontends_behind_haproxy_keep_the_contract_and_follow_versions() {
         return;
     };
     let nodes = nodes(&cluster);
-    let summary = load(&nodes, "500", "1");
+    let folder = snapshots();
+    let summary = load(&nodes, "500", "1", &folder);
     assert!(
-        summary.starts_with("published version 1: 500 users"),
+        summary.starts_with("published version 1: snapshot "),
         "{summary}"
     );
-    let (mut one, admin_one) = frontend(&nodes, GENEROUS_MS);
-    let (mut two, admin_two) = frontend(&nodes, GENEROUS_MS);
+    assert!(summary.contains(", 500 users"), "{summary}");
+    let (mut one, admin_one) = frontend(&nodes, GENEROUS_MS, &folder);
+    let (mut two, admin_two) = frontend(&nodes, GENEROUS_MS, &folder);
     let Some(proxy) = Proxy::start(&[&one.addr, &two.addr]) else {
         return;
     };
@@ -237,7 +273,7 @@ fn two_frontends_behind_haproxy_keep_the_contract_and_follow_versions() {
     // slack for a busy machine); a rollback brings the old one back with
     // user 3's progress.
     let published = Instant::now();
-    let summary = load(&nodes, "500", "2");
+    let summary = load(&nodes, "500", "2", &folder);
     assert!(summary.contains("version 1 kept for rollback"), "{summary}");
     let loaded = published.elapsed();
     for frontend in [&mut one, &mut two] {
@@ -262,16 +298,50 @@ fn two_frontends_behind_haproxy_keep_the_contract_and_follow_versions() {
         "progress was lost in the rollback"
     );
 
+    // A version whose snapshot the frontends do not have: both refuse it
+    // and keep serving version 1, until it is copied into their folder.
+    let elsewhere = synthetic("300", "3", &scratch_dir("redis-elsewhere"));
+    let summary = load_raw(&nodes, &elsewhere);
+    assert!(summary.starts_with("published version 3"), "{summary}");
+    for frontend in [&mut one, &mut two] {
+        let refused = frontend.wait_for_log_where(
+            "cannot serve the new version here; serving the current one and retrying every 2 s",
+            |l| l["version"] == 3,
+        );
+        assert_eq!(refused["serving"], 1, "{refused}");
+        let id = format!(
+            "no snapshot {:016x} in this folder",
+            snapshot_id(&elsewhere)
+        );
+        assert!(
+            refused["reason"].as_str().is_some_and(|r| r.contains(&id)),
+            "{refused}"
+        );
+    }
+    assert_eq!(served_versions(&[&admin_one, &admin_two]), [1.0, 1.0]);
+    assert_eq!(items(&conn.get("/feed/3?size=10").unwrap()).len(), 10);
+    std::fs::copy(&elsewhere, folder.join("copied-later")).unwrap();
+    for frontend in [&mut one, &mut two] {
+        frontend.wait_for_log_where("switched to a new data version", |l| l["version"] == 3);
+    }
+    assert_eq!(served_versions(&[&admin_one, &admin_two]), [3.0, 3.0]);
+
     // A version whose fallback list is shorter than api.max_size (200),
-    // published behind redis-load's back: both frontends refuse it and keep
-    // serving version 1.
-    publish_raw(&cluster, 7, b"AAAABBBBCCCC");
+    // published behind redis-load's back: both frontends refuse it for good
+    // and keep serving version 3.
+    let short = snapshot_of(
+        &folder,
+        "short",
+        &[line(1, &[5, 6])],
+        Some("900\n901\n902\n"),
+    );
+    publish_raw(&cluster, 7, snapshot_id(&short));
     for frontend in [&mut one, &mut two] {
         let refused = frontend.wait_for_log_where(
             "refusing to switch to the new version; serving the current one",
             |l| l["version"] == 7,
         );
-        assert_eq!(refused["serving"], 1, "{refused}");
+        assert_eq!(refused["serving"], 3, "{refused}");
         assert!(
             refused["reason"]
                 .as_str()
@@ -279,21 +349,40 @@ fn two_frontends_behind_haproxy_keep_the_contract_and_follow_versions() {
             "{refused}"
         );
     }
-    for admin in [&admin_one, &admin_two] {
-        let metrics = get(admin, "/metrics").body;
-        let served = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("feed_storage_data_version "))
-            .and_then(|v| v.parse::<f64>().ok());
-        assert_eq!(served, Some(1.0), "{metrics}");
-    }
+    assert_eq!(served_versions(&[&admin_one, &admin_two]), [3.0, 3.0]);
     assert_eq!(items(&conn.get("/feed/3?size=200").unwrap()).len(), 200);
 }
 
-/// Writes a description of `version` with `fallback` (little-endian item
-/// ids) straight into the cluster and points `{ff}:current` at it, as a
-/// loader that checked nothing would.
-fn publish_raw(cluster: &TestCluster, version: u64, fallback: &[u8]) {
+/// The data version each admin listener's metrics say is served.
+fn served_versions(admins: &[&String]) -> Vec<f64> {
+    admins
+        .iter()
+        .map(|admin| {
+            let metrics = get(admin, "/metrics").body;
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("feed_storage_data_version "))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no data version in {metrics}"))
+        })
+        .collect()
+}
+
+/// `redis-load` of the snapshot at `path`, wherever it is.
+fn load_raw(nodes: &str, path: &Path) -> String {
+    let loaded = command(&[("FEED__REDIS__PASSWORD", PASSWORD)])
+        .args(["redis-load", "--snapshot", path.to_str().unwrap()])
+        .args(["--nodes", nodes])
+        .output()
+        .unwrap();
+    assert!(loaded.status.success(), "{loaded:?}");
+    String::from_utf8_lossy(&loaded.stdout).into_owned()
+}
+
+/// Writes a description of `version` naming `snapshot` straight into the
+/// cluster and points `{ff}:current` at it, as a loader that checked
+/// nothing would.
+fn publish_raw(cluster: &TestCluster, version: u64, snapshot: u64) {
     let any = cluster.nodes[0].port;
     let slot: u16 = cluster
         .cli(any, &["CLUSTER", "KEYSLOT", "{ff}:current"])
@@ -301,7 +390,7 @@ fn publish_raw(cluster: &TestCluster, version: u64, fallback: &[u8]) {
         .expect("CLUSTER KEYSLOT");
     let master = cluster.master_of(slot);
     let meta = format!("{{ff}}:meta:{version}");
-    let fallback = std::str::from_utf8(fallback).expect("printable item bytes");
+    let snapshot = format!("{snapshot:016x}");
     let version = version.to_string();
     for command in [
         &[
@@ -310,13 +399,11 @@ fn publish_raw(cluster: &TestCluster, version: u64, fallback: &[u8]) {
             "users",
             "1",
             "items",
-            "1",
+            "2",
             "created_unix_ms",
             "1",
-            "source",
-            "raw",
-            "fallback",
-            fallback,
+            "snapshot",
+            &snapshot,
         ][..],
         &["SET", "{ff}:current", &version][..],
     ] {
@@ -332,8 +419,9 @@ fn with_the_cluster_down_answers_come_from_the_fallback_list_at_once() {
         return;
     };
     let nodes = nodes(&cluster);
-    load(&nodes, "100", "1");
-    let (server, admin) = frontend(&nodes, TIMEOUT_MS);
+    let folder = snapshots();
+    load(&nodes, "100", "1", &folder);
+    let (server, admin) = frontend(&nodes, TIMEOUT_MS, &folder);
     let mut conn = Connection::open(&server.addr).unwrap();
     assert_eq!(items(&conn.get("/feed/5?size=10").unwrap()).len(), 10);
 
@@ -401,6 +489,14 @@ fn bad_redis_settings_are_refused_naming_the_key() {
         ("FEED__REDIS__NODES", "127.0.0.1:7000"),
     ]);
     assert!(line.contains("redis.nodes"), "{line}");
+    let line = refused_start(&[
+        ("FEED__STORAGE__KIND", "redis"),
+        ("FEED__REDIS__SNAPSHOTS", " "),
+    ]);
+    assert!(
+        line.contains("redis.snapshots: must name the folder of the snapshots"),
+        "{line}"
+    );
     let line = refused_start(&[("FEED__REDIS__TIMEOUT_MS", "0")]);
     assert!(line.contains("redis.timeout_ms"), "{line}");
     let line = refused_start(&[("FEED__REDIS__POLL_MS", "5000")]);
@@ -459,9 +555,10 @@ fn redis_load_and_a_frontend_reach_a_tls_cluster() {
     let ca = cluster.ca_file().unwrap();
     let ca = ca.to_str().unwrap();
     let tls = [("FEED__REDIS__TLS_CA_FILE", ca)];
-    let summary = load_with(&nodes, "1000", "7", &tls);
+    let folder = snapshots();
+    let summary = load_with(&nodes, "1000", "7", &folder, &tls);
     assert!(summary.contains("published version 1"), "{summary}");
-    let (server, _) = frontend_with(&nodes, GENEROUS_MS, &tls);
+    let (server, _) = frontend_with(&nodes, GENEROUS_MS, &folder, &tls);
     let answer = get(&server.addr, "/feed/3?size=10");
     assert_eq!(items(&answer).len(), 10);
 }

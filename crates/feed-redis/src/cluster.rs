@@ -212,6 +212,9 @@ impl Cluster {
     /// runtime, so call it from a thread whose runtime keeps running (a
     /// server's worker).
     ///
+    /// Callers bound it by their own time limit: a call that waits for
+    /// another's connecting gives up at its own deadline.
+    ///
     /// # Errors
     /// The client's error, or [`RedisStoreError::Timeout`] when connecting
     /// takes longer than the call limit.

@@ -7,7 +7,7 @@ use redis::AsyncCommands;
 
 use crate::breaker::{Admit, Breaker};
 use crate::cluster::Cluster;
-use crate::error::{RedisStoreError, within};
+use crate::error::RedisStoreError;
 use crate::keys;
 
 /// Users' feeds of one data version, read from the snapshot this frontend
@@ -51,11 +51,21 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
         &self.breaker
     }
 
-    /// Moves `user`'s offset `by` items on: the new offset.
+    /// Moves `user`'s offset `by` items on: the new offset. The time limit
+    /// covers the whole call, connecting this thread's connection
+    /// included, so no request waits longer even while it is made.
     async fn advance(&self, user: u64, by: usize) -> Result<u64, RedisStoreError> {
-        let mut connection = self.cluster.connection().await?;
         let key = keys::offset(user, self.version);
-        within(self.cluster.timeout(), connection.incr(key, by)).await
+        let limit = self.cluster.timeout();
+        match tokio::time::timeout(limit, async {
+            let mut connection = self.cluster.connection().await?;
+            Ok(connection.incr(key, by).await?)
+        })
+        .await
+        {
+            Ok(answer) => answer,
+            Err(_) => Err(RedisStoreError::Timeout(limit)),
+        }
     }
 }
 

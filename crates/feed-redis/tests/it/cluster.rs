@@ -312,6 +312,20 @@ impl TestCluster {
         }
     }
 
+    /// Stops every node (SIGSTOP) without closing anything: the kernel
+    /// still accepts connections, and nothing ever answers, as with a
+    /// node that hangs or a network that drops packets. Dropping the
+    /// cluster kills them.
+    pub fn freeze_all(&self) {
+        for child in self.nodes.iter().filter_map(|n| n.child.as_ref()) {
+            let stopped = Command::new("kill")
+                .args(["-STOP", &child.id().to_string()])
+                .status()
+                .expect("kill -STOP");
+            assert!(stopped.success());
+        }
+    }
+
     /// Runs `redis-cli` against the node on `port`.
     pub fn cli(&self, port: u16, args: &[&str]) -> Option<String> {
         cli(port, self.tls.as_deref(), args)

@@ -333,6 +333,46 @@ fn a_dead_master_fails_fast_then_its_replica_serves_with_progress_intact() {
     });
 }
 
+/// A worker thread whose first calls meet a cluster that accepts
+/// connections and never answers: its connection cannot be made, and every
+/// call, those waiting for another call's connecting included, gives up at
+/// its own time limit.
+#[test]
+fn a_threads_first_calls_to_a_hung_cluster_keep_their_time_limit() {
+    let Some(cluster) = TestCluster::start(3, 0) else {
+        return;
+    };
+    let users: Vec<(u64, Vec<u32>)> = (0..20).map(|u| (u, (1..=50).collect())).collect();
+    let mut loader = Loader::connect(&settings(&cluster, GENEROUS)).unwrap();
+    let version = publish(&mut loader, &users, 1);
+    let frontend = runtime().block_on(Cluster::connect(&settings(&cluster, TIMEOUT)));
+    let storage = RedisFeedStorage::new(
+        feeds(&users),
+        Arc::new(frontend.unwrap()),
+        breaker(),
+        version,
+    );
+    cluster.freeze_all();
+    std::thread::spawn(move || {
+        runtime().block_on(async {
+            let calls = (0..10).map(|user| {
+                let storage = &storage;
+                async move {
+                    let started = Instant::now();
+                    let answer = take(storage, user, 1).await;
+                    (started.elapsed(), answer)
+                }
+            });
+            for (took, answer) in join_all(calls).await {
+                assert!(answer.is_err(), "a frozen cluster answered: {answer:?}");
+                assert!(took <= TIMEOUT + SLACK, "waited {took:?}");
+            }
+        });
+    })
+    .join()
+    .unwrap();
+}
+
 /// Runs `futures` concurrently on this task.
 async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     let mut set = Vec::new();

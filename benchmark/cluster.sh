@@ -83,11 +83,16 @@ for _ in $(seq 300); do
 done
 
 nodes=(17000 17001 17002 17003 17004 17005)
-# Sum of one command's calls (or of all commands, with "all") on every node.
+# redis-cli --cluster create makes the first three nodes the masters.
+masters=(17000 17001 17002)
+# Sum of one command's calls (or of all commands, with "all") on the nodes
+# named after it (default: every node).
 calls() {
-    local port total=0 n
-    for port in "${nodes[@]}"; do
-        n=$(redis-cli -p "$port" info commandstats 2>/dev/null | tr -d '\r' | awk -F'[=,:]' -v want="cmdstat_$1" '
+    local want=$1 port total=0 n
+    shift
+    (($#)) || set -- "${nodes[@]}"
+    for port in "$@"; do
+        n=$(redis-cli -p "$port" info commandstats 2>/dev/null | tr -d '\r' | awk -F'[=,:]' -v want="cmdstat_$want" '
             want == "cmdstat_all" && /^cmdstat_/ && $1 != "cmdstat_info" { s += $3 }
             $1 == want { s += $3 } END { print s + 0 }')
         total=$((total + n))
@@ -165,7 +170,9 @@ for round in $(seq "$rounds"); do
         esac
         servers=("${frontends[@]}")
         [[ $target == memory ]] && servers=("$tmp/memory.pid")
-        incr_before=$(calls incrby)
+        # The masters' count: each INCRBY a frontend sends (the replicas
+        # apply copies of them, counted under "commands executed").
+        incr_before=$(calls incrby "${masters[@]}")
         all_before=$(calls all)
         server_before=$(ticks "${servers[@]}")
         masters_before=$(ticks "${masters_pids[@]}")
@@ -177,7 +184,7 @@ for round in $(seq "$rounds"); do
         masters_cpu=$(per_request "$masters_before" "$(ticks "${masters_pids[@]}")")
         replicas_cpu=$(per_request "$replicas_before" "$(ticks "${replicas_pids[@]}")")
         proxy_cpu=$(per_request "$proxy_before" "$(ticks "$pids/haproxy.pid")")
-        incr_per=$(echo "($(calls incrby) - $incr_before) / $requests" | bc -l)
+        incr_per=$(echo "($(calls incrby "${masters[@]}") - $incr_before) / $requests" | bc -l)
         all_per=$(echo "($(calls all) - $all_before) / $requests" | bc -l)
         printf '| %s | %s | %.0f | %.2f | %s | %.3f | %.3f | %.1f | %.1f | %.1f | %.1f |\n' "$round" "$target" "$rps" "$p99" \
             "$non2xx" "$incr_per" "$all_per" "$server_cpu" "$masters_cpu" "$replicas_cpu" "$proxy_cpu" >>"$out"

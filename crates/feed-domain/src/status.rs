@@ -53,6 +53,10 @@ pub struct StorageHealth {
     pub opened_total: u64,
     /// The data version being served.
     pub version: u64,
+    /// The data version the storage says to serve (0: none yet). It
+    /// differs from `version` while this instance cannot switch to it (a
+    /// snapshot it lacks, a version it refuses): an operator's alarm.
+    pub published: u64,
 }
 
 #[cfg(test)]

@@ -300,6 +300,11 @@ impl Collector for Exposition {
                     "The data version being served from the remote storage",
                     storage.version as f64,
                 ),
+                (
+                    "storage_published_version",
+                    "The data version the remote storage says to serve (another than the one served while this instance cannot switch to it)",
+                    storage.published as f64,
+                ),
             ] {
                 gauge(&mut encoder, name, help, value)?;
             }

@@ -36,6 +36,9 @@ pub struct StorageBody {
     pub opened_total: u64,
     /// The data version being served.
     pub version: u64,
+    /// The data version the storage says to serve: another than
+    /// `version` while this instance cannot switch to it.
+    pub published: u64,
 }
 
 impl From<StorageHealth> for StorageBody {
@@ -47,6 +50,7 @@ impl From<StorageHealth> for StorageBody {
             groups: health.groups,
             opened_total: health.opened_total,
             version: health.version,
+            published: health.published,
         }
     }
 }

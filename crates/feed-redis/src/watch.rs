@@ -88,6 +88,8 @@ where
         let cluster = self.connect().await;
         let breaker = Arc::new(Breaker::new(self.breaker));
         let mut serving: Option<u64> = None;
+        // The version the pointer named at its last reading.
+        let mut published: Option<u64> = None;
         let mut complained = Instant::now() - Duration::from_secs(60);
         // A version that could not be switched to, and when to try it again.
         let mut failed: Option<(u64, Instant)> = None;
@@ -98,10 +100,16 @@ where
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            self.report(&breaker, serving);
+            self.report(&breaker, serving, published);
             let wanted = match cluster.current_version().await {
-                Ok(Some(version)) if Some(version) != serving => version,
-                Ok(Some(_)) => continue,
+                Ok(Some(version)) if Some(version) != serving => {
+                    published = Some(version);
+                    version
+                }
+                Ok(Some(version)) => {
+                    published = Some(version);
+                    continue;
+                }
                 Ok(None) => {
                     if complained.elapsed() >= Duration::from_secs(10) {
                         complained = Instant::now();
@@ -211,7 +219,7 @@ where
             }),
         };
         self.publish.serve(Arc::new(service), data);
-        self.report(breaker, Some(info.version));
+        self.report(breaker, Some(info.version), Some(info.version));
         self.publish.ready();
         let what = if first {
             "feed-server ready"
@@ -225,7 +233,7 @@ where
         Ok(())
     }
 
-    fn report(&self, breaker: &Breaker, version: Option<u64>) {
+    fn report(&self, breaker: &Breaker, version: Option<u64>, published: Option<u64>) {
         let state = breaker.state();
         self.publish.health(StorageHealth {
             kind: "redis",
@@ -234,6 +242,7 @@ where
             groups: GROUPS as u64,
             opened_total: breaker.times_opened(),
             version: version.unwrap_or(0),
+            published: published.unwrap_or(0),
         });
     }
 }

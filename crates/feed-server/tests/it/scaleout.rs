@@ -319,6 +319,21 @@ fn two_frontends_behind_haproxy_keep_the_contract_and_follow_versions() {
         );
     }
     assert_eq!(served_versions(&[&admin_one, &admin_two]), [1.0, 1.0]);
+    // The version they are told to serve shows, for an alarm.
+    for admin in [&admin_one, &admin_two] {
+        wait_until("the published version in the metrics", || {
+            get(admin, "/metrics")
+                .body
+                .lines()
+                .find_map(|l| l.strip_prefix("feed_storage_published_version "))
+                .and_then(|v| v.parse::<f64>().ok())
+                == Some(3.0)
+        });
+        wait_until("the published version in the stats", || {
+            let stats = get(admin, "/stats").json();
+            stats["storage"]["published"] == 3 && stats["storage"]["version"] == 1
+        });
+    }
     assert_eq!(items(&conn.get("/feed/3?size=10").unwrap()).len(), 10);
     std::fs::copy(&elsewhere, folder.join("copied-later")).unwrap();
     for frontend in [&mut one, &mut two] {

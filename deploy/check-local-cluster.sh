@@ -12,11 +12,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export FEED_BIN=${FEED_BIN:-target/debug/feed-server}
+if [[ -z ${FEED_BIN:-} ]]; then
+    # Built now, so that what is checked is this tree's default build.
+    cargo build -p feed-server --locked
+    FEED_BIN=target/debug/feed-server
+fi
+export FEED_BIN
 export USERS=${USERS:-2000}
 STATE_DIR=$(mktemp -d)/cluster
 export STATE_DIR
-[[ -x $FEED_BIN ]] || cargo build -p feed-server
 trap 'deploy/local-cluster.sh down >/dev/null 2>&1 || true; rm -rf "$(dirname "$STATE_DIR")"' EXIT
 
 say() { printf 'check-local-cluster: %s\n' "$*" >&2; }
@@ -43,5 +47,6 @@ for admin in 18901 18902; do
 done
 answer=$(curl -fsS "http://127.0.0.1:18800/feed/$((USERS + 500))?size=3")
 say "version 2 through HAProxy: $answer"
+[[ $(tr -cd ',' <<<"$answer" | wc -c) == 2 ]] || { say "expected 3 items"; exit 1; }
 deploy/local-cluster.sh down
 say "ok"

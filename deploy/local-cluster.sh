@@ -191,19 +191,27 @@ CFG
 # The folder of the snapshots the frontend on port $1 maps.
 snapshots() { echo "$state/frontend-$1/snapshots"; }
 
-# Distributes the snapshot at $1 to every frontend's folder, then publishes
-# it in the cluster as the version to serve.
+# Distributes the snapshot at $1 to every frontend's folder (copied to a
+# temporary name, then renamed: a file a frontend maps is never changed in
+# place), then publishes it in the cluster as the version to serve. Each
+# folder keeps the three newest snapshots: the current version's, the
+# previous one's (for a rollback), and the one before, which a frontend
+# still serving it needs until it switches.
 publish() {
-    local snapshot=$1 port
+    local snapshot=$1 port folder name
     [[ -f $snapshot ]] || die "publish: no snapshot at $snapshot"
+    name=$(date -u +%Y%m%dT%H%M%S%N)-$(basename "$snapshot")
     for port in "${frontend_ports[@]}"; do
-        mkdir -p "$(snapshots "$port")"
-        cp "$snapshot" "$(snapshots "$port")/$(basename "$snapshot").part"
-        mv "$(snapshots "$port")/$(basename "$snapshot").part" "$(snapshots "$port")/$(date -u +%Y%m%dT%H%M%S%N)-$(basename "$snapshot")"
+        folder=$(snapshots "$port")
+        mkdir -p "$folder"
+        cp "$snapshot" "$folder/.$name.part"
+        mv "$folder/.$name.part" "$folder/$name"
+        ls -1t "$folder" | tail -n +4 | while read -r old; do rm -f "$folder/$old"; done
     done
     password
     FEED__REDIS__PASSWORD_FILE=$password_file \
-        "$feed_bin" redis-load --snapshot "$snapshot" --nodes "$nodes" 2>>"$state/logs/redis-load.log"
+        "$feed_bin" redis-load --snapshot "$snapshot" --nodes "$nodes" 2>>"$state/logs/redis-load.log" \
+        || die "publish: redis-load failed: see $state/logs/redis-load.log"
 }
 
 down() {

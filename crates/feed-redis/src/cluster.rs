@@ -256,6 +256,20 @@ impl Cluster {
         within(self.timeout, connection.get(keys::CURRENT)).await
     }
 
+    /// The version being served and the one kept for rollback, read
+    /// together (both pointers share a slot).
+    ///
+    /// # Errors
+    /// As [`Self::current_version`].
+    pub async fn versions(&self) -> Result<(Option<u64>, Option<u64>), RedisStoreError> {
+        let mut connection = self.meta.clone();
+        within(
+            self.timeout,
+            connection.mget(&[keys::CURRENT, keys::PREVIOUS]),
+        )
+        .await
+    }
+
     /// The description of `version`.
     ///
     /// # Errors

@@ -18,6 +18,11 @@ pub enum RedisStoreError {
     /// The data in the cluster is not what the loader writes.
     #[error("corrupt data in the cluster: {0}")]
     Corrupt(String),
+    /// The version served is no longer kept in the cluster (a publish
+    /// dropped it while this frontend could not switch): its progress may
+    /// be deleted, so it is not moved any more.
+    #[error("version {0} is no longer kept in the cluster")]
+    Retired(u64),
 }
 
 /// `call`'s answer, or [`RedisStoreError::Timeout`] when it takes longer
@@ -40,7 +45,7 @@ impl RedisStoreError {
         use redis::{ErrorKind, ServerErrorKind};
         match self {
             Self::BreakerOpen | Self::Timeout(_) => true,
-            Self::Corrupt(_) => false,
+            Self::Corrupt(_) | Self::Retired(_) => false,
             Self::Redis(error) => match error.kind() {
                 ErrorKind::Server(kind) => matches!(
                     kind,

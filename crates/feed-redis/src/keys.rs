@@ -30,10 +30,11 @@ pub fn meta(version: u64) -> String {
     format!("{{ff}}:meta:{version}")
 }
 
-/// A `SCAN MATCH` pattern for every key of `version`'s users (their
-/// offsets).
+/// A `SCAN MATCH` pattern for every key of `version`'s users: their
+/// offsets, and the feeds a loader before this one wrote (`f:`), so that a
+/// cluster upgraded from that layout loses them with their version.
 pub fn version_pattern(version: u64) -> String {
-    format!("o:{{*}}:{version}")
+    format!("[fo]:{{*}}:{version}")
 }
 
 /// The hash slot of `user`'s keys: CRC16 (XMODEM) of the tag, as Redis
@@ -79,6 +80,6 @@ mod tests {
     fn a_users_key_carries_their_tag() {
         assert_eq!(offset(42, 7), "o:{42}:7");
         assert_eq!(meta(7), "{ff}:meta:7");
-        assert_eq!(version_pattern(7), "o:{*}:7");
+        assert_eq!(version_pattern(7), "[fo]:{*}:7");
     }
 }

@@ -10,10 +10,14 @@
 //! - [`RedisFeedStorage`] is the domain's `FeedStorage` port over a
 //!   version's feeds (any `RankedFeeds`: the caller's mapped snapshot):
 //!   each call for a known user is one round trip, an `INCRBY` of the
-//!   user's offset that the node holding it applies atomically, so
-//!   requests for one user through different frontends never get the same
-//!   item. Every call has a time limit, and a [`Breaker`] per group of
-//!   slots fails calls at once while those slots' node is down.
+//!   user's offset that the node holding it applies atomically, so two
+//!   requests for one user through different frontends get disjoint
+//!   ranges. (Replication is asynchronous, so after a failover the last
+//!   moves may be lost and their items handed out again; a call whose
+//!   answer is lost may have moved the offset, and those items are
+//!   skipped.) Every call has a time limit, and a [`Breaker`] per group of
+//!   slots fails calls at once while those slots' node is down; a version
+//!   the cluster no longer keeps is retired, its calls failing at once.
 //! - [`Cluster`] holds the frontends' connections (one per worker thread,
 //!   driven by that thread) and reads the version pointer; [`Loader`]
 //!   describes, publishes, rolls back and deletes versions ([`keys`] says

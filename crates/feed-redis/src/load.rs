@@ -74,7 +74,7 @@ fn version_of(raw: &str) -> Result<Option<u64>, RedisStoreError> {
 
 impl Loader {
     /// Connects to the cluster through `cluster`'s seed nodes, with its
-    /// credentials (its pool size does not matter: one connection).
+    /// credentials (one connection).
     ///
     /// # Errors
     /// The client's error when no node answers in `cluster.timeout`, or

@@ -2,8 +2,9 @@
 //! `redis-rollback` commands run it: number a new version, describe and
 //! publish it, delete the version no longer kept; or swap back to the
 //! previous one. The feeds are not written anywhere: the version names the
-//! snapshot every frontend maps (see the crate doc). [`Loader`] does each step; this module decides their order
-//! and what is deleted when one fails.
+//! snapshot every frontend maps (see the crate doc). [`Loader`] does each
+//! step; this module decides their order and what is deleted when one
+//! fails.
 //!
 //! Deletion policy: a version is deleted only when nothing can serve it.
 //! A version that failed half-written is deleted only when the pointers,
@@ -106,7 +107,7 @@ impl fmt::Display for LeftBehind {
         write!(
             f,
             "version {version} is no longer kept but deleting it failed ({error}): \
-             delete o:{{*}}:{version} and {{ff}}:meta:{version}"
+             delete [fo]:{{*}}:{version} and {{ff}}:meta:{version}"
         )
     }
 }
@@ -141,7 +142,7 @@ impl fmt::Display for Cleanup {
                 f,
                 "the version pointers could not be read ({error}), so nothing was deleted: \
                  if neither {{ff}}:current nor {{ff}}:previous is {version}, delete \
-                 o:{{*}}:{version} and {{ff}}:meta:{version}"
+                 [fo]:{{*}}:{version} and {{ff}}:meta:{version}"
             ),
         }
     }
@@ -333,7 +334,7 @@ mod tests {
                 error: corrupt(),
             },
             "version 7 is no longer kept but deleting it failed \
-             (corrupt data in the cluster: x): delete o:{*}:7 and {ff}:meta:7",
+             (corrupt data in the cluster: x): delete [fo]:{*}:7 and {ff}:meta:7",
         );
     }
 
@@ -367,7 +368,7 @@ mod tests {
             &format!(
                 "{prefix}the version pointers could not be read (corrupt data in the cluster: x), \
                  so nothing was deleted: if neither {{ff}}:current nor {{ff}}:previous is 5, \
-                 delete o:{{*}}:5 and {{ff}}:meta:5"
+                 delete [fo]:{{*}}:5 and {{ff}}:meta:5"
             ),
         );
     }

@@ -1,5 +1,5 @@
 //! The `[redis]` section of the configuration ([`RedisSettings`]): the
-//! cluster's seed nodes, credentials, time limits, pool and circuit
+//! cluster's seed nodes, credentials, time limits, snapshot folder and circuit
 //! breaker, with the checks of their keys and the [`ClusterSettings`] and
 //! [`BreakerSettings`] they build.
 //!

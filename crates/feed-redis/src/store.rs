@@ -1,6 +1,7 @@
 //! [`RedisFeedStorage`]: the [`FeedStorage`] port over the cluster.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use feed_domain::{FeedStorage, ItemId, RankedFeeds, StorageError, Taken, UserId};
 use redis::AsyncCommands;
@@ -28,17 +29,42 @@ pub struct RedisFeedStorage<F> {
     cluster: Arc<Cluster>,
     breaker: Arc<Breaker>,
     version: u64,
+    /// Set when the cluster no longer keeps `version` (see
+    /// [`Self::retire`]).
+    retired: Arc<AtomicBool>,
 }
 
 impl<F: RankedFeeds> RedisFeedStorage<F> {
     /// Storage over `version`, whose feeds are `feeds`.
-    pub const fn new(feeds: F, cluster: Arc<Cluster>, breaker: Arc<Breaker>, version: u64) -> Self {
+    pub fn new(feeds: F, cluster: Arc<Cluster>, breaker: Arc<Breaker>, version: u64) -> Self {
+        Self::retired_by(feeds, cluster, breaker, version, Arc::default())
+    }
+
+    /// [`Self::new`], retired when `retired` is set (the watcher keeps it).
+    pub(crate) const fn retired_by(
+        feeds: F,
+        cluster: Arc<Cluster>,
+        breaker: Arc<Breaker>,
+        version: u64,
+        retired: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             feeds,
             cluster,
             breaker,
             version,
+            retired,
         }
+    }
+
+    /// From now on every call fails with [`RedisStoreError::Retired`]
+    /// (the service answers from the fallback list), it and its clones
+    /// alike: the cluster no longer keeps this version, so its progress
+    /// may be deleted, and moving it again would start users over. The
+    /// watcher calls it when a publish dropped the version this frontend
+    /// still serves.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
     }
 
     /// The data version it serves.
@@ -51,7 +77,8 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
         &self.breaker
     }
 
-    /// Moves `user`'s offset `by` items on: the new offset. The time limit
+    /// Moves `user`'s offset `by` items on: the new offset (a negative one
+    /// is someone else's value: [`RedisStoreError::Corrupt`]). The time limit
     /// covers the whole call, connecting this thread's connection
     /// included, so no request waits longer even while it is made.
     async fn advance(&self, user: u64, by: usize) -> Result<u64, RedisStoreError> {
@@ -59,7 +86,13 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
         let limit = self.cluster.timeout();
         match tokio::time::timeout(limit, async {
             let mut connection = self.cluster.connection().await?;
-            Ok(connection.incr(key, by).await?)
+            let end: i64 = connection.incr(key, by).await?;
+            u64::try_from(end).map_err(|_| {
+                RedisStoreError::Corrupt(format!(
+                    "user {user}: offset {end} in version {}",
+                    self.version
+                ))
+            })
         })
         .await
         {
@@ -80,6 +113,11 @@ impl<F: RankedFeeds> FeedStorage for RedisFeedStorage<F> {
             .feeds
             .feed(user)
             .ok_or(StorageError::UnknownUser(user))?;
+        if self.retired.load(Ordering::Relaxed) {
+            return Err(StorageError::backend(RedisStoreError::Retired(
+                self.version,
+            )));
+        }
         let group = Breaker::group_of(keys::slot(user.get()));
         let admitted = self.breaker.admit(group);
         if admitted == Admit::Refuse {

@@ -9,6 +9,7 @@
 //! both cases the version served stays.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use feed_domain::{DataInfo, DataVersion, Publish, RankedFeeds, StorageHealth};
@@ -22,6 +23,8 @@ use crate::{
 
 /// How long a version that could not be switched to waits for a retry.
 const RETRY_SWITCH: Duration = Duration::from_secs(2);
+/// How often a lasting problem (no version yet, no pointer) is logged.
+const COMPLAIN_EVERY: Duration = Duration::from_secs(10);
 
 /// A version to serve, handed to the caller's service maker: its
 /// description, and the storage over the feeds the caller opens.
@@ -31,17 +34,20 @@ pub struct NewVersion {
     pub info: VersionInfo,
     cluster: Arc<Cluster>,
     breaker: Arc<Breaker>,
+    /// Set when the cluster drops the version (its storages stop).
+    retired: Arc<AtomicBool>,
 }
 
 impl NewVersion {
     /// The version's storage over `feeds` (the snapshot it names): the
     /// progress is moved in the cluster.
     pub fn storage<F: RankedFeeds>(&self, feeds: F) -> RedisFeedStorage<F> {
-        RedisFeedStorage::new(
+        RedisFeedStorage::retired_by(
             feeds,
             Arc::clone(&self.cluster),
             Arc::clone(&self.breaker),
             self.info.version,
+            Arc::clone(&self.retired),
         )
     }
 }
@@ -87,12 +93,16 @@ where
     pub async fn run(self) {
         let cluster = self.connect().await;
         let breaker = Arc::new(Breaker::new(self.breaker));
-        let mut serving: Option<u64> = None;
+        // The version served, and the flag that stops its storage.
+        let mut serving: Option<(u64, Arc<AtomicBool>)> = None;
         // The version the pointer named at its last reading.
         let mut published: Option<u64> = None;
-        let mut complained = Instant::now() - Duration::from_secs(60);
+        let mut complained: Option<Instant> = None;
         // A version that could not be switched to, and when to try it again.
         let mut failed: Option<(u64, Instant)> = None;
+        // The last version whose missing snapshot was logged: its retries
+        // stay quiet.
+        let mut announced: Option<u64> = None;
         // A version this frontend cannot serve (its description never
         // changes): not read again.
         let mut refused: Option<u64> = None;
@@ -100,46 +110,48 @@ where
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            self.report(&breaker, serving, published);
-            let wanted = match cluster.current_version().await {
-                Ok(Some(version)) if Some(version) != serving => {
-                    published = Some(version);
-                    version
-                }
-                Ok(Some(version)) => {
-                    published = Some(version);
-                    continue;
-                }
-                Ok(None) => {
-                    if complained.elapsed() >= Duration::from_secs(10) {
-                        complained = Instant::now();
-                        warn!(
-                            self.logger,
-                            "no data version is published yet: run feed-server redis-load"
-                        );
-                    }
-                    continue;
-                }
+            let served = serving.as_ref().map(|(version, _)| *version);
+            self.report(&breaker, served, published);
+            let (current, previous) = match cluster.versions().await {
+                Ok(pointers) => pointers,
                 Err(e) => {
-                    if complained.elapsed() >= Duration::from_secs(10) {
-                        complained = Instant::now();
+                    if complained.is_none_or(|at| at.elapsed() >= COMPLAIN_EVERY) {
+                        complained = Some(Instant::now());
                         warn!(self.logger, "cannot read the version pointer"; "error" => %e);
                     }
                     continue;
                 }
+            };
+            published = current;
+            if let Some((version, retired)) = &serving
+                && current != Some(*version)
+                && previous != Some(*version)
+                && !retired.swap(true, Ordering::Relaxed)
+            {
+                error!(self.logger, "the cluster no longer keeps the version served here: answering from the fallback list until this frontend can switch";
+                    "version" => *version, "current" => current, "previous" => previous);
+            }
+            let Some(wanted) = current.filter(|&version| Some(version) != served) else {
+                if current.is_none() && complained.is_none_or(|at| at.elapsed() >= COMPLAIN_EVERY) {
+                    complained = Some(Instant::now());
+                    warn!(
+                        self.logger,
+                        "no data version is published yet: run feed-server redis-load"
+                    );
+                }
+                continue;
             };
             if refused == Some(wanted)
                 || failed.is_some_and(|(version, at)| version == wanted && Instant::now() < at)
             {
                 continue;
             }
-            let retried = failed.is_some_and(|(version, _)| version == wanted);
             match self
-                .install(&cluster, &breaker, wanted, serving.is_none())
+                .install(&cluster, &breaker, wanted, served.is_none())
                 .await
             {
-                Ok(()) => {
-                    serving = Some(wanted);
+                Ok(retired) => {
+                    serving = Some((wanted, retired));
                     failed = None;
                 }
                 Err(SwitchError::Cluster(e)) => {
@@ -150,15 +162,16 @@ where
                 Err(SwitchError::Unservable(Unservable::Missing(reason))) => {
                     failed = Some((wanted, Instant::now() + RETRY_SWITCH));
                     // Said once a version: the retries stay quiet.
-                    if !retried {
+                    if announced != Some(wanted) {
+                        announced = Some(wanted);
                         error!(self.logger, "cannot serve the new version here; serving the current one and retrying every 2 s";
-                            "version" => wanted, "serving" => serving, "reason" => reason);
+                            "version" => wanted, "serving" => served, "reason" => reason);
                     }
                 }
                 Err(SwitchError::Unservable(Unservable::Refused(reason))) => {
                     refused = Some(wanted);
                     error!(self.logger, "refusing to switch to the new version; serving the current one";
-                        "version" => wanted, "serving" => serving, "reason" => reason);
+                        "version" => wanted, "serving" => served, "reason" => reason);
                 }
             }
         }
@@ -187,16 +200,21 @@ where
         breaker: &Arc<Breaker>,
         version: u64,
         first: bool,
-    ) -> Result<(), SwitchError> {
+    ) -> Result<Arc<AtomicBool>, SwitchError> {
         let started = Instant::now();
-        let info = cluster
-            .version_info(version)
-            .await
-            .map_err(SwitchError::Cluster)?;
+        let info = cluster.version_info(version).await.map_err(|e| match e {
+            // A description is written once: a malformed one stays so.
+            RedisStoreError::Corrupt(reason) => {
+                SwitchError::Unservable(Unservable::Refused(reason))
+            }
+            e => SwitchError::Cluster(e),
+        })?;
+        let retired = Arc::new(AtomicBool::new(false));
         let version = NewVersion {
             info,
             cluster: Arc::clone(cluster),
             breaker: Arc::clone(breaker),
+            retired: Arc::clone(&retired),
         };
         let make = Arc::clone(&self.service);
         let (service, version) =
@@ -230,7 +248,7 @@ where
             "version" => info.version, "users" => info.users, "items" => info.items,
             "snapshot" => format!("{:016x}", info.snapshot),
             "load_ms" => started.elapsed().as_millis());
-        Ok(())
+        Ok(retired)
     }
 
     fn report(&self, breaker: &Breaker, version: Option<u64>, published: Option<u64>) {

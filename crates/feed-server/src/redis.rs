@@ -4,11 +4,11 @@
 //! `redis-load` / `redis-rollback` commands over [`feed_redis::publish`].
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use feed_domain::{FeedService, SizeLimits, short_fallback};
-use feed_memory::{CatalogRandomFeed, FeedTable, Snapshot};
+use feed_memory::{CatalogRandomFeed, FeedTable, FileIdentity, Snapshot};
 use feed_redis::{
     ClusterSettings, DataSet, LoadSummary, NewVersion, PublishError, RedisFeedStorage, Unservable,
     publish,
@@ -25,7 +25,8 @@ pub type RedisFeedService =
 /// the snapshot the version names in `snapshots` (`redis.snapshots`),
 /// opens and verifies it, and serves its feeds, with random fills from its
 /// fallback list and errors to `recorder`. A snapshot that is missing or
-/// cannot be read is [`Unservable::Missing`] (the frontend tries again); a
+/// cannot be read is [`Unservable::Missing`] (the frontend tries again,
+/// passing over a file that failed verification until it changes); a
 /// fallback list shorter than the largest answer is
 /// [`Unservable::Refused`].
 pub fn version_service(
@@ -34,10 +35,20 @@ pub fn version_service(
     snapshots: PathBuf,
 ) -> impl Fn(&NewVersion) -> Result<RedisFeedService, Unservable> + use<> {
     let recorder = Arc::clone(recorder);
+    // Files that failed verification, as they were: passed over until they
+    // change, so a damaged file is not read whole again at every retry.
+    let damaged = Mutex::new(Vec::<FileIdentity>::new());
     move |version| {
         let id = version.info.snapshot;
-        let snapshot =
-            Snapshot::find(&snapshots, id).map_err(|e| Unservable::Missing(e.to_string()))?;
+        let known_bad = |file: &FileIdentity| damaged.lock().is_ok_and(|list| list.contains(file));
+        let snapshot = Snapshot::find(&snapshots, id, known_bad).map_err(|e| {
+            if let (Some(file), Ok(mut list)) = (FileIdentity::of(e.path()), damaged.lock())
+                && e.path() != snapshots
+            {
+                list.push(file);
+            }
+            Unservable::Missing(e.to_string())
+        })?;
         if let Some(reason) = short_fallback(snapshot.fallback().len(), limits.max_size().get()) {
             return Err(Unservable::Refused(format!(
                 "{}: {reason}",

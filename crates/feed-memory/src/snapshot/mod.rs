@@ -145,6 +145,13 @@ pub enum SnapshotError {
 }
 
 impl SnapshotError {
+    /// The file (or folder) it is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Io { path, .. } | Self::Invalid { path, .. } => path,
+        }
+    }
+
     fn invalid(path: &Path, reason: impl Into<String>) -> Self {
         Self::Invalid {
             path: path.to_owned(),

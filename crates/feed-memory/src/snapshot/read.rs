@@ -119,13 +119,20 @@ impl Snapshot {
 
     /// The snapshot whose id is `id` among the files of `dir` (any names:
     /// each file's header says which snapshot it is), opened and verified.
-    /// Files that are not snapshots are passed over.
+    /// Files that are not snapshots are passed over, and so are the files
+    /// for which `skip` says yes (say, one that failed verification and has
+    /// not changed since: verifying it again would read it all again).
     ///
     /// # Errors
     /// [`SnapshotError`]: `dir` cannot be listed, no file in it is
     /// snapshot `id`, or the one that is fails [`Snapshot::open`] (or
-    /// turns out to be another snapshot once verified).
-    pub fn find(dir: &Path, id: u64) -> Result<Self, SnapshotError> {
+    /// turns out to be another snapshot once verified); its
+    /// [`SnapshotError::path`] names that file.
+    pub fn find(
+        dir: &Path,
+        id: u64,
+        skip: impl Fn(&FileIdentity) -> bool,
+    ) -> Result<Self, SnapshotError> {
         let listing = std::fs::read_dir(dir).map_err(|e| SnapshotError::io(dir, e))?;
         let mut names: Vec<_> = listing
             .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -133,6 +140,7 @@ impl Snapshot {
         names.sort();
         let found = names
             .into_iter()
+            .filter(|path| !FileIdentity::of(path).is_some_and(|identity| skip(&identity)))
             .find(|path| Self::peek(path).is_ok_and(|meta| meta.id == id))
             .ok_or_else(|| {
                 SnapshotError::invalid(dir, format!("no snapshot {id:016x} in this folder"))
@@ -226,18 +234,25 @@ mod tests {
         std::fs::write(folder.join("notes.txt"), "not a snapshot").unwrap();
         std::fs::create_dir(folder.join("old")).unwrap();
         assert_eq!(Snapshot::peek(&folder.join("z")).unwrap(), two);
-        assert_eq!(Snapshot::find(&folder, two.id).unwrap().meta(), &two);
-        assert_eq!(Snapshot::find(&folder, one.id).unwrap().meta(), &one);
-        let error = Snapshot::find(&folder, 7).unwrap_err().to_string();
+        let find = |id| Snapshot::find(&folder, id, |_| false);
+        assert_eq!(find(two.id).unwrap().meta(), &two);
+        assert_eq!(find(one.id).unwrap().meta(), &one);
+        // A file the caller passes over is not found.
+        let z = FileIdentity::of(&folder.join("z")).unwrap();
+        let error = Snapshot::find(&folder, two.id, |file| *file == z).unwrap_err();
+        assert!(error.to_string().contains("no snapshot"), "{error}");
+        let error = find(7).unwrap_err().to_string();
         assert!(error.contains("no snapshot 0000000000000007"), "{error}");
-        // The header found, the content damaged: refused by the verification.
+        // The header found, the content damaged: refused by the
+        // verification, naming the file.
         let mut bytes = std::fs::read(folder.join("a.snap")).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(folder.join("a.snap"), bytes).unwrap();
-        let error = Snapshot::find(&folder, one.id).unwrap_err().to_string();
-        assert!(error.contains("checksum"), "{error}");
-        let error = Snapshot::find(&folder.join("none"), one.id)
+        let error = find(one.id).unwrap_err();
+        assert_eq!(error.path(), folder.join("a.snap"));
+        assert!(error.to_string().contains("checksum"), "{error}");
+        let error = Snapshot::find(&folder.join("none"), one.id, |_| false)
             .unwrap_err()
             .to_string();
         assert!(error.contains("none"), "{error}");

@@ -114,7 +114,11 @@ fn cause(error: &StorageError) -> Option<&RedisStoreError> {
 /// limit, or a connection lost, loses the answer but maybe not the call).
 fn may_have_run(error: &StorageError) -> bool {
     match cause(error) {
-        Some(RedisStoreError::BreakerOpen | RedisStoreError::Corrupt(_)) => false,
+        Some(
+            RedisStoreError::BreakerOpen
+            | RedisStoreError::Corrupt(_)
+            | RedisStoreError::Retired(_),
+        ) => false,
         Some(RedisStoreError::Redis(e)) => !matches!(e.kind(), redis::ErrorKind::Server(_)),
         Some(RedisStoreError::Timeout(_)) | None => true,
     }
@@ -181,6 +185,34 @@ fn feeds_are_handed_out_in_order_once_across_frontends_and_versions() {
             take(&storage, 3, 10).await,
             Err(StorageError::UnknownUser(_))
         ));
+
+        // A counter someone else wrote is refused, never read as progress:
+        // negative, or no number at all (the node says so). Nothing is
+        // handed out, and the breaker does not count it as a node failure.
+        let mut raw = frontend.connection().await.unwrap();
+        for (value, wanted) in [("-50", "offset -40"), ("abc", "not an integer")] {
+            let _: () = redis::cmd("SET")
+                .arg(keys::offset(4, first))
+                .arg(value)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            let error = take(&storage, 4, 10).await.unwrap_err();
+            assert!(
+                error.to_string().contains(wanted)
+                    || format!("{:?}", cause(&error)).contains(wanted),
+                "{error}: {:?}",
+                cause(&error)
+            );
+            assert!(!cause(&error).unwrap().is_node_failure());
+        }
+        assert_eq!(storage.breaker().times_opened(), 0);
+        let _: () = redis::cmd("SET")
+            .arg(keys::offset(4, first))
+            .arg(10)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
 
         // Two frontends (separate connections), 40 concurrent requests for
         // one user: every item once, none twice.

@@ -335,15 +335,44 @@ fn two_frontends_behind_haproxy_keep_the_contract_and_follow_versions() {
         });
     }
     assert_eq!(items(&conn.get("/feed/3?size=10").unwrap()).len(), 10);
-    std::fs::copy(&elsewhere, folder.join("copied-later")).unwrap();
+
+    // One more such version drops version 1 from the cluster (its
+    // progress goes): the frontends still on it stop moving it, log it, and
+    // answer from the fallback list (a storage error each) until they can
+    // switch.
+    let later = synthetic("400", "4", &scratch_dir("redis-elsewhere"));
+    let summary = load_raw(&nodes, &later);
+    assert!(summary.contains("version 1 deleted"), "{summary}");
     for frontend in [&mut one, &mut two] {
-        frontend.wait_for_log_where("switched to a new data version", |l| l["version"] == 3);
+        let retired = frontend.wait_for_log_where(
+            "the cluster no longer keeps the version served here: answering from the fallback list until this frontend can switch",
+            |l| l["version"] == 1,
+        );
+        assert_eq!(retired["current"], 4, "{retired}");
     }
-    assert_eq!(served_versions(&[&admin_one, &admin_two]), [3.0, 3.0]);
+    let errors = |admin: &str| {
+        get(admin, "/metrics")
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("feed_feed_errors_total{kind=\"storage\"} "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = errors(&admin_one) + errors(&admin_two);
+    for _ in 0..4 {
+        assert_eq!(items(&conn.get("/feed/3?size=10").unwrap()).len(), 10);
+    }
+    assert_eq!(errors(&admin_one) + errors(&admin_two), before + 4);
+    std::fs::copy(&elsewhere, folder.join("copied-later")).unwrap();
+    std::fs::copy(&later, folder.join("copied-last")).unwrap();
+    for frontend in [&mut one, &mut two] {
+        frontend.wait_for_log_where("switched to a new data version", |l| l["version"] == 4);
+    }
+    assert_eq!(served_versions(&[&admin_one, &admin_two]), [4.0, 4.0]);
 
     // A version whose fallback list is shorter than api.max_size (200),
     // published behind redis-load's back: both frontends refuse it for good
-    // and keep serving version 3.
+    // and keep serving version 4.
     let short = snapshot_of(
         &folder,
         "short",
@@ -356,7 +385,7 @@ fn two_frontends_behind_haproxy_keep_the_contract_and_follow_versions() {
             "refusing to switch to the new version; serving the current one",
             |l| l["version"] == 7,
         );
-        assert_eq!(refused["serving"], 3, "{refused}");
+        assert_eq!(refused["serving"], 4, "{refused}");
         assert!(
             refused["reason"]
                 .as_str()
@@ -364,7 +393,7 @@ fn two_frontends_behind_haproxy_keep_the_contract_and_follow_versions() {
             "{refused}"
         );
     }
-    assert_eq!(served_versions(&[&admin_one, &admin_two]), [3.0, 3.0]);
+    assert_eq!(served_versions(&[&admin_one, &admin_two]), [4.0, 4.0]);
     assert_eq!(items(&conn.get("/feed/3?size=200").unwrap()).len(), 200);
 }
 

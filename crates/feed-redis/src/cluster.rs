@@ -185,7 +185,12 @@ type Local = Arc<tokio::sync::OnceCell<ClusterConnection>>;
 
 thread_local! {
     /// This thread's connections, by cluster id (a frontend has one
-    /// cluster; tests make several).
+    /// cluster; tests make several). An entry lives as long as its thread:
+    /// a frontend's threads are its workers, whose runtimes live as long
+    /// as the process, so a connection never outlives the runtime that
+    /// drives it. A thread that outlives its runtime and calls again with
+    /// the same cluster gets calls that fail (and open the breaker): do
+    /// not share a `Cluster` with such threads.
     static LOCAL: RefCell<Vec<(u64, Local)>> = const { RefCell::new(Vec::new()) };
 }
 

@@ -228,7 +228,7 @@ where
         let data = DataInfo {
             users: info.users,
             items: info.items,
-            bytes: info.items * 4,
+            bytes: info.items.saturating_mul(4),
             load_seconds: started.elapsed().as_secs_f64(),
             version: Some(DataVersion {
                 id: format!("{:016x}", info.snapshot),

@@ -26,16 +26,7 @@ impl Snapshot {
     /// content, truncated, a malformed section, item 0, or a repeated
     /// fallback item.
     pub fn open(path: &Path) -> Result<Self, SnapshotError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-            .open(path)
-            .map_err(|e| SnapshotError::io(path, e))?;
-        let metadata = file.metadata().map_err(|e| SnapshotError::io(path, e))?;
-        if !metadata.is_file() {
-            return Err(SnapshotError::invalid(path, "not a regular file"));
-        }
+        let (file, metadata) = open_regular(path)?;
         let identity = FileIdentity::from(&metadata);
         let map = map_file(&file).map_err(|e| SnapshotError::io(path, e))?;
         // Everything below is checked against the mapping itself, not the
@@ -94,16 +85,7 @@ impl Snapshot {
     /// regular file, or its header is not a snapshot's.
     pub fn peek(path: &Path) -> Result<SnapshotMeta, SnapshotError> {
         use std::io::Read;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-            .open(path)
-            .map_err(|e| SnapshotError::io(path, e))?;
-        let metadata = file.metadata().map_err(|e| SnapshotError::io(path, e))?;
-        if !metadata.is_file() {
-            return Err(SnapshotError::invalid(path, "not a regular file"));
-        }
+        let (mut file, metadata) = open_regular(path)?;
         let mut header = [0u8; HEADER_BYTES];
         file.read_exact(&mut header).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -157,6 +139,22 @@ impl Snapshot {
         }
         Ok(snapshot)
     }
+}
+
+/// Opens `path` for reading without blocking (so a FIFO or a device is
+/// refused at once) and checks that it is a regular file.
+fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), SnapshotError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(|e| SnapshotError::io(path, e))?;
+    let metadata = file.metadata().map_err(|e| SnapshotError::io(path, e))?;
+    if !metadata.is_file() {
+        return Err(SnapshotError::invalid(path, "not a regular file"));
+    }
+    Ok((file, metadata))
 }
 
 /// Maps `file` read-only.

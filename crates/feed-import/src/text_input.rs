@@ -9,9 +9,9 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Number, Value};
 
-use crate::Progress;
 use crate::collect::Collector;
 use crate::error::{ImportError, MAX_ITEM, Position, Problem, shorten};
+use crate::{Stop, refused};
 
 /// Lines between two progress reports.
 const REPORT_EVERY: u64 = 8192;
@@ -31,15 +31,28 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, 
     Value::deserialize(deserializer).map(Some)
 }
 
-/// Reads the feeds of one JSON Lines file.
+/// The non-blank lines of the JSON Lines file at `path` (the users it
+/// holds, if it is valid) and at most how many items they hold (commas and
+/// lines: each item but the last of a list is followed by a comma), in one
+/// pass that parses nothing.
+pub(crate) fn measure(path: &Path) -> Result<(u64, u64), ImportError> {
+    let (mut lines, mut commas) = (0u64, 0u64);
+    for_each_line(path, |_, text| {
+        lines += 1;
+        commas += text.bytes().filter(|&byte| byte == b',').count() as u64;
+        Ok(())
+    })?;
+    Ok((lines, commas + lines))
+}
+
+/// Reads the feeds of one JSON Lines file; `report(rows)` every few
+/// thousand lines and at the end, with the rows read so far in all files.
 pub(crate) fn read_feeds(
     path: &Path,
-    file: usize,
-    collector: &mut Collector,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<(), ImportError> {
-    collector.begin_source(path, true);
-    for_each_line(path, |line, text| {
+    collector: &mut Collector<'_>,
+    report: &mut dyn FnMut(u64),
+) -> Result<(), Stop> {
+    for_each_line(path, |line, text| -> Result<(), Stop> {
         // serde would also take a JSON array for a struct; a line is an object.
         let start = text.len() - text.trim_start().len();
         if !text[start..].starts_with('{') {
@@ -48,7 +61,8 @@ pub(crate) fn read_feeds(
                 line,
                 character: text[..start].chars().count() + 1,
                 message: "expected an object with `user_id` and `items`".to_owned(),
-            });
+            }
+            .into());
         }
         let record: Record = serde_json::from_str(text).map_err(|e| malformed(path, line, &e))?;
         let fault = |column, problem| ImportError::Value {
@@ -74,22 +88,16 @@ pub(crate) fn read_feeds(
         }
         .map_err(|problem| fault("items", problem))?;
         collector
-            .push_feed(user, Some(line), items.len(), |index| {
+            .push_feed(user, line, items.len(), |index| {
                 element(&items[index], index)
             })
-            .map_err(|problem| fault("items", problem))?;
+            .map_err(|refusal| refused(refusal, |problem| fault("items", problem)))?;
         if collector.rows().is_multiple_of(REPORT_EVERY) {
-            progress(Progress {
-                file,
-                rows: collector.rows(),
-            });
+            report(collector.rows());
         }
         Ok(())
     })?;
-    progress(Progress {
-        file,
-        rows: collector.rows(),
-    });
+    report(collector.rows());
     Ok(())
 }
 
@@ -125,10 +133,10 @@ pub(crate) fn read_item_ids(path: &Path) -> Result<Vec<u32>, ImportError> {
 
 /// Calls `each(line, text)` for every line of the file that is not blank,
 /// with the 1-based line number.
-fn for_each_line(
+fn for_each_line<E: From<ImportError>>(
     path: &Path,
-    mut each: impl FnMut(u64, &str) -> Result<(), ImportError>,
-) -> Result<(), ImportError> {
+    mut each: impl FnMut(u64, &str) -> Result<(), E>,
+) -> Result<(), E> {
     let io = |cause| ImportError::Io {
         path: path.to_owned(),
         cause,

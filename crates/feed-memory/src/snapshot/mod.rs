@@ -46,7 +46,7 @@ use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
 use self::verify::content_id;
-pub use self::write::{write, write_csr};
+pub use self::write::{SnapshotWriter, file_bytes, write, write_csr};
 use crate::table::{FeedTable, Section};
 
 /// The first eight bytes of every snapshot.

@@ -589,14 +589,13 @@ pub fn import<S: FeedSink>(
                     .into());
                 }
             };
-            let runs = sorter.runs();
             let folder = sorter
                 .folder()
                 .unwrap_or(&options.temporary_parent)
                 .to_owned();
             let merged = sorter.finish(
                 interrupt,
-                &mut |rows| {
+                &mut |runs, rows| {
                     progress(Progress {
                         stage: Stage::Merging { runs },
                         rows,
@@ -604,8 +603,8 @@ pub fn import<S: FeedSink>(
                 },
                 &mut |user, feed| emitter.emit(user, feed),
             );
-            let bytes = match merged {
-                Ok(bytes) => bytes,
+            let (runs, bytes) = match merged {
+                Ok(done) => done,
                 Err(SortStop::Io(cause)) => {
                     return Err(ImportError::Temporary { folder, cause }.into());
                 }

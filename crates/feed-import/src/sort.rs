@@ -76,6 +76,8 @@ pub(crate) struct Sorter {
     items: Vec<u32>,
     records: Vec<Record>,
     runs: Vec<PathBuf>,
+    /// Runs ever named (names are never reused).
+    named: usize,
     written: u64,
     /// The first error writing a run, kept for the caller.
     pub(crate) error: Option<std::io::Error>,
@@ -93,14 +95,10 @@ impl Sorter {
             items: Vec::new(),
             records: Vec::new(),
             runs: Vec::new(),
+            named: 0,
             written: 0,
             error: None,
         }
-    }
-
-    /// Runs written so far.
-    pub(crate) fn runs(&self) -> usize {
-        self.runs.len()
     }
 
     /// The temporary folder, once made.
@@ -143,20 +141,26 @@ impl Sorter {
             self.folder = Some(folder);
         }
         let folder = self.folder.as_ref().map(tempfile::TempDir::path);
-        let name = format!("run-{:06}", self.runs.len());
+        let name = format!("run-{:06}", self.named);
+        self.named += 1;
         Ok(folder.unwrap_or(&self.parent).join(name))
     }
 
     /// Gives every feed taken, in user order, to `out(user, place, feed)`;
     /// a user taken twice is [`SortStop::Repeat`] with its first two
     /// places. `progress(users)` is told how many users came out, now and
-    /// then. Returns the bytes written to runs (0 when none was).
+    /// then. Returns the runs written from the buffer (0: sorted in memory)
+    /// and the bytes written to runs (intermediate merges included).
     pub(crate) fn finish<E>(
         mut self,
         interrupt: Option<&AtomicBool>,
-        progress: &mut dyn FnMut(u64),
+        progress: &mut dyn FnMut(usize, u64),
         out: &mut dyn FnMut(u64, &[u32]) -> Result<(), E>,
-    ) -> Result<u64, SortStop<E>> {
+    ) -> Result<(usize, u64), SortStop<E>> {
+        if !self.runs.is_empty() && !self.records.is_empty() {
+            self.spill().map_err(SortStop::Io)?;
+        }
+        let spilled = self.runs.len();
         let mut last: Option<(u64, Place)> = None;
         let mut count = 0u64;
         let mut each = |user: u64, place: Place, feed: &[u32]| -> Result<(), SortStop<E>> {
@@ -173,31 +177,29 @@ impl Sorter {
             out(user, feed).map_err(SortStop::Out)?;
             count += 1;
             if count.is_multiple_of(LOOK_EVERY) {
-                progress(count);
+                progress(spilled, count);
                 if interrupt.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
                     return Err(SortStop::Interrupted);
                 }
             }
             Ok(())
         };
-        if self.runs.is_empty() {
+        if spilled == 0 {
             self.sort_buffer();
             for record in &self.records {
                 let feed = &self.items[record.start..record.start + record.len as usize];
                 each(record.user, record.place, feed)?;
             }
-            progress(count);
-            return Ok(0);
-        }
-        if !self.records.is_empty() {
-            self.spill().map_err(SortStop::Io)?;
+            progress(0, count);
+            return Ok((0, 0));
         }
         self.items = Vec::new();
         self.records = Vec::new();
         while self.runs.len() > FAN_IN {
             let group: Vec<PathBuf> = self.runs.drain(..FAN_IN).collect();
             let path = self.next_run().map_err(SortStop::Io)?;
-            let mut file = BufWriter::with_capacity(WRITE_BUFFER, File::create(&path).map_err(SortStop::Io)?);
+            let file = File::create(&path).map_err(SortStop::Io)?;
+            let mut file = BufWriter::with_capacity(WRITE_BUFFER, file);
             let mut written = 0u64;
             merge(&group, self.budget, &mut |user, place, feed| {
                 written += RECORD_HEADER + 4 * feed.len() as u64;
@@ -210,8 +212,8 @@ impl Sorter {
         }
         let runs = std::mem::take(&mut self.runs);
         merge(&runs, self.budget, &mut each)?;
-        progress(count);
-        Ok(self.written)
+        progress(spilled, count);
+        Ok((spilled, self.written))
     }
 }
 
@@ -333,6 +335,11 @@ mod tests {
         dir
     }
 
+    /// The place of the `row`-th feed: three files of 100 rows, then one.
+    fn place(row: usize) -> Place {
+        Place::new((row / 100).min(3), (row % 100) as u64 + 1)
+    }
+
     /// Sorts `feeds` (user, feed) through a sorter of `budget` bytes; the
     /// output, or the repeat found; and whether any run was written.
     fn sort(
@@ -342,11 +349,10 @@ mod tests {
         let parent = scratch();
         let mut sorter = Sorter::new(budget, &parent);
         for (row, (user, feed)) in feeds.iter().enumerate() {
-            sorter.accept(*user, Place::new(row % 3, row as u64 + 1), feed).unwrap();
+            sorter.accept(*user, place(row), feed).unwrap();
         }
-        let runs = sorter.runs();
         let mut got = Vec::new();
-        let result = sorter.finish(None, &mut |_| {}, &mut |user, feed| {
+        let result = sorter.finish(None, &mut |_, _| {}, &mut |user, feed| {
             got.push((user, feed.to_vec()));
             Ok::<(), ()>(())
         });
@@ -354,8 +360,8 @@ mod tests {
         assert_eq!(left, 0, "the temporary folder was left behind");
         std::fs::remove_dir(&parent).unwrap();
         match result {
-            Ok(_) => (Ok(got), runs),
-            Err(SortStop::Repeat { user, first, again }) => (Err((user, first, again)), runs),
+            Ok((runs, _)) => (Ok(got), runs),
+            Err(SortStop::Repeat { user, first, again }) => (Err((user, first, again)), 0),
             Err(other) => panic!("{other:?}"),
         }
     }
@@ -398,7 +404,6 @@ mod tests {
             let (first, again) = (first.min(again), first.max(again));
             feeds[again].0 = feeds[first].0;
             let (got, _) = sort(&feeds, budget);
-            let place = |row: usize| Place::new(row % 3, row as u64 + 1);
             prop_assert_eq!(got.unwrap_err(), (feeds[first].0, place(first), place(again)));
         }
     }

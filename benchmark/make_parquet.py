@@ -2,7 +2,7 @@
 """Writes an offline job's output for the snapshot benchmarks, as pandas and
 Spark jobs write it: Parquet, snappy, a column `user_id` (uint64) and a
 column `items` (list of int64, or int32 with --item-type int32), one row
-group per block of users.
+group per block of users (zstd instead of snappy with --compression zstd).
 
     python3 benchmark/make_parquet.py --users 5000000 --feed-len 200 --out feeds.parquet
 
@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--order", choices=["random", "sorted"], default="random", help="row order of the users")
     parser.add_argument("--item-type", choices=["int64", "int32"], default="int64", help="the items' integer type")
+    parser.add_argument("--compression", choices=["snappy", "zstd"], default="snappy")
     parser.add_argument("--ids-out", help="also write the user ids, one per line (for the load test)")
     args = parser.parse_args()
 
@@ -47,7 +48,7 @@ def main() -> None:
         np.savetxt(args.ids_out, ids, fmt="%d")
 
     schema = pa.schema([("user_id", pa.uint64()), ("items", pa.list_(item_type))])
-    with pq.ParquetWriter(args.out, schema, compression="snappy") as writer:
+    with pq.ParquetWriter(args.out, schema, compression=args.compression) as writer:
         for start in range(0, args.users, args.block):
             block = ids[start : start + args.block]
             n = len(block)

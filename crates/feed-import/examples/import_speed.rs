@@ -134,7 +134,14 @@ fn main() {
     let mut reporter = ProgressReporter::new(inputs.len());
     let mut count = Count::default();
     let options = ImportOptions::new(&dir);
-    let result = import(&inputs, None, &options, None, &mut |p| reporter.update(p), &mut count);
+    let result = import(
+        &inputs,
+        None,
+        &options,
+        None,
+        &mut |p| reporter.update(p),
+        &mut count,
+    );
     reporter.finish();
     let summary = result.unwrap_or_else(|e| panic!("{e}")).summary;
     println!("{summary}");

@@ -149,7 +149,9 @@ impl<'a> Collector<'a> {
         self.stats.duplicates_dropped += dropped;
         self.stats.rows += 1;
         if self.stats.rows.is_multiple_of(LOOK_EVERY)
-            && self.interrupt.is_some_and(|flag| flag.load(Ordering::Relaxed))
+            && self
+                .interrupt
+                .is_some_and(|flag| flag.load(Ordering::Relaxed))
         {
             self.interrupted = true;
             return Err(Refused::Halt);
@@ -227,7 +229,12 @@ mod tests {
         }
     }
 
-    fn push(collector: &mut Collector<'_>, user: u64, row: u64, feed: &[u32]) -> Result<(), Refused> {
+    fn push(
+        collector: &mut Collector<'_>,
+        user: u64,
+        row: u64,
+        feed: &[u32],
+    ) -> Result<(), Refused> {
         collector.push_feed(user, row, feed.len(), |k| Ok(feed[k]))
     }
 
@@ -240,7 +247,13 @@ mod tests {
         let long: Vec<u32> = (0..100).map(|k| k % 40 + 1).collect();
         push(&mut collector, 4, 2, &long).unwrap();
         let stats = collector.stats();
-        assert_eq!(stats, Stats { rows: 2, duplicates_dropped: 2 + 60 });
+        assert_eq!(
+            stats,
+            Stats {
+                rows: 2,
+                duplicates_dropped: 2 + 60
+            }
+        );
         assert_eq!(keep.0[0], (9, Place::new(2, 1), vec![3, 1, 2]));
         assert_eq!(keep.0[1].2, (1..=40).collect::<Vec<_>>());
         assert_eq!((keep.0[1].1.file(), keep.0[1].1.position()), (2, 2));
@@ -251,9 +264,16 @@ mod tests {
         let mut keep = Keep::default();
         let mut collector = Collector::new(&mut keep, None);
         let refused = collector.push_feed(2, 1, 3, |k| {
-            if k < 2 { Ok(9) } else { Err(Problem::NullElement { index: k }) }
+            if k < 2 {
+                Ok(9)
+            } else {
+                Err(Problem::NullElement { index: k })
+            }
         });
-        assert_eq!(refused, Err(Refused::Value(Problem::NullElement { index: 2 })));
+        assert_eq!(
+            refused,
+            Err(Refused::Value(Problem::NullElement { index: 2 }))
+        );
         assert_eq!(collector.rows(), 0);
         assert!(keep.0.is_empty());
     }
@@ -292,6 +312,9 @@ mod tests {
         assert!(Place::new(0, 99) < Place::new(1, 1));
         assert!(Place::new(1, 1) < Place::new(1, 2));
         let place = Place::new(Place::MAX_FILES - 1, (1 << POSITION_BITS) - 1);
-        assert_eq!((place.file(), place.position()), (Place::MAX_FILES - 1, (1 << POSITION_BITS) - 1));
+        assert_eq!(
+            (place.file(), place.position()),
+            (Place::MAX_FILES - 1, (1 << POSITION_BITS) - 1)
+        );
     }
 }

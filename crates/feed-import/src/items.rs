@@ -56,13 +56,20 @@ impl ItemSet {
         self.pages
             .iter()
             .flatten()
-            .map(|page| page.iter().map(|word| u64::from(word.count_ones())).sum::<u64>())
+            .map(|page| {
+                page.iter()
+                    .map(|word| u64::from(word.count_ones()))
+                    .sum::<u64>()
+            })
             .sum()
     }
 
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
-        self.pages.iter().flatten().all(|page| page.iter().all(|&word| word == 0))
+        self.pages
+            .iter()
+            .flatten()
+            .all(|page| page.iter().all(|&word| word == 0))
     }
 
     /// The items, in increasing order.

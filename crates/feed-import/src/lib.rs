@@ -1,5 +1,6 @@
-//! Reads the feeds that offline jobs compute, checks them, and returns them
-//! sorted by user as compressed sparse rows ([`ImportedFeeds`]).
+//! Reads the feeds that offline jobs compute, checks them, and gives them,
+//! one user at a time and sorted by user, to a [`FeedSink`], in memory
+//! bounded whatever the size of the input.
 //!
 //! The ranking runs elsewhere (pandas/pyarrow, Spark, a Rust batch job) and
 //! writes, for every user, a ranked list of item ids. This crate is the one
@@ -29,11 +30,28 @@
 //! Architecture Invariant: this crate knows files and values, nothing of
 //! how the feeds are served. It has no HTTP, no server or domain types, and
 //! no knowledge of the snapshot file that `feed-server import` writes from
-//! [`ImportedFeeds`]; it depends on no other crate of this workspace.
+//! what it gives its [`FeedSink`]; it depends on no other crate of this
+//! workspace.
 //!
-//! Memory: the items are held once, as `u32`, plus a few dozen bytes per
-//! user; putting unsorted input in user order needs about one sixteenth of
-//! the items more (see [`import`]).
+//! **Order and memory.** Input already in user order (across the inputs,
+//! in the order given) streams straight to the sink: nothing is held but
+//! the batch being read. Other input is sorted in bounded memory
+//! (`sort`): runs of [`ImportOptions::run_bytes`] are sorted and written
+//! to a hidden temporary folder, then merged k-way into the sink; each
+//! record carries the file and row (or line) it was read at, so a user
+//! read twice is named at both places whichever runs they fell into. The
+//! import holds nothing per user: its memory is the sort's runs (or half
+//! of that while merging), the Parquet decoder's few batches and, when no
+//! fallback list is given, the set of distinct items ([`ItemSet`], at most
+//! 512 MiB). Chosen over sorting in memory, which held every item (4 bytes
+//! each) and more: a 5M x 200 input needed over 4 GiB. The cost is a
+//! second pass over the input when it turns out not to be in user order
+//! (found, for a random order, within the first rows), and the runs' bytes
+//! on disk (see [`Expected::temporary_bytes`]).
+//!
+//! [`ImportedFeeds`] is the sink that keeps everything in memory, as
+//! compressed sparse rows: the reference the tests compare with, and
+//! [`import_to_memory`] for small inputs.
 
 mod collect;
 mod error;
@@ -434,7 +452,11 @@ enum Halt<E> {
     /// A user came after a larger one.
     Unsorted,
     /// A user came again right after itself.
-    Repeat { user: u64, first: Place, again: Place },
+    Repeat {
+        user: u64,
+        first: Place,
+        again: Place,
+    },
     /// The sink said stop.
     Sink(E),
 }
@@ -514,7 +536,10 @@ pub fn import<S: FeedSink>(
         return Err(ImportError::NoInputs.into());
     }
     if inputs.len() > Place::MAX_FILES {
-        return Err(ImportError::TooManyInputs { count: inputs.len() }.into());
+        return Err(ImportError::TooManyInputs {
+            count: inputs.len(),
+        }
+        .into());
     }
     let formats = inputs
         .iter()
@@ -601,7 +626,7 @@ pub fn import<S: FeedSink>(
                         rows,
                     });
                 },
-                &mut |user, feed| emitter.emit(user, feed),
+                |user, feed| emitter.emit(user, feed),
             );
             let (runs, bytes) = match merged {
                 Ok(done) => done,

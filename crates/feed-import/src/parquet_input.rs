@@ -81,12 +81,11 @@ pub(crate) fn measure(path: &Path) -> Result<(u64, u64), ImportError> {
         path: path.to_owned(),
         cause,
     })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|cause| {
-        ImportError::Parquet {
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|cause| ImportError::Parquet {
             path: path.to_owned(),
             cause,
-        }
-    })?;
+        })?;
     let metadata = builder.metadata();
     let rows = u64::try_from(metadata.file_metadata().num_rows()).unwrap_or(0);
     let schema = metadata.file_metadata().schema_descr();

@@ -224,7 +224,13 @@ mod tests {
         let start = Instant::now();
         let mut reporter = ProgressReporter::lines(2, Box::new(out.clone()), start);
         let at = |ms| start + Duration::from_millis(ms);
-        reporter.update_at(Progress { stage: reading(0), rows: 100 }, at(500));
+        reporter.update_at(
+            Progress {
+                stage: reading(0),
+                rows: 100,
+            },
+            at(500),
+        );
         reporter.update_at(
             Progress {
                 stage: reading(0),
@@ -259,7 +265,10 @@ mod tests {
         if let View::Bar(bar) = &reporter.view {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
-        reporter.update(Progress { stage: reading(0), rows: 10 });
+        reporter.update(Progress {
+            stage: reading(0),
+            rows: 10,
+        });
         reporter.finish();
         let View::Bar(bar) = &reporter.view else {
             panic!("not a bar")

@@ -125,7 +125,8 @@ impl Sorter {
             write_record(&mut out, record.user, record.place, feed)?;
             self.written += RECORD_HEADER + 4 * feed.len() as u64;
         }
-        out.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+        out.into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
         self.runs.push(path);
         self.items.clear();
         self.records.clear();
@@ -155,7 +156,7 @@ impl Sorter {
         mut self,
         interrupt: Option<&AtomicBool>,
         progress: &mut dyn FnMut(usize, u64),
-        out: &mut dyn FnMut(u64, &[u32]) -> Result<(), E>,
+        mut out: impl FnMut(u64, &[u32]) -> Result<(), E>,
     ) -> Result<(usize, u64), SortStop<E>> {
         if !self.runs.is_empty() && !self.records.is_empty() {
             self.spill().map_err(SortStop::Io)?;
@@ -201,7 +202,7 @@ impl Sorter {
             let file = File::create(&path).map_err(SortStop::Io)?;
             let mut file = BufWriter::with_capacity(WRITE_BUFFER, file);
             let mut written = 0u64;
-            merge(&group, self.budget, &mut |user, place, feed| {
+            merge(&group, self.budget, |user, place, feed| {
                 written += RECORD_HEADER + 4 * feed.len() as u64;
                 write_record(&mut file, user, place, feed).map_err(SortStop::Io)
             })?;
@@ -242,7 +243,12 @@ impl Target for Sorter {
     }
 }
 
-fn write_record(out: &mut impl Write, user: u64, place: Place, feed: &[u32]) -> std::io::Result<()> {
+fn write_record(
+    out: &mut impl Write,
+    user: u64,
+    place: Place,
+    feed: &[u32],
+) -> std::io::Result<()> {
     let mut header = [0u8; RECORD_HEADER as usize];
     header[..8].copy_from_slice(&user.to_ne_bytes());
     header[8..16].copy_from_slice(&place.0.to_ne_bytes());
@@ -281,12 +287,14 @@ impl RunReader {
             Err(e) => return Err(e),
         }
         self.file.read_exact(&mut header[1..])?;
-        let field = |at: usize| u64::from_ne_bytes(header[at..at + 8].try_into().unwrap_or_default());
+        let field =
+            |at: usize| u64::from_ne_bytes(header[at..at + 8].try_into().unwrap_or_default());
         self.user = field(0);
         self.place = Place(field(8));
         let len = u32::from_ne_bytes(header[16..20].try_into().unwrap_or_default()) as usize;
         self.items.resize(len, 0);
-        self.file.read_exact(bytemuck::cast_slice_mut(&mut self.items))?;
+        self.file
+            .read_exact(bytemuck::cast_slice_mut(&mut self.items))?;
         Ok(true)
     }
 }
@@ -296,7 +304,7 @@ impl RunReader {
 fn merge<E>(
     paths: &[PathBuf],
     budget: usize,
-    out: &mut dyn FnMut(u64, Place, &[u32]) -> Result<(), SortStop<E>>,
+    mut out: impl FnMut(u64, Place, &[u32]) -> Result<(), SortStop<E>>,
 ) -> Result<(), SortStop<E>> {
     let buffer = (budget / 2 / paths.len().max(1)).clamp(MIN_READ_BUFFER, MAX_READ_BUFFER);
     let mut runs = Vec::with_capacity(paths.len());
@@ -335,6 +343,9 @@ mod tests {
         dir
     }
 
+    /// Users and their feeds.
+    type Feeds = Vec<(u64, Vec<u32>)>;
+
     /// The place of the `row`-th feed: three files of 100 rows, then one.
     fn place(row: usize) -> Place {
         Place::new((row / 100).min(3), (row % 100) as u64 + 1)
@@ -345,14 +356,14 @@ mod tests {
     fn sort(
         feeds: &[(u64, Vec<u32>)],
         budget: usize,
-    ) -> (Result<Vec<(u64, Vec<u32>)>, (u64, Place, Place)>, usize) {
+    ) -> (Result<Feeds, (u64, Place, Place)>, usize) {
         let parent = scratch();
         let mut sorter = Sorter::new(budget, &parent);
         for (row, (user, feed)) in feeds.iter().enumerate() {
             sorter.accept(*user, place(row), feed).unwrap();
         }
         let mut got = Vec::new();
-        let result = sorter.finish(None, &mut |_, _| {}, &mut |user, feed| {
+        let result = sorter.finish(None, &mut |_, _| {}, |user, feed| {
             got.push((user, feed.to_vec()));
             Ok::<(), ()>(())
         });
@@ -421,11 +432,15 @@ mod tests {
 
     #[test]
     fn input_that_fits_writes_no_run_and_more_than_the_fan_in_merges_twice() {
-        let feeds: Vec<(u64, Vec<u32>)> = (0..50u64).rev().map(|k| (k, vec![k as u32 + 1])).collect();
+        let feeds: Vec<(u64, Vec<u32>)> =
+            (0..50u64).rev().map(|k| (k, vec![k as u32 + 1])).collect();
         let (got, runs) = sort(&feeds, 1 << 20);
         assert_eq!(runs, 0);
         assert_eq!(got.unwrap().len(), 50);
-        let feeds: Vec<(u64, Vec<u32>)> = (0..(FAN_IN as u64 * 2 + 5)).rev().map(|k| (k, vec![7])).collect();
+        let feeds: Vec<(u64, Vec<u32>)> = (0..(FAN_IN as u64 * 2 + 5))
+            .rev()
+            .map(|k| (k, vec![7]))
+            .collect();
         let (got, runs) = sort(&feeds, 1);
         assert!(runs > FAN_IN, "{runs}");
         let got = got.unwrap();

@@ -1,5 +1,11 @@
 //! `feed-server import`: an offline job's feeds (Parquet, JSON Lines), or
 //! the configured synthetic set, written as a snapshot file.
+//!
+//! For files this is only the composition: `feed_import::import` gives the
+//! feeds in user order to a [`FeedSink`] that is the snapshot's streaming
+//! writer, after checking the output folder's free space against what the
+//! import expects to write there (the snapshot, and the sort's runs when
+//! the input is not in user order).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -7,7 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use feed_import::{Expected, FeedSink, ImportError, ImportOptions, ImportSummary, ProgressReporter};
+use feed_import::{
+    Expected, FeedSink, ImportError, ImportOptions, ImportSummary, ProgressReporter,
+};
 use feed_memory::snapshot::SnapshotWriter;
 use feed_memory::{SnapshotError, SnapshotMeta, snapshot};
 use slog::Logger;

@@ -11,7 +11,7 @@ use arrow_array::types::{
 use arrow_array::{ArrayRef, GenericListArray, PrimitiveArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use feed_import::{
-    Fallback, Failure, ImportError, ImportOptions, ImportSummary, ImportedFeeds, Order, Progress,
+    Failure, Fallback, ImportError, ImportOptions, ImportSummary, ImportedFeeds, Order, Progress,
     Stage, import,
 };
 use parquet::arrow::ArrowWriter;
@@ -249,7 +249,14 @@ fn run_with(
 ) -> Result<(Feeds, ImportSummary), ImportError> {
     let mut reports: Vec<Progress> = Vec::new();
     let mut feeds = ImportedFeeds::default();
-    let result = import(inputs, fallback, options, None, &mut |p| reports.push(p), &mut feeds);
+    let result = import(
+        inputs,
+        fallback,
+        options,
+        None,
+        &mut |p| reports.push(p),
+        &mut feeds,
+    );
     let key = |p: &Progress| match p.stage {
         Stage::Reading { file, sorting } => (u8::from(sorting), file, 0),
         Stage::Merging { .. } => (2, 0, 0),

@@ -33,7 +33,8 @@
 //!
 //! The code is split by job: this module holds the format (constants, the
 //! header written and read), the types and the errors; `write` writes a
-//! snapshot, `read` opens and maps one, and `verify` checks its sections
+//! snapshot as a stream of users ([`SnapshotWriter`], nothing held per
+//! user), `read` opens and maps one, and `verify` checks its sections
 //! (the checksums, on every core, and the fallback list's repeats).
 
 mod read;

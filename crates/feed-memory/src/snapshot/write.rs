@@ -229,7 +229,10 @@ impl SnapshotWriter {
         if self.last_user.is_some_and(|last| last >= user) {
             return Err(SnapshotError::invalid(
                 &self.path,
-                format!("user {user} does not come after user {}", self.last_user.unwrap_or(0)),
+                format!(
+                    "user {user} does not come after user {}",
+                    self.last_user.unwrap_or(0)
+                ),
             ));
         }
         if self.users == self.users_at_most {
@@ -346,10 +349,7 @@ pub fn write_csr(
     }
     let mut writer = SnapshotWriter::create(path, user_ids.len() as u64)?;
     for (at, &user) in user_ids.iter().enumerate() {
-        writer.push(
-            user,
-            &items[offsets[at] as usize..offsets[at + 1] as usize],
-        )?;
+        writer.push(user, &items[offsets[at] as usize..offsets[at + 1] as usize])?;
     }
     writer.finish(fallback.iter().copied(), created_unix_ms)
 }
@@ -362,8 +362,7 @@ pub(super) fn write_entries(
     created_unix_ms: u64,
     version: u32,
 ) -> Result<SnapshotMeta, SnapshotError> {
-    let mut writer =
-        SnapshotWriter::create_version(path, u64::from(table.users()), version)?;
+    let mut writer = SnapshotWriter::create_version(path, u64::from(table.users()), version)?;
     for (user, feed) in table.entries() {
         writer.push(user, feed)?;
     }
@@ -453,6 +452,65 @@ mod tests {
                 .id
         );
         assert!(write_csr(&path, &[1], &[0, 3], &[1], &[], 1).is_err());
+    }
+
+    /// The names in `dir`.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Fewer users than announced leave gaps between the sections, which
+    /// the reader takes; the content (and so the id) is the same.
+    #[test]
+    fn a_stream_of_fewer_users_than_announced_reads_back() {
+        let dir = dir();
+        let path = dir.join("gap.snap");
+        let mut writer = SnapshotWriter::create(&path, 5000).unwrap();
+        for (user, feed) in sample().entries() {
+            writer.push(user, feed).unwrap();
+        }
+        assert_eq!(
+            names(&dir),
+            [format!(".gap.snap.{}.tmp", std::process::id())]
+        );
+        let meta = writer.finish([9, 8], 1).unwrap();
+        let snapshot = Snapshot::open(&path).unwrap();
+        assert_eq!(snapshot.table(), &sample());
+        assert_eq!(snapshot.fallback(), &[9, 8]);
+        assert_eq!(
+            meta.id,
+            write(&dir.join("whole.snap"), &sample(), &[9, 8], 1)
+                .unwrap()
+                .id
+        );
+        assert_eq!(
+            file_bytes(3, 5, 2),
+            std::fs::metadata(dir.join("whole.snap")).unwrap().len()
+        );
+    }
+
+    #[test]
+    fn users_out_of_order_or_beyond_the_announced_are_refused() {
+        let dir = dir();
+        let path = dir.join("order.snap");
+        let mut writer = SnapshotWriter::create(&path, 2).unwrap();
+        writer.push(5, &[1]).unwrap();
+        let error = writer.push(5, &[2]).unwrap_err().to_string();
+        assert!(
+            error.contains("user 5 does not come after user 5"),
+            "{error}"
+        );
+        writer.push(6, &[]).unwrap();
+        let error = writer.push(7, &[2]).unwrap_err().to_string();
+        assert!(error.contains("more than the 2 users announced"), "{error}");
+        drop(writer);
+        assert!(names(&dir).is_empty(), "the temporary file was left behind");
+        assert!(SnapshotWriter::create(&path, u64::from(u32::MAX) + 1).is_err());
     }
 
     proptest! {

@@ -32,7 +32,9 @@ fn scratch() -> PathBuf {
 fn fixture(name: &str) -> PathBuf {
     match std::env::var_os("FEED_IMPORT_FIXTURES") {
         Some(dir) => PathBuf::from(dir).join(name),
-        None => super::workspace().join("crates/feed-import/fixtures").join(name),
+        None => super::workspace()
+            .join("crates/feed-import/fixtures")
+            .join(name),
     }
 }
 
@@ -79,9 +81,19 @@ fn an_unsorted_pyarrow_file_is_sorted_on_disk_into_the_same_snapshot() {
         "4KiB",
     ]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("input not in user order: sorted through"), "{stdout}");
-    assert!(last_line(&stderr).starts_with("merged 4001 users from"), "{stderr}");
-    assert_eq!(names(&dir), ["feeds.snap"], "a temporary file was left behind");
+    assert!(
+        stdout.contains("input not in user order: sorted through"),
+        "{stdout}"
+    );
+    assert!(
+        last_line(&stderr).starts_with("merged 4001 users from"),
+        "{stderr}"
+    );
+    assert_eq!(
+        names(&dir),
+        ["feeds.snap"],
+        "a temporary file was left behind"
+    );
 
     // The reference: the same file imported in memory, written whole.
     let (feeds, imported) = feed_import::import_to_memory(&[input], None, &mut |_| {}).unwrap();
@@ -133,7 +145,11 @@ fn a_user_read_twice_in_different_runs_is_named_at_both_places() {
             input.display()
         )
     );
-    assert_eq!(names(&dir), ["feeds.jsonl"], "a temporary file was left behind");
+    assert_eq!(
+        names(&dir),
+        ["feeds.jsonl"],
+        "a temporary file was left behind"
+    );
 }
 
 #[test]
@@ -195,7 +211,9 @@ fn a_full_filesystem_is_refused_with_its_folder_and_sizes() {
             std::env::var_os("FEED_REQUIRE_MOUNT").is_none(),
             "FEED_REQUIRE_MOUNT is set but a tmpfs cannot be mounted (not root?)"
         );
-        eprintln!("SKIPPED a_full_filesystem_is_refused_with_its_folder_and_sizes: cannot mount a tmpfs (run as root, as CI does)");
+        eprintln!(
+            "SKIPPED a_full_filesystem_is_refused_with_its_folder_and_sizes: cannot mount a tmpfs (run as root, as CI does)"
+        );
         return;
     }
     let _mount = Mount(small.clone());
@@ -204,12 +222,23 @@ fn a_full_filesystem_is_refused_with_its_folder_and_sizes() {
     let lines: Vec<String> = (0..1000u64).map(|k| line(k, &items)).collect();
     std::fs::write(&input, lines.join("\n")).unwrap();
     let output = small.join("feeds.snap");
-    let (code, _, stderr) = import(&["--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()]);
+    let (code, _, stderr) = import(&[
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
     assert_eq!(code, 2, "{stderr}");
-    let prefix = format!("feed-server import: {}: not enough free space: the import needs ", small.display());
+    let prefix = format!(
+        "feed-server import: {}: not enough free space: the import needs ",
+        small.display()
+    );
     let last = last_line(&stderr);
     assert!(last.starts_with(&prefix), "{stderr}");
-    assert!(last.ends_with(&format!("), {} are free", 256 << 10)), "{stderr}");
+    assert!(
+        last.ends_with(&format!("), {} are free", 256 << 10)),
+        "{stderr}"
+    );
     assert!(names(&small).is_empty(), "{:?}", names(&small));
 }
 
@@ -253,12 +282,23 @@ fn holds(pid: u32, path: &Path) -> bool {
 fn an_interrupted_import_leaves_nothing_behind() {
     let dir = scratch();
     let input = dir.join("feeds.jsonl");
-    let made = std::process::Command::new("mkfifo").arg(&input).status().unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&input)
+        .status()
+        .unwrap();
     assert!(made.success());
     let out = scratch();
     let output = out.join("feeds.snap");
     let child = command(&[])
-        .args(["import", "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap(), "--sort-memory", "1"])
+        .args([
+            "import",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--sort-memory",
+            "1",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -274,7 +314,9 @@ fn an_interrupted_import_leaves_nothing_behind() {
         writeln!(fifo, "{line}").unwrap();
     }
     wait_until("the sort's temporary folder", || {
-        names(&out).iter().any(|name| name.starts_with(".feed-import-"))
+        names(&out)
+            .iter()
+            .any(|name| name.starts_with(".feed-import-"))
     });
     let signalled = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])

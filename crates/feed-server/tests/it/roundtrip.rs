@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use feed_domain::{SizeLimits, UserId};
-use feed_memory::lifecycle::from_snapshot;
 use feed_memory::Snapshot;
+use feed_memory::lifecycle::from_snapshot;
 use feed_server::recorder::LoggingRecorder;
 use proptest::prelude::*;
 

@@ -3,7 +3,7 @@
 //! lines are skipped but counted, so an error's line is the editor's.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use serde::{Deserialize, Deserializer};
@@ -31,17 +31,42 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, 
     Value::deserialize(deserializer).map(Some)
 }
 
-/// The non-blank lines of the JSON Lines file at `path` (the users it
-/// holds, if it is valid) and at most how many items they hold (commas and
-/// lines: each item but the last of a list is followed by a comma), in one
-/// pass that parses nothing.
+/// At most how many users (non-blank lines) the JSON Lines file at `path`
+/// holds, and at most how many items (commas and lines: each item but the
+/// last of a list is followed by a comma), in one pass over its bytes that
+/// parses nothing. A line of only ASCII whitespace is blank; one of other
+/// whitespace is counted (an upper bound is all the sink needs).
 pub(crate) fn measure(path: &Path) -> Result<(u64, u64), ImportError> {
-    let (mut lines, mut commas) = (0u64, 0u64);
-    for_each_line(path, |_, text| {
-        lines += 1;
-        commas += text.bytes().filter(|&byte| byte == b',').count() as u64;
-        Ok(())
-    })?;
+    let io = |cause| ImportError::Io {
+        path: path.to_owned(),
+        cause,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let mut buffer = vec![0u8; 1 << 20];
+    let (mut lines, mut commas, mut content) = (0u64, 0u64, false);
+    loop {
+        let read = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(e)),
+        };
+        for &byte in &buffer[..read] {
+            match byte {
+                b'\n' => {
+                    lines += u64::from(content);
+                    content = false;
+                }
+                b',' => {
+                    commas += 1;
+                    content = true;
+                }
+                b' ' | b'\t' | b'\r' => {}
+                _ => content = true,
+            }
+        }
+    }
+    lines += u64::from(content);
     Ok((lines, commas + lines))
 }
 
@@ -245,5 +270,32 @@ fn element(value: &Value, index: usize) -> Result<u32, Problem> {
             index,
             found: shorten(&other.to_string()),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(text: &str) -> (u64, u64) {
+        let path = std::env::temp_dir().join(format!(
+            "feed-import-measure-{}-{}.jsonl",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::write(&path, text).unwrap();
+        let measured = measure(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        measured
+    }
+
+    #[test]
+    fn measure_counts_non_blank_lines_and_bounds_the_items() {
+        assert_eq!(measured(""), (0, 0));
+        assert_eq!(measured("\n \r\n\t\n"), (0, 0));
+        let text =
+            "{\"user_id\": 1, \"items\": [1, 2, 3]}\r\n\n  \n{\"user_id\": 2, \"items\": []}";
+        // Two rows; items at most 4 commas + 2 lines (there are 3).
+        assert_eq!(measured(text), (2, 6));
     }
 }

@@ -222,11 +222,6 @@ impl Target for Sorter {
     fn accept(&mut self, user: u64, place: Place, feed: &[u32]) -> Result<(), ()> {
         let adds = feed.len() * 4 + BUFFERED_RECORD;
         if !self.records.is_empty() && self.used() + adds > self.budget {
-            if self.items.capacity() == 0 {
-                // The first run: from now on the buffer is full each time.
-                self.items.reserve_exact(self.budget / 4);
-                self.records.reserve_exact(self.budget / BUFFERED_RECORD);
-            }
             if let Err(error) = self.spill() {
                 self.error = Some(error);
                 return Err(());

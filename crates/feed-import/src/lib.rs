@@ -593,58 +593,15 @@ pub fn import<S: FeedSink>(
         Some(done) => done,
         None => {
             drop(emitter);
-            // Then: through the sort.
-            let fits = expected.users * sort::RECORD_HEADER.max(32) + 4 * expected.items
-                <= options.run_bytes as u64;
-            if !fits {
-                expected.temporary_bytes =
-                    expected.users * sort::RECORD_HEADER + 4 * expected.items;
-            }
-            sink.start(&expected).map_err(Failure::Sink)?;
             emitter = Emitter::new(sink, given.is_none());
-            let mut sorter = Sorter::new(options.run_bytes, &options.temporary_parent);
-            let stats = match read_all(&sources, &mut sorter, true, interrupt, progress) {
-                Ok(stats) => stats,
-                Err(Stop::Input(error)) => return Err(error.into()),
-                Err(Stop::Halt) => {
-                    return Err(match sorter.error.take() {
-                        Some(cause) => temporary(&sorter, &options.temporary_parent, cause),
-                        None => ImportError::Interrupted,
-                    }
-                    .into());
-                }
-            };
-            let folder = sorter
-                .folder()
-                .unwrap_or(&options.temporary_parent)
-                .to_owned();
-            let merged = sorter.finish(
+            sorted(
+                &sources,
+                &mut expected,
+                options,
                 interrupt,
-                &mut |runs, rows| {
-                    progress(Progress {
-                        stage: Stage::Merging { runs },
-                        rows,
-                    });
-                },
-                |user, feed| emitter.emit(user, feed),
-            );
-            let (runs, bytes) = match merged {
-                Ok(done) => done,
-                Err(SortStop::Io(cause)) => {
-                    return Err(ImportError::Temporary { folder, cause }.into());
-                }
-                Err(SortStop::Repeat { user, first, again }) => {
-                    return Err(sources.repeat(user, first, again).into());
-                }
-                Err(SortStop::Out(error)) => return Err(Failure::Sink(error)),
-                Err(SortStop::Interrupted) => return Err(ImportError::Interrupted.into()),
-            };
-            let order = if runs == 0 {
-                Order::SortedInMemory
-            } else {
-                Order::SortedOnDisk { runs, bytes }
-            };
-            (stats, order)
+                progress,
+                &mut emitter,
+            )?
         }
     };
 
@@ -670,6 +627,65 @@ pub fn import<S: FeedSink>(
         None => Fallback::Distinct(emitter.distinct.take().unwrap_or_default()),
     };
     Ok(Imported { summary, fallback })
+}
+
+/// The second way through, for input not in user order: starts the sink
+/// again (with the room the runs take), reads the inputs into the sort
+/// and merges it into `emitter`.
+fn sorted<S: FeedSink>(
+    sources: &Sources<'_>,
+    expected: &mut Expected,
+    options: &ImportOptions,
+    interrupt: Option<&AtomicBool>,
+    progress: &mut dyn FnMut(Progress),
+    emitter: &mut Emitter<'_, S>,
+) -> Result<(Stats, Order), Failure<S::Error>> {
+    let in_memory = expected.users * sort::BUFFERED_RECORD as u64 + 4 * expected.items;
+    if in_memory > options.run_bytes as u64 {
+        expected.temporary_bytes = expected.users * sort::RECORD_HEADER + 4 * expected.items;
+    }
+    emitter.sink.start(expected).map_err(Failure::Sink)?;
+    let mut sorter = Sorter::new(options.run_bytes, &options.temporary_parent);
+    let stats = match read_all(sources, &mut sorter, true, interrupt, progress) {
+        Ok(stats) => stats,
+        Err(Stop::Input(error)) => return Err(error.into()),
+        Err(Stop::Halt) => {
+            return Err(match sorter.error.take() {
+                Some(cause) => temporary(&sorter, &options.temporary_parent, cause),
+                None => ImportError::Interrupted,
+            }
+            .into());
+        }
+    };
+    let folder = sorter
+        .folder()
+        .unwrap_or(&options.temporary_parent)
+        .to_owned();
+    let merged = sorter.finish(
+        interrupt,
+        &mut |runs, rows| {
+            progress(Progress {
+                stage: Stage::Merging { runs },
+                rows,
+            });
+        },
+        |user, feed| emitter.emit(user, feed),
+    );
+    let (runs, bytes) = match merged {
+        Ok(done) => done,
+        Err(SortStop::Io(cause)) => return Err(ImportError::Temporary { folder, cause }.into()),
+        Err(SortStop::Repeat { user, first, again }) => {
+            return Err(sources.repeat(user, first, again).into());
+        }
+        Err(SortStop::Out(error)) => return Err(Failure::Sink(error)),
+        Err(SortStop::Interrupted) => return Err(ImportError::Interrupted.into()),
+    };
+    let order = if runs == 0 {
+        Order::SortedInMemory
+    } else {
+        Order::SortedOnDisk { runs, bytes }
+    };
+    Ok((stats, order))
 }
 
 /// A run of `sorter` could not be written.

@@ -30,7 +30,7 @@ use crate::collect::{Place, Target};
 /// Bytes of a record before its items.
 pub(crate) const RECORD_HEADER: u64 = 20;
 /// Bytes the buffer spends on each feed besides its items.
-const BUFFERED_RECORD: usize = size_of::<Record>();
+pub(crate) const BUFFERED_RECORD: usize = size_of::<Record>();
 /// The most runs merged at once.
 pub(crate) const FAN_IN: usize = 256;
 /// The smallest read buffer of a run being merged.
@@ -221,11 +221,12 @@ impl Sorter {
 impl Target for Sorter {
     fn accept(&mut self, user: u64, place: Place, feed: &[u32]) -> Result<(), ()> {
         let adds = feed.len() * 4 + BUFFERED_RECORD;
-        if !self.records.is_empty() && self.used() + adds > self.budget {
-            if let Err(error) = self.spill() {
-                self.error = Some(error);
-                return Err(());
-            }
+        if !self.records.is_empty()
+            && self.used() + adds > self.budget
+            && let Err(error) = self.spill()
+        {
+            self.error = Some(error);
+            return Err(());
         }
         self.records.push(Record {
             user,

@@ -510,10 +510,11 @@ impl<S: FeedSink> Target for Straight<'_, '_, S> {
 /// appearance; otherwise the smallest such user id, named with its first
 /// two places.
 ///
-/// Memory: no more than a few hundred bytes per row, and none per user
-/// kept: the Parquet decoder's batches, the sort's `run_bytes` while
-/// reading unsorted input and half that while merging, and without a
-/// fallback list the set of distinct items ([`ItemSet`], at most 512 MiB).
+/// Memory: nothing per user. It is the Parquet decoder's few batches, the
+/// sort's `run_bytes` while reading input not in user order (and about
+/// half that to merge: 64 KiB to 8 MiB for each of at most 256 runs), and
+/// without a fallback list the set of distinct items ([`ItemSet`], at most
+/// 512 MiB).
 ///
 /// `interrupt`, when set (by a signal handler), stops the import within a
 /// few thousand rows with [`ImportError::Interrupted`].

@@ -10,6 +10,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{Progress, Stage};
 
+/// The stages, told apart (a stage's file does not make it another).
+const fn kind(stage: Stage) -> u8 {
+    match stage {
+        Stage::Reading { sorting: false, .. } => 0,
+        Stage::Reading { sorting: true, .. } => 1,
+        Stage::Merging { .. } => 2,
+    }
+}
+
 /// The stage an import starts in.
 const FIRST: Stage = Stage::Reading {
     file: 0,
@@ -34,6 +43,8 @@ const LINE_EVERY: Duration = Duration::from_secs(1);
 /// ```
 pub struct ProgressReporter {
     files: usize,
+    /// The stage last shown.
+    stage: Stage,
     view: View,
 }
 
@@ -74,6 +85,7 @@ impl ProgressReporter {
         bar.enable_steady_tick(Duration::from_millis(100));
         let reporter = Self {
             files,
+            stage: FIRST,
             view: View::Bar(bar),
         };
         reporter.show(FIRST);
@@ -83,6 +95,7 @@ impl ProgressReporter {
     fn lines(files: usize, out: Box<dyn Write + Send>, start: Instant) -> Self {
         Self {
             files,
+            stage: FIRST,
             view: View::Lines(Lines {
                 out: Mutex::new(out),
                 start,
@@ -120,16 +133,18 @@ impl ProgressReporter {
 
     fn update_at(&mut self, progress: Progress, now: Instant) {
         self.show(progress.stage);
+        let stage = self.stage;
+        self.stage = progress.stage;
         match &mut self.view {
             View::Bar(bar) => {
-                if progress.rows < bar.position() {
+                if kind(progress.stage) != kind(stage) {
                     // A new stage counts afresh.
                     bar.reset();
                 }
                 bar.set_position(progress.rows);
             }
             View::Lines(lines) => {
-                if progress.rows < lines.rows {
+                if kind(progress.stage) != kind(stage) {
                     lines.start = now;
                 }
                 lines.rows = progress.rows;
@@ -256,6 +271,55 @@ mod tests {
         assert_eq!(
             out.text(),
             "read 2000 rows (2000 rows/s)\nread 3000 rows (1500 rows/s)\nread 3000 rows (750 rows/s)\n"
+        );
+    }
+
+    /// After a start over into the sort, and while merging, the lines say
+    /// so and count afresh.
+    #[test]
+    fn the_sort_stages_have_lines_of_their_own() {
+        let out = Shared::default();
+        let start = Instant::now();
+        let mut reporter = ProgressReporter::lines(1, Box::new(out.clone()), start);
+        let at = |ms| start + Duration::from_millis(ms);
+        reporter.update_at(
+            Progress {
+                stage: reading(0),
+                rows: 2,
+            },
+            at(100),
+        );
+        let sorting = Stage::Reading {
+            file: 0,
+            sorting: true,
+        };
+        reporter.update_at(
+            Progress {
+                stage: sorting,
+                rows: 1,
+            },
+            at(200),
+        );
+        reporter.update_at(
+            Progress {
+                stage: sorting,
+                rows: 2200,
+            },
+            at(1300),
+        );
+        let merging = Stage::Merging { runs: 3 };
+        reporter.update_at(
+            Progress {
+                stage: merging,
+                rows: 0,
+            },
+            at(1400),
+        );
+        reporter.finish_at(at(3400));
+        assert_eq!(
+            out.text(),
+            "not in user order: read 2200 rows into the sort (2000 rows/s)\n\
+             merged 0 users from 3 sorted runs (0 users/s)\n"
         );
     }
 

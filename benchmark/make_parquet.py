@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Writes an offline job's output for the snapshot benchmarks, as pandas and
 Spark jobs write it: Parquet, snappy, a column `user_id` (uint64) and a
-column `items` (list of int64), one row group per block of users.
+column `items` (list of int64, or int32 with --item-type int32), one row
+group per block of users (zstd instead of snappy with --compression zstd).
 
     python3 benchmark/make_parquet.py --users 5000000 --feed-len 200 --out feeds.parquet
 
 User ids are sparse: spread over the whole u64 range (a seeded random
-sample, sorted per row group as a job's shuffle would leave them only by
-chance: the rows are written in random order). Items are distinct per feed,
+sample). By default the rows are written in random order, as a Spark job
+without a sort leaves them; --order sorted writes them in increasing user
+order (a job that sorts or groups by user), which `feed-server import`
+streams straight through without sorting. Items are distinct per feed,
 drawn from 1..=catalog. Needs pyarrow and numpy (pip install pyarrow).
 """
 
@@ -26,6 +29,9 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=250_000, help="users per row group")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--order", choices=["random", "sorted"], default="random", help="row order of the users")
+    parser.add_argument("--item-type", choices=["int64", "int32"], default="int64", help="the items' integer type")
+    parser.add_argument("--compression", choices=["snappy", "zstd"], default="snappy")
     parser.add_argument("--ids-out", help="also write the user ids, one per line (for the load test)")
     args = parser.parse_args()
 
@@ -35,11 +41,14 @@ def main() -> None:
     ids = rng.permutation(ids)[: args.users]
     if len(ids) < args.users:
         raise SystemExit("not enough distinct ids drawn")
+    if args.order == "sorted":
+        ids.sort()
+    item_type = pa.int32() if args.item_type == "int32" else pa.int64()
     if args.ids_out:
         np.savetxt(args.ids_out, ids, fmt="%d")
 
-    schema = pa.schema([("user_id", pa.uint64()), ("items", pa.list_(pa.int64()))])
-    with pq.ParquetWriter(args.out, schema, compression="snappy") as writer:
+    schema = pa.schema([("user_id", pa.uint64()), ("items", pa.list_(item_type))])
+    with pq.ParquetWriter(args.out, schema, compression=args.compression) as writer:
         for start in range(0, args.users, args.block):
             block = ids[start : start + args.block]
             n = len(block)
@@ -57,7 +66,7 @@ def main() -> None:
             # Rank order is not id order.
             items = rng.permuted(items, axis=1)
             offsets = np.arange(0, (n + 1) * args.feed_len, args.feed_len, dtype=np.int32)
-            column = pa.ListArray.from_arrays(pa.array(offsets), pa.array(items.reshape(-1)))
+            column = pa.ListArray.from_arrays(pa.array(offsets), pa.array(items.reshape(-1), type=item_type))
             writer.write_table(pa.table({"user_id": pa.array(block), "items": column}, schema=schema))
 
 

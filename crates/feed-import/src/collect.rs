@@ -1,204 +1,164 @@
-//! The feeds as they are read, in input order: [`Collector`] validates nothing
-//! itself (the readers convert each value and say what is wrong with it) but
-//! drops repeated items, remembers where each user came from, and at the end
-//! lays the feeds out sorted by user ([`Collector::finish`]).
-//!
-//! Memory: the items are held once. Feeds already sorted by user (across the
-//! inputs, in the order given) are returned as read. Otherwise the layout
-//! moves them through [`BUCKETS`] buckets of about equal size (see
-//! [`Collector::finish`]), so the peak is the items plus one bucket, not
-//! twice the items, and the per-user bookkeeping is a few dozen bytes.
+//! The feeds as they are read: [`Collector`] validates nothing itself (the
+//! readers convert each value and say what is wrong with it) but drops
+//! repeated items, counts rows, and hands each feed, with the place it was
+//! read at ([`Place`]), to a [`Target`]: the sink directly when the input
+//! is in user order, or the sorter ([`crate::sort`]) otherwise.
 
-use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::ImportedFeeds;
-use crate::error::{ImportError, Position, Problem};
-
-/// How many buckets an unsorted input's items pass through on the way to
-/// their sorted place: the layout's memory peak is the items plus about one
-/// bucket, `1 / BUCKETS` of them.
-const BUCKETS: usize = 16;
+use crate::error::Problem;
 
 /// Feeds at most this long are checked for repeats by a scan of the items
 /// kept so far; longer ones through [`Seen`].
 const SHORT_FEED: usize = 16;
 
-/// Every `SHRINK_STEP` items moved out of the input during the bucket pass,
-/// the input gives its tail back to the allocator.
-const SHRINK_STEP: usize = 1 << 24;
+/// Rows between two looks at the interruption flag.
+const LOOK_EVERY: u64 = 1024;
 
-/// One input file, for naming the place of a user in an error.
-struct Source {
-    path: PathBuf,
-    /// The index of the file's first user among all users read.
-    first_user: usize,
-    /// The line of each user, for text inputs; Parquet users sit at row
-    /// `index - first_user + 1`.
-    lines: Option<Vec<u64>>,
+/// Bits of a [`Place`] that hold the row or line.
+const POSITION_BITS: u32 = 40;
+
+/// Where a feed was read: the input's index and the row (Parquet) or line
+/// (JSON Lines), 1-based, in one `u64` that orders places as the input
+/// reads: by file, then by position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Place(pub(crate) u64);
+
+impl Place {
+    /// The most inputs one import reads.
+    pub(crate) const MAX_FILES: usize = 1 << (64 - POSITION_BITS);
+
+    pub(crate) fn new(file: usize, position: u64) -> Self {
+        debug_assert!(file < Self::MAX_FILES && position < 1 << POSITION_BITS);
+        Self(((file as u64) << POSITION_BITS) | position)
+    }
+
+    pub(crate) fn file(self) -> usize {
+        (self.0 >> POSITION_BITS) as usize
+    }
+
+    pub(crate) fn position(self) -> u64 {
+        self.0 & ((1 << POSITION_BITS) - 1)
+    }
 }
 
-/// Facts about the finished feeds, for the summary.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Where the collector sends each checked feed.
+pub(crate) trait Target {
+    /// Takes `user`'s feed, read at `place`. `Err(())` stops the reading;
+    /// the target keeps the reason.
+    fn accept(&mut self, user: u64, place: Place, feed: &[u32]) -> Result<(), ()>;
+}
+
+/// Why a feed was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// A value of the row is bad.
+    Value(Problem),
+    /// The target (or an interruption) stopped the import; the reason is
+    /// kept by whoever stopped it.
+    Halt,
+}
+
+impl From<Problem> for Refused {
+    fn from(problem: Problem) -> Self {
+        Self::Value(problem)
+    }
+}
+
+/// Facts about the feeds read, for the summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Stats {
     pub(crate) rows: u64,
     pub(crate) duplicates_dropped: u64,
 }
 
-/// The feeds read so far, in input order (see the module doc).
-pub(crate) struct Collector {
-    user_ids: Vec<u64>,
-    /// `user_ids.len() + 1` entries, starting at 0.
-    offsets: Vec<u64>,
-    items: Vec<u32>,
-    /// Whether `user_ids` is strictly increasing so far.
-    sorted: bool,
-    duplicates_dropped: u64,
+/// The feeds as they are read (see the module doc).
+pub(crate) struct Collector<'a> {
+    target: &'a mut dyn Target,
+    interrupt: Option<&'a AtomicBool>,
+    /// Set when the reading stopped for `interrupt`.
+    pub(crate) interrupted: bool,
+    file: usize,
+    stats: Stats,
+    feed: Vec<u32>,
     seen: Seen,
-    sources: Vec<Source>,
 }
 
-impl Collector {
-    pub(crate) fn new() -> Self {
+impl<'a> Collector<'a> {
+    pub(crate) fn new(target: &'a mut dyn Target, interrupt: Option<&'a AtomicBool>) -> Self {
         Self {
-            user_ids: Vec::new(),
-            offsets: vec![0],
-            items: Vec::new(),
-            sorted: true,
-            duplicates_dropped: 0,
+            target,
+            interrupt,
+            interrupted: false,
+            file: 0,
+            stats: Stats::default(),
+            feed: Vec::new(),
             seen: Seen::default(),
-            sources: Vec::new(),
         }
     }
 
-    /// Starts the next input file; `lines` says whether its users are
-    /// placed by line (text) rather than by row (Parquet).
-    pub(crate) fn begin_source(&mut self, path: &Path, lines: bool) {
-        self.sources.push(Source {
-            path: path.to_owned(),
-            first_user: self.user_ids.len(),
-            lines: lines.then(Vec::new),
-        });
+    /// Starts the input file of index `file`.
+    pub(crate) fn begin_source(&mut self, file: usize) {
+        self.file = file;
     }
 
     /// The users (rows) read so far, across all files.
-    pub(crate) fn rows(&self) -> u64 {
-        self.user_ids.len() as u64
+    pub(crate) const fn rows(&self) -> u64 {
+        self.stats.rows
     }
 
-    /// Appends `user`'s feed of `len` items, the `k`-th given by `item(k)`,
-    /// keeping the first place of an item that repeats. `line` is the user's
-    /// line, for a text source. On error nothing is appended.
+    pub(crate) const fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Hands on `user`'s feed of `len` items, the `k`-th given by
+    /// `item(k)`, keeping the first place of an item that repeats;
+    /// `position` is the user's row or line. On a bad value nothing is
+    /// handed on.
     pub(crate) fn push_feed(
         &mut self,
         user: u64,
-        line: Option<u64>,
+        position: u64,
         len: usize,
         mut item: impl FnMut(usize) -> Result<u32, Problem>,
-    ) -> Result<(), Problem> {
-        let start = self.items.len();
-        self.items.reserve(len);
+    ) -> Result<(), Refused> {
+        let feed = &mut self.feed;
+        feed.clear();
+        feed.reserve(len);
         let mut dropped = 0;
-        let mut append = |items: &mut Vec<u32>, seen: &mut Seen| -> Result<(), Problem> {
-            if len <= SHORT_FEED {
-                for k in 0..len {
-                    let id = item(k)?;
-                    if items[start..].contains(&id) {
-                        dropped += 1;
-                    } else {
-                        items.push(id);
-                    }
-                }
-            } else {
-                seen.reset(len);
-                for k in 0..len {
-                    let id = item(k)?;
-                    if seen.insert(id) {
-                        items.push(id);
-                    } else {
-                        dropped += 1;
-                    }
+        if len <= SHORT_FEED {
+            for k in 0..len {
+                let id = item(k)?;
+                if feed.contains(&id) {
+                    dropped += 1;
+                } else {
+                    feed.push(id);
                 }
             }
-            Ok(())
-        };
-        if let Err(problem) = append(&mut self.items, &mut self.seen) {
-            self.items.truncate(start);
-            return Err(problem);
+        } else {
+            self.seen.reset(len);
+            for k in 0..len {
+                let id = item(k)?;
+                if self.seen.insert(id) {
+                    feed.push(id);
+                } else {
+                    dropped += 1;
+                }
+            }
         }
-        self.duplicates_dropped += dropped;
-        self.sorted &= self.user_ids.last().is_none_or(|&last| last < user);
-        self.user_ids.push(user);
-        self.offsets.push(self.items.len() as u64);
-        if let (Some(line), Some(source)) = (line, self.sources.last_mut())
-            && let Some(lines) = &mut source.lines
+        self.stats.duplicates_dropped += dropped;
+        self.stats.rows += 1;
+        if self.stats.rows.is_multiple_of(LOOK_EVERY)
+            && self
+                .interrupt
+                .is_some_and(|flag| flag.load(Ordering::Relaxed))
         {
-            lines.push(line);
+            self.interrupted = true;
+            return Err(Refused::Halt);
         }
-        Ok(())
-    }
-
-    /// The file and position of the `index`-th user read.
-    fn locate(&self, index: usize) -> (PathBuf, Position) {
-        let at = self.sources.partition_point(|s| s.first_user <= index) - 1;
-        let source = &self.sources[at];
-        let nth = index - source.first_user;
-        let position = match &source.lines {
-            Some(lines) => Position::Line(lines[nth]),
-            None => Position::Row(nth as u64 + 1),
-        };
-        (source.path.clone(), position)
-    }
-
-    /// The feeds sorted by user id, or the first user (in input order) that
-    /// appears twice.
-    pub(crate) fn finish(mut self) -> Result<(ImportedFeeds, Stats), ImportError> {
-        let stats = Stats {
-            rows: self.rows(),
-            duplicates_dropped: self.duplicates_dropped,
-        };
-        if self.sorted {
-            // Growth by doubling may have reserved up to twice the items;
-            // give back what the caller would otherwise hold for nothing.
-            self.items.shrink_to_fit();
-            self.user_ids.shrink_to_fit();
-            self.offsets.shrink_to_fit();
-            let feeds = ImportedFeeds {
-                user_ids: self.user_ids,
-                offsets: self.offsets,
-                items: self.items,
-                fallback: None,
-            };
-            return Ok((feeds, stats));
-        }
-        // Every user with its place in the input, sorted by id and then by
-        // place, so a repeated id's first appearance comes first.
-        let mut order: Vec<(u64, usize)> = self
-            .user_ids
-            .iter()
-            .enumerate()
-            .map(|(index, &user)| (user, index))
-            .collect();
-        order.sort_unstable();
-        if let Some((first, again)) = first_repeat(&order) {
-            let (first_path, first_position) = self.locate(first);
-            let (path, position) = self.locate(again);
-            return Err(ImportError::DuplicateUser {
-                user: self.user_ids[again],
-                path,
-                position,
-                first_path,
-                first_position,
-            });
-        }
-        let Collector { offsets, items, .. } = self;
-        let (offsets, items) = lay_out(&order, &offsets, items);
-        let feeds = ImportedFeeds {
-            user_ids: order.iter().map(|&(user, _)| user).collect(),
-            offsets,
-            items,
-            fallback: None,
-        };
-        Ok((feeds, stats))
+        self.target
+            .accept(user, Place::new(self.file, position), &self.feed)
+            .map_err(|()| Refused::Halt)
     }
 }
 
@@ -208,83 +168,6 @@ pub(crate) fn item_id(value: i128, index: usize) -> Result<u32, Problem> {
         Ok(id) if id != 0 => Ok(id),
         _ => Err(Problem::ElementOutOfRange { index, value }),
     }
-}
-
-/// Among the ids that appear more than once in `order` (sorted by id, then
-/// by place), the one whose second appearance comes first in the input: the
-/// places of its first and second appearance.
-fn first_repeat(order: &[(u64, usize)]) -> Option<(usize, usize)> {
-    order
-        .windows(2)
-        .enumerate()
-        // The second of a run of equal ids: the pair before it starts the run.
-        .filter(|&(k, pair)| pair[0].0 == pair[1].0 && (k == 0 || order[k - 1].0 != pair[0].0))
-        .map(|(_, pair)| (pair[0].1, pair[1].1))
-        .min_by_key(|&(_, again)| again)
-}
-
-/// Moves the feeds (`offsets` and `items` in input order) into the order of
-/// `order` and returns the new offsets and items.
-///
-/// Pass one walks the input from its end, copying each feed into the bucket
-/// of its destination (bucket `b` holds the `b`-th of [`BUCKETS`] equal
-/// shares of the sorted items) and giving the input's tail back to the
-/// allocator as it goes. Pass two walks the users in sorted order, copies
-/// each feed from its bucket to its final place, and frees each bucket once
-/// the walk has passed it. Blocks this large are `mmap`ed, so what is freed
-/// goes back to the system at once and the peak stays near the items plus
-/// one bucket.
-fn lay_out(order: &[(u64, usize)], offsets: &[u64], mut items: Vec<u32>) -> (Vec<u64>, Vec<u32>) {
-    let total = items.len();
-    let len = |index: usize| (offsets[index + 1] - offsets[index]) as usize;
-
-    // The bucket of every feed (by input place), and each bucket's size.
-    // Along `order` the bucket never decreases.
-    let mut bucket_of = vec![0u8; order.len()];
-    let mut sizes = [0usize; BUCKETS];
-    let mut before = 0usize;
-    for &(_, index) in order {
-        let share = before as u128 * BUCKETS as u128 / total.max(1) as u128;
-        let bucket = (share as usize).min(BUCKETS - 1);
-        bucket_of[index] = bucket as u8;
-        sizes[bucket] += len(index);
-        before += len(index);
-    }
-
-    // Pass one: the input, from its end, into the buckets.
-    let mut buckets: Vec<Vec<u32>> = sizes.iter().map(|&size| Vec::with_capacity(size)).collect();
-    let mut at_in_bucket = vec![0usize; order.len()];
-    let mut shrunk_at = total;
-    for index in (0..order.len()).rev() {
-        let bucket = &mut buckets[bucket_of[index] as usize];
-        at_in_bucket[index] = bucket.len();
-        let start = offsets[index] as usize;
-        bucket.extend_from_slice(&items[start..start + len(index)]);
-        if shrunk_at - start >= SHRINK_STEP {
-            items.truncate(start);
-            items.shrink_to_fit();
-            shrunk_at = start;
-        }
-    }
-    drop(items);
-
-    // Pass two: the feeds in sorted order into their final place, each
-    // bucket freed once the walk has passed it.
-    let mut sorted = Vec::with_capacity(total);
-    let mut sorted_offsets = Vec::with_capacity(order.len() + 1);
-    sorted_offsets.push(0);
-    let mut done = 0;
-    for &(_, index) in order {
-        let bucket = bucket_of[index] as usize;
-        while done < bucket {
-            buckets[done] = Vec::new();
-            done += 1;
-        }
-        let start = at_in_bucket[index];
-        sorted.extend_from_slice(&buckets[bucket][start..start + len(index)]);
-        sorted_offsets.push(sorted.len() as u64);
-    }
-    (sorted_offsets, sorted)
 }
 
 /// A set of the items of one feed: open addressing over `(generation, item)`
@@ -334,121 +217,81 @@ impl Seen {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
-    fn collect(feeds: &[(u64, Vec<u32>)]) -> Collector {
-        let mut collector = Collector::new();
-        collector.begin_source(Path::new("a.parquet"), false);
-        for (user, feed) in feeds {
-            collector
-                .push_feed(*user, None, feed.len(), |k| Ok(feed[k]))
-                .unwrap();
-        }
-        collector
-    }
+    /// Keeps what it is given.
+    #[derive(Default)]
+    struct Keep(Vec<(u64, Place, Vec<u32>)>);
 
-    /// The feeds as `finish` must return them: sorted by user, each item's
-    /// first place kept.
-    fn expected(feeds: &[(u64, Vec<u32>)]) -> (Vec<u64>, Vec<u64>, Vec<u32>, u64) {
-        let mut sorted: Vec<_> = feeds.to_vec();
-        sorted.sort_by_key(|(user, _)| *user);
-        let (mut offsets, mut items, mut dropped) = (vec![0], vec![], 0);
-        for (_, feed) in &sorted {
-            let mut kept: Vec<u32> = Vec::new();
-            for &item in feed {
-                if kept.contains(&item) {
-                    dropped += 1;
-                } else {
-                    kept.push(item);
-                }
-            }
-            items.extend(kept);
-            offsets.push(items.len() as u64);
-        }
-        let users = sorted.iter().map(|(user, _)| *user).collect();
-        (users, offsets, items, dropped)
-    }
-
-    fn check(feeds: &[(u64, Vec<u32>)]) {
-        let (got, stats) = collect(feeds).finish().unwrap();
-        let (users, offsets, items, dropped) = expected(feeds);
-        assert_eq!(got.user_ids, users);
-        assert_eq!(got.offsets, offsets);
-        assert_eq!(got.items, items);
-        assert_eq!(stats.duplicates_dropped, dropped);
-        assert_eq!(stats.rows, feeds.len() as u64);
-    }
-
-    /// Distinct users in any order, feeds of any length (short ones and ones
-    /// long enough for the hash set), items from a small range so repeats
-    /// are common.
-    fn feeds() -> impl Strategy<Value = Vec<(u64, Vec<u32>)>> {
-        proptest::collection::btree_set(any::<u64>(), 0..60)
-            .prop_flat_map(|users| {
-                let n = users.len();
-                (
-                    Just(users.into_iter().collect::<Vec<_>>()).prop_shuffle(),
-                    proptest::collection::vec(proptest::collection::vec(1u32..80, 0..70), n),
-                )
-            })
-            .prop_map(|(users, feeds)| users.into_iter().zip(feeds).collect())
-    }
-
-    proptest! {
-        #[test]
-        fn finish_sorts_users_and_drops_repeated_items(feeds in feeds()) {
-            check(&feeds);
+    impl Target for Keep {
+        fn accept(&mut self, user: u64, place: Place, feed: &[u32]) -> Result<(), ()> {
+            self.0.push((user, place, feed.to_vec()));
+            Ok(())
         }
     }
 
-    #[test]
-    fn sorted_empty_and_extreme_inputs() {
-        check(&[]);
-        check(&[(0, vec![])]);
-        check(&[(u64::MAX, vec![u32::MAX, 1, u32::MAX]), (0, vec![])]);
-        // Empty feeds on bucket borders, in an unsorted input.
-        check(&[
-            (5, vec![]),
-            (3, vec![1, 2]),
-            (4, vec![]),
-            (1, vec![]),
-            (2, vec![3]),
-        ]);
+    fn push(
+        collector: &mut Collector<'_>,
+        user: u64,
+        row: u64,
+        feed: &[u32],
+    ) -> Result<(), Refused> {
+        collector.push_feed(user, row, feed.len(), |k| Ok(feed[k]))
     }
 
     #[test]
-    fn every_bucket_is_used_by_a_large_unsorted_input() {
-        let feeds: Vec<(u64, Vec<u32>)> = (0..200u64)
-            .map(|k| ((k * 7919) % 200, (1..=(k as u32 % 40)).rev().collect()))
-            .collect();
-        check(&feeds);
-    }
-
-    #[test]
-    fn a_repeated_user_is_named_at_its_second_place() {
-        let collector = collect(&[(9, vec![1]), (7, vec![]), (9, vec![2]), (7, vec![])]);
-        let err = collector.finish().unwrap_err().to_string();
+    fn repeated_items_keep_their_first_place_short_and_long() {
+        let mut keep = Keep::default();
+        let mut collector = Collector::new(&mut keep, None);
+        collector.begin_source(2);
+        push(&mut collector, 9, 1, &[3, 1, 3, 2, 1]).unwrap();
+        let long: Vec<u32> = (0..100).map(|k| k % 40 + 1).collect();
+        push(&mut collector, 4, 2, &long).unwrap();
+        let stats = collector.stats();
         assert_eq!(
-            err,
-            "a.parquet: row 3, column `user_id`: user 9 appears again (first at a.parquet: row 1)"
+            stats,
+            Stats {
+                rows: 2,
+                duplicates_dropped: 2 + 60
+            }
         );
+        assert_eq!(keep.0[0], (9, Place::new(2, 1), vec![3, 1, 2]));
+        assert_eq!(keep.0[1].2, (1..=40).collect::<Vec<_>>());
+        assert_eq!((keep.0[1].1.file(), keep.0[1].1.position()), (2, 2));
     }
 
     #[test]
-    fn a_failed_feed_leaves_no_trace() {
-        let mut collector = collect(&[(1, vec![4, 5])]);
-        let err = collector.push_feed(2, None, 3, |k| {
+    fn a_bad_value_hands_nothing_on() {
+        let mut keep = Keep::default();
+        let mut collector = Collector::new(&mut keep, None);
+        let refused = collector.push_feed(2, 1, 3, |k| {
             if k < 2 {
                 Ok(9)
             } else {
                 Err(Problem::NullElement { index: k })
             }
         });
-        assert_eq!(err, Err(Problem::NullElement { index: 2 }));
-        let (feeds, stats) = collector.finish().unwrap();
-        assert_eq!(feeds.items, vec![4, 5]);
-        assert_eq!(feeds.user_ids, vec![1]);
-        assert_eq!(stats.duplicates_dropped, 0);
+        assert_eq!(
+            refused,
+            Err(Refused::Value(Problem::NullElement { index: 2 }))
+        );
+        assert_eq!(collector.rows(), 0);
+        assert!(keep.0.is_empty());
+    }
+
+    #[test]
+    fn an_interruption_stops_the_reading() {
+        let flag = AtomicBool::new(true);
+        let mut keep = Keep::default();
+        let mut collector = Collector::new(&mut keep, Some(&flag));
+        let mut stopped = None;
+        for row in 1..=2 * LOOK_EVERY {
+            if push(&mut collector, row, row, &[1]).is_err() {
+                stopped = Some(row);
+                break;
+            }
+        }
+        assert_eq!(stopped, Some(LOOK_EVERY));
+        assert!(collector.interrupted);
     }
 
     #[test]
@@ -462,5 +305,16 @@ mod tests {
         assert!(seen.insert(7));
         assert!(seen.insert(u32::MAX));
         assert!(!seen.insert(u32::MAX));
+    }
+
+    #[test]
+    fn places_order_as_the_input_reads() {
+        assert!(Place::new(0, 99) < Place::new(1, 1));
+        assert!(Place::new(1, 1) < Place::new(1, 2));
+        let place = Place::new(Place::MAX_FILES - 1, (1 << POSITION_BITS) - 1);
+        assert_eq!(
+            (place.file(), place.position()),
+            (Place::MAX_FILES - 1, (1 << POSITION_BITS) - 1)
+        );
     }
 }

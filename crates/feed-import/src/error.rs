@@ -100,6 +100,23 @@ pub enum ImportError {
         /// What the JSON parser said.
         message: String,
     },
+    /// More inputs than one import reads.
+    #[error("{count} input files; at most 16777216 in one import")]
+    TooManyInputs {
+        /// The inputs given.
+        count: usize,
+    },
+    /// The sorted runs of an unsorted input could not be written or read.
+    #[error("{}: cannot write or read the import's sorted runs: {cause}", folder.display())]
+    Temporary {
+        /// The temporary folder (or the folder it was to be made in).
+        folder: PathBuf,
+        /// What the operating system said.
+        cause: std::io::Error,
+    },
+    /// The import was interrupted (a signal); nothing was written.
+    #[error("interrupted")]
+    Interrupted,
     /// A user id appears a second time, in the same input or another.
     #[error(
         "{}: {position}, column `user_id`: user {user} appears again (first at {}: {first_position})",

@@ -17,9 +17,9 @@ use arrow_schema::DataType;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
-use crate::Progress;
-use crate::collect::{Collector, item_id};
+use crate::collect::{Collector, Refused, item_id};
 use crate::error::{ImportError, MAX_ITEM, Position, Problem};
+use crate::{Stop, refused};
 
 /// Rows per record batch: large enough that the per-batch work is noise,
 /// small enough that a batch of 200-item feeds stays a few megabytes.
@@ -73,20 +73,48 @@ macro_rules! with_integer_type {
     };
 }
 
-/// Reads the feeds of one Parquet file (columns `user_id` and `items`).
+/// The rows of the Parquet file at `path` and at most how many items its
+/// `items` column holds (the values of its leaf column, from the footer:
+/// nulls and empty lists count one each, so this is an upper bound).
+pub(crate) fn measure(path: &Path) -> Result<(u64, u64), ImportError> {
+    let file = File::open(path).map_err(|cause| ImportError::Io {
+        path: path.to_owned(),
+        cause,
+    })?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|cause| ImportError::Parquet {
+            path: path.to_owned(),
+            cause,
+        })?;
+    let metadata = builder.metadata();
+    let rows = u64::try_from(metadata.file_metadata().num_rows()).unwrap_or(0);
+    let schema = metadata.file_metadata().schema_descr();
+    let leaves: Vec<usize> = (0..schema.num_columns())
+        .filter(|&at| schema.column(at).path().parts().first().map(String::as_str) == Some("items"))
+        .collect();
+    let items = metadata
+        .row_groups()
+        .iter()
+        .flat_map(|group| leaves.iter().map(move |&at| group.column(at).num_values()))
+        .map(|values| u64::try_from(values).unwrap_or(0))
+        .sum();
+    Ok((rows, items))
+}
+
+/// Reads the feeds of one Parquet file (columns `user_id` and `items`);
+/// `report(rows)` after each batch with the rows read so far in all files.
 pub(crate) fn read_feeds(
     path: &Path,
-    file: usize,
-    collector: &mut Collector,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<(), ImportError> {
+    collector: &mut Collector<'_>,
+    report: &mut dyn FnMut(u64),
+) -> Result<(), Stop> {
     let reader = open(path, &["user_id", "items"])?;
     let schema = reader.schema();
     let user_type = schema
         .field_with_name("user_id")
         .map_or(DataType::Null, |f| f.data_type().clone());
     if !user_type.is_integer() {
-        return Err(column_type(path, "user_id", user_type, INTEGER));
+        return Err(column_type(path, "user_id", user_type, INTEGER).into());
     }
     let items_type = schema
         .field_with_name("items")
@@ -96,10 +124,9 @@ pub(crate) fn read_feeds(
         _ => false,
     };
     if !element_is_integer {
-        return Err(column_type(path, "items", items_type, INTEGER_LIST));
+        return Err(column_type(path, "items", items_type, INTEGER_LIST).into());
     }
 
-    collector.begin_source(path, false);
     // Decoding (decompression, levels, Arrow buffers) is most of the work:
     // it runs on a thread of its own, a few batches ahead of the checks
     // here. When the checks stop early, dropping `batches` stops it.
@@ -121,19 +148,19 @@ pub(crate) fn read_feeds(
                 row,
                 cause,
             })?;
-            let fault = |column, (index, problem): (usize, Problem)| ImportError::Value {
+            let fault = |column, index: usize, problem| ImportError::Value {
                 path: path.to_owned(),
                 position: Position::Row(row + index as u64 + 1),
                 column,
                 problem,
             };
-            user_ids(&batch, &mut users).map_err(|e| fault("user_id", e))?;
-            push_feeds(&batch, &users, collector).map_err(|e| fault("items", e))?;
+            user_ids(&batch, &mut users)
+                .map_err(|(index, problem)| fault("user_id", index, problem))?;
+            push_feeds(&batch, &users, row, collector).map_err(|(index, refusal)| {
+                refused(refusal, |problem| fault("items", index, problem))
+            })?;
             row += batch.num_rows() as u64;
-            progress(Progress {
-                file,
-                rows: collector.rows(),
-            });
+            report(collector.rows());
         }
         Ok(())
     })
@@ -251,22 +278,23 @@ where
     Ok(())
 }
 
-/// Appends the batch's feeds for the checked `users`; or the first bad
-/// row's index in the batch.
+/// Hands on the batch's feeds for the checked `users` (the first at row
+/// `row + 1` of the file); or the first refused row's index in the batch.
 fn push_feeds(
     batch: &RecordBatch,
     users: &[u64],
-    collector: &mut Collector,
-) -> Result<(), (usize, Problem)> {
+    row: u64,
+    collector: &mut Collector<'_>,
+) -> Result<(), (usize, Refused)> {
     let column = batch.column_by_name("items").expect("projected");
     match column.data_type() {
         DataType::List(element) => {
             let list = column.as_list::<i32>();
-            with_integer_type!(element.data_type(), T => push_lists::<i32, T>(list, users, collector), _ => unreachable!("checked before reading"))
+            with_integer_type!(element.data_type(), T => push_lists::<i32, T>(list, users, row, collector), _ => unreachable!("checked before reading"))
         }
         DataType::LargeList(element) => {
             let list = column.as_list::<i64>();
-            with_integer_type!(element.data_type(), T => push_lists::<i64, T>(list, users, collector), _ => unreachable!("checked before reading"))
+            with_integer_type!(element.data_type(), T => push_lists::<i64, T>(list, users, row, collector), _ => unreachable!("checked before reading"))
         }
         _ => unreachable!("checked before reading"),
     }
@@ -275,8 +303,9 @@ fn push_feeds(
 fn push_lists<O, T>(
     list: &GenericListArray<O>,
     users: &[u64],
-    collector: &mut Collector,
-) -> Result<(), (usize, Problem)>
+    first_row: u64,
+    collector: &mut Collector<'_>,
+) -> Result<(), (usize, Refused)>
 where
     O: OffsetSizeTrait,
     T: ArrowPrimitiveType,
@@ -289,17 +318,17 @@ where
     let offsets = list.value_offsets();
     for (row, &user) in users.iter().enumerate() {
         if list_nulls.is_some_and(|nulls| nulls.is_null(row)) {
-            return Err((row, Problem::Null));
+            return Err((row, Refused::Value(Problem::Null)));
         }
         let (start, end) = (offsets[row].as_usize(), offsets[row + 1].as_usize());
         if let Some(nulls) = element_nulls
             && let Some(index) = (start..end).position(|k| nulls.is_null(k))
         {
-            return Err((row, Problem::NullElement { index }));
+            return Err((row, Refused::Value(Problem::NullElement { index })));
         }
         let feed = &values[start..end];
         collector
-            .push_feed(user, None, feed.len(), |index| {
+            .push_feed(user, first_row + row as u64 + 1, feed.len(), |index| {
                 item_id(feed[index].into(), index)
             })
             .map_err(|problem| (row, problem))?;

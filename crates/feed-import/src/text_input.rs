@@ -3,15 +3,15 @@
 //! lines are skipped but counted, so an error's line is the editor's.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use serde::{Deserialize, Deserializer};
 use serde_json::{Number, Value};
 
-use crate::Progress;
 use crate::collect::Collector;
 use crate::error::{ImportError, MAX_ITEM, Position, Problem, shorten};
+use crate::{Stop, refused};
 
 /// Lines between two progress reports.
 const REPORT_EVERY: u64 = 8192;
@@ -31,15 +31,53 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, 
     Value::deserialize(deserializer).map(Some)
 }
 
-/// Reads the feeds of one JSON Lines file.
+/// At most how many users (non-blank lines) the JSON Lines file at `path`
+/// holds, and at most how many items (commas and lines: each item but the
+/// last of a list is followed by a comma), in one pass over its bytes that
+/// parses nothing. A line of only ASCII whitespace is blank; one of other
+/// whitespace is counted (an upper bound is all the sink needs).
+pub(crate) fn measure(path: &Path) -> Result<(u64, u64), ImportError> {
+    let io = |cause| ImportError::Io {
+        path: path.to_owned(),
+        cause,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let mut buffer = vec![0u8; 1 << 20];
+    let (mut lines, mut commas, mut content) = (0u64, 0u64, false);
+    loop {
+        let read = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(e)),
+        };
+        for &byte in &buffer[..read] {
+            match byte {
+                b'\n' => {
+                    lines += u64::from(content);
+                    content = false;
+                }
+                b',' => {
+                    commas += 1;
+                    content = true;
+                }
+                b' ' | b'\t' | b'\r' => {}
+                _ => content = true,
+            }
+        }
+    }
+    lines += u64::from(content);
+    Ok((lines, commas + lines))
+}
+
+/// Reads the feeds of one JSON Lines file; `report(rows)` every few
+/// thousand lines and at the end, with the rows read so far in all files.
 pub(crate) fn read_feeds(
     path: &Path,
-    file: usize,
-    collector: &mut Collector,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<(), ImportError> {
-    collector.begin_source(path, true);
-    for_each_line(path, |line, text| {
+    collector: &mut Collector<'_>,
+    report: &mut dyn FnMut(u64),
+) -> Result<(), Stop> {
+    for_each_line(path, |line, text| -> Result<(), Stop> {
         // serde would also take a JSON array for a struct; a line is an object.
         let start = text.len() - text.trim_start().len();
         if !text[start..].starts_with('{') {
@@ -48,7 +86,8 @@ pub(crate) fn read_feeds(
                 line,
                 character: text[..start].chars().count() + 1,
                 message: "expected an object with `user_id` and `items`".to_owned(),
-            });
+            }
+            .into());
         }
         let record: Record = serde_json::from_str(text).map_err(|e| malformed(path, line, &e))?;
         let fault = |column, problem| ImportError::Value {
@@ -74,22 +113,16 @@ pub(crate) fn read_feeds(
         }
         .map_err(|problem| fault("items", problem))?;
         collector
-            .push_feed(user, Some(line), items.len(), |index| {
+            .push_feed(user, line, items.len(), |index| {
                 element(&items[index], index)
             })
-            .map_err(|problem| fault("items", problem))?;
+            .map_err(|refusal| refused(refusal, |problem| fault("items", problem)))?;
         if collector.rows().is_multiple_of(REPORT_EVERY) {
-            progress(Progress {
-                file,
-                rows: collector.rows(),
-            });
+            report(collector.rows());
         }
         Ok(())
     })?;
-    progress(Progress {
-        file,
-        rows: collector.rows(),
-    });
+    report(collector.rows());
     Ok(())
 }
 
@@ -125,10 +158,10 @@ pub(crate) fn read_item_ids(path: &Path) -> Result<Vec<u32>, ImportError> {
 
 /// Calls `each(line, text)` for every line of the file that is not blank,
 /// with the 1-based line number.
-fn for_each_line(
+fn for_each_line<E: From<ImportError>>(
     path: &Path,
-    mut each: impl FnMut(u64, &str) -> Result<(), ImportError>,
-) -> Result<(), ImportError> {
+    mut each: impl FnMut(u64, &str) -> Result<(), E>,
+) -> Result<(), E> {
     let io = |cause| ImportError::Io {
         path: path.to_owned(),
         cause,
@@ -237,5 +270,32 @@ fn element(value: &Value, index: usize) -> Result<u32, Problem> {
             index,
             found: shorten(&other.to_string()),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(text: &str) -> (u64, u64) {
+        let path = std::env::temp_dir().join(format!(
+            "feed-import-measure-{}-{}.jsonl",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::write(&path, text).unwrap();
+        let measured = measure(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        measured
+    }
+
+    #[test]
+    fn measure_counts_non_blank_lines_and_bounds_the_items() {
+        assert_eq!(measured(""), (0, 0));
+        assert_eq!(measured("\n \r\n\t\n"), (0, 0));
+        let text =
+            "{\"user_id\": 1, \"items\": [1, 2, 3]}\r\n\n  \n{\"user_id\": 2, \"items\": []}";
+        // Two rows; items at most 4 commas + 2 lines (there are 3).
+        assert_eq!(measured(text), (2, 6));
     }
 }

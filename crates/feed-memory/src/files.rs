@@ -36,7 +36,28 @@ pub(crate) fn replace_atomically<T>(
     mode: u32,
     write: impl FnOnce(&File) -> io::Result<T>,
 ) -> io::Result<T> {
-    let replace = || {
+    let replacement = Replacement::create(path, temporary, mode)?;
+    let written = write(replacement.file())?;
+    replacement.commit()?;
+    Ok(written)
+}
+
+/// A file being written to replace another whole (see
+/// [`replace_atomically`], which is this for a write done in one call): the
+/// temporary file is created at once, filled by its owner for as long as it
+/// likes, and only [`commit`](Self::commit) syncs it and renames it over the
+/// target. Dropped without a commit (an error, a panic, an interruption),
+/// it removes the temporary file.
+pub(crate) struct Replacement {
+    file: File,
+    path: std::path::PathBuf,
+    temporary: std::path::PathBuf,
+    committed: bool,
+}
+
+impl Replacement {
+    /// Creates (or truncates) `temporary`, read and write, with `mode`.
+    pub(crate) fn create(path: &Path, temporary: &Path, mode: u32) -> io::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -44,16 +65,40 @@ pub(crate) fn replace_atomically<T>(
             .truncate(true)
             .mode(mode)
             .open(temporary)?;
-        let written = write(&file)?;
-        file.sync_all()?;
-        std::fs::rename(temporary, path)?;
+        Ok(Self {
+            file,
+            path: path.to_owned(),
+            temporary: temporary.to_owned(),
+            committed: false,
+        })
+    }
+
+    /// The temporary file.
+    pub(crate) const fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Syncs the temporary file, renames it over the target and syncs the
+    /// folder.
+    ///
+    /// # Errors
+    /// The first error of the sync, the rename or the folder's sync; the
+    /// temporary file is removed then.
+    pub(crate) fn commit(mut self) -> io::Result<()> {
+        self.file.sync_all()?;
+        std::fs::rename(&self.temporary, &self.path)?;
+        self.committed = true;
         // Make the rename itself durable.
-        sync_folder(path.parent().unwrap_or(Path::new("")))?;
-        Ok(written)
-    };
-    replace().inspect_err(|_| {
-        let _ = std::fs::remove_file(temporary);
-    })
+        sync_folder(self.path.parent().unwrap_or(Path::new("")))
+    }
+}
+
+impl Drop for Replacement {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.temporary);
+        }
+    }
 }
 
 /// A fresh folder under the system's temporary one, named after `what`.

@@ -75,6 +75,35 @@ struct ImportArgs {
     /// renamed).
     #[arg(long)]
     output: PathBuf,
+    /// Memory for sorting input that is not in user order: feeds are held
+    /// up to this size, then written as a sorted run to a hidden folder
+    /// beside the output (e.g. `512MiB`, `2GiB`; the default is 512MiB).
+    #[arg(long, value_parser = parse_bytes, conflicts_with = "synthetic")]
+    sort_memory: Option<usize>,
+    /// Assume this many bytes free in the output's folder (tests).
+    #[arg(long, hide = true)]
+    assume_free_bytes: Option<u64>,
+}
+
+/// A size in bytes: digits, optionally followed by K, M or G (powers of
+/// 1024), with or without `iB` or `B`.
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[digits.len()..];
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("unknown unit {unit:?}: use K, M or G")),
+    };
+    let value: usize = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 512MiB"))?;
+    value
+        .checked_mul(1 << shift)
+        .filter(|&bytes| bytes > 0)
+        .ok_or_else(|| format!("{text:?} is out of range"))
 }
 
 fn main() -> ExitCode {
@@ -242,7 +271,11 @@ fn import(args: &ImportArgs, spec: &feed_server::settings::ServiceSpec) -> ExitC
     let outcome = if args.synthetic {
         feed_server::import::synthetic(spec, &args.output)
     } else {
-        feed_server::import::files(&args.inputs, args.fallback.as_deref(), &args.output)
+        let how = feed_server::import::FileImport {
+            sort_memory: args.sort_memory,
+            assume_free: args.assume_free_bytes,
+        };
+        feed_server::import::files(&args.inputs, args.fallback.as_deref(), &args.output, &how)
     };
     match outcome {
         Ok(summary) => {

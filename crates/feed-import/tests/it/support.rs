@@ -10,7 +10,10 @@ use arrow_array::types::{
 };
 use arrow_array::{ArrayRef, GenericListArray, PrimitiveArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
-use feed_import::{ImportError, ImportSummary, ImportedFeeds, Progress, import};
+use feed_import::{
+    Failure, Fallback, ImportError, ImportOptions, ImportSummary, ImportedFeeds, Order, Progress,
+    Stage, import,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -188,23 +191,104 @@ pub(crate) fn write_jsonl(path: &Path, feeds: &[(u64, Vec<u32>)]) {
     std::fs::write(path, text).unwrap();
 }
 
-/// Imports `inputs` with `fallback`, checking the progress reports on the way.
+/// What an import gave: the feeds, and the fallback list when one was given.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Feeds {
+    pub(crate) feeds: ImportedFeeds,
+    pub(crate) fallback: Option<Vec<u32>>,
+    /// The distinct items of the feeds, when no fallback list was given.
+    pub(crate) distinct: Option<Vec<u32>>,
+}
+
+impl std::ops::Deref for Feeds {
+    type Target = ImportedFeeds;
+    fn deref(&self) -> &ImportedFeeds {
+        &self.feeds
+    }
+}
+
+/// Imports `inputs` with `fallback` twice, checking the progress reports on
+/// the way: with the default sort memory, and with so little that every
+/// feed of an unsorted input is a run of its own on disk (and runs are
+/// merged more than once). Both must give exactly the same feeds, or the
+/// same error.
 pub(crate) fn run(
     inputs: &[PathBuf],
     fallback: Option<&Path>,
-) -> Result<(ImportedFeeds, ImportSummary), ImportError> {
+) -> Result<(Feeds, ImportSummary), ImportError> {
+    let dir = scratch("sort");
+    let mut options = ImportOptions::new(&dir);
+    let roomy = run_with(inputs, fallback, &options);
+    options.run_bytes = 1;
+    let tight = run_with(inputs, fallback, &options);
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "the sort left files behind: {left:?}");
+    match (&roomy, &tight) {
+        (Ok((a, summary)), Ok((b, tight_summary))) => {
+            assert_eq!(a, b, "the sort on disk gives the same feeds");
+            match summary.order {
+                Order::Streamed => assert_eq!(tight_summary.order, Order::Streamed),
+                Order::SortedInMemory => assert!(
+                    matches!(tight_summary.order, Order::SortedOnDisk { runs, .. } if runs as u64 == summary.users),
+                    "{:?}",
+                    tight_summary.order
+                ),
+                Order::SortedOnDisk { .. } => panic!("a small input went to disk"),
+            }
+        }
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+        _ => panic!("the sort on disk and in memory disagree: {roomy:?} / {tight:?}"),
+    }
+    roomy
+}
+
+fn run_with(
+    inputs: &[PathBuf],
+    fallback: Option<&Path>,
+    options: &ImportOptions,
+) -> Result<(Feeds, ImportSummary), ImportError> {
     let mut reports: Vec<Progress> = Vec::new();
-    let result = import(inputs, fallback, &mut |p| reports.push(p));
+    let mut feeds = ImportedFeeds::default();
+    let result = import(
+        inputs,
+        fallback,
+        options,
+        None,
+        &mut |p| reports.push(p),
+        &mut feeds,
+    );
+    let key = |p: &Progress| match p.stage {
+        Stage::Reading { file, sorting } => (u8::from(sorting), file, 0),
+        Stage::Merging { .. } => (2, 0, 0),
+    };
     assert!(
-        reports
-            .windows(2)
-            .all(|w| w[0].file <= w[1].file && w[0].rows <= w[1].rows),
+        reports.windows(2).all(|w| key(&w[0]) <= key(&w[1])
+            && (key(&w[0]).0 != key(&w[1]).0 || w[0].rows <= w[1].rows)),
         "progress goes forward: {reports:?}"
     );
-    if let Ok((_, summary)) = &result {
-        assert_eq!(reports.last().map_or(0, |p| p.rows), summary.rows);
+    let imported = match result {
+        Ok(imported) => imported,
+        Err(Failure::Input(error)) => return Err(error),
+        Err(Failure::Sink(never)) => match never {},
+    };
+    let summary = imported.summary;
+    let last = reports.last().map_or(0, |p| p.rows);
+    match summary.order {
+        Order::Streamed => assert_eq!(last, summary.rows),
+        _ => assert_eq!(last, summary.users),
     }
-    result
+    let (fallback, distinct) = match imported.fallback {
+        Fallback::Given(list) => (Some(list), None),
+        Fallback::Distinct(set) => (None, Some(set.iter().collect())),
+    };
+    Ok((
+        Feeds {
+            feeds,
+            fallback,
+            distinct,
+        },
+        summary,
+    ))
 }
 
 /// The feeds as (user, items) pairs, after checking the CSR invariants.

@@ -33,7 +33,8 @@
 //!
 //! The code is split by job: this module holds the format (constants, the
 //! header written and read), the types and the errors; `write` writes a
-//! snapshot, `read` opens and maps one, and `verify` checks its sections
+//! snapshot as a stream of users ([`SnapshotWriter`], nothing held per
+//! user), `read` opens and maps one, and `verify` checks its sections
 //! (the checksums, on every core, and the fallback list's repeats).
 
 mod read;
@@ -46,7 +47,7 @@ use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
 use self::verify::content_id;
-pub use self::write::{write, write_csr};
+pub use self::write::{SnapshotWriter, file_bytes, write, write_csr};
 use crate::table::{FeedTable, Section};
 
 /// The first eight bytes of every snapshot.

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use feed_domain::{SizeLimits, UserId};
+use feed_memory::Snapshot;
 use feed_memory::lifecycle::from_snapshot;
-use feed_memory::{Snapshot, snapshot};
 use feed_server::recorder::LoggingRecorder;
 use proptest::prelude::*;
 
@@ -73,16 +73,17 @@ proptest! {
         let parquet = dir.join("feeds.parquet");
         write_parquet(&parquet, parquet_rows);
 
-        let (imported, _) = feed_import::import(&[parquet, jsonl], None, &mut |_| {}).unwrap();
-        let fallback = feed_import::distinct_items(&imported.items);
-        let fallback_empty = fallback.is_empty();
+        // Through the import's sort on disk: a run for every few feeds.
         let path = dir.join("feeds.snap");
-        snapshot::write_csr(&path, &imported.user_ids, &imported.offsets, &imported.items, &fallback, 1).unwrap();
+        let how = feed_server::import::FileImport { sort_memory: Some(256), assume_free: None };
+        feed_server::import::files(&[parquet, jsonl], None, &path, &how).unwrap();
         let opened = Snapshot::open(&path).unwrap();
+        let fallback_empty = opened.fallback().is_empty();
+        let users = opened.meta().users;
         let counters = Arc::new(feed_http::Counters::new(false));
         let recorder = Arc::new(LoggingRecorder::new(slog::Logger::root(slog::Discard, slog::o!()), counters));
         let limits = SizeLimits::new(3, 7).unwrap();
-        let offsets = feed_memory::OffsetMap::in_memory(imported.user_ids.len() as u32);
+        let offsets = feed_memory::OffsetMap::in_memory(users as u32);
         let loaded = from_snapshot(opened, std::time::Duration::ZERO, limits, recorder, offsets);
         let service = Arc::new(loaded.service);
 

@@ -93,8 +93,10 @@ where
     pub async fn run(self) {
         let cluster = self.connect().await;
         let breaker = Arc::new(Breaker::new(self.breaker));
-        // The version served, and the flag that stops its storage.
-        let mut serving: Option<(u64, Arc<AtomicBool>)> = None;
+        // The version served, and the one served before it, kept mapped so
+        // that a rollback to it is a swap, not a new verification.
+        let mut serving: Option<Served<T>> = None;
+        let mut kept: Option<Served<T>> = None;
         // The version the pointer named at its last reading.
         let mut published: Option<u64> = None;
         let mut complained: Option<Instant> = None;
@@ -110,7 +112,7 @@ where
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let served = serving.as_ref().map(|(version, _)| *version);
+            let served = serving.as_ref().map(|s| s.version);
             self.report(&breaker, served, published);
             let (current, previous) = match cluster.versions().await {
                 Ok(pointers) => pointers,
@@ -123,13 +125,20 @@ where
                 }
             };
             published = current;
-            if let Some((version, retired)) = &serving
-                && current != Some(*version)
-                && previous != Some(*version)
-                && !retired.swap(true, Ordering::Relaxed)
+            if let Some(old) = &serving
+                && current != Some(old.version)
+                && previous != Some(old.version)
+                && !old.retired.swap(true, Ordering::Relaxed)
             {
                 error!(self.logger, "the cluster no longer keeps the version served here: answering from the fallback list until this frontend can switch";
-                    "version" => *version, "current" => current, "previous" => previous);
+                    "version" => old.version, "current" => current, "previous" => previous);
+            }
+            if let Some(old) = &kept
+                && current != Some(old.version)
+                && previous != Some(old.version)
+            {
+                old.retired.store(true, Ordering::Relaxed);
+                kept = None;
             }
             let Some(wanted) = current.filter(|&version| Some(version) != served) else {
                 if current.is_none() && complained.is_none_or(|at| at.elapsed() >= COMPLAIN_EVERY) {
@@ -146,12 +155,22 @@ where
             {
                 continue;
             }
+            if let Some(back) = kept.take_if(|old| old.version == wanted) {
+                self.serve(
+                    &back,
+                    &breaker,
+                    "switched back to the data version kept mapped",
+                );
+                kept = serving.replace(back);
+                failed = None;
+                continue;
+            }
             match self
                 .install(&cluster, &breaker, wanted, served.is_none())
                 .await
             {
-                Ok(retired) => {
-                    serving = Some((wanted, retired));
+                Ok(new) => {
+                    kept = serving.replace(new);
                     failed = None;
                 }
                 Err(SwitchError::Cluster(e)) => {
@@ -200,7 +219,7 @@ where
         breaker: &Arc<Breaker>,
         version: u64,
         first: bool,
-    ) -> Result<Arc<AtomicBool>, SwitchError> {
+    ) -> Result<Served<T>, SwitchError> {
         let started = Instant::now();
         let info = cluster.version_info(version).await.map_err(|e| match e {
             // A description is written once: a malformed one stays so.
@@ -236,19 +255,32 @@ where
                 source: format!("redis version {}", info.version),
             }),
         };
-        self.publish.serve(Arc::new(service), data);
-        self.report(breaker, Some(info.version), Some(info.version));
-        self.publish.ready();
+        let new = Served {
+            version: info.version,
+            service: Arc::new(service),
+            retired,
+            data,
+        };
         let what = if first {
             "feed-server ready"
         } else {
             "switched to a new data version"
         };
+        self.serve(&new, breaker, what);
+        Ok(new)
+    }
+
+    /// Serves `version` from now on, and says so as `what`.
+    fn serve(&self, version: &Served<T>, breaker: &Breaker, what: &str) {
+        self.publish
+            .serve(Arc::clone(&version.service), version.data.clone());
+        self.report(breaker, Some(version.version), Some(version.version));
+        self.publish.ready();
+        let data = &version.data;
         info!(self.logger, "{}", what;
-            "version" => info.version, "users" => info.users, "items" => info.items,
-            "snapshot" => format!("{:016x}", info.snapshot),
-            "load_ms" => started.elapsed().as_millis());
-        Ok(retired)
+            "version" => version.version, "users" => data.users, "items" => data.items,
+            "snapshot" => data.version.as_ref().map(|v| v.id.clone()),
+            "load_ms" => (data.load_seconds * 1000.0) as u64);
     }
 
     fn report(&self, breaker: &Breaker, version: Option<u64>, published: Option<u64>) {
@@ -263,6 +295,16 @@ where
             published: published.unwrap_or(0),
         });
     }
+}
+
+/// A version's service, as the watcher serves it or keeps it.
+struct Served<T> {
+    version: u64,
+    service: Arc<T>,
+    /// Stops its storage when the cluster drops the version.
+    retired: Arc<AtomicBool>,
+    /// What it holds, as first published.
+    data: DataInfo,
 }
 
 /// Why a frontend did not switch to a version.

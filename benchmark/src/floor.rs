@@ -8,7 +8,7 @@
 //! says how much of the time is ours and how much is the framework, the
 //! kernel and the load generator sharing the same cores.
 
-use actix_web::http::header::ContentType;
+use actix_web::http::header::{CACHE_CONTROL, ContentType, HeaderValue};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpResponse, HttpServer};
 
@@ -85,7 +85,8 @@ pub fn fixed_body(len: usize, items: usize) -> Result<Vec<u8>, BodyLenError> {
 }
 
 /// The floor's one route on an app: everything under `/feed` answers `body`
-/// with `Content-Type: application/json`. It is routed as the feed is, one
+/// with `Content-Type: application/json` and `Cache-Control: no-store`, the
+/// headers of a feed answer. It is routed as the feed is, one
 /// static `/feed` prefix scope and no per-request regular expression, so
 /// that the floor is as fast as actix-web gets for this URL shape. The body
 /// is `'static`, so each response shares it without copying or allocating.
@@ -94,10 +95,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, body: &'static [u8]) {
 }
 
 async fn answer(body: &'static [u8]) -> HttpResponse {
-    HttpResponse::Ok()
+    let mut response = HttpResponse::Ok()
         .insert_header(ContentType::json())
-        .body(Bytes::from_static(body))
+        .body(Bytes::from_static(body));
+    // A constant value, appended as the feed route appends it.
+    response.headers_mut().append(CACHE_CONTROL, NO_STORE);
+    response
 }
+
+/// `Cache-Control: no-store`, made at compile time.
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// Runs the floor on `host:port` with `workers` threads (0: one per core)
 /// until SIGINT or SIGTERM.

@@ -7,7 +7,7 @@ use arc_swap::ArcSwapOption;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse, fn_service};
-use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{App, HttpResponse, ResponseError, web};
 use feed_domain::{ErrorRecorder, FeedService, FeedStorage, ItemId, RandomFeed};
@@ -202,15 +202,21 @@ where
     });
     ITEMS.set(items);
     let mut response = HttpResponse::with_body(StatusCode::OK, BoxBody::new(body?));
-    // A constant header value: `insert_header(ContentType::json())` formats
+    // Constant header values: `insert_header(ContentType::json())` formats
     // the media type for every answer. The new head has no header yet, so
     // `append` (which makes no "removed" value to drop) cannot duplicate one.
-    response.headers_mut().append(CONTENT_TYPE, JSON);
+    let headers = response.headers_mut();
+    headers.append(CONTENT_TYPE, JSON);
+    // The answer moved the user's progress: no cache may keep it and hand
+    // it out again.
+    headers.append(CACHE_CONTROL, NO_STORE);
     Ok(response)
 }
 
 /// `Content-Type: application/json`, made at compile time.
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
+/// `Cache-Control: no-store`, made at compile time.
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 #[derive(Serialize)]
 struct Status {

@@ -17,9 +17,12 @@ async fn a_feed_is_served_in_order_and_progress_is_saved() {
     let feed = personal(&service, 1);
     let app = app(service).await;
 
-    let (status, content_type, body, _) = call(&app, Method::GET, "/feed/1").await;
+    let (status, content_type, body, headers) = call(&app, Method::GET, "/feed/1").await;
     assert_eq!((status, content_type.as_str()), (200, "application/json"));
     assert_eq!(ids(&body), feed[..10]);
+    // The answer moved the user's progress: no cache may keep it.
+    let caching: Vec<_> = headers.get_all("cache-control").collect();
+    assert_eq!(caching, ["no-store"]);
 
     let (_, _, body, _) = call(&app, Method::GET, "/feed/1").await;
     assert_eq!(ids(&body), feed[10..20]);

@@ -269,3 +269,65 @@ proptest! {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// An interruption during the sort (the flag a signal handler sets; set
+/// here by the sort's first progress report, with runs already on disk, so
+/// nothing is left to timing) stops the import with `Interrupted` within
+/// the next rows read, removes the sort's runs and folder, and gives the
+/// sink nothing.
+#[test]
+fn an_interrupted_sort_stops_and_leaves_nothing_behind() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use feed_import::{Failure, ImportError, ImportOptions, ImportedFeeds, Stage, import};
+
+    let dir = scratch("interrupted");
+    let input = dir.join("feeds.jsonl");
+    // Users in falling order: the sort is needed from the second row on,
+    // and there are rows enough for a progress report before the end.
+    let feeds: Vec<(u64, Vec<u32>)> = (0..20_000u64).map(|k| (50_000 - k, vec![1, 2])).collect();
+    write_jsonl(&input, &feeds);
+    let runs = scratch("interrupted-runs");
+    let mut options = ImportOptions::new(&runs);
+    // A few hundred feeds a run: runs are on disk long before the report.
+    options.run_bytes = 4096;
+    let interrupted = AtomicBool::new(false);
+    let mut runs_on_disk_when_interrupted = None;
+    let mut sink = ImportedFeeds::default();
+    let outcome = import(
+        &[input],
+        None,
+        &options,
+        Some(&interrupted),
+        &mut |p| {
+            if matches!(p.stage, Stage::Reading { sorting: true, .. })
+                && p.rows > 0
+                && runs_on_disk_when_interrupted.is_none()
+            {
+                let files = walk(&runs);
+                runs_on_disk_when_interrupted = Some(files);
+                interrupted.store(true, Ordering::Relaxed);
+            }
+        },
+        &mut sink,
+    );
+    let files = runs_on_disk_when_interrupted.expect("the sort reported progress");
+    assert!(files > 0, "no run was on disk yet");
+    match outcome {
+        Err(Failure::Input(ImportError::Interrupted)) => {}
+        other => panic!("expected an interruption, got {:?}", other.map(|_| ())),
+    }
+    assert!(sink.user_ids.is_empty(), "the sink got feeds");
+    assert_eq!(walk(&runs), 0, "the sort left files behind");
+}
+
+/// Files (not folders) under `dir`, at any depth.
+fn walk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            if path.is_dir() { walk(&path) } else { 1 }
+        })
+        .sum()
+}

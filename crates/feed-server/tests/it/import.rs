@@ -5,14 +5,13 @@
 //! and a real small tmpfs when run as root), an interruption, and never a
 //! temporary file or folder left behind.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use feed_memory::{Snapshot, snapshot};
 
-use super::server::{command, wait_until};
+use super::server::command;
 
 /// A fresh directory for one test's files.
 fn scratch() -> PathBuf {
@@ -240,97 +239,4 @@ fn a_full_filesystem_is_refused_with_its_folder_and_sizes() {
         "{stderr}"
     );
     assert!(names(&small).is_empty(), "{:?}", names(&small));
-}
-
-/// Opens the FIFO at `path` for writing once the process `pid` opens it
-/// for reading, and waits until its end is open (it cannot close it before
-/// it reads something, and nothing is written yet).
-fn open_fifo(path: &Path, pid: u32) -> std::fs::File {
-    let fifo = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    wait_until("the import opens its input", || holds(pid, path));
-    fifo
-}
-
-/// Writes `lines` into the FIFO at `path` for one pass of the import over
-/// it, closes it, and waits until the process `pid` has closed it too
-/// (each pass opens it anew); a reader that went away early is no error.
-fn feed_fifo(path: &Path, lines: &[String], pid: u32) {
-    let mut fifo = open_fifo(path, pid);
-    for line in lines {
-        if writeln!(fifo, "{line}").is_err() {
-            break;
-        }
-    }
-    drop(fifo);
-    wait_until("the import closes its input", || !holds(pid, path));
-}
-
-/// Whether the process `pid` has the file at `path` open.
-fn holds(pid: u32, path: &Path) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|fds| {
-            fds.filter_map(Result::ok)
-                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
-        })
-        .unwrap_or(false)
-}
-
-/// Ctrl-C during the sort: the import stops and removes its temporary
-/// folder and file. The input is a FIFO, so the test decides when each
-/// row exists: no timing is guessed.
-#[test]
-fn an_interrupted_import_leaves_nothing_behind() {
-    let dir = scratch();
-    let input = dir.join("feeds.jsonl");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&input)
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let out = scratch();
-    let output = out.join("feeds.snap");
-    let child = command(&[])
-        .args([
-            "import",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            output.to_str().unwrap(),
-            "--sort-memory",
-            "1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rows: Vec<String> = (0..2000u64).map(|k| line(5000 - k, &[1, 2])).collect();
-    // The first pass counts the lines; the second meets user 4999 after
-    // 5000 and starts over into the sort.
-    feed_fifo(&input, &rows, child.id());
-    feed_fifo(&input, &rows[..2], child.id());
-    // The sort: some rows, until its hidden folder exists.
-    let mut fifo = open_fifo(&input, child.id());
-    for line in &rows[..100] {
-        writeln!(fifo, "{line}").unwrap();
-    }
-    wait_until("the sort's temporary folder", || {
-        names(&out)
-            .iter()
-            .any(|name| name.starts_with(".feed-import-"))
-    });
-    let signalled = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(signalled.success());
-    // Rows keep coming until the import stops reading.
-    let mut user = 0u64;
-    while writeln!(fifo, "{}", line(user, &[1])).is_ok() {
-        user += 1;
-    }
-    let done = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&done.stderr);
-    assert_eq!(done.status.code(), Some(2), "{stderr}");
-    assert_eq!(last_line(&stderr), "feed-server import: interrupted");
-    assert!(names(&out).is_empty(), "left behind: {:?}", names(&out));
 }

@@ -114,6 +114,15 @@ pub enum ImportError {
         /// What the operating system said.
         cause: std::io::Error,
     },
+    /// An input that is not a regular file (a FIFO, a device, a folder):
+    /// an import reads its inputs more than once (to measure them, then to
+    /// read them, and again to sort them), and such an input could give
+    /// other rows each time.
+    #[error("{}: not a regular file; an input is read more than once, so it must be a file", path.display())]
+    NotAFile {
+        /// The input.
+        path: PathBuf,
+    },
     /// The import was interrupted (a signal); nothing was written.
     #[error("interrupted")]
     Interrupted,

@@ -13,7 +13,9 @@
 //!   integer type), other columns ignored; and JSON Lines (`.jsonl`), one
 //!   `{"user_id": 17, "items": [5, 9, 2]}` a line, blank lines ignored.
 //!   Parquet is read column-wise, as Arrow record batches of the two
-//!   columns only.
+//!   columns only. An input must be a regular file: it is read more than
+//!   once (measured, read, and read again into the sort when it is not in
+//!   user order), and a FIFO or a device could give other rows each time.
 //! - **Values**: a user id is `0..=u64::MAX`; an item id is
 //!   `1..=u32::MAX` (0 is the invalid item). Null, missing, negative or out
 //!   of range is an error, never a value quietly skipped: a feed file that
@@ -548,6 +550,16 @@ pub fn import<S: FeedSink>(
             Format::of(path).ok_or_else(|| ImportError::UnknownFormat { path: path.clone() })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // Checked without opening: opening a FIFO would wait for a writer.
+    for path in inputs {
+        match std::fs::metadata(path) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(ImportError::NotAFile { path: path.clone() }.into());
+            }
+            // A missing file is the first pass's error, naming it.
+            _ => {}
+        }
+    }
     let given = fallback.map(read_fallback).transpose()?;
     let sources = Sources {
         paths: inputs,

@@ -480,6 +480,34 @@ fn unknown_extensions_fail_before_anything_is_read() {
     }
 }
 
+/// An input is read more than once, so it must be a regular file: a FIFO
+/// (which would give other rows at each pass; refused without opening it,
+/// which would wait for a writer) or a folder is refused before anything
+/// is read.
+#[test]
+fn an_input_that_is_not_a_regular_file_is_refused() {
+    let dir = scratch("not-a-file");
+    let fifo = dir.join("feeds.jsonl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let folder = dir.join("folder.parquet");
+    std::fs::create_dir(&folder).unwrap();
+    let good = fixture("zstd_v2_pages.parquet");
+    for path in [fifo, folder] {
+        check_error(
+            &[good.clone(), path.clone()],
+            None,
+            &format!(
+                "{}: not a regular file; an input is read more than once, so it must be a file",
+                path.display()
+            ),
+        );
+    }
+}
+
 #[test]
 fn no_inputs_missing_files_and_files_that_are_not_parquet() {
     check_error(&[], None, "no input files given");

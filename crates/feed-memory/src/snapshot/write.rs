@@ -384,6 +384,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::files::names;
     use crate::snapshot::Snapshot;
     use crate::snapshot::testing::{dir, sample};
 
@@ -452,16 +453,6 @@ mod tests {
                 .id
         );
         assert!(write_csr(&path, &[1], &[0, 3], &[1], &[], 1).is_err());
-    }
-
-    /// The names in `dir`.
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
     }
 
     /// Fewer users than announced leave gaps between the sections, which

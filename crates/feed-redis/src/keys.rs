@@ -21,7 +21,26 @@ pub const NEXT: &str = "{ff}:next";
 
 /// The key of `user`'s offset in `version`.
 pub fn offset(user: u64, version: u64) -> String {
-    format!("o:{{{user}}}:{version}")
+    String::from_utf8_lossy(offset_in(user, version, &mut [0; OFFSET_KEY_BYTES])).into_owned()
+}
+
+/// The longest offset key: `o:{` and `}:` around two `u64`s.
+pub const OFFSET_KEY_BYTES: usize = 5 + 2 * 20;
+
+/// [`offset`], written into `buf` (the request path makes no `String`).
+pub fn offset_in(user: u64, version: u64, buf: &mut [u8; OFFSET_KEY_BYTES]) -> &[u8] {
+    let mut digits = [0u8; 20];
+    let mut at = 0;
+    for part in [
+        &b"o:{"[..],
+        decimal(user, &mut digits),
+        b"}:",
+        decimal(version, &mut [0u8; 20]),
+    ] {
+        buf[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    &buf[..at]
 }
 
 /// The hash of `version`'s description: users, items, creation time and
@@ -79,6 +98,11 @@ mod tests {
     #[test]
     fn a_users_key_carries_their_tag() {
         assert_eq!(offset(42, 7), "o:{42}:7");
+        assert_eq!(
+            offset(u64::MAX, u64::MAX),
+            format!("o:{{{}}}:{}", u64::MAX, u64::MAX)
+        );
+        assert_eq!(offset(0, 0), "o:{0}:0");
         assert_eq!(meta(7), "{ff}:meta:7");
         assert_eq!(version_pattern(7), "[fo]:{*}:7");
     }

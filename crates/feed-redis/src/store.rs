@@ -82,7 +82,8 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
     /// covers the whole call, connecting this thread's connection
     /// included, so no request waits longer even while it is made.
     async fn advance(&self, user: u64, by: usize) -> Result<u64, RedisStoreError> {
-        let key = keys::offset(user, self.version);
+        let mut key = [0; keys::OFFSET_KEY_BYTES];
+        let key = keys::offset_in(user, self.version, &mut key);
         let limit = self.cluster.timeout();
         match tokio::time::timeout(limit, async {
             let mut connection = self.cluster.connection().await?;

@@ -65,6 +65,43 @@ pub enum FeedSizeError {
     },
 }
 
+/// An `Idempotency-Key` that is not 1 to 255 visible ASCII characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdempotencyKeyError {
+    /// No characters at all.
+    #[error("the idempotency key is empty")]
+    Empty,
+    /// More than [`crate::IdempotencyKey::MAX_LEN`] characters.
+    #[error("the idempotency key has {len} characters, at most 255 are allowed")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A byte that is not visible ASCII (`!` to `~`).
+    #[error("the idempotency key holds a character that is not visible ASCII at byte {at}")]
+    NotVisibleAscii {
+        /// Where, in bytes from the start.
+        at: usize,
+    },
+}
+
+/// Why [`crate::FeedService::next_page`] served nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PageError {
+    /// Not a single item could be served.
+    #[error(transparent)]
+    Unavailable(#[from] FeedUnavailable),
+    /// The user's latest request with this idempotency key asked for
+    /// another size: a retry must ask for the same page.
+    #[error("this idempotency key was used with size {first}, not {requested}")]
+    KeyReused {
+        /// The size the key was first used with.
+        first: u32,
+        /// The size this request asked for.
+        requested: u32,
+    },
+}
+
 /// Size limits that make no sense.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SizeLimitsError {

@@ -26,14 +26,16 @@
 //! use std::sync::Mutex;
 //! use std::sync::atomic::{AtomicUsize, Ordering};
 //! use feed_domain::{
-//!     ErrorRecorder, FeedError, FeedService, FeedSize, FeedStorage, ItemId, RandomFeed,
-//!     RandomFillError, SizeLimits, StorageError, Taken, UserId,
+//!     ErrorRecorder, FeedError, FeedService, FeedSize, FeedStorage, IdempotencyKey, ItemId,
+//!     Keyed, RandomFeed, RandomFillError, SizeLimits, StorageError, Taken, UserId,
 //! };
 //!
-//! /// One shared feed for every user below 100, with a cursor per user.
+//! /// One shared feed for every user below 100, with a cursor per user and
+//! /// their latest keyed request (key, start, size).
 //! struct SmallStore {
 //!     feed: Vec<ItemId>,
 //!     cursors: Mutex<Vec<usize>>,
+//!     latest: Mutex<Vec<Option<(IdempotencyKey, usize, usize)>>>,
 //! }
 //!
 //! impl FeedStorage for SmallStore {
@@ -42,6 +44,12 @@
 //!         -> impl Future<Output = Result<Taken, StorageError>> + Send
 //!     {
 //!         std::future::ready(self.take(user, max, out))
+//!     }
+//!
+//!     fn take_keyed(&self, user: UserId, max: usize, key: IdempotencyKey, out: &mut Vec<ItemId>)
+//!         -> impl Future<Output = Result<Keyed, StorageError>> + Send
+//!     {
+//!         std::future::ready(self.take_keyed(user, max, key, out))
 //!     }
 //! }
 //!
@@ -58,6 +66,31 @@
 //!         out.extend_from_slice(&self.feed[start..end]);
 //!         *cursor = end;
 //!         Ok(Taken { count: end - start, remaining: self.feed.len() - end })
+//!     }
+//!
+//!     fn take_keyed(&self, user: UserId, max: usize, key: IdempotencyKey, out: &mut Vec<ItemId>)
+//!         -> Result<Keyed, StorageError>
+//!     {
+//!         let mut latest = self.latest.lock().map_err(|_| StorageError::backend("poisoned"))?;
+//!         let slot = latest.get_mut(user.get() as usize).ok_or(StorageError::UnknownUser(user))?;
+//!         match *slot {
+//!             Some((k, _, size)) if k == key && size != max => {
+//!                 Ok(Keyed::OtherSize { first: size as u32 })
+//!             }
+//!             Some((k, start, _)) if k == key => {
+//!                 let end = (start + max).min(self.feed.len());
+//!                 out.extend_from_slice(&self.feed[start..end]);
+//!                 let taken = Taken { count: end - start, remaining: self.feed.len() - end };
+//!                 Ok(Keyed::Replayed { taken, start: start as u32 })
+//!             }
+//!             _ => {
+//!                 let start = self.cursors.lock().map_err(|_| StorageError::backend("poisoned"))?
+//!                     [user.get() as usize];
+//!                 let taken = self.take(user, max, out)?;
+//!                 *slot = Some((key, start, max));
+//!                 Ok(Keyed::Fresh { taken, start: start as u32 })
+//!             }
+//!         }
 //!     }
 //! }
 //!
@@ -77,6 +110,13 @@
 //!         }
 //!         Ok(())
 //!     }
+//!
+//!     // Counting ignores the seed: it is deterministic already.
+//!     fn fill_seeded(&self, items: &mut Vec<ItemId>, count: usize, _seed: u64)
+//!         -> Result<(), RandomFillError>
+//!     {
+//!         self.fill(items, count)
+//!     }
 //! }
 //!
 //! #[derive(Default)]
@@ -91,6 +131,7 @@
 //! let store = SmallStore {
 //!     feed: (1..=5).map(ItemId::new).collect(),
 //!     cursors: Mutex::new(vec![0; 100]),
+//!     latest: Mutex::new(vec![None; 100]),
 //! };
 //! let limits = SizeLimits::new(3, 10).unwrap();
 //! let service = FeedService::new(store, Counting, CountErrors::default(), limits);
@@ -121,6 +162,15 @@
 //! now(service.next_feed(UserId::new(500), two, &mut items)).unwrap();
 //! assert_eq!(items, [1000, 1001].map(ItemId::new));
 //! assert_eq!(service.errors().0.load(Ordering::Relaxed), 1);
+//!
+//! // A request with a retry key, then its retry: the same answer, nothing moves.
+//! let user = UserId::new(8);
+//! let key = IdempotencyKey::parse(b"b7e2-0001").unwrap();
+//! now(service.next_page(user, size, Some(key), &mut items)).unwrap();
+//! let first = items.clone();
+//! let served = now(service.next_page(user, size, Some(key), &mut items)).unwrap();
+//! assert!(served.replayed);
+//! assert_eq!(items, first);
 //! ```
 
 mod data;
@@ -135,10 +185,10 @@ pub use data::{
     short_fallback,
 };
 pub use error::{
-    FeedError, FeedSizeError, FeedUnavailable, InvalidSetting, RandomFillError, SizeLimitsError,
-    StorageError,
+    FeedError, FeedSizeError, FeedUnavailable, IdempotencyKeyError, InvalidSetting, PageError,
+    RandomFillError, SizeLimitsError, StorageError,
 };
-pub use ports::{ErrorRecorder, FeedStorage, RandomFeed, RankedFeeds, Taken};
+pub use ports::{ErrorRecorder, FeedStorage, Keyed, RandomFeed, RankedFeeds, Taken};
 pub use service::{FeedService, Served};
 pub use status::{CircuitState, StorageHealth};
-pub use types::{FeedSize, ItemId, SizeLimits, UserId};
+pub use types::{FeedSize, IdempotencyKey, ItemId, SizeLimits, UserId};

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::error::{FeedError, RandomFillError, StorageError};
-use crate::types::{ItemId, UserId};
+use crate::types::{IdempotencyKey, ItemId, UserId};
 
 /// What [`FeedStorage::take_next`] handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +24,37 @@ pub struct Taken {
     pub count: usize,
     /// Personal items still left for the user after this call.
     pub remaining: usize,
+}
+
+/// What [`FeedStorage::take_keyed`] did with a request that carries an
+/// idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keyed {
+    /// The key is not the user's latest: a new page was taken exactly as
+    /// [`FeedStorage::take_next`] takes one, starting at feed position
+    /// `start`, and the store now remembers the key, `start` and the size
+    /// as the user's latest keyed request.
+    Fresh {
+        /// The items taken.
+        taken: Taken,
+        /// The feed position the page starts at.
+        start: u32,
+    },
+    /// The key is the user's latest, with the same size: the items of that
+    /// page were appended again (the feed from `start`, at most the size,
+    /// from the same data version), and nothing advanced.
+    Replayed {
+        /// The items appended again.
+        taken: Taken,
+        /// The feed position the page starts at.
+        start: u32,
+    },
+    /// The key is the user's latest but was used with another size: nothing
+    /// was appended and nothing advanced.
+    OtherSize {
+        /// The size the key was used with.
+        first: u32,
+    },
 }
 
 /// Where users' personal feeds live, together with each user's progress.
@@ -52,6 +83,26 @@ pub trait FeedStorage: Send + Sync + 'static {
         max: usize,
         out: &mut Vec<ItemId>,
     ) -> impl Future<Output = Result<Taken, StorageError>> + Send;
+
+    /// [`Self::take_next`] for a request that carries an idempotency key:
+    /// if `key` is the user's latest keyed request in the data version
+    /// served now, its page again ([`Keyed::Replayed`], or
+    /// [`Keyed::OtherSize`] when `max` differs), otherwise a new page
+    /// ([`Keyed::Fresh`]) and `key` becomes the latest. The check, the
+    /// advance and the new memory are one atomic step per user, kept as
+    /// durably as the user's offset. A store keeps one key a user: a retry
+    /// must come before the user's next keyed request.
+    ///
+    /// # Errors
+    /// As [`Self::take_next`]; on error the latest key is unchanged unless
+    /// the store cannot tell.
+    fn take_keyed(
+        &self,
+        user: UserId,
+        max: usize,
+        key: IdempotencyKey,
+        out: &mut Vec<ItemId>,
+    ) -> impl Future<Output = Result<Keyed, StorageError>> + Send;
 }
 
 /// The users' ranked feeds of one data version, read-only: for a storage
@@ -75,6 +126,19 @@ pub trait RandomFeed: Send + Sync + 'static {
     /// [`RandomFillError::Shortfall`] when the catalog cannot supply that
     /// many distinct items; the items it could supply are still appended.
     fn fill(&self, items: &mut Vec<ItemId>, count: usize) -> Result<(), RandomFillError>;
+
+    /// [`Self::fill`], drawing from a generator seeded with `seed`: the same
+    /// seed, catalog and `items` give the same items, so that a retried
+    /// request is answered with the same fill.
+    ///
+    /// # Errors
+    /// As [`Self::fill`].
+    fn fill_seeded(
+        &self,
+        items: &mut Vec<ItemId>,
+        count: usize,
+        seed: u64,
+    ) -> Result<(), RandomFillError>;
 }
 
 /// Told about every failure on the feed path, for counting and logging.
@@ -92,6 +156,16 @@ impl<T: FeedStorage> FeedStorage for Arc<T> {
     ) -> impl Future<Output = Result<Taken, StorageError>> + Send {
         (**self).take_next(user, max, out)
     }
+
+    fn take_keyed(
+        &self,
+        user: UserId,
+        max: usize,
+        key: IdempotencyKey,
+        out: &mut Vec<ItemId>,
+    ) -> impl Future<Output = Result<Keyed, StorageError>> + Send {
+        (**self).take_keyed(user, max, key, out)
+    }
 }
 
 impl<T: RankedFeeds + ?Sized> RankedFeeds for Arc<T> {
@@ -103,6 +177,15 @@ impl<T: RankedFeeds + ?Sized> RankedFeeds for Arc<T> {
 impl<T: RandomFeed + ?Sized> RandomFeed for Arc<T> {
     fn fill(&self, items: &mut Vec<ItemId>, count: usize) -> Result<(), RandomFillError> {
         (**self).fill(items, count)
+    }
+
+    fn fill_seeded(
+        &self,
+        items: &mut Vec<ItemId>,
+        count: usize,
+        seed: u64,
+    ) -> Result<(), RandomFillError> {
+        (**self).fill_seeded(items, count, seed)
     }
 }
 

@@ -1,8 +1,8 @@
 //! [`FeedService`]: the one use case of the product.
 
-use crate::error::{FeedError, FeedUnavailable};
-use crate::ports::{ErrorRecorder, FeedStorage, RandomFeed};
-use crate::types::{FeedSize, ItemId, SizeLimits, UserId};
+use crate::error::{FeedError, FeedUnavailable, PageError, StorageError};
+use crate::ports::{ErrorRecorder, FeedStorage, Keyed, RandomFeed};
+use crate::types::{FeedSize, IdempotencyKey, ItemId, SizeLimits, UserId};
 
 /// What one [`FeedService::next_feed`] call served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +13,9 @@ pub struct Served {
     pub random: usize,
     /// This call handed out the last personal item of the user's feed.
     pub exhausted_now: bool,
+    /// The answer is a retry's: the same items as the first answer to the
+    /// same idempotency key, and nothing advanced.
+    pub replayed: bool,
 }
 
 /// Serves each user their next feed items, with progress saved, and fills any
@@ -76,25 +79,102 @@ impl<S: FeedStorage, R: RandomFeed, E: ErrorRecorder> FeedService<S, R, E> {
     ) -> Result<Served, FeedUnavailable> {
         let want = size.get();
         out.clear();
-        let mut exhausted_now = false;
-        match self.storage.take_next(user, want, out).await {
-            Ok(taken) => exhausted_now = taken.count > 0 && taken.remaining == 0,
+        let taken = self.storage.take_next(user, want, out).await;
+        let exhausted_now = match taken {
+            Ok(taken) => taken.count > 0 && taken.remaining == 0,
             Err(error) => {
-                out.clear();
-                self.errors.record(user, &FeedError::Storage(error));
+                self.failed(user, error, out);
+                false
             }
-        }
+        };
+        self.fill(user, want, None, out, exhausted_now, false)
+    }
+
+    /// [`Self::next_feed`] for a request that may carry a retry key.
+    ///
+    /// Without a key, exactly [`Self::next_feed`]. With one, a retry of the
+    /// user's latest keyed request (same key, same size, same data version)
+    /// gets the same answer, item for item, and advances nothing
+    /// ([`Served::replayed`]); any other key gets a new page, and becomes
+    /// the latest. The random fill of a keyed answer is seeded from the
+    /// user, the key, where the page starts and its size, so that a replay
+    /// fills alike; so is a user the storage does not know (their retries
+    /// get the same random answer, though nothing is remembered). After a
+    /// storage failure the answer is random as usual, and not replayable.
+    ///
+    /// # Errors
+    /// [`PageError::KeyReused`] when the key's request asked for another
+    /// size (nothing is served and nothing advances);
+    /// [`PageError::Unavailable`] as [`Self::next_feed`].
+    pub async fn next_page(
+        &self,
+        user: UserId,
+        size: FeedSize,
+        key: Option<IdempotencyKey>,
+        out: &mut Vec<ItemId>,
+    ) -> Result<Served, PageError> {
+        let Some(key) = key else {
+            return Ok(self.next_feed(user, size, out).await?);
+        };
+        let want = size.get();
+        out.clear();
+        let (seed, exhausted_now, replayed) =
+            match self.storage.take_keyed(user, want, key, out).await {
+                Ok(Keyed::Fresh { taken, start }) => (
+                    Some(fill_seed(user, key, start, want)),
+                    taken.count > 0 && taken.remaining == 0,
+                    false,
+                ),
+                Ok(Keyed::Replayed { start, .. }) => {
+                    (Some(fill_seed(user, key, start, want)), false, true)
+                }
+                Ok(Keyed::OtherSize { first }) => {
+                    out.clear();
+                    return Err(PageError::KeyReused {
+                        first,
+                        requested: u32::try_from(want).unwrap_or(u32::MAX),
+                    });
+                }
+                Err(error) => {
+                    let seed = matches!(error, StorageError::UnknownUser(_))
+                        .then(|| fill_seed(user, key, 0, want));
+                    self.failed(user, error, out);
+                    (seed, false, false)
+                }
+            };
+        Ok(self.fill(user, want, seed, out, exhausted_now, replayed)?)
+    }
+
+    /// Records a storage failure; the answer starts over, all random.
+    fn failed(&self, user: UserId, error: StorageError, out: &mut Vec<ItemId>) {
+        out.clear();
+        self.errors.record(user, &FeedError::Storage(error));
+    }
+
+    /// Cuts `out` (the personal items) to `want` and fills the rest at
+    /// random (from `seed` when given).
+    fn fill(
+        &self,
+        user: UserId,
+        want: usize,
+        seed: Option<u64>,
+        out: &mut Vec<ItemId>,
+        exhausted_now: bool,
+        replayed: bool,
+    ) -> Result<Served, FeedUnavailable> {
         out.truncate(want);
         let personal = out.len();
-
         let missing = want - personal;
         if missing > 0 {
-            if let Err(error) = self.random.fill(out, missing) {
+            let filled = match seed {
+                Some(seed) => self.random.fill_seeded(out, missing, seed),
+                None => self.random.fill(out, missing),
+            };
+            if let Err(error) = filled {
                 self.errors.record(user, &FeedError::RandomFill(error));
             }
             out.truncate(want);
         }
-
         if out.is_empty() {
             return Err(FeedUnavailable { user });
         }
@@ -102,8 +182,24 @@ impl<S: FeedStorage, R: RandomFeed, E: ErrorRecorder> FeedService<S, R, E> {
             personal,
             random: out.len() - personal,
             exhausted_now,
+            replayed,
         })
     }
+
+}
+
+/// The random fill's seed of a keyed page: the same page gets the same
+/// seed, and different users, keys, starts or sizes almost always differ.
+fn fill_seed(user: UserId, key: IdempotencyKey, start: u32, size: usize) -> u64 {
+    // SplitMix64's finaliser over the fields, folded in one at a time.
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    for field in [user.get(), u64::from(key.hash()), u64::from(start), size as u64] {
+        seed = (seed ^ field).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        seed ^= seed >> 31;
+        seed = seed.wrapping_mul(0x94d0_49bb_1331_11eb);
+        seed ^= seed >> 29;
+    }
+    seed
 }
 
 #[cfg(test)]
@@ -125,6 +221,8 @@ mod tests {
     /// Feeds by user, each with a cursor; some users fail on every read.
     struct FakeStorage {
         feeds: Mutex<HashMap<u64, (Vec<ItemId>, usize)>>,
+        /// Each user's latest keyed request: key, start, size.
+        latest: Mutex<HashMap<u64, (IdempotencyKey, usize, usize)>>,
         failing: HashSet<u64>,
     }
 
@@ -137,9 +235,60 @@ mod tests {
         ) -> impl Future<Output = Result<Taken, StorageError>> + Send {
             std::future::ready(self.take_now(user, max, out))
         }
+
+        fn take_keyed(
+            &self,
+            user: UserId,
+            max: usize,
+            key: IdempotencyKey,
+            out: &mut Vec<ItemId>,
+        ) -> impl Future<Output = Result<Keyed, StorageError>> + Send {
+            std::future::ready(self.take_keyed_now(user, max, key, out))
+        }
     }
 
     impl FakeStorage {
+        fn take_keyed_now(
+            &self,
+            user: UserId,
+            max: usize,
+            key: IdempotencyKey,
+            out: &mut Vec<ItemId>,
+        ) -> Result<Keyed, StorageError> {
+            let mut latest = self.latest.lock().unwrap();
+            if let Some(&(k, start, size)) = latest.get(&user.get())
+                && k == key
+            {
+                if size != max {
+                    return Ok(Keyed::OtherSize { first: size as u32 });
+                }
+                let feeds = self.feeds.lock().unwrap();
+                let feed = &feeds[&user.get()].0;
+                let end = (start + max).min(feed.len());
+                out.extend_from_slice(&feed[start.min(end)..end]);
+                let taken = Taken {
+                    count: end - start.min(end),
+                    remaining: 0,
+                };
+                return Ok(Keyed::Replayed {
+                    taken,
+                    start: start as u32,
+                });
+            }
+            let start = self
+                .feeds
+                .lock()
+                .unwrap()
+                .get(&user.get())
+                .map_or(0, |f| f.1);
+            let taken = self.take_now(user, max, out)?;
+            latest.insert(user.get(), (key, start, max));
+            Ok(Keyed::Fresh {
+                taken,
+                start: start as u32,
+            })
+        }
+
         fn take_now(
             &self,
             user: UserId,
@@ -198,6 +347,19 @@ mod tests {
                 missing => Err(RandomFillError::Shortfall { missing }),
             }
         }
+
+        fn fill_seeded(
+            &self,
+            items: &mut Vec<ItemId>,
+            count: usize,
+            seed: u64,
+        ) -> Result<(), RandomFillError> {
+            let seeded = Self {
+                catalog: self.catalog,
+                start: Mutex::new(seed as u32),
+            };
+            seeded.fill(items, count)
+        }
     }
 
     #[derive(Default)]
@@ -243,6 +405,7 @@ mod tests {
                     .map(|(u, f)| (u as u64, (f.clone(), 0)))
                     .collect(),
             ),
+            latest: Mutex::default(),
             failing: failing.iter().copied().collect(),
         };
         let random = FakeRandom {
@@ -325,6 +488,59 @@ mod tests {
             prop_assert_eq!(&personal[..], &feeds[0][..personal.len()]);
         }
 
+        /// A retry (same key, same size) gets the same answer and moves
+        /// nothing; another key moves on; the same key with another size is
+        /// refused and moves nothing; retries of an unknown user are alike.
+        #[test]
+        fn a_retry_gets_the_same_answer_and_moves_nothing(
+            len in 0usize..80,
+            steps in prop::collection::vec((0u8..4, 1u32..=30, any::<bool>()), 1..30),
+        ) {
+            let (service, feeds) = service(&[len], &[], 10_000);
+            let user = UserId::new(0);
+            let mut given = 0;
+            let mut latest: Option<(IdempotencyKey, u32, Vec<ItemId>)> = None;
+            let mut out = Vec::new();
+            for (key, requested, unknown) in steps {
+                let key = IdempotencyKey::parse(format!("key-{key}").as_bytes()).unwrap();
+                let size = service.limits().resolve(requested).unwrap();
+                if unknown {
+                    let stranger = UserId::new(99);
+                    let first = now(service.next_page(stranger, size, Some(key), &mut out)).unwrap();
+                    let answer = out.clone();
+                    let again = now(service.next_page(stranger, size, Some(key), &mut out)).unwrap();
+                    prop_assert_eq!(&out, &answer);
+                    prop_assert!(!first.replayed && !again.replayed);
+                    continue;
+                }
+                let result = now(service.next_page(user, size, Some(key), &mut out));
+                match &latest {
+                    Some((k, first, answer)) if *k == key && *first == requested => {
+                        let served = result.unwrap();
+                        prop_assert!(served.replayed);
+                        prop_assert_eq!(&out, answer);
+                    }
+                    Some((k, first, _)) if *k == key => {
+                        prop_assert_eq!(result, Err(PageError::KeyReused { first: *first, requested }));
+                        prop_assert!(out.is_empty());
+                    }
+                    _ => {
+                        let served = result.unwrap();
+                        prop_assert!(!served.replayed);
+                        let expected = &feeds[0][given..(given + size.get()).min(feeds[0].len())];
+                        prop_assert_eq!(&out[..served.personal], expected);
+                        prop_assert_eq!(out.len(), size.get());
+                        given += served.personal;
+                        latest = Some((key, requested, out.clone()));
+                    }
+                }
+            }
+            // Whatever the retries, the next unkeyed page continues the feed.
+            let size = service.limits().resolve(5).unwrap();
+            let served = now(service.next_feed(user, size, &mut out)).unwrap();
+            prop_assert_eq!(&out[..served.personal], &feeds[0][given..(given + 5).min(feeds[0].len())]);
+        }
+
         /// A catalog too small for the request gives as many distinct items as
         /// it has, records the shortfall, and never loops or pads.
         #[test]
@@ -370,6 +586,16 @@ mod tests {
                     remaining: self.0.len() - end,
                 }))
             })
+        }
+
+        fn take_keyed(
+            &self,
+            _user: UserId,
+            _max: usize,
+            _key: IdempotencyKey,
+            _out: &mut Vec<ItemId>,
+        ) -> impl Future<Output = Result<Keyed, StorageError>> + Send {
+            std::future::ready(Err(StorageError::backend("not used here")))
         }
     }
 

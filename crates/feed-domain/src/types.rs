@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::error::{FeedSizeError, SizeLimitsError};
+use crate::error::{FeedSizeError, IdempotencyKeyError, SizeLimitsError};
 
 /// A user, identified by a 64-bit number, as offline jobs key their users
 /// (ids may be sparse anywhere in the range). Every `u64` is a well-formed
@@ -49,6 +49,57 @@ impl ItemId {
 impl fmt::Display for ItemId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+/// A client's retry key (the `Idempotency-Key` request header): 1 to
+/// [`Self::MAX_LEN`] visible ASCII characters (`!` to `~`). Only its 32-bit
+/// hash is kept, never the key itself, so that a storage can remember the
+/// latest key of every user in a few bytes; the hash is never 0, which
+/// stores use for "no key".
+///
+/// Two different keys share a hash with probability 2^-32: the second
+/// would then be answered as a retry of the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(u32);
+
+impl IdempotencyKey {
+    /// The longest key accepted.
+    pub const MAX_LEN: usize = 255;
+
+    /// Validates a raw key and keeps its hash.
+    ///
+    /// # Errors
+    /// [`IdempotencyKeyError`] when `raw` is empty, longer than
+    /// [`Self::MAX_LEN`] or holds anything but visible ASCII.
+    pub fn parse(raw: &[u8]) -> Result<Self, IdempotencyKeyError> {
+        if raw.is_empty() {
+            return Err(IdempotencyKeyError::Empty);
+        }
+        if raw.len() > Self::MAX_LEN {
+            return Err(IdempotencyKeyError::TooLong { len: raw.len() });
+        }
+        // FNV-1a, 64-bit, folded to 32: a few instructions a byte, and no
+        // dependency (this crate keeps to `thiserror`).
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for (at, &byte) in raw.iter().enumerate() {
+            if !byte.is_ascii_graphic() {
+                return Err(IdempotencyKeyError::NotVisibleAscii { at });
+            }
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let folded = (hash ^ (hash >> 32)) as u32;
+        Ok(Self(folded.max(1)))
+    }
+
+    /// A key from a stored hash; `None` for 0 (no key).
+    pub const fn from_hash(hash: u32) -> Option<Self> {
+        if hash == 0 { None } else { Some(Self(hash)) }
+    }
+
+    /// The key's hash, never 0.
+    pub const fn hash(self) -> u32 {
+        self.0
     }
 }
 
@@ -150,7 +201,44 @@ mod tests {
         assert!(SizeLimits::new(10, 10).is_ok());
     }
 
+    #[test]
+    fn idempotency_keys_are_checked() {
+        assert_eq!(IdempotencyKey::parse(b""), Err(IdempotencyKeyError::Empty));
+        assert_eq!(
+            IdempotencyKey::parse(&[b'a'; 256]),
+            Err(IdempotencyKeyError::TooLong { len: 256 })
+        );
+        assert!(IdempotencyKey::parse(&[b'~'; 255]).is_ok());
+        assert_eq!(
+            IdempotencyKey::parse(b"ab c"),
+            Err(IdempotencyKeyError::NotVisibleAscii { at: 2 })
+        );
+        assert_eq!(
+            IdempotencyKey::parse("é".as_bytes()),
+            Err(IdempotencyKeyError::NotVisibleAscii { at: 0 })
+        );
+        let key = IdempotencyKey::parse(b"9f1c-retry").unwrap();
+        assert_eq!(IdempotencyKey::parse(b"9f1c-retry"), Ok(key));
+        assert_ne!(IdempotencyKey::parse(b"9f1c-retrz").unwrap(), key);
+        assert_eq!(IdempotencyKey::from_hash(key.hash()), Some(key));
+        assert_eq!(IdempotencyKey::from_hash(0), None);
+    }
+
     proptest! {
+        /// Any bytes give a key or an error, never a panic; a key's hash is
+        /// never 0 and depends only on the bytes.
+        #[test]
+        fn any_bytes_make_a_key_or_an_error(raw in prop::collection::vec(any::<u8>(), 0..300)) {
+            match IdempotencyKey::parse(&raw) {
+                Ok(key) => {
+                    prop_assert!(key.hash() != 0);
+                    prop_assert!(!raw.is_empty() && raw.len() <= 255 && raw.iter().all(u8::is_ascii_graphic));
+                    prop_assert_eq!(IdempotencyKey::parse(&raw), Ok(key));
+                }
+                Err(_) => prop_assert!(raw.is_empty() || raw.len() > 255 || !raw.iter().all(u8::is_ascii_graphic)),
+            }
+        }
+
         #[test]
         fn resolved_sizes_are_within_limits(default in 1u32..=50, max in 50u32..=500, req in any::<u32>()) {
             let limits = SizeLimits::new(default, max).unwrap();

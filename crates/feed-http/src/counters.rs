@@ -120,6 +120,7 @@ struct Shard {
     feed_answers: AtomicU64,
     random_fills: AtomicU64,
     exhausted: AtomicU64,
+    replayed: AtomicU64,
     refusals: [AtomicU64; Refusal::ALL.len()],
     feed_errors: [AtomicU64; FeedErrorKind::ALL.len()],
 }
@@ -138,6 +139,7 @@ impl Default for Shard {
             feed_answers: AtomicU64::new(0),
             random_fills: AtomicU64::new(0),
             exhausted: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
             refusals: std::array::from_fn(zero),
             feed_errors: std::array::from_fn(zero),
         }
@@ -171,6 +173,8 @@ pub struct Totals {
     pub random_fills: u64,
     /// Users who got their last personal item.
     pub exhausted: u64,
+    /// Feed answers that replayed a retried request's answer.
+    pub replayed: u64,
     /// Requests refused, by [`Refusal`] (in its declaration order).
     pub refusals: [u64; 3],
     /// Feed errors, by [`FeedErrorKind`] (in [`FeedErrorKind::ALL`] order).
@@ -379,6 +383,13 @@ impl Counters {
         }
     }
 
+    /// Records that a feed answer replayed a retried request's.
+    pub fn record_replay(&self) {
+        if self.enabled {
+            self.shard().replayed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Records a request the gate refused.
     pub fn record_refusal(&self, reason: Refusal) {
         self.shard().refusals[reason as usize].fetch_add(1, Ordering::Relaxed);
@@ -516,6 +527,7 @@ impl Counters {
         totals.feed_answers = sum(&|s| &s.feed_answers);
         totals.random_fills = sum(&|s| &s.random_fills);
         totals.exhausted = sum(&|s| &s.exhausted);
+        totals.replayed = sum(&|s| &s.replayed);
         totals
     }
 }

@@ -3,7 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use feed_domain::{FeedUnavailable, SizeLimits};
+use feed_domain::{FeedUnavailable, IdempotencyKeyError, PageError, SizeLimits};
 
 use feed_domain::DataControlError;
 use serde::Serialize;
@@ -55,6 +55,20 @@ pub enum ApiError {
     /// The CPU profiler could not run.
     #[error("the CPU profiler is not available")]
     ProfilerUnavailable,
+    /// The `Idempotency-Key` header is not 1 to 255 visible ASCII
+    /// characters (or is sent twice).
+    #[error("invalid Idempotency-Key: {0}")]
+    InvalidIdempotencyKey(&'static str),
+    /// The idempotency key was used with another size.
+    #[error(
+        "this Idempotency-Key was used with size {first}: a retry must ask for the same size (this one asked for {requested}); use a new key for a new request"
+    )]
+    IdempotencyKeyReused {
+        /// The size of the key's first request.
+        first: u32,
+        /// This request's.
+        requested: u32,
+    },
     /// A request body that is not the JSON expected.
     #[error("invalid body: {0}")]
     InvalidBody(String),
@@ -83,6 +97,29 @@ impl From<FeedUnavailable> for ApiError {
     }
 }
 
+impl From<PageError> for ApiError {
+    fn from(error: PageError) -> Self {
+        match error {
+            PageError::Unavailable(_) => Self::Unavailable,
+            PageError::KeyReused { first, requested } => {
+                Self::IdempotencyKeyReused { first, requested }
+            }
+        }
+    }
+}
+
+impl From<IdempotencyKeyError> for ApiError {
+    fn from(error: IdempotencyKeyError) -> Self {
+        Self::InvalidIdempotencyKey(match error {
+            IdempotencyKeyError::Empty => "empty, expected 1 to 255 visible ASCII characters",
+            IdempotencyKeyError::TooLong { .. } => "longer than 255 characters",
+            IdempotencyKeyError::NotVisibleAscii { .. } => {
+                "expected visible ASCII characters only (no spaces or controls)"
+            }
+        })
+    }
+}
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
@@ -94,7 +131,9 @@ impl ResponseError for ApiError {
             Self::InvalidUserId
             | Self::InvalidSize(_)
             | Self::InvalidSeconds(_)
+            | Self::InvalidIdempotencyKey(_)
             | Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            Self::IdempotencyKeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::DataChange(DataControlError::Failed(_) | DataControlError::NoPath) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }

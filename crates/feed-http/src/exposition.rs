@@ -145,6 +145,12 @@ impl Collector for Exposition {
             "Users who were served the last item of their feed",
             totals.exhausted,
         )?;
+        counter(
+            &mut encoder,
+            "replayed_answers",
+            "Feed answers that replayed the answer of a retried request (same Idempotency-Key)",
+            totals.replayed,
+        )?;
         {
             let mut family = encoder.encode_descriptor(
                 "feed_errors",

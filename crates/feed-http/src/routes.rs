@@ -7,10 +7,10 @@ use arc_swap::ArcSwapOption;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse, fn_service};
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{App, HttpResponse, ResponseError, web};
-use feed_domain::{ErrorRecorder, FeedService, FeedStorage, ItemId, RandomFeed};
+use feed_domain::{ErrorRecorder, FeedService, FeedStorage, IdempotencyKey, ItemId, RandomFeed};
 use serde::Serialize;
 
 use crate::counters::Counters;
@@ -190,18 +190,23 @@ where
     let service = route.feeds.0.load();
     let service = service.as_ref().ok_or(ApiError::Loading)?;
     let size = parse::size(req.query_string(), service.limits())?;
+    let key = idempotency_key(req)?;
     // The worker's buffer is moved out for the await (a remote store's answer
     // may interleave with other requests on this thread) and put back after.
     let mut items = ITEMS.take();
-    let served = service.next_feed(user, size, &mut items).await;
+    let served = service.next_page(user, size, key, &mut items).await;
     let body = served.map(|served| {
         route
             .counters
             .record_feed(served.personal, served.random, served.exhausted_now);
-        encode_items(&items)
+        if served.replayed {
+            route.counters.record_replay();
+        }
+        (encode_items(&items), served.replayed)
     });
     ITEMS.set(items);
-    let mut response = HttpResponse::with_body(StatusCode::OK, BoxBody::new(body?));
+    let (body, replayed) = body?;
+    let mut response = HttpResponse::with_body(StatusCode::OK, BoxBody::new(body));
     // Constant header values: `insert_header(ContentType::json())` formats
     // the media type for every answer. The new head has no header yet, so
     // `append` (which makes no "removed" value to drop) cannot duplicate one.
@@ -210,8 +215,36 @@ where
     // The answer moved the user's progress: no cache may keep it and hand
     // it out again.
     headers.append(CACHE_CONTROL, NO_STORE);
+    if replayed {
+        headers.append(IDEMPOTENT_REPLAYED, TRUE);
+    }
     Ok(response)
 }
+
+/// The request's `Idempotency-Key`, if it has one.
+///
+/// # Errors
+/// [`ApiError::InvalidIdempotencyKey`] for a key that is not 1 to 255
+/// visible ASCII characters, or for two of them.
+fn idempotency_key(req: &ServiceRequest) -> Result<Option<IdempotencyKey>, ApiError> {
+    let mut keys = req.headers().get_all(IDEMPOTENCY_KEY);
+    let Some(raw) = keys.next() else {
+        return Ok(None);
+    };
+    if keys.next().is_some() {
+        return Err(ApiError::InvalidIdempotencyKey(
+            "sent more than once, expected one key",
+        ));
+    }
+    Ok(Some(IdempotencyKey::parse(raw.as_bytes())?))
+}
+
+/// The retry key's request header (IETF httpapi's `Idempotency-Key`).
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// The header that marks a retry's answer, made at compile time.
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// `true`, made at compile time.
+const TRUE: HeaderValue = HeaderValue::from_static("true");
 
 /// `Content-Type: application/json`, made at compile time.
 const JSON: HeaderValue = HeaderValue::from_static("application/json");

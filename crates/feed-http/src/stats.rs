@@ -94,6 +94,8 @@ pub struct Snapshot {
     pub storage: Option<StorageBody>,
     /// Users who were served their last personal item, since start.
     pub exhausted_users: u64,
+    /// Feed answers that replayed a retried request's answer, since start.
+    pub replayed_answers: u64,
     /// Items served per second.
     pub items_per_s: Items,
     /// Resident memory of the process.
@@ -136,6 +138,7 @@ impl Sampler {
             uptime_s: self.started.elapsed().as_secs_f64(),
             ready: self.gate.lifecycle().is_ready(),
             exhausted_users: totals.exhausted,
+            replayed_answers: totals.replayed,
             memory_bytes: resident_bytes(),
             in_flight: self.gate.in_flight(&totals),
             data: self.gate.counters().data().map(DataBody::from),

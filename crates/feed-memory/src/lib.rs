@@ -56,7 +56,7 @@ pub use generate::{DataSpec, DataSpecError};
 pub use lifecycle::{
     Background, DataManager, Loaded, MemoryFeedService, ProgressPlace, SnapshotPlace,
 };
-pub use offsets::OffsetMap;
+pub use offsets::{KeyedRange, OffsetMap};
 pub use progress::{OnCorrupt, Opened, ProgressError, ProgressFile};
 pub use random::CatalogRandomFeed;
 pub use settings::{DataSettings, DataSource, ProgressSettings};

@@ -11,6 +11,7 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crate::progress::ProgressFile;
 
@@ -21,10 +22,37 @@ use crate::progress::ProgressFile;
 #[derive(Debug)]
 pub struct OffsetMap {
     cells: Cells,
+    /// Each user's latest retry key: four words a user, see [`KeyedRange`].
+    keys: Cells,
+    /// Keyed requests of one user take one of these in turn (users share
+    /// them by position), so that checking the key, advancing and writing
+    /// the key is one step; requests without a key never take one.
+    stripes: Box<[Stripe]>,
     /// Offsets found beyond their feed's end and clamped to it.
     clamped: AtomicU64,
     /// Of those, how many were already reported ([`Self::clamped_reported`]).
     reported: AtomicU64,
+}
+
+/// `len` zeroed cells, allocated zeroed: pages no user touches cost no
+/// memory.
+#[allow(unsafe_code, reason = "a zeroed allocation seen as atomics")]
+fn zeroed(len: usize) -> Box<[AtomicU32]> {
+    let zeros: Box<[u32]> = vec![0u32; len].into_boxed_slice();
+    // SAFETY: `AtomicU32` has the size, alignment and bit validity of
+    // `u32`, and the box is given up whole: the same allocation, the same
+    // layout.
+    unsafe { Box::from_raw(Box::into_raw(zeros) as *mut [AtomicU32]) }
+}
+
+impl Cells {
+    #[inline]
+    fn words(&self) -> &[AtomicU32] {
+        match self {
+            Self::Memory(cells) => cells,
+            Self::File(file) => file.cells(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -37,31 +65,118 @@ enum Cells {
     File(ProgressFile),
 }
 
+/// One lock of [`OffsetMap::stripes`], alone on its cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe(Mutex<()>);
+
+/// Locks for keyed requests: a few times more than worker threads, so two
+/// keyed requests rarely wait on each other unless they are one user's.
+const STRIPES: usize = 256;
+
+/// `u32` words of a user's retry key: key hash, start, size, check.
+const KEY_WORDS: usize = 4;
+
+/// What [`OffsetMap::advance_keyed`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyedRange {
+    /// A new page: the range taken, as [`OffsetMap::advance`] takes it.
+    Fresh(Range<u32>),
+    /// The user's latest key again, with its size: that page's range,
+    /// nothing advanced.
+    Replayed(Range<u32>),
+    /// The user's latest key with another size: nothing advanced.
+    OtherSize(u32),
+}
+
+/// The check word of a stored key: a torn write (a crash between the
+/// words, or a sync reading them mid-write) fails it, and is never taken
+/// for a key.
+const fn key_check(key: u32, start: u32, size: u32) -> u32 {
+    let mixed = (key as u64) << 32 | start as u64;
+    let mixed = (mixed ^ size as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((mixed >> 32) as u32) ^ 0x5bd1_e995
+}
+
 impl OffsetMap {
     /// Offsets for `users` users in memory, all at 0.
     pub fn in_memory(users: u32) -> Self {
+        Self::with_cells(
+            Cells::Memory((0..users).map(|_| AtomicU32::new(0)).collect()),
+            Cells::Memory(zeroed(users as usize * KEY_WORDS)),
+        )
+    }
+
+    /// Offsets kept in `file`, retry keys in memory.
+    pub fn in_file(file: ProgressFile) -> Self {
+        let keys = zeroed(file.cells().len() * KEY_WORDS);
+        Self::with_cells(Cells::File(file), Cells::Memory(keys))
+    }
+
+    /// Offsets kept in `file`, and retry keys in `keys` (a
+    /// [`crate::progress::Kind::Keys`] file for as many users).
+    pub fn in_files(file: ProgressFile, keys: ProgressFile) -> Self {
+        Self::with_cells(Cells::File(file), Cells::File(keys))
+    }
+
+    fn with_cells(cells: Cells, keys: Cells) -> Self {
         Self {
-            cells: Cells::Memory((0..users).map(|_| AtomicU32::new(0)).collect()),
+            cells,
+            keys,
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
             clamped: AtomicU64::new(0),
             reported: AtomicU64::new(0),
         }
     }
 
-    /// Offsets kept in `file`.
-    pub fn in_file(file: ProgressFile) -> Self {
-        Self {
-            cells: Cells::File(file),
-            clamped: AtomicU64::new(0),
-            reported: AtomicU64::new(0),
+    /// The retry keys' file, when they are durable.
+    pub fn keys_file(&self) -> Option<&ProgressFile> {
+        match &self.keys {
+            Cells::Memory(_) => None,
+            Cells::File(file) => Some(file),
         }
+    }
+
+    /// [`Self::advance`] for a request with a retry key (its hash, never
+    /// 0): if `key` is the user's latest with the same `want`, that page's
+    /// range again and nothing moves; with another `want`, nothing;
+    /// otherwise a new range, and `key`, where it starts and `want` become
+    /// the user's latest. One step for the user's keyed requests (they
+    /// take the user's stripe lock); requests without a key do not wait.
+    /// The key is kept as the offsets are: in memory, or in the keys file,
+    /// written before the position is logged for the next sync.
+    pub fn advance_keyed(&self, position: u32, want: u32, len: u32, key: u32) -> KeyedRange {
+        let at = position as usize * KEY_WORDS;
+        let Some(words) = self.keys.words().get(at..at + KEY_WORDS) else {
+            return KeyedRange::Fresh(self.advance(position, want, len));
+        };
+        let stripe = &self.stripes[position as usize % STRIPES];
+        let _one_at_a_time = stripe.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let [stored, start, size, check] =
+            [0, 1, 2, 3].map(|i| words[i].load(Ordering::Relaxed));
+        if stored == key && check == key_check(stored, start, size) {
+            if size != want {
+                return KeyedRange::OtherSize(size);
+            }
+            let start = start.min(len);
+            return KeyedRange::Replayed(start..start.saturating_add(want).min(len));
+        }
+        let range = self.advance(position, want, len);
+        for (word, value) in words
+            .iter()
+            .zip([key, range.start, want, key_check(key, range.start, want)])
+        {
+            word.store(value, Ordering::Relaxed);
+        }
+        if let Cells::File(file) = &self.keys {
+            file.moved(position);
+        }
+        KeyedRange::Fresh(range)
     }
 
     #[inline]
     fn cells(&self) -> &[AtomicU32] {
-        match &self.cells {
-            Cells::Memory(cells) => cells,
-            Cells::File(file) => file.cells(),
-        }
+        self.cells.words()
     }
 
     /// The progress file, when progress is durable.
@@ -177,6 +292,61 @@ mod tests {
         // Beyond the users: nothing, and no panic.
         assert_eq!(map.advance(10, 3, 7), 0..0);
         assert_eq!(map.offset(u32::MAX), 0);
+    }
+
+    #[test]
+    fn a_retry_key_replays_its_page_and_moves_nothing() {
+        let map = OffsetMap::in_memory(4);
+        assert_eq!(map.advance_keyed(2, 3, 7, 11), KeyedRange::Fresh(0..3));
+        assert_eq!(map.advance_keyed(2, 3, 7, 11), KeyedRange::Replayed(0..3));
+        assert_eq!(map.advance_keyed(2, 4, 7, 11), KeyedRange::OtherSize(3));
+        assert_eq!(map.offset(2), 3);
+        // Unkeyed requests move on; the key still replays its own page.
+        assert_eq!(map.advance(2, 2, 7), 3..5);
+        assert_eq!(map.advance_keyed(2, 3, 7, 11), KeyedRange::Replayed(0..3));
+        // A new key takes a new page, even one cut at the end.
+        assert_eq!(map.advance_keyed(2, 3, 7, 12), KeyedRange::Fresh(5..7));
+        assert_eq!(map.advance_keyed(2, 3, 7, 12), KeyedRange::Replayed(5..7));
+        assert_eq!(map.advance_keyed(2, 3, 7, 11), KeyedRange::Fresh(7..7));
+        assert_eq!(map.advance_keyed(2, 3, 7, 11), KeyedRange::Replayed(7..7));
+        // Another user's key is theirs alone; beyond the users, nothing.
+        assert_eq!(map.advance_keyed(1, 3, 7, 11), KeyedRange::Fresh(0..3));
+        assert_eq!(map.advance_keyed(9, 3, 7, 11), KeyedRange::Fresh(0..0));
+    }
+
+    #[test]
+    fn a_torn_key_is_never_taken_for_one() {
+        let map = OffsetMap::in_memory(2);
+        assert_eq!(map.advance_keyed(0, 3, 10, 5), KeyedRange::Fresh(0..3));
+        // A crash between the words: the start is new, the check is not.
+        map.keys.words()[1].store(3, Ordering::Relaxed);
+        assert_eq!(map.advance_keyed(0, 3, 10, 5), KeyedRange::Fresh(3..6));
+    }
+
+    #[test]
+    fn concurrent_retries_of_one_key_get_one_page() {
+        let map = Arc::new(OffsetMap::in_memory(1));
+        for key in 1..=20u32 {
+            let barrier = Arc::new(std::sync::Barrier::new(8));
+            let answers: Vec<KeyedRange> = (0..8)
+                .map(|_| {
+                    let (map, barrier) = (Arc::clone(&map), Arc::clone(&barrier));
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        map.advance_keyed(0, 5, 10_000, key)
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect();
+            let page = (key - 1) * 5..key * 5;
+            let fresh = answers.iter().filter(|a| **a == KeyedRange::Fresh(page.clone()));
+            assert_eq!(fresh.count(), 1, "{answers:?}");
+            let replayed = answers.iter().filter(|a| **a == KeyedRange::Replayed(page.clone()));
+            assert_eq!(replayed.count(), 7, "{answers:?}");
+            assert_eq!(map.offset(0), key * 5);
+        }
     }
 
     #[test]

@@ -73,6 +73,32 @@ impl RandomFeed for CatalogRandomFeed {
     /// thread's first fill, and grow only when a larger answer comes, so a
     /// warmed-up thread's fill allocates nothing.
     fn fill(&self, items: &mut Vec<ItemId>, count: usize) -> Result<(), RandomFillError> {
+        self.fill_from(items, count, |range| fastrand::u32(range))
+    }
+
+    /// Draws from a generator of its own seeded with `seed` (`fastrand`'s
+    /// Wyrand: a few instructions to seed), so that the same seed over the
+    /// same catalog and `items` gives the same items.
+    fn fill_seeded(
+        &self,
+        items: &mut Vec<ItemId>,
+        count: usize,
+        seed: u64,
+    ) -> Result<(), RandomFillError> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        self.fill_from(items, count, |range| rng.u32(range))
+    }
+}
+
+impl CatalogRandomFeed {
+    /// [`RandomFeed::fill`], drawing catalog positions with `draw`.
+    #[inline]
+    fn fill_from(
+        &self,
+        items: &mut Vec<ItemId>,
+        count: usize,
+        mut draw: impl FnMut(std::ops::Range<u32>) -> u32,
+    ) -> Result<(), RandomFillError> {
         let target = items.len() + count;
         let catalog_size = self.catalog_size();
         // Items beyond the catalog's size can never be added.
@@ -86,7 +112,7 @@ impl RandomFeed for CatalogRandomFeed {
             let mut draws = addable * 4 + 32;
             while items.len() < target && draws > 0 {
                 draws -= 1;
-                let candidate = self.at(fastrand::u32(0..catalog_size));
+                let candidate = self.at(draw(0..catalog_size));
                 if seen.insert(candidate, items) {
                     items.push(candidate);
                 }
@@ -95,7 +121,7 @@ impl RandomFeed for CatalogRandomFeed {
                 // Rejections piled up: the catalog is small next to the
                 // answer. Every catalog item is looked at most once, and the
                 // walk stops as soon as the answer is full.
-                let start = fastrand::u32(0..catalog_size);
+                let start = draw(0..catalog_size);
                 for position in (start..catalog_size).chain(0..start) {
                     if items.len() == target {
                         break;
@@ -133,6 +159,21 @@ mod tests {
     use super::*;
 
     proptest! {
+        /// The same seed gives the same fill, and it is a fill like any
+        /// other: distinct, from the catalog, nothing already there.
+        #[test]
+        fn a_seeded_fill_repeats_itself(catalog in 1u32..500, existing in prop::collection::vec(1u32..600, 0..20), count in 0usize..100, seed in any::<u64>()) {
+            let random = CatalogRandomFeed::new(catalog);
+            let start: Vec<ItemId> = existing.iter().copied().map(ItemId::new).collect();
+            let mut first = start.clone();
+            let mut second = start.clone();
+            let a = random.fill_seeded(&mut first, count, seed);
+            let b = random.fill_seeded(&mut second, count, seed);
+            prop_assert_eq!(&first, &second);
+            prop_assert_eq!(a, b);
+            prop_assert!(first[start.len()..].iter().all(|i| (1..=catalog).contains(&i.get()) && !start.contains(i)));
+        }
+
         #[test]
         fn fills_distinct_catalog_items(catalog in 0u32..300, existing in prop::collection::hash_set(1u32..400, 0..50), count in 0usize..300) {
             let random = CatalogRandomFeed::new(catalog);

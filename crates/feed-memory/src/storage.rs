@@ -1,9 +1,9 @@
 //! [`MemoryFeedStorage`]: the feed table plus the offset map, as a
 //! [`FeedStorage`].
 
-use feed_domain::{FeedStorage, ItemId, StorageError, Taken, UserId};
+use feed_domain::{FeedStorage, IdempotencyKey, ItemId, Keyed, StorageError, Taken, UserId};
 
-use crate::offsets::OffsetMap;
+use crate::offsets::{KeyedRange, OffsetMap};
 use crate::table::FeedTable;
 
 /// Personal feeds served from a [`FeedTable`], progress kept in an
@@ -59,6 +59,18 @@ impl FeedStorage for MemoryFeedStorage {
     ) -> impl Future<Output = Result<Taken, StorageError>> + Send {
         std::future::ready(self.take_now(user, max, out))
     }
+
+    /// Answers at once: the future is [`std::future::Ready`].
+    #[inline]
+    fn take_keyed(
+        &self,
+        user: UserId,
+        max: usize,
+        key: IdempotencyKey,
+        out: &mut Vec<ItemId>,
+    ) -> impl Future<Output = Result<Keyed, StorageError>> + Send {
+        std::future::ready(self.take_keyed_now(user, max, key, out))
+    }
 }
 
 impl MemoryFeedStorage {
@@ -89,6 +101,47 @@ impl MemoryFeedStorage {
         Ok(Taken {
             count: taken.len(),
             remaining: (len - range.end) as usize,
+        })
+    }
+
+    /// [`FeedStorage::take_keyed`] without the future.
+    ///
+    /// # Errors
+    /// [`StorageError::UnknownUser`] when the table has no feed for `user`.
+    pub fn take_keyed_now(
+        &self,
+        user: UserId,
+        max: usize,
+        key: IdempotencyKey,
+        out: &mut Vec<ItemId>,
+    ) -> Result<Keyed, StorageError> {
+        let (position, feed) = self
+            .table
+            .lookup(user)
+            .ok_or(StorageError::UnknownUser(user))?;
+        let want = u32::try_from(max).unwrap_or(u32::MAX);
+        let len = feed.len() as u32;
+        let (range, replayed) = match self.offsets.advance_keyed(position, want, len, key.hash()) {
+            KeyedRange::Fresh(range) => (range, false),
+            KeyedRange::Replayed(range) => (range, true),
+            KeyedRange::OtherSize(first) => return Ok(Keyed::OtherSize { first }),
+        };
+        let taken = &feed[range.start as usize..range.end as usize];
+        out.extend(taken.iter().map(|&id| ItemId::new(id)));
+        let taken = Taken {
+            count: taken.len(),
+            remaining: (len - range.end) as usize,
+        };
+        Ok(if replayed {
+            Keyed::Replayed {
+                taken,
+                start: range.start,
+            }
+        } else {
+            Keyed::Fresh {
+                taken,
+                start: range.start,
+            }
         })
     }
 }

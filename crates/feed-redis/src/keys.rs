@@ -2,10 +2,13 @@
 //!
 //! The feeds are not in the cluster: every frontend maps the snapshot a
 //! version names. The cluster holds each user's progress in one data
-//! version, a decimal counter at `o:{USER}:VERSION` (absent until their
-//! first request), moved by one `INCRBY`. Everything a later feature keeps
-//! per user goes under the same hash tag `{USER}`, so it sits in the same
-//! slot and one call can read and move it atomically. The version pointers
+//! version in the hash `o:{USER}:VERSION` (absent until their first
+//! request): field `n`, the offset, moved by one `HINCRBY`; field `k`,
+//! their latest retry key as `HASH:START:SIZE` in decimal, written by the
+//! page script of a keyed request. (Before retry keys, the key was a plain
+//! counter; the script turns one into the hash on first use.) Everything a
+//! later feature keeps per user goes under the same hash tag `{USER}`, so
+//! it sits in the same slot and one call can read and move it atomically. The version pointers
 //! and each version's description carry the tag `{ff}`, so they share one
 //! slot too.
 
@@ -18,6 +21,9 @@ pub const CURRENT: &str = "{ff}:current";
 pub const PREVIOUS: &str = "{ff}:previous";
 /// The counter that numbers new versions.
 pub const NEXT: &str = "{ff}:next";
+
+/// The field of a user's key that holds their offset.
+pub const OFFSET_FIELD: &str = "n";
 
 /// The key of `user`'s offset in `version`.
 pub fn offset(user: u64, version: u64) -> String {

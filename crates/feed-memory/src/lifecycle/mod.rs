@@ -212,7 +212,8 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
         };
         for service in services {
             self.report_clamped(&service);
-            if let Some(file) = service.storage().offsets().file() {
+            let offsets = service.storage().offsets();
+            for file in [offsets.file(), offsets.keys_file()].into_iter().flatten() {
                 let synced = if all { file.sync_all() } else { file.sync() };
                 match synced {
                     Ok(synced) => self.publish.progress(ProgressEvent::Synced {

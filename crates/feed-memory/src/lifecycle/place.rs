@@ -9,6 +9,7 @@ use feed_domain::DataControlError;
 use slog::{Logger, info, warn};
 
 use super::log_path;
+use crate::progress::Kind;
 use crate::{OffsetMap, OnCorrupt, Opened, ProgressError, ProgressFile, Snapshot};
 
 /// Where users' progress is kept.
@@ -44,7 +45,13 @@ impl ProgressPlace {
         };
         let (file, opened) = ProgressFile::open(dir, id, users, self.on_corrupt)?;
         let path = log_path(file.path());
-        let offsets = OffsetMap::in_file(file);
+        let (keys, keys_opened) =
+            ProgressFile::open_kind(Kind::Keys, dir, id, users, self.on_corrupt)?;
+        if let Opened::Reset { reason, aside } = keys_opened {
+            warn!(logger, "progress: the retry keys' file was bad, kept aside, starting fresh";
+                "file" => log_path(keys.path()), "reason" => reason, "aside" => log_path(&aside));
+        }
+        let offsets = OffsetMap::in_files(file, keys);
         match opened {
             Opened::Fresh => info!(logger, "progress: fresh for this data";
                 "data_id" => format!("{id:016x}"), "file" => &path),

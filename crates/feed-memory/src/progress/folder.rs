@@ -52,7 +52,10 @@ fn remove_unused(path: &Path) -> bool {
 
 /// See [`super::ProgressFile::clean`]; `keep` holds file names.
 pub(super) fn clean(dir: &Path, keep: &[String]) -> std::io::Result<Vec<PathBuf>> {
+    // The files of other data, offsets and retry keys apart: the newest of
+    // each kind stays.
     let mut others = Vec::new();
+    let mut other_keys = Vec::new();
     let mut aside = Vec::new();
     let mut temporaries = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -66,7 +69,9 @@ pub(super) fn clean(dir: &Path, keep: &[String]) -> std::io::Result<Vec<PathBuf>
             .and_then(|m| m.modified())
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let path = dir.join(&name);
-        if name.ends_with(".bin") && !keep.contains(&name) {
+        if name.ends_with("-keys.bin") && !keep.contains(&name) {
+            other_keys.push((modified, path));
+        } else if name.ends_with(".bin") && !keep.contains(&name) {
             others.push((modified, path));
         } else if name.contains(".corrupt-") {
             aside.push((modified, path));
@@ -76,9 +81,11 @@ pub(super) fn clean(dir: &Path, keep: &[String]) -> std::io::Result<Vec<PathBuf>
     }
     // Newest first; the newest stays.
     others.sort_by(|a, b| b.cmp(a));
+    other_keys.sort_by(|a, b| b.cmp(a));
     aside.sort_by(|a, b| b.cmp(a));
     let mut removed = Vec::new();
-    for (_, path) in others.into_iter().skip(1) {
+    let others = others.into_iter().skip(1);
+    for (_, path) in others.chain(other_keys.into_iter().skip(1)) {
         if remove_unused(&path) {
             removed.push(path);
         }

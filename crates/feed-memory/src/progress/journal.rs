@@ -2,7 +2,9 @@
 //!
 //! A sync appends one batch and makes it durable (`fdatasync`) before
 //! anything records it as written: `u32` count, `count` x (`u32` position,
-//! `u32` offset), XXH3-64 of those bytes, all little-endian.
+//! then the position's cells: one `u32` offset in a progress file, the four
+//! `u32` words of a retry key in a keys file), XXH3-64 of those bytes, all
+//! little-endian.
 //!
 //! Architecture Invariant: the journal's length moves only after a batch
 //! is durable. A batch is written at that length, never appended blindly,
@@ -23,6 +25,9 @@ use xxhash_rust::xxh3::xxh3_64;
 /// Bytes of a batch around its pairs: the count and the checksum.
 pub(crate) const BATCH_OVERHEAD: usize = 4 + 8;
 
+/// The most cells a position has.
+pub(crate) const MAX_WIDTH: usize = 4;
+
 /// The journal of one progress file.
 #[derive(Debug)]
 pub(crate) struct Journal {
@@ -30,13 +35,16 @@ pub(crate) struct Journal {
     file: File,
     /// Bytes known to be durable: where the next batch goes.
     len: u64,
+    /// Cells an entry holds after its position (1 to [`MAX_WIDTH`]).
+    width: usize,
 }
 
 impl Journal {
     /// Opens the journal at `path`, creating it (mode 0600) if needed;
     /// `fresh` empties one left from other data. Returns whether it was
     /// created, so that the caller syncs the folder.
-    pub(crate) fn open(path: PathBuf, fresh: bool) -> std::io::Result<(Self, bool)> {
+    pub(crate) fn open(path: PathBuf, fresh: bool, width: usize) -> std::io::Result<(Self, bool)> {
+        assert!((1..=MAX_WIDTH).contains(&width), "a journal entry holds 1 to 4 cells");
         let created = !path.exists();
         let file = OpenOptions::new()
             .create(true)
@@ -45,7 +53,15 @@ impl Journal {
             .write(true)
             .mode(0o600)
             .open(&path)?;
-        Ok((Self { path, file, len: 0 }, created || fresh))
+        Ok((
+            Self {
+                path,
+                file,
+                len: 0,
+                width,
+            },
+            created || fresh,
+        ))
     }
 
     /// The file.
@@ -59,18 +75,23 @@ impl Journal {
         self.len
     }
 
-    /// Calls `apply(position, offset)` for every pair of every whole batch,
-    /// in order, and returns the number of whole batches. A torn or
+    /// Calls `apply(position, cells)` for every entry of every whole
+    /// batch, in order, and returns the number of whole batches. A torn or
     /// corrupt batch ends the reading: nothing after it was ever synced.
-    pub(crate) fn replay(&self, mut apply: impl FnMut(u32, u32)) -> std::io::Result<usize> {
+    pub(crate) fn replay(&self, mut apply: impl FnMut(u32, &[u32])) -> std::io::Result<usize> {
         let bytes = std::fs::read(&self.path)?;
+        let entry = 4 * (1 + self.width);
         let mut at = 0;
         let mut batches = 0;
-        while let Some(pairs) = batch_at(&bytes, at) {
-            for pair in pairs.chunks_exact(8) {
-                apply(u32_at(pair, 0), u32_at(pair, 4));
+        let mut cells = [0u32; MAX_WIDTH];
+        while let Some(entries) = batch_at(&bytes, at, entry) {
+            for bytes in entries.chunks_exact(entry) {
+                for (i, cell) in cells[..self.width].iter_mut().enumerate() {
+                    *cell = u32_at(bytes, 4 + 4 * i);
+                }
+                apply(u32_at(bytes, 0), &cells[..self.width]);
             }
-            at += pairs.len() + BATCH_OVERHEAD;
+            at += entries.len() + BATCH_OVERHEAD;
             batches += 1;
         }
         Ok(batches)
@@ -123,26 +144,37 @@ impl Journal {
     }
 }
 
-/// Encodes `pairs` of (position, offset) as one batch into `out` (cleared
-/// first).
-pub(crate) fn encode(pairs: impl ExactSizeIterator<Item = (u32, u32)>, out: &mut Vec<u8>) {
+/// Encodes `count` entries as one batch into `out` (cleared first): for
+/// each position of `positions`, the position, then the `width` cells
+/// `cells(position)` writes.
+pub(crate) fn encode(
+    positions: &[u32],
+    width: usize,
+    mut cells: impl FnMut(u32, &mut [u32]),
+    out: &mut Vec<u8>,
+) {
     out.clear();
-    out.reserve(pairs.len() * 8 + BATCH_OVERHEAD);
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for (position, offset) in pairs {
+    out.reserve(positions.len() * 4 * (1 + width) + BATCH_OVERHEAD);
+    out.extend_from_slice(&(positions.len() as u32).to_le_bytes());
+    let mut words = [0u32; MAX_WIDTH];
+    for &position in positions {
         out.extend_from_slice(&position.to_le_bytes());
-        out.extend_from_slice(&offset.to_le_bytes());
+        cells(position, &mut words[..width]);
+        for word in &words[..width] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
     }
     let checksum = xxh3_64(out);
     out.extend_from_slice(&checksum.to_le_bytes());
 }
 
-/// The pairs of the whole batch starting at `at`, if there is one.
-fn batch_at(bytes: &[u8], at: usize) -> Option<&[u8]> {
+/// The entries (of `entry` bytes each) of the whole batch starting at
+/// `at`, if there is one.
+fn batch_at(bytes: &[u8], at: usize, entry: usize) -> Option<&[u8]> {
     let count = bytes.get(at..at.checked_add(4)?)?;
     let count = u32::from_le_bytes(count.try_into().ok()?) as usize;
     let body = at + 4;
-    let end = body.checked_add(count.checked_mul(8)?)?;
+    let end = body.checked_add(count.checked_mul(entry)?)?;
     let stored = bytes.get(end..end.checked_add(8)?)?;
     let stored = u64::from_le_bytes(stored.try_into().ok()?);
     (xxh3_64(&bytes[at..end]) == stored).then(|| &bytes[body..end])
@@ -160,29 +192,48 @@ mod tests {
 
     fn journal() -> Journal {
         let dir = crate::files::scratch_dir("journal");
-        Journal::open(dir.join("j.journal"), true).unwrap().0
+        Journal::open(dir.join("j.journal"), true, 1).unwrap().0
     }
 
     fn pairs(journal: &Journal) -> Vec<(u32, u32)> {
         let mut pairs = Vec::new();
-        journal.replay(|p, o| pairs.push((p, o))).unwrap();
+        journal.replay(|p, o| pairs.push((p, o[0]))).unwrap();
         pairs
+    }
+
+    /// Encodes (position, offset) pairs.
+    fn encode_pairs(pairs: &[(u32, u32)], batch: &mut Vec<u8>) {
+        let positions: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+        let offset = |position| pairs.iter().find(|p| p.0 == position).unwrap().1;
+        encode(&positions, 1, |p, cells| cells[0] = offset(p), batch);
     }
 
     #[test]
     fn a_torn_tail_is_overwritten_by_the_next_batch() {
         let mut journal = journal();
         let mut batch = Vec::new();
-        encode([(1, 2), (3, 4)].into_iter(), &mut batch);
+        encode_pairs(&[(1, 2), (3, 4)], &mut batch);
         journal.append(&batch).unwrap();
         // A write that failed half-way: bytes past the durable length.
         journal.file.write_all_at(&batch[..7], journal.len).unwrap();
         assert_eq!(pairs(&journal), [(1, 2), (3, 4)]);
-        encode([(5, 6)].into_iter(), &mut batch);
+        encode_pairs(&[(5, 6)], &mut batch);
         journal.append(&batch).unwrap();
         assert_eq!(pairs(&journal), [(1, 2), (3, 4), (5, 6)]);
         journal.empty().unwrap();
         assert!(pairs(&journal).is_empty());
+    }
+
+    #[test]
+    fn entries_of_several_cells_come_back_whole() {
+        let dir = crate::files::scratch_dir("journal");
+        let mut journal = Journal::open(dir.join("k.journal"), true, 4).unwrap().0;
+        let mut batch = Vec::new();
+        encode(&[7, 9], 4, |p, cells| cells.fill(p * 10), &mut batch);
+        journal.append(&batch).unwrap();
+        let mut entries = Vec::new();
+        journal.replay(|p, cells| entries.push((p, cells.to_vec()))).unwrap();
+        assert_eq!(entries, [(7, vec![70; 4]), (9, vec![90; 4])]);
     }
 
     proptest! {

@@ -139,12 +139,42 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ProgressError + '_ {
     }
 }
 
-/// Users' offsets in a shared file mapping. See the module doc.
+/// What a progress file holds for each user: the cells of its array and
+/// of its journal's entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The user's offset, one `u32` (`progress-<id>.bin`).
+    Offsets,
+    /// The user's latest retry key, four `u32` words
+    /// (`progress-<id>-keys.bin`): see `crate::offsets`.
+    Keys,
+}
+
+impl Kind {
+    /// `u32` cells a user.
+    pub(crate) const fn width(self) -> usize {
+        match self {
+            Self::Offsets => 1,
+            Self::Keys => 4,
+        }
+    }
+
+    const fn magic(self) -> [u8; 8] {
+        match self {
+            Self::Offsets => *b"FFEEDPRG",
+            Self::Keys => *b"FFEEDKEY",
+        }
+    }
+}
+
+/// Users' offsets (or retry keys) in a shared file mapping. See the
+/// module doc.
 #[derive(Debug)]
 pub struct ProgressFile {
     path: PathBuf,
     map: MmapRaw,
     users: usize,
+    kind: Kind,
     /// Held open for its lock, released when the file is dropped.
     _file: File,
     /// The positions advanced since the last sync.
@@ -193,6 +223,14 @@ impl ProgressFile {
         format!("progress-{id:016x}.bin")
     }
 
+    /// The file name of the `kind` file of data `id`.
+    pub fn kind_file_name(kind: Kind, id: u64) -> String {
+        match kind {
+            Kind::Offsets => Self::file_name(id),
+            Kind::Keys => format!("progress-{id:016x}-keys.bin"),
+        }
+    }
+
     /// Opens (or creates) the progress of data `id` with `users` users in
     /// `dir`, creating the folder if needed. The file's blocks are
     /// allocated before it is mapped.
@@ -209,11 +247,25 @@ impl ProgressFile {
         users: u32,
         on_corrupt: OnCorrupt,
     ) -> Result<(Self, Opened), ProgressError> {
+        Self::open_kind(Kind::Offsets, dir, id, users, on_corrupt)
+    }
+
+    /// [`Self::open`] for the file of `kind`.
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn open_kind(
+        kind: Kind,
+        dir: &Path,
+        id: u64,
+        users: u32,
+        on_corrupt: OnCorrupt,
+    ) -> Result<(Self, Opened), ProgressError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let path = dir.join(Self::file_name(id));
+        let path = dir.join(Self::kind_file_name(kind, id));
         let mut opened = Opened::Fresh;
         if path.exists() {
-            match format::check(&path, id, users) {
+            match format::check(kind, &path, id, users) {
                 Ok(()) => opened = Opened::Restored,
                 Err(reason) if on_corrupt == OnCorrupt::Reset => {
                     let aside = folder::aside_name(&path, now_unix_ms());
@@ -223,9 +275,9 @@ impl ProgressFile {
                 Err(reason) => return Err(ProgressError::Corrupt { path, reason }),
             }
         }
-        let bytes = format::file_len(users);
+        let bytes = format::file_len(kind, users);
         if opened != Opened::Restored {
-            Self::create(&path, id, users)?;
+            Self::create(kind, &path, id, users)?;
         }
         let file = OpenOptions::new()
             .read(true)
@@ -246,7 +298,11 @@ impl ProgressFile {
         }
         // A journal of earlier data under this name means nothing now.
         let (journal, created) =
-            Journal::open(path.with_extension("journal"), opened != Opened::Restored)
+            Journal::open(
+                path.with_extension("journal"),
+                opened != Opened::Restored,
+                kind.width(),
+            )
                 .map_err(io(&path))?;
         if created {
             sync_folder(dir).map_err(io(dir))?;
@@ -255,6 +311,7 @@ impl ProgressFile {
             path,
             map,
             users,
+            kind,
             _file: file,
             dirty: DirtyLog::new(),
             state: Mutex::new(SyncState {
@@ -270,15 +327,28 @@ impl ProgressFile {
     }
 
     /// Applies the journal to the array (offsets only grow, so the larger
-    /// of the two wins), then folds the array to disk and empties the
-    /// journal. A journal with batches means the previous process ended
-    /// without a last fold, so none of its page cache is trusted.
+    /// of the two wins; a retry key is replaced, so the latest wins), then
+    /// folds the array to disk and empties the journal. A journal with
+    /// batches means the previous process ended without a last fold, so
+    /// none of its page cache is trusted.
     fn replay(&self) -> std::io::Result<()> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let cells = self.cells();
-        let batches = state.journal.replay(|position, offset| {
-            if let Some(cell) = cells.get(position as usize) {
-                cell.fetch_max(offset, Ordering::Relaxed);
+        let width = self.kind.width();
+        let batches = state.journal.replay(|position, entry| {
+            let at = position as usize * width;
+            let Some(user) = cells.get(at..at + width) else {
+                return;
+            };
+            match self.kind {
+                Kind::Offsets => {
+                    user[0].fetch_max(entry[0], Ordering::Relaxed);
+                }
+                Kind::Keys => {
+                    for (cell, &word) in user.iter().zip(entry) {
+                        cell.store(word, Ordering::Relaxed);
+                    }
+                }
             }
         })?;
         state.distrust = batches > 0;
@@ -321,9 +391,9 @@ impl ProgressFile {
 
     /// Writes a fresh file (all offsets 0, every block allocated) beside
     /// `path`, syncs it and renames it over `path`, then syncs the folder.
-    fn create(path: &Path, id: u64, users: u32) -> Result<(), ProgressError> {
-        let header = format::header(id, users, now_unix_ms());
-        let bytes = format::file_len(users);
+    fn create(kind: Kind, path: &Path, id: u64, users: u32) -> Result<(), ProgressError> {
+        let header = format::header(kind, id, users, now_unix_ms());
+        let bytes = format::file_len(kind, users);
         replace_atomically(path, &folder::temporary_name(path), 0o600, |file| {
             // Locked, so that cleaning never takes it for a leftover.
             folder::lock(file)?;
@@ -334,11 +404,11 @@ impl ProgressFile {
         .map_err(|e| no_room(path, bytes, e))
     }
 
-    /// The offsets, one a user.
+    /// The cells, [`Kind::width`] a user.
     #[inline]
     #[allow(unsafe_code, reason = "atomics over a shared file mapping")]
     pub(crate) fn cells(&self) -> &[AtomicU32] {
-        // SAFETY: the mapping is `HEADER + users * 4` bytes (checked when
+        // SAFETY: the mapping is `HEADER + users * width * 4` bytes (checked when
         // opened) and lives as long as `self`, which the returned slice
         // borrows; `HEADER` is a multiple of 4 and the mapping is
         // page-aligned, so the cells are aligned for `AtomicU32`, which has
@@ -349,7 +419,7 @@ impl ProgressFile {
         unsafe {
             std::slice::from_raw_parts(
                 self.map.as_mut_ptr().add(HEADER).cast::<AtomicU32>(),
-                self.users,
+                self.users * self.kind.width(),
             )
         }
     }
@@ -394,11 +464,20 @@ impl ProgressFile {
         state.pending.sort_unstable();
         state.pending.dedup();
         let cells = self.cells();
+        let width = self.kind.width();
+        // A key's words may be read while a request rewrites them: the
+        // words carry their own check (`crate::offsets`), so a torn copy
+        // is never taken for a key, and the request that wrote them logs
+        // the position again, so the next batch has them whole.
         journal::encode(
-            state
-                .pending
-                .iter()
-                .map(|&position| (position, cells[position as usize].load(Ordering::Relaxed))),
+            &state.pending,
+            width,
+            |position, words| {
+                let at = position as usize * width;
+                for (word, cell) in words.iter_mut().zip(&cells[at..at + width]) {
+                    *word = cell.load(Ordering::Relaxed);
+                }
+            },
             &mut state.batch,
         );
         if let Err(e) = state.journal.append(&state.batch) {
@@ -455,7 +534,7 @@ impl ProgressFile {
 
     /// Bytes of progress the array holds.
     pub const fn bytes(&self) -> usize {
-        self.users * 4
+        self.users * 4 * self.kind.width()
     }
 
     /// The file.
@@ -473,7 +552,10 @@ impl ProgressFile {
     /// The system's error for the folder (a file that cannot be removed is
     /// left, not an error).
     pub fn clean(dir: &Path, keep: &[u64]) -> std::io::Result<Vec<PathBuf>> {
-        let keep: Vec<String> = keep.iter().map(|&id| Self::file_name(id)).collect();
+        let keep: Vec<String> = keep
+            .iter()
+            .flat_map(|&id| [Kind::Offsets, Kind::Keys].map(|kind| Self::kind_file_name(kind, id)))
+            .collect();
         folder::clean(dir, &keep)
     }
 }
@@ -622,6 +704,38 @@ mod tests {
                 .len(),
             0
         );
+    }
+
+    /// Retry keys are kept as offsets are: a power loss after a sync
+    /// loses neither, and the journal's latest key wins.
+    #[test]
+    fn retry_keys_come_back_from_the_journal() {
+        use crate::offsets::KeyedRange;
+        let dir = dir();
+        let open_both = || {
+            let (file, _) = ProgressFile::open(&dir, 8, 100, OnCorrupt::Fail).unwrap();
+            let (keys, _) =
+                ProgressFile::open_kind(Kind::Keys, &dir, 8, 100, OnCorrupt::Fail).unwrap();
+            OffsetMap::in_files(file, keys)
+        };
+        let path = dir.join(ProgressFile::kind_file_name(Kind::Keys, 8));
+        let map = open_both();
+        let stale_keys = std::fs::read(&path).unwrap();
+        assert_eq!(map.advance_keyed(4, 3, 50, 77), KeyedRange::Fresh(0..3));
+        map.keys_file().unwrap().sync().unwrap();
+        assert_eq!(map.advance_keyed(4, 3, 50, 78), KeyedRange::Fresh(3..6));
+        assert_eq!(map.advance_keyed(5, 2, 50, 78), KeyedRange::Fresh(0..2));
+        let synced = map.keys_file().unwrap().sync().unwrap();
+        assert_eq!(synced.offsets, 2);
+        map.file().unwrap().sync().unwrap();
+        let journal = std::fs::read(path.with_extension("journal")).unwrap();
+        drop(map);
+        std::fs::write(&path, &stale_keys).unwrap();
+        std::fs::write(path.with_extension("journal"), &journal).unwrap();
+        let map = open_both();
+        assert_eq!(map.advance_keyed(4, 3, 50, 78), KeyedRange::Replayed(3..6));
+        assert_eq!(map.advance_keyed(5, 2, 50, 78), KeyedRange::Replayed(0..2));
+        assert_eq!(map.advance_keyed(4, 3, 50, 77), KeyedRange::Fresh(6..9));
     }
 
     /// A failed write loses nothing: the batch is not counted as written,

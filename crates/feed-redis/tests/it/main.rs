@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::TestCluster;
-use feed_domain::{FeedStorage, ItemId, RankedFeeds, StorageError, UserId};
+use feed_domain::{FeedStorage, IdempotencyKey, ItemId, Keyed, RankedFeeds, StorageError, UserId};
 use feed_redis::{
     Breaker, BreakerSettings, Cluster, ClusterSettings, Credentials, Loader, RedisFeedStorage,
     RedisStoreError, VersionInfo, keys,
@@ -278,6 +278,86 @@ fn feeds_are_handed_out_in_order_once_across_frontends_and_versions() {
     // unknown, never reached the cluster), plus its description.
     assert_eq!(loader.delete_version(first).unwrap(), 5);
     assert_eq!(loader.delete_version(first).unwrap(), 0);
+}
+
+async fn keyed(
+    storage: &RedisFeedStorage<Feeds>,
+    user: u64,
+    max: usize,
+    key: &str,
+) -> (Keyed, Vec<u32>) {
+    let key = IdempotencyKey::parse(key.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let keyed = storage
+        .take_keyed(UserId::new(user), max, key, &mut out)
+        .await
+        .unwrap();
+    (keyed, out.into_iter().map(ItemId::get).collect())
+}
+
+/// A retry through another frontend gets the same page and moves nothing;
+/// the same key with another size moves nothing; a counter of the layout
+/// before retry keys keeps its progress.
+#[test]
+fn a_retry_through_another_frontend_gets_the_same_page() {
+    let Some(cluster) = TestCluster::start(3, 0) else {
+        return;
+    };
+    let list = vec![(1, (100..120).collect::<Vec<u32>>()), (2, (1..=5).collect())];
+    let mut loader = Loader::connect(&settings(&cluster, GENEROUS)).unwrap();
+    let version = publish(&mut loader, &list, 0xfeed);
+    let feeds = feeds(&list);
+    runtime().block_on(async {
+        let a = Arc::new(Cluster::connect(&settings(&cluster, GENEROUS)).await.unwrap());
+        let b = Arc::new(Cluster::connect(&settings(&cluster, GENEROUS)).await.unwrap());
+        let a = RedisFeedStorage::new(feeds.clone(), a, breaker(), version);
+        let b = RedisFeedStorage::new(feeds.clone(), Arc::clone(&b), breaker(), version);
+        let (first, items) = keyed(&a, 1, 4, "k-1").await;
+        assert!(matches!(first, Keyed::Fresh { start: 0, .. }), "{first:?}");
+        assert_eq!(items, [100, 101, 102, 103]);
+        let (again, items) = keyed(&b, 1, 4, "k-1").await;
+        assert!(matches!(again, Keyed::Replayed { start: 0, .. }), "{again:?}");
+        assert_eq!(items, [100, 101, 102, 103]);
+        let (other, items) = keyed(&b, 1, 5, "k-1").await;
+        assert_eq!(other, Keyed::OtherSize { first: 4 });
+        assert!(items.is_empty());
+        // Without a key, and with a new one, the feed goes on.
+        assert_eq!(take(&b, 1, 2).await.unwrap(), [104, 105]);
+        let (next, items) = keyed(&a, 1, 3, "k-2").await;
+        assert!(matches!(next, Keyed::Fresh { start: 6, .. }), "{next:?}");
+        assert_eq!(items, [106, 107, 108]);
+        // The old key is no longer the latest: a new page.
+        let (old, items) = keyed(&a, 1, 4, "k-1").await;
+        assert!(matches!(old, Keyed::Fresh { start: 9, .. }), "{old:?}");
+        assert_eq!(items, [109, 110, 111, 112]);
+
+        // Past the end: an empty page, replayed as empty.
+        let (end, items) = keyed(&a, 2, 10, "k-3").await;
+        assert!(matches!(end, Keyed::Fresh { start: 0, .. }));
+        assert_eq!(items, [1, 2, 3, 4, 5]);
+        let (empty, items) = keyed(&a, 2, 10, "k-4").await;
+        assert!(matches!(empty, Keyed::Fresh { start: 10, .. }), "{empty:?}");
+        assert!(items.is_empty());
+        assert!(matches!(keyed(&b, 2, 10, "k-4").await.0, Keyed::Replayed { start: 10, .. }));
+
+        // A plain counter, as the layout before retry keys left it: kept.
+        let mut connection = Cluster::connect(&settings(&cluster, GENEROUS))
+            .await
+            .unwrap()
+            .connection()
+            .await
+            .unwrap();
+        let key = keys::offset(1, version);
+        let _: () = redis::cmd("DEL").arg(&key).query_async(&mut connection).await.unwrap();
+        let _: () = redis::cmd("SET").arg(&key).arg(15).query_async(&mut connection).await.unwrap();
+        let (upgraded, items) = keyed(&a, 1, 2, "k-5").await;
+        assert!(matches!(upgraded, Keyed::Fresh { start: 15, .. }), "{upgraded:?}");
+        assert_eq!(items, [115, 116]);
+        let _: () = redis::cmd("SET").arg(&key).arg(18).query_async(&mut connection).await.unwrap();
+        assert_eq!(take(&b, 1, 1).await.unwrap(), [118]);
+        let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut connection).await.unwrap();
+        assert_eq!(kind, "hash");
+    });
 }
 
 #[test]

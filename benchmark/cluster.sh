@@ -10,7 +10,7 @@
 #  2. rounds of wrk (random known users) against the in-memory server, one
 #     frontend over Redis, and the two frontends through HAProxy: req/s and
 #     p99, with the Redis commands per request counted from every node's
-#     INFO commandstats (INCRBY per request must be 1), and the CPU a
+#     INFO commandstats (HINCRBY per request must be 1), and the CPU a
 #     request costs the frontends and every Redis node against the
 #     in-memory server's (the goal of docs/SCALING.md: at most 2x);
 #  3. kills a master under load through HAProxy: answers by status, the
@@ -148,15 +148,15 @@ snapshot_bytes=$(stat -c %s "$STATE_DIR/snapshot.ffs")
     echo "and 3 replicas; wrk -t2 -c$connections, random known users, default size (10)."
     echo "Everything shares $(nproc) cores: compare the ratios."
     echo
-    echo "INCRBY / request: the frontend's round trips to Redis per request (it sends nothing else per"
+    echo "HINCRBY / request: the frontend's round trips to Redis per request (it sends nothing else per"
     echo "request). Commands executed / request: every node's INFO commandstats (INFO itself left out),"
-    echo "the replicas' copies of each INCRBY included."
+    echo "the replicas' copies of each HINCRBY included."
     echo
     echo "CPU µs / request: user + system time of the feed servers (the in-memory one, or both"
     echo "frontends), of the three Redis masters, of the three replicas, and of HAProxy, over the"
     echo "round, divided by its requests."
     echo
-    echo "| round | target | req/s | p99 ms | non-2xx | INCRBY / request | commands executed / request | server CPU µs / req | masters CPU µs / req | replicas CPU µs / req | HAProxy CPU µs / req |"
+    echo "| round | target | req/s | p99 ms | non-2xx | HINCRBY / request | commands executed / request | server CPU µs / req | masters CPU µs / req | replicas CPU µs / req | HAProxy CPU µs / req |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 } >"$out"
 
@@ -170,9 +170,9 @@ for round in $(seq "$rounds"); do
         esac
         servers=("${frontends[@]}")
         [[ $target == memory ]] && servers=("$tmp/memory.pid")
-        # The masters' count: each INCRBY a frontend sends (the replicas
+        # The masters' count: each HINCRBY a frontend sends (the replicas
         # apply copies of them, counted under "commands executed").
-        incr_before=$(calls incrby "${masters[@]}")
+        incr_before=$(calls hincrby "${masters[@]}")
         all_before=$(calls all)
         server_before=$(ticks "${servers[@]}")
         masters_before=$(ticks "${masters_pids[@]}")
@@ -184,7 +184,7 @@ for round in $(seq "$rounds"); do
         masters_cpu=$(per_request "$masters_before" "$(ticks "${masters_pids[@]}")")
         replicas_cpu=$(per_request "$replicas_before" "$(ticks "${replicas_pids[@]}")")
         proxy_cpu=$(per_request "$proxy_before" "$(ticks "$pids/haproxy.pid")")
-        incr_per=$(echo "($(calls incrby "${masters[@]}") - $incr_before) / $requests" | bc -l)
+        incr_per=$(echo "($(calls hincrby "${masters[@]}") - $incr_before) / $requests" | bc -l)
         all_per=$(echo "($(calls all) - $all_before) / $requests" | bc -l)
         printf '| %s | %s | %.0f | %.2f | %s | %.3f | %.3f | %.1f | %.1f | %.1f | %.1f |\n' "$round" "$target" "$rps" "$p99" \
             "$non2xx" "$incr_per" "$all_per" "$server_cpu" "$masters_cpu" "$replicas_cpu" "$proxy_cpu" >>"$out"

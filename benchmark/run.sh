@@ -92,6 +92,9 @@ an option wins over the variable; the defaults of --smoke in parentheses):
   --callgrind-users N  users of the servers under callgrind [BENCH_CALLGRIND_USERS] 100000
   --callgrind-warmup N requests before instrumentation [BENCH_CALLGRIND_WARMUP] 2000 (500)
   --callgrind-requests N  requests counted [BENCH_CALLGRIND_REQUESTS] 10000 (2000)
+  --idempotency-keys   every callgrind request carries a new Idempotency-Key
+                       (k-1, k-2, ...), to compare a keyed request's cost
+                       with a plain one's [BENCH_IDEMPOTENCY_KEYS=1]
   --keep-dumps         keep callgrind's dumps beside the results, as
                        RESULT.feed.callgrind and RESULT.floor.callgrind, for
                        callgrind_annotate [BENCH_KEEP_DUMPS=1]
@@ -172,6 +175,7 @@ retry_above=${BENCH_RETRY_ABOVE:-0}
 server_cpu=${BENCH_SERVER_CPU:-}
 load_cpu=${BENCH_LOAD_CPU:-}
 callgrind_users=${BENCH_CALLGRIND_USERS:-100000}
+idempotency_keys=${BENCH_IDEMPOTENCY_KEYS:-0}
 port=${BENCH_PORT:-18080}
 floor_port=${BENCH_FLOOR_PORT:-18081}
 ready_timeout=${BENCH_READY_TIMEOUT:-300}
@@ -220,6 +224,7 @@ while (($#)); do
         --callgrind-users) callgrind_users=$2; shift ;;
         --callgrind-warmup) callgrind_warmup=$2; shift ;;
         --callgrind-requests) callgrind_requests=$2; shift ;;
+        --idempotency-keys) idempotency_keys=1 ;;
         --port) port=$2; shift ;;
         --floor-port) floor_port=$2; shift ;;
         --ready-timeout) ready_timeout=$2; shift ;;
@@ -242,7 +247,7 @@ for n in users feed_len catalog max_size workers threads connections duration wa
     callgrind_warmup callgrind_requests; do
     [[ ${!n} =~ ^[0-9]+$ ]] || { echo "run.sh: $n must be a whole number, not '${!n}'" >&2; exit 2; }
 done
-for n in pinned callgrind shared keep_dumps; do
+for n in pinned callgrind shared keep_dumps idempotency_keys; do
     [[ ${!n} == [01] ]] || { echo "run.sh: BENCH_${n^^} must be 0 or 1, not '${!n}'" >&2; exit 2; }
 done
 ((users > 0 && duration > 0 && rounds > 0 && threads > 0 && connections >= threads)) || {
@@ -872,14 +877,20 @@ fi
 # counted NAME PORT N SEED: exactly N GET /feed/{id} (default size) over one
 # keep-alive connection, from one curl on the load CPU, ids uniform over the
 # callgrind users from awk's generator seeded with SEED (so the same ids every
-# time); checks that all N were answered 200 on one connection.
+# time); checks that all N were answered 200 on one connection. With
+# --idempotency-keys each request carries its own key (a curl config block
+# per request, `next` between them: headers would otherwise add up).
 counted() {
     local name=$1 port=$2 n=$3 seed=$4
     ((n > 0)) || return 0
-    awk -v n="$n" -v users="$callgrind_users" -v seed="$seed" -v port="$port" 'BEGIN {
+    awk -v n="$n" -v users="$callgrind_users" -v seed="$seed" -v port="$port" \
+        -v keys="$idempotency_keys" -v max_time=$((30 + n / 50)) 'BEGIN {
         srand(seed)
-        for (i = 0; i < n; i++)
+        for (i = 0; i < n; i++) {
             printf "url = \"http://127.0.0.1:%d/feed/%d\"\noutput = \"/dev/null\"\n", port, int(rand() * users)
+            if (keys)
+                printf "header = \"Idempotency-Key: k-%d-%d\"\nwrite-out = \"%%{http_code} %%{num_connects}\\n\"\nmax-time = %d\nsilent\nshow-error\n%s", seed, i, max_time, (i < n - 1 ? "next\n" : "")
+        }
     }' >"$tmp/$name.curl"
     # Under callgrind a request takes about a millisecond; allow 20.
     timeout --kill-after=5 $((30 + n / 50)) taskset -c "$load_cpu" \

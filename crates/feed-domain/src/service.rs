@@ -185,7 +185,6 @@ impl<S: FeedStorage, R: RandomFeed, E: ErrorRecorder> FeedService<S, R, E> {
             replayed,
         })
     }
-
 }
 
 /// The random fill's seed of a keyed page: the same page gets the same
@@ -193,7 +192,12 @@ impl<S: FeedStorage, R: RandomFeed, E: ErrorRecorder> FeedService<S, R, E> {
 fn fill_seed(user: UserId, key: IdempotencyKey, start: u32, size: usize) -> u64 {
     // SplitMix64's finaliser over the fields, folded in one at a time.
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    for field in [user.get(), u64::from(key.hash()), u64::from(start), size as u64] {
+    for field in [
+        user.get(),
+        u64::from(key.hash()),
+        u64::from(start),
+        size as u64,
+    ] {
         seed = (seed ^ field).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         seed ^= seed >> 31;
         seed = seed.wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -152,8 +152,7 @@ impl OffsetMap {
         };
         let stripe = &self.stripes[position as usize % STRIPES];
         let _one_at_a_time = stripe.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let [stored, start, size, check] =
-            [0, 1, 2, 3].map(|i| words[i].load(Ordering::Relaxed));
+        let [stored, start, size, check] = [0, 1, 2, 3].map(|i| words[i].load(Ordering::Relaxed));
         if stored == key && check == key_check(stored, start, size) {
             if size != want {
                 return KeyedRange::OtherSize(size);
@@ -162,9 +161,10 @@ impl OffsetMap {
             return KeyedRange::Replayed(start..start.saturating_add(want).min(len));
         }
         let range = self.advance(position, want, len);
-        for (word, value) in words
-            .iter()
-            .zip([key, range.start, want, key_check(key, range.start, want)])
+        for (word, value) in
+            words
+                .iter()
+                .zip([key, range.start, want, key_check(key, range.start, want)])
         {
             word.store(value, Ordering::Relaxed);
         }
@@ -341,9 +341,13 @@ mod tests {
                 .map(|h| h.join().unwrap())
                 .collect();
             let page = (key - 1) * 5..key * 5;
-            let fresh = answers.iter().filter(|a| **a == KeyedRange::Fresh(page.clone()));
+            let fresh = answers
+                .iter()
+                .filter(|a| **a == KeyedRange::Fresh(page.clone()));
             assert_eq!(fresh.count(), 1, "{answers:?}");
-            let replayed = answers.iter().filter(|a| **a == KeyedRange::Replayed(page.clone()));
+            let replayed = answers
+                .iter()
+                .filter(|a| **a == KeyedRange::Replayed(page.clone()));
             assert_eq!(replayed.count(), 7, "{answers:?}");
             assert_eq!(map.offset(0), key * 5);
         }

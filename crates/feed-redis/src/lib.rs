@@ -9,8 +9,9 @@
 //!
 //! - [`RedisFeedStorage`] is the domain's `FeedStorage` port over a
 //!   version's feeds (any `RankedFeeds`: the caller's mapped snapshot):
-//!   each call for a known user is one round trip, an `INCRBY` of the
-//!   user's offset that the node holding it applies atomically, so two
+//!   each call for a known user is one round trip, a `HINCRBY` of the
+//!   user's offset (or, with a retry key, one small script on the same
+//!   key) that the node holding it applies atomically, so two
 //!   requests for one user through different frontends get disjoint
 //!   ranges. (Replication is asynchronous, so after a failover the last
 //!   moves may be lost and their items handed out again; a call whose

@@ -119,6 +119,22 @@ async fn every_documented_answer_is_produced() {
         ),
         (
             "/feed/{user_id}",
+            200,
+            actix_test::TestRequest::get()
+                .uri("/feed/1?size=3")
+                .insert_header(("idempotency-key", "k-1"))
+                .peer_addr(peer(5)),
+        ),
+        (
+            "/feed/{user_id}",
+            422,
+            actix_test::TestRequest::get()
+                .uri("/feed/1?size=4")
+                .insert_header(("idempotency-key", "k-1"))
+                .peer_addr(peer(6)),
+        ),
+        (
+            "/feed/{user_id}",
             431,
             actix_test::TestRequest::get()
                 .uri("/feed/1")

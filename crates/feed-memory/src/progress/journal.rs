@@ -44,7 +44,10 @@ impl Journal {
     /// `fresh` empties one left from other data. Returns whether it was
     /// created, so that the caller syncs the folder.
     pub(crate) fn open(path: PathBuf, fresh: bool, width: usize) -> std::io::Result<(Self, bool)> {
-        assert!((1..=MAX_WIDTH).contains(&width), "a journal entry holds 1 to 4 cells");
+        assert!(
+            (1..=MAX_WIDTH).contains(&width),
+            "a journal entry holds 1 to 4 cells"
+        );
         let created = !path.exists();
         let file = OpenOptions::new()
             .create(true)
@@ -232,7 +235,9 @@ mod tests {
         encode(&[7, 9], 4, |p, cells| cells.fill(p * 10), &mut batch);
         journal.append(&batch).unwrap();
         let mut entries = Vec::new();
-        journal.replay(|p, cells| entries.push((p, cells.to_vec()))).unwrap();
+        journal
+            .replay(|p, cells| entries.push((p, cells.to_vec())))
+            .unwrap();
         assert_eq!(entries, [(7, vec![70; 4]), (9, vec![90; 4])]);
     }
 

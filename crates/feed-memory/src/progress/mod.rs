@@ -297,13 +297,12 @@ impl ProgressFile {
             });
         }
         // A journal of earlier data under this name means nothing now.
-        let (journal, created) =
-            Journal::open(
-                path.with_extension("journal"),
-                opened != Opened::Restored,
-                kind.width(),
-            )
-                .map_err(io(&path))?;
+        let (journal, created) = Journal::open(
+            path.with_extension("journal"),
+            opened != Opened::Restored,
+            kind.width(),
+        )
+        .map_err(io(&path))?;
         if created {
             sync_folder(dir).map_err(io(dir))?;
         }

@@ -303,20 +303,34 @@ fn a_retry_through_another_frontend_gets_the_same_page() {
     let Some(cluster) = TestCluster::start(3, 0) else {
         return;
     };
-    let list = vec![(1, (100..120).collect::<Vec<u32>>()), (2, (1..=5).collect())];
+    let list = vec![
+        (1, (100..120).collect::<Vec<u32>>()),
+        (2, (1..=5).collect()),
+    ];
     let mut loader = Loader::connect(&settings(&cluster, GENEROUS)).unwrap();
     let version = publish(&mut loader, &list, 0xfeed);
     let feeds = feeds(&list);
     runtime().block_on(async {
-        let a = Arc::new(Cluster::connect(&settings(&cluster, GENEROUS)).await.unwrap());
-        let b = Arc::new(Cluster::connect(&settings(&cluster, GENEROUS)).await.unwrap());
+        let a = Arc::new(
+            Cluster::connect(&settings(&cluster, GENEROUS))
+                .await
+                .unwrap(),
+        );
+        let b = Arc::new(
+            Cluster::connect(&settings(&cluster, GENEROUS))
+                .await
+                .unwrap(),
+        );
         let a = RedisFeedStorage::new(feeds.clone(), a, breaker(), version);
         let b = RedisFeedStorage::new(feeds.clone(), Arc::clone(&b), breaker(), version);
         let (first, items) = keyed(&a, 1, 4, "k-1").await;
         assert!(matches!(first, Keyed::Fresh { start: 0, .. }), "{first:?}");
         assert_eq!(items, [100, 101, 102, 103]);
         let (again, items) = keyed(&b, 1, 4, "k-1").await;
-        assert!(matches!(again, Keyed::Replayed { start: 0, .. }), "{again:?}");
+        assert!(
+            matches!(again, Keyed::Replayed { start: 0, .. }),
+            "{again:?}"
+        );
         assert_eq!(items, [100, 101, 102, 103]);
         let (other, items) = keyed(&b, 1, 5, "k-1").await;
         assert_eq!(other, Keyed::OtherSize { first: 4 });
@@ -338,7 +352,10 @@ fn a_retry_through_another_frontend_gets_the_same_page() {
         let (empty, items) = keyed(&a, 2, 10, "k-4").await;
         assert!(matches!(empty, Keyed::Fresh { start: 10, .. }), "{empty:?}");
         assert!(items.is_empty());
-        assert!(matches!(keyed(&b, 2, 10, "k-4").await.0, Keyed::Replayed { start: 10, .. }));
+        assert!(matches!(
+            keyed(&b, 2, 10, "k-4").await.0,
+            Keyed::Replayed { start: 10, .. }
+        ));
 
         // A plain counter, as the layout before retry keys left it: kept.
         let mut connection = Cluster::connect(&settings(&cluster, GENEROUS))
@@ -348,14 +365,35 @@ fn a_retry_through_another_frontend_gets_the_same_page() {
             .await
             .unwrap();
         let key = keys::offset(1, version);
-        let _: () = redis::cmd("DEL").arg(&key).query_async(&mut connection).await.unwrap();
-        let _: () = redis::cmd("SET").arg(&key).arg(15).query_async(&mut connection).await.unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(15)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
         let (upgraded, items) = keyed(&a, 1, 2, "k-5").await;
-        assert!(matches!(upgraded, Keyed::Fresh { start: 15, .. }), "{upgraded:?}");
+        assert!(
+            matches!(upgraded, Keyed::Fresh { start: 15, .. }),
+            "{upgraded:?}"
+        );
         assert_eq!(items, [115, 116]);
-        let _: () = redis::cmd("SET").arg(&key).arg(18).query_async(&mut connection).await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(18)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
         assert_eq!(take(&b, 1, 1).await.unwrap(), [118]);
-        let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut connection).await.unwrap();
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
         assert_eq!(kind, "hash");
     });
 }

@@ -13,6 +13,7 @@ mod import;
 mod inprocess;
 mod lifecycle;
 mod protection;
+mod replay;
 mod roundtrip;
 mod scaleout;
 mod server;

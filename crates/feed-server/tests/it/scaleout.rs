@@ -9,7 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::cluster::{PASSWORD, TestCluster, installed};
-use super::server::{Connection, Server, command, get, refused_start, scratch_dir, wait_until};
+use super::server::{
+    Connection, Server, command, get, refused_start, request, scratch_dir, wait_until,
+};
 use super::snapshot::{line, snapshot_of};
 
 /// The frontends' snapshot folder of one test (they share a host here),
@@ -244,6 +246,33 @@ fn two_frontends_behind_haproxy_keep_the_contract_and_follow_versions() {
     }
     // An unknown user still gets a full feed.
     assert_eq!(items(&conn.get("/feed/999999?size=9").unwrap()).len(), 9);
+
+    // A retry through the other frontend gets the same answer, byte for
+    // byte, and moves nothing; the same key with another size is a 422.
+    let keyed = |addr: &str, size: u32, key: &str| {
+        request(
+            addr,
+            "GET",
+            &format!("/feed/12?size={size}"),
+            &[("Idempotency-Key", key)],
+        )
+    };
+    let first = keyed(&one.addr, 6, "retry-1");
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let retry = keyed(&two.addr, 6, "retry-1");
+    assert_eq!(retry.body, first.body, "a retry through the other frontend");
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    let through_proxy = keyed(&proxy.addr, 6, "retry-1");
+    assert_eq!(through_proxy.body, first.body);
+    assert_eq!(keyed(&two.addr, 7, "retry-1").status, 422);
+    assert_eq!(keyed(&one.addr, 6, "bad key").status, 400);
+    let page = items(&first);
+    let next = items(&conn.get("/feed/12?size=6").unwrap());
+    assert!(
+        next.iter().all(|item| !page.contains(item)),
+        "{page:?} {next:?}"
+    );
 
     // 8 clients, 20 requests each, one user, through both frontends: no
     // item twice (160 items of a 200-item feed: all personal).

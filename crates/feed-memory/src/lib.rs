@@ -38,6 +38,7 @@
 //! library (it only declares its section as a serde type); it logs its
 //! lifecycle through `slog`.
 
+mod carry;
 mod clock;
 mod files;
 mod generate;
@@ -51,6 +52,7 @@ pub mod snapshot;
 mod storage;
 mod table;
 
+pub use carry::{Carried, Given, Served, carry, words_for};
 pub use clock::now_unix_ms;
 pub use generate::{DataSpec, DataSpecError};
 pub use lifecycle::{

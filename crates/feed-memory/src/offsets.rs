@@ -37,7 +37,7 @@ pub struct OffsetMap {
 /// `len` zeroed cells, allocated zeroed: pages no user touches cost no
 /// memory.
 #[allow(unsafe_code, reason = "a zeroed allocation seen as atomics")]
-fn zeroed(len: usize) -> Box<[AtomicU32]> {
+pub(crate) fn zeroed(len: usize) -> Box<[AtomicU32]> {
     let zeros: Box<[u32]> = vec![0u32; len].into_boxed_slice();
     // SAFETY: `AtomicU32` has the size, alignment and bit validity of
     // `u32`, and the box is given up whole: the same allocation, the same
@@ -47,7 +47,7 @@ fn zeroed(len: usize) -> Box<[AtomicU32]> {
 
 impl Cells {
     #[inline]
-    fn words(&self) -> &[AtomicU32] {
+    pub(crate) fn words(&self) -> &[AtomicU32] {
         match self {
             Self::Memory(cells) => cells,
             Self::File(file) => file.cells(),
@@ -56,7 +56,7 @@ impl Cells {
 }
 
 #[derive(Debug)]
-enum Cells {
+pub(crate) enum Cells {
     /// Progress that lives as long as the process.
     Memory(Box<[AtomicU32]>),
     /// Progress in a shared file mapping: every advance is in the page
@@ -64,6 +64,17 @@ enum Cells {
     /// sync.
     File(ProgressFile),
 }
+
+/// The bits of a cell that hold the offset: feeds are served up to
+/// `2^30 - 1` items (a longer feed's tail is never reached).
+pub(crate) const OFFSET: u32 = (1 << 30) - 1;
+/// Set by every advance, cleared by [`OffsetMap::take_changed`]: whether
+/// the user moved since a carry read their offset (see `crate::carry`).
+const CHANGED: u32 = 1 << 30;
+/// Set by [`OffsetMap::seal`] once a newer version serves this user: no
+/// advance moves the cell any more, so what was given under this version
+/// is final.
+const SEALED: u32 = 1 << 31;
 
 /// One lock of [`OffsetMap::stripes`], alone on its cache lines.
 #[derive(Debug, Default)]
@@ -146,21 +157,37 @@ impl OffsetMap {
     /// The key is kept as the offsets are: in memory, or in the keys file,
     /// written before the position is logged for the next sync.
     pub fn advance_keyed(&self, position: u32, want: u32, len: u32, key: u32) -> KeyedRange {
+        self.advance_keyed_to(position, want, len, key, |offset| {
+            offset.saturating_add(want)
+        })
+    }
+
+    /// [`Self::advance_keyed`], a page from `offset` ending at
+    /// `end(offset)` (as [`Self::advance_to`]); a replay's range is
+    /// `start..end(start)` again.
+    pub fn advance_keyed_to(
+        &self,
+        position: u32,
+        want: u32,
+        len: u32,
+        key: u32,
+        end: impl Fn(u32) -> u32,
+    ) -> KeyedRange {
         let at = position as usize * KEY_WORDS;
         let Some(words) = self.keys.words().get(at..at + KEY_WORDS) else {
-            return KeyedRange::Fresh(self.advance(position, want, len));
+            return KeyedRange::Fresh(self.advance_to(position, len, end));
         };
-        let stripe = &self.stripes[position as usize % STRIPES];
-        let _one_at_a_time = stripe.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let len = len.min(OFFSET);
+        let _one_at_a_time = self.stripe(position);
         let [stored, start, size, check] = [0, 1, 2, 3].map(|i| words[i].load(Ordering::Relaxed));
         if stored == key && check == key_check(stored, start, size) {
             if size != want {
                 return KeyedRange::OtherSize(size);
             }
             let start = start.min(len);
-            return KeyedRange::Replayed(start..start.saturating_add(want).min(len));
+            return KeyedRange::Replayed(start..end(start).min(len).max(start));
         }
-        let range = self.advance(position, want, len);
+        let range = self.advance_to(position, len, &end);
         for (word, value) in
             words
                 .iter()
@@ -195,29 +222,85 @@ impl OffsetMap {
     /// progress file) is clamped to `len` and counted ([`Self::clamped`]).
     #[inline]
     pub fn advance(&self, position: u32, want: u32, len: u32) -> Range<u32> {
+        self.advance_to(position, len, |offset| offset.saturating_add(want))
+    }
+
+    /// [`Self::advance`] where the new offset, from `offset`, is
+    /// `end(offset)` (cut at `len`): a caller that skips positions already
+    /// given passes where its `want` items not given end.
+    #[inline]
+    pub fn advance_to(&self, position: u32, len: u32, end: impl Fn(u32) -> u32) -> Range<u32> {
         let Some(cell) = self.cells().get(position as usize) else {
             return 0..0;
         };
+        let len = len.min(OFFSET);
         // Relaxed is enough: the offset publishes no other memory, and the
         // read-modify-write itself is atomic, so every call sees a distinct
-        // previous value.
-        let step = |offset: u32| (offset < len).then(|| offset.saturating_add(want).min(len));
-        match cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, step) {
+        // previous value. Every advance sets CHANGED in the same write.
+        let step = |raw: u32| {
+            let offset = raw & OFFSET;
+            (raw & SEALED == 0 && offset < len).then(|| end(offset).min(len) | CHANGED)
+        };
+        match cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, step) {
             Ok(previous) => {
                 if let Cells::File(file) = &self.cells {
                     file.moved(position);
                 }
-                previous..step(previous).unwrap_or(previous)
+                let start = previous & OFFSET;
+                start..step(previous).map_or(start, |raw| raw & OFFSET)
             }
-            Err(current) if current <= len => current..current,
+            // A newer version serves this user: nothing more from here.
+            Err(current) if current & SEALED != 0 => len..len,
+            Err(current) if current & OFFSET <= len => current & OFFSET..current & OFFSET,
             Err(_) => self.clamp(position, cell, len),
         }
+    }
+
+    /// Reads the offset of the user at `position` and clears its CHANGED
+    /// flag in one step: a later advance sets it again. 0 beyond the users.
+    pub(crate) fn take_changed(&self, position: u32) -> u32 {
+        self.cells().get(position as usize).map_or(0, |cell| {
+            cell.fetch_and(!CHANGED, Ordering::AcqRel) & OFFSET
+        })
+    }
+
+    /// Seals the cell of the user at `position`: from now on no advance
+    /// moves it. Returns the final offset, and whether the user moved since
+    /// [`Self::take_changed`] (or was sealed before: `None`).
+    pub(crate) fn seal(&self, position: u32) -> Option<(u32, bool)> {
+        let cell = self.cells().get(position as usize)?;
+        let previous = cell.fetch_or(SEALED, Ordering::AcqRel);
+        if let Cells::File(file) = &self.cells {
+            file.moved(position);
+        }
+        (previous & SEALED == 0).then_some((previous & OFFSET, previous & CHANGED != 0))
+    }
+
+    /// Opens every sealed cell again (before this version is served again,
+    /// on a rollback).
+    pub(crate) fn unseal_all(&self) {
+        for cell in self.cells() {
+            cell.fetch_and(!SEALED, Ordering::AcqRel);
+        }
+    }
+
+    /// The stripe lock of the user at `position`: keyed requests and a
+    /// carry's catching up of one user take it.
+    pub(crate) fn stripe(&self, position: u32) -> std::sync::MutexGuard<'_, ()> {
+        self.stripes[position as usize % STRIPES]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Puts an offset found beyond its feed's end back at the end.
     #[cold]
     fn clamp(&self, position: u32, cell: &AtomicU32, len: u32) -> Range<u32> {
-        if cell.fetch_min(len, Ordering::Relaxed) > len {
+        let beyond = |raw: u32| (raw & OFFSET > len).then_some(len | (raw & !OFFSET));
+        if cell
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, beyond)
+            .is_ok()
+        {
             self.clamped.fetch_add(1, Ordering::Relaxed);
             if let Cells::File(file) = &self.cells {
                 file.moved(position);
@@ -230,11 +313,18 @@ impl OffsetMap {
     /// end, and returns how many were. Run once at start, before serving:
     /// after it, an offset beyond its feed can only come from the file being
     /// changed under the server, which [`Self::advance`] clamps again.
+    ///
+    /// It also clears the flags a carry left (`crate::carry`): opened, the
+    /// version is the one served.
     pub fn clamp_all(&self, mut len: impl FnMut(u32) -> u32) -> u64 {
         let mut clamped = 0;
         for (position, cell) in self.cells().iter().enumerate() {
-            let end = len(position as u32);
-            if cell.load(Ordering::Relaxed) > end {
+            let end = len(position as u32).min(OFFSET);
+            let raw = cell.load(Ordering::Relaxed);
+            if raw & !OFFSET != 0 {
+                cell.fetch_and(OFFSET, Ordering::Relaxed);
+            }
+            if raw & OFFSET > end {
                 self.clamp(position as u32, cell, end);
                 clamped += 1;
             }
@@ -257,14 +347,14 @@ impl OffsetMap {
     pub fn offset(&self, position: u32) -> u32 {
         self.cells()
             .get(position as usize)
-            .map_or(0, |cell| cell.load(Ordering::Relaxed))
+            .map_or(0, |cell| cell.load(Ordering::Relaxed) & OFFSET)
     }
 
     /// Users whose offset has moved from 0.
     pub fn started(&self) -> usize {
         self.cells()
             .iter()
-            .filter(|cell| cell.load(Ordering::Relaxed) > 0)
+            .filter(|cell| cell.load(Ordering::Relaxed) & OFFSET > 0)
             .count()
     }
 }
@@ -356,16 +446,20 @@ mod tests {
     #[test]
     fn an_offset_beyond_the_feed_is_clamped_and_counted() {
         let map = OffsetMap::in_memory(3);
-        map.cells()[0].store(u32::MAX - 15, Ordering::Relaxed);
+        map.cells()[0].store(OFFSET - 15, Ordering::Relaxed);
         map.cells()[1].store(51, Ordering::Relaxed);
+        // Garbage in the flag bits: never a read beyond the feed either.
+        map.cells()[2].store(u32::MAX - 15, Ordering::Relaxed);
+        assert_eq!(map.advance(2, 10, 50), 50..50);
         assert_eq!(map.advance(0, 10, 50), 50..50);
         assert_eq!(map.offset(0), 50);
         assert_eq!(map.clamped(), 1);
-        assert_eq!(map.clamp_all(|_| 50), 1);
+        assert_eq!(map.clamp_all(|_| 50), 2);
         assert_eq!(map.offset(1), 50);
-        assert_eq!(map.clamped(), 2);
+        assert_eq!(map.offset(2), 50);
+        assert_eq!(map.clamped(), 3);
         assert_eq!(map.advance(1, 10, 50), 50..50);
-        assert_eq!(map.clamped(), 2);
+        assert_eq!(map.clamped(), 3);
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl RandomFeed for CatalogRandomFeed {
     /// thread's first fill, and grow only when a larger answer comes, so a
     /// warmed-up thread's fill allocates nothing.
     fn fill(&self, items: &mut Vec<ItemId>, count: usize) -> Result<(), RandomFillError> {
-        self.fill_from(items, count, |range| fastrand::u32(range))
+        self.fill_from(items, count, fastrand::u32)
     }
 
     /// Draws from a generator of its own seeded with `seed` (`fastrand`'s

@@ -176,6 +176,15 @@ impl Seen<'_> {
         true
     }
 
+    /// Whether `id` is in `held`, every id of which was taken note of
+    /// (by [`Self::hold_all`] or [`Self::insert`]). Changes nothing.
+    #[inline]
+    pub(crate) fn contains<T: Id>(&self, id: T, held: &[T]) -> bool {
+        let hash = id.raw().wrapping_mul(GOLDEN);
+        let slot = (hash >> self.filter_shift) as usize;
+        self.words[slot / 64] & (1 << (slot % 64)) != 0 && self.holds(id, hash, held)
+    }
+
     /// The exact check, for an id whose filter bit is set.
     #[cold]
     fn holds<T: Id>(&self, id: T, hash: u32, held: &[T]) -> bool {

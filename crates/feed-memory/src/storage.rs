@@ -3,6 +3,9 @@
 
 use feed_domain::{FeedStorage, IdempotencyKey, ItemId, Keyed, StorageError, Taken, UserId};
 
+use std::sync::OnceLock;
+
+use crate::carry::Given;
 use crate::offsets::{KeyedRange, OffsetMap};
 use crate::table::FeedTable;
 
@@ -13,6 +16,9 @@ use crate::table::FeedTable;
 pub struct MemoryFeedStorage {
     table: FeedTable,
     offsets: OffsetMap,
+    /// The positions given under the version served before this one
+    /// (`crate::carry`), once there was one.
+    given: OnceLock<Given>,
 }
 
 impl MemoryFeedStorage {
@@ -20,7 +26,7 @@ impl MemoryFeedStorage {
     /// memory.
     pub fn new(table: FeedTable) -> Self {
         let offsets = OffsetMap::in_memory(table.users());
-        Self { table, offsets }
+        Self::with_offsets(table, offsets)
     }
 
     /// Storage over `table` with the progress in `offsets` (which must be
@@ -34,7 +40,44 @@ impl MemoryFeedStorage {
             feeds.next().map_or(0, |(_, feed)| feed.len() as u32)
         });
         drop(feeds);
-        Self { table, offsets }
+        Self {
+            table,
+            offsets,
+            given: OnceLock::new(),
+        }
+    }
+
+    /// The positions given under the version served before, if any.
+    pub fn given(&self) -> Option<&Given> {
+        self.given.get()
+    }
+
+    /// The positions given before, made by `make` on first use.
+    pub fn given_or_init(&self, make: impl FnOnce() -> Given) -> &Given {
+        self.given.get_or_init(make)
+    }
+
+    /// Appends the items of `feed` (starting at `base` in the table) in
+    /// `range` that were not given before.
+    #[inline]
+    fn extend(
+        &self,
+        out: &mut Vec<ItemId>,
+        feed: &[u32],
+        base: usize,
+        range: std::ops::Range<u32>,
+    ) {
+        let taken = &feed[range.start as usize..range.end as usize];
+        match self.given.get() {
+            None => out.extend(taken.iter().map(|&id| ItemId::new(id))),
+            Some(given) => out.extend(
+                taken
+                    .iter()
+                    .enumerate()
+                    .filter(|&(at, _)| !given.is_given(base + range.start as usize + at))
+                    .map(|(_, &id)| ItemId::new(id)),
+            ),
+        }
     }
 
     /// The feeds.
@@ -88,18 +131,25 @@ impl MemoryFeedStorage {
     ) -> Result<Taken, StorageError> {
         // Look the user up before touching the offset map, so that requests
         // for unknown users never grow it.
-        let (position, feed) = self
+        let (position, base, feed) = self
             .table
-            .lookup(user)
+            .locate(user)
             .ok_or(StorageError::UnknownUser(user))?;
         let want = u32::try_from(max).unwrap_or(u32::MAX);
         // A feed is at most u32::MAX long: the table holds at most that many items per user.
         let len = feed.len() as u32;
-        let range = self.offsets.advance(position, want, len);
-        let taken = &feed[range.start as usize..range.end as usize];
-        out.extend(taken.iter().map(|&id| ItemId::new(id)));
+        let range = match self.given.get() {
+            None => self.offsets.advance(position, want, len),
+            Some(given) => {
+                given.catch_up(user, position, self);
+                self.offsets
+                    .advance_to(position, len, |from| given.end_after(base, from, want, len))
+            }
+        };
+        let before = out.len();
+        self.extend(out, feed, base, range.clone());
         Ok(Taken {
-            count: taken.len(),
+            count: out.len() - before,
             remaining: (len - range.end) as usize,
         })
     }
@@ -115,21 +165,33 @@ impl MemoryFeedStorage {
         key: IdempotencyKey,
         out: &mut Vec<ItemId>,
     ) -> Result<Keyed, StorageError> {
-        let (position, feed) = self
+        let (position, base, feed) = self
             .table
-            .lookup(user)
+            .locate(user)
             .ok_or(StorageError::UnknownUser(user))?;
         let want = u32::try_from(max).unwrap_or(u32::MAX);
         let len = feed.len() as u32;
-        let (range, replayed) = match self.offsets.advance_keyed(position, want, len, key.hash()) {
-            KeyedRange::Fresh(range) => (range, false),
-            KeyedRange::Replayed(range) => (range, true),
-            KeyedRange::OtherSize(first) => return Ok(Keyed::OtherSize { first }),
+        let given = self.given.get();
+        if let Some(given) = given {
+            given.catch_up(user, position, self);
+        }
+        let end = |from: u32| match given {
+            None => from.saturating_add(want),
+            Some(given) => given.end_after(base, from, want, len),
         };
-        let taken = &feed[range.start as usize..range.end as usize];
-        out.extend(taken.iter().map(|&id| ItemId::new(id)));
+        let (range, replayed) =
+            match self
+                .offsets
+                .advance_keyed_to(position, want, len, key.hash(), end)
+            {
+                KeyedRange::Fresh(range) => (range, false),
+                KeyedRange::Replayed(range) => (range, true),
+                KeyedRange::OtherSize(first) => return Ok(Keyed::OtherSize { first }),
+            };
+        let before = out.len();
+        self.extend(out, feed, base, range.clone());
         let taken = Taken {
-            count: taken.len(),
+            count: out.len() - before,
             remaining: (len - range.end) as usize,
         };
         Ok(if replayed {

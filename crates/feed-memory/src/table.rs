@@ -414,6 +414,23 @@ impl FeedTable {
         Some((position as u32, self.feed_at(position)))
     }
 
+    /// [`Self::lookup`], with where the user's feed starts among all the
+    /// table's items (their positions are numbered across the table).
+    #[inline]
+    pub fn locate(&self, user: UserId) -> Option<(u32, usize, &[u32])> {
+        let (position, feed) = self.lookup(user)?;
+        Some((position, self.start_at(position as usize), feed))
+    }
+
+    /// Where the feed at `position` starts among all the table's items.
+    #[inline]
+    fn start_at(&self, position: usize) -> usize {
+        match &self.shape {
+            Shape::Fixed { feed_len } => position * feed_len,
+            Shape::Csr { offsets } => offsets.get()[position] as usize,
+        }
+    }
+
     /// `user`'s whole feed, or `None` when the table has no such user.
     #[inline]
     pub fn feed(&self, user: UserId) -> Option<&[u32]> {

@@ -36,7 +36,8 @@ pub use self::load::{
     First, Loaded, MemoryFeedService, check_fallback, from_snapshot, generate, synthetic,
 };
 pub use self::place::{ProgressPlace, SnapshotPlace};
-use crate::{FileIdentity, Snapshot};
+use crate::carry::{Carried, Served, carry};
+use crate::{FileIdentity, MemoryFeedStorage, Snapshot};
 
 /// `text` as it goes into a log field: control characters, quotes and
 /// backslashes escaped, so that a file name (or an error naming one) can
@@ -161,19 +162,36 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
     /// Then the server is ready.
     pub fn install_first(&self, loaded: Loaded<E>) {
         let _busy = lock(&self.busy);
-        self.install(loaded);
+        let _ = self.install(loaded);
         self.publish.ready();
     }
 
     /// Serves `loaded` from now on; what was served becomes the previous
     /// version (for a rollback). The caller holds `busy`.
-    fn install(&self, loaded: Loaded<E>) {
+    fn install(&self, loaded: Loaded<E>) -> Arc<MemoryFeedService<E>> {
         // Offsets clamped at open are reported before anything is served.
         self.report_clamped(&loaded.service);
+        // Marks this data carried in an earlier run stay in force.
+        let storage = loaded.service.storage();
+        if storage.given().is_none() {
+            match self.progress.given_kept(
+                loaded.data_id,
+                storage.table().total_items(),
+                &self.logger,
+            ) {
+                Ok(Some(given)) => {
+                    storage.given_or_init(|| given);
+                }
+                Ok(None) => {}
+                Err(e) => error!(self.logger, "progress: the items given before cannot be read, \
+                    served as if none were"; "error" => %e),
+            }
+        }
         if loaded.service.storage().offsets().file().is_some() {
             self.publish.progress(ProgressEvent::Durable);
         }
         let service = Arc::new(loaded.service);
+        let service_now = Arc::clone(&service);
         let mut versions = lock(&self.versions);
         if let (Some(file), Some(version)) = (loaded.file, &loaded.info.version)
             && self.snapshots.default.as_deref() == Some(Path::new(&version.source))
@@ -196,6 +214,62 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
             .collect();
         drop(versions);
         self.progress.clean(&keep, &self.logger);
+        service_now
+    }
+
+    /// The version served now.
+    fn current_service(&self) -> Option<Arc<MemoryFeedService<E>>> {
+        lock(&self.versions)
+            .current
+            .as_ref()
+            .map(|version| Arc::clone(&version.service))
+    }
+
+    /// Before `after` (data `data_id`) is swapped in over `before`: marks
+    /// what `before` gave (see `crate::carry`), and logs it. The caller
+    /// holds `busy`.
+    fn carry(
+        &self,
+        before: &Arc<MemoryFeedService<E>>,
+        after: &MemoryFeedService<E>,
+        data_id: u64,
+    ) -> Result<Carried, String> {
+        let started = Instant::now();
+        let storage = after.storage();
+        let given = match storage.given() {
+            Some(given) => given,
+            None => {
+                let given = self
+                    .progress
+                    .given(data_id, storage.table().total_items(), &self.logger)
+                    .map_err(|e| format!("progress.path: {e}"))?;
+                storage.given_or_init(|| given)
+            }
+        };
+        let before: Arc<dyn Served> = Arc::clone(before) as Arc<dyn Served>;
+        let carried = carry(&before, storage, given);
+        info!(self.logger, "carried the items given under the version served before";
+            "users_with_progress" => carried.users, "positions_marked" => carried.marked,
+            "ms" => started.elapsed().as_millis() as u64);
+        Ok(carried)
+    }
+
+    /// After the swap to `after`: seals the version before and marks the
+    /// users who moved meanwhile, then makes the marks durable.
+    fn finish_carry(&self, after: &MemoryFeedStorage) {
+        let started = Instant::now();
+        let Some(given) = after.given() else {
+            return;
+        };
+        let moved = given.finish(after);
+        if let Some(file) = given.file()
+            && let Err(e) = file.sync_all()
+        {
+            error!(self.logger, "progress: the items given before could not be synced, \
+                the next sync writes them"; "file" => log_path(file.path()), "error" => %e);
+        }
+        info!(self.logger, "sealed the version served before";
+            "users_moved_meanwhile" => moved, "ms" => started.elapsed().as_millis() as u64);
     }
 
     /// Makes the progress of the versions held (current and previous)
@@ -212,8 +286,13 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
         };
         for service in services {
             self.report_clamped(&service);
-            let offsets = service.storage().offsets();
-            for file in [offsets.file(), offsets.keys_file()].into_iter().flatten() {
+            let storage = service.storage();
+            let offsets = storage.offsets();
+            let given = storage.given().and_then(|given| given.file());
+            for file in [offsets.file(), offsets.keys_file(), given]
+                .into_iter()
+                .flatten()
+            {
                 let synced = if all { file.sync_all() } else { file.sync() };
                 match synced {
                     Ok(synced) => self.publish.progress(ProgressEvent::Synced {
@@ -348,7 +427,15 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
             }
             Ok(loaded) => {
                 let info = loaded.info.clone();
-                self.install(loaded);
+                let before = self.current_service();
+                if let Some(before) = &before {
+                    self.carry(before, &loaded.service, loaded.data_id)
+                        .map_err(DataControlError::Failed)?;
+                }
+                let after = self.install(loaded);
+                if before.is_some() {
+                    self.finish_carry(after.storage());
+                }
                 self.publish.changed(DataChange::Reloaded);
                 info!(self.logger, "reloaded";
                     "path" => log_path(&path), "users" => info.users, "items" => info.items,
@@ -387,8 +474,28 @@ impl<E: ErrorRecorder + Clone> DataControl for DataManager<E> {
 }
 
 impl<E: ErrorRecorder + Clone> DataManager<E> {
-    /// Serves the previous version again; the caller holds `busy`.
+    /// Serves the previous version again; the caller holds `busy`. What
+    /// the version it replaces gave is carried into it first, and its
+    /// sealed cells opened again.
     fn swap_back(&self) -> Result<DataInfo, DataControlError> {
+        let (current, previous) = {
+            let versions = lock(&self.versions);
+            let previous = versions
+                .previous
+                .as_ref()
+                .map(|version| (Arc::clone(&version.service), version.data_id))
+                .ok_or(DataControlError::NoPrevious)?;
+            (
+                versions.current.as_ref().map(|v| Arc::clone(&v.service)),
+                previous,
+            )
+        };
+        let (back, back_id) = previous;
+        if let Some(current) = &current {
+            self.carry(current, &back, back_id)
+                .map_err(DataControlError::Failed)?;
+        }
+        back.storage().offsets().unseal_all();
         let mut versions = lock(&self.versions);
         let version = versions
             .previous
@@ -398,11 +505,21 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
             .serve(Arc::clone(&version.service), version.info.clone());
         let info = version.info.clone();
         versions.previous = versions.current.replace(version);
+        drop(versions);
+        if current.is_some() {
+            self.finish_carry(back.storage());
+        }
         self.publish.changed(DataChange::RolledBack);
         info!(self.logger, "rolled back";
             "users" => info.users,
             "snapshot_id" => info.version.as_ref().map_or("", |v| v.id.as_str()));
         Ok(info)
+    }
+}
+
+impl<E: ErrorRecorder> Served for MemoryFeedService<E> {
+    fn storage(&self) -> &MemoryFeedStorage {
+        feed_domain::FeedService::storage(self)
     }
 }
 

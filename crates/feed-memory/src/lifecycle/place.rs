@@ -10,7 +10,9 @@ use slog::{Logger, info, warn};
 
 use super::log_path;
 use crate::progress::Kind;
-use crate::{OffsetMap, OnCorrupt, Opened, ProgressError, ProgressFile, Snapshot};
+use crate::{
+    Given, OffsetMap, OnCorrupt, Opened, ProgressError, ProgressFile, Snapshot, words_for,
+};
 
 /// Where users' progress is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +78,56 @@ impl ProgressPlace {
         logger: &Logger,
     ) -> Result<OffsetMap, ProgressError> {
         self.offsets(snapshot.meta().id, snapshot.table().users(), logger)
+    }
+
+    /// The marks of the positions of data `id` (a table of `positions`
+    /// items) given under the version served before it: kept in its file,
+    /// created empty if there is none; in memory without a folder.
+    ///
+    /// # Errors
+    /// [`ProgressError`] naming the file or folder.
+    pub fn given(
+        &self,
+        id: u64,
+        positions: usize,
+        logger: &Logger,
+    ) -> Result<Given, ProgressError> {
+        let Some(dir) = &self.dir else {
+            return Ok(Given::in_memory(positions));
+        };
+        let words = u32::try_from(words_for(positions)).map_err(|_| ProgressError::Corrupt {
+            path: dir.join(ProgressFile::kind_file_name(Kind::Given, id)),
+            reason: format!("{positions} feed positions are too many to mark"),
+        })?;
+        let (file, opened) = ProgressFile::open_kind(Kind::Given, dir, id, words, self.on_corrupt)?;
+        if let Opened::Reset { reason, aside } = opened {
+            warn!(logger, "progress: the file of items given before was bad, kept aside, starting fresh";
+                "file" => log_path(file.path()), "reason" => reason, "aside" => log_path(&aside));
+        }
+        Ok(Given::in_file(file))
+    }
+
+    /// [`Self::given`], only when data `id` has such a file from an earlier
+    /// run (at start: the data served then kept what it had carried).
+    ///
+    /// # Errors
+    /// As [`Self::given`].
+    pub fn given_kept(
+        &self,
+        id: u64,
+        positions: usize,
+        logger: &Logger,
+    ) -> Result<Option<Given>, ProgressError> {
+        let Some(dir) = &self.dir else {
+            return Ok(None);
+        };
+        if !dir
+            .join(ProgressFile::kind_file_name(Kind::Given, id))
+            .exists()
+        {
+            return Ok(None);
+        }
+        self.given(id, positions, logger).map(Some)
     }
 
     /// Removes progress files of data other than `keep`.

@@ -56,6 +56,7 @@ pub(super) fn clean(dir: &Path, keep: &[String]) -> std::io::Result<Vec<PathBuf>
     // each kind stays.
     let mut others = Vec::new();
     let mut other_keys = Vec::new();
+    let mut other_given = Vec::new();
     let mut aside = Vec::new();
     let mut temporaries = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -71,6 +72,8 @@ pub(super) fn clean(dir: &Path, keep: &[String]) -> std::io::Result<Vec<PathBuf>
         let path = dir.join(&name);
         if name.ends_with("-keys.bin") && !keep.contains(&name) {
             other_keys.push((modified, path));
+        } else if name.ends_with("-given.bin") && !keep.contains(&name) {
+            other_given.push((modified, path));
         } else if name.ends_with(".bin") && !keep.contains(&name) {
             others.push((modified, path));
         } else if name.contains(".corrupt-") {
@@ -82,10 +85,14 @@ pub(super) fn clean(dir: &Path, keep: &[String]) -> std::io::Result<Vec<PathBuf>
     // Newest first; the newest stays.
     others.sort_by(|a, b| b.cmp(a));
     other_keys.sort_by(|a, b| b.cmp(a));
+    other_given.sort_by(|a, b| b.cmp(a));
     aside.sort_by(|a, b| b.cmp(a));
     let mut removed = Vec::new();
     let others = others.into_iter().skip(1);
-    for (_, path) in others.chain(other_keys.into_iter().skip(1)) {
+    let others = others
+        .chain(other_keys.into_iter().skip(1))
+        .chain(other_given.into_iter().skip(1));
+    for (_, path) in others {
         if remove_unused(&path) {
             removed.push(path);
         }

@@ -65,6 +65,7 @@ use self::format::{CELLS_PER_PAGE, HEADER};
 use self::journal::Journal;
 use crate::clock::now_unix_ms;
 use crate::files::{replace_atomically, sync_folder};
+use crate::offsets::OFFSET;
 
 /// What to do with a progress file that is torn, truncated or foreign;
 /// read from `progress.on_corrupt` as `fail` or `reset`.
@@ -148,13 +149,17 @@ pub enum Kind {
     /// The user's latest retry key, four `u32` words
     /// (`progress-<id>-keys.bin`): see `crate::offsets`.
     Keys,
+    /// The feed positions given under the version served before, one bit
+    /// a position over the whole table, in `u32` words; its "users" are the
+    /// words (`progress-<id>-given.bin`): see `crate::carry`.
+    Given,
 }
 
 impl Kind {
     /// `u32` cells a user.
     pub(crate) const fn width(self) -> usize {
         match self {
-            Self::Offsets => 1,
+            Self::Offsets | Self::Given => 1,
             Self::Keys => 4,
         }
     }
@@ -163,6 +168,7 @@ impl Kind {
         match self {
             Self::Offsets => *b"FFEEDPRG",
             Self::Keys => *b"FFEEDKEY",
+            Self::Given => *b"FFEEDGVN",
         }
     }
 }
@@ -228,6 +234,7 @@ impl ProgressFile {
         match kind {
             Kind::Offsets => Self::file_name(id),
             Kind::Keys => format!("progress-{id:016x}-keys.bin"),
+            Kind::Given => format!("progress-{id:016x}-given.bin"),
         }
     }
 
@@ -341,7 +348,13 @@ impl ProgressFile {
             };
             match self.kind {
                 Kind::Offsets => {
-                    user[0].fetch_max(entry[0], Ordering::Relaxed);
+                    // The array may hold a carry's flags: only offsets compare.
+                    let _ = user[0].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |raw| {
+                        Some((raw & OFFSET).max(entry[0] & OFFSET))
+                    });
+                }
+                Kind::Given => {
+                    user[0].fetch_or(entry[0], Ordering::Relaxed);
                 }
                 Kind::Keys => {
                     for (cell, &word) in user.iter().zip(entry) {
@@ -476,6 +489,9 @@ impl ProgressFile {
                 for (word, cell) in words.iter_mut().zip(&cells[at..at + width]) {
                     *word = cell.load(Ordering::Relaxed);
                 }
+                if self.kind == Kind::Offsets {
+                    words[0] &= OFFSET;
+                }
             },
             &mut state.batch,
         );
@@ -553,7 +569,9 @@ impl ProgressFile {
     pub fn clean(dir: &Path, keep: &[u64]) -> std::io::Result<Vec<PathBuf>> {
         let keep: Vec<String> = keep
             .iter()
-            .flat_map(|&id| [Kind::Offsets, Kind::Keys].map(|kind| Self::kind_file_name(kind, id)))
+            .flat_map(|&id| {
+                [Kind::Offsets, Kind::Keys, Kind::Given].map(|kind| Self::kind_file_name(kind, id))
+            })
             .collect();
         folder::clean(dir, &keep)
     }
@@ -915,7 +933,7 @@ mod tests {
                 prop_assert_eq!(map.as_ref().unwrap().offset(user as u32), positions.len() as u32);
             }
             let cells = map.as_ref().unwrap().file().unwrap().cells();
-            prop_assert!(cells.iter().all(|c| c.load(Ordering::Relaxed) <= LEN));
+            prop_assert!(cells.iter().all(|c| c.load(Ordering::Relaxed) & OFFSET <= LEN));
         }
     }
 }

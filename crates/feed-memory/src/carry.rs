@@ -1,0 +1,418 @@
+//! [`Given`]: which positions of a version's feeds hold items the user was
+//! already given under the version served before it, so that a swap (a
+//! reload, the watch, SIGHUP, a rollback) never hands an item out twice.
+//!
+//! A user's items given under a version are the feed up to their offset:
+//! the offset moves past every position it serves and every position it
+//! skips, so an item skipped counts as given, and a chain of versions
+//! carries it on. When version B replaces A, every position of a user's
+//! feed in B whose item is among that user's given items in A is marked
+//! (one bit a position of B's table, numbered across the table), and B's
+//! offsets move past marked positions as if they had been served, without
+//! serving them.
+//!
+//! Architecture Invariant: the rule holds exactly, with no window, and no
+//! request waits for the work. [`carry`] marks every user on a background
+//! thread while A still serves; each read of a user's offset clears the
+//! `CHANGED` flag of their cell, which every advance sets again in the
+//! same atomic write. Then B is swapped in, and [`Given::finish`] seals
+//! every cell of A (no advance of A moves a sealed cell, so what A gave is
+//! final: a request that loaded A just before the swap and advances after
+//! gets no personal item rather than one B may give too) and marks again
+//! each user whose seal found `CHANGED`. Until it is done, a request to B
+//! first seals its own user's cell in A the same way, under B's stripe
+//! lock of the user ([`Given::catch_up`]), so the user is never served from
+//! B before what A gave them is marked. After it, a request to B reads
+//! bits that no longer change: one flag load and a bit test a position.
+//!
+//! A rollback is the same carry the other way round: the version coming
+//! back keeps its bits and adds those of the version it replaces, and its
+//! cells are unsealed before it serves again. Bits live in memory, or with
+//! the progress in a file of [`crate::progress::Kind::Given`] (written
+//! whole once a carry is finished, and its catch-ups journaled like
+//! offsets), so a restart keeps them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use feed_domain::UserId;
+
+use crate::offsets::{Cells, zeroed};
+use crate::progress::ProgressFile;
+use crate::seen::SeenSet;
+use crate::storage::MemoryFeedStorage;
+
+/// A version that was served, as the carry reads it.
+pub trait Served: Send + Sync {
+    /// Its storage.
+    fn storage(&self) -> &MemoryFeedStorage;
+}
+
+/// Marks over one version's feed positions; see the module doc.
+#[derive(Debug)]
+pub struct Given {
+    bits: Cells,
+    /// Set from the swap until every cell of the version before is sealed.
+    catching_up: AtomicBool,
+    /// That version, while `catching_up`.
+    before: Mutex<Option<Arc<dyn Served>>>,
+}
+
+impl std::fmt::Debug for dyn Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Served")
+    }
+}
+
+/// `u32` words for `positions` bits.
+pub const fn words_for(positions: usize) -> usize {
+    positions.div_ceil(32)
+}
+
+impl Given {
+    /// No position marked, for a table of `positions` items, in memory.
+    pub fn in_memory(positions: usize) -> Self {
+        Self::with_bits(Cells::Memory(zeroed(words_for(positions))))
+    }
+
+    /// The marks kept in `file` (of [`crate::progress::Kind::Given`], with
+    /// [`words_for`] the table's items as its users).
+    pub fn in_file(file: ProgressFile) -> Self {
+        Self::with_bits(Cells::File(file))
+    }
+
+    fn with_bits(bits: Cells) -> Self {
+        Self {
+            bits,
+            catching_up: AtomicBool::new(false),
+            before: Mutex::new(None),
+        }
+    }
+
+    /// The file the marks are kept in, if any.
+    pub fn file(&self) -> Option<&ProgressFile> {
+        match &self.bits {
+            Cells::Memory(_) => None,
+            Cells::File(file) => Some(file),
+        }
+    }
+
+    /// Whether the item at `position` of the table was given before.
+    #[inline]
+    pub fn is_given(&self, position: usize) -> bool {
+        self.bits
+            .words()
+            .get(position / 32)
+            .is_some_and(|word| word.load(Ordering::Relaxed) & (1 << (position % 32)) != 0)
+    }
+
+    /// Where a step of `want` items not given, from offset `from` of the
+    /// feed starting at `base` (of `len` items), ends: past every given
+    /// position on the way. At most `len`.
+    #[inline]
+    pub fn end_after(&self, base: usize, from: u32, want: u32, len: u32) -> u32 {
+        let mut taken = 0;
+        let mut at = from;
+        while at < len && taken < want {
+            if !self.is_given(base + at as usize) {
+                taken += 1;
+            }
+            at += 1;
+        }
+        at
+    }
+
+    fn mark(&self, position: usize) {
+        let word = position / 32;
+        if let Some(cell) = self.bits.words().get(word) {
+            cell.fetch_or(1 << (position % 32), Ordering::Relaxed);
+            if let Cells::File(file) = &self.bits {
+                // A word is a "user" of the file: journaled at the next sync.
+                file.moved(word as u32);
+            }
+        }
+    }
+
+    /// Marks the positions of `feed` (starting at `base`) whose item is in
+    /// `given`.
+    fn mark_given(&self, given: &[u32], feed: &[u32], base: usize, seen: &mut SeenSet) {
+        if given.is_empty() {
+            return;
+        }
+        let mut set = seen.start(given.len());
+        set.hold_all(given);
+        for (at, &item) in feed.iter().enumerate() {
+            if set.contains(item, given) {
+                self.mark(base + at);
+            }
+        }
+    }
+
+    /// Makes sure `user` (at `position` of `storage`, this version's) has
+    /// everything the version before gave them marked, while that version
+    /// is being sealed; a flag load otherwise.
+    #[inline]
+    pub fn catch_up(&self, user: UserId, position: u32, storage: &MemoryFeedStorage) {
+        if self.catching_up.load(Ordering::Acquire) {
+            self.catch_up_now(user, position, storage);
+        }
+    }
+
+    #[cold]
+    fn catch_up_now(&self, user: UserId, position: u32, storage: &MemoryFeedStorage) {
+        let Some(before) = self
+            .before
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        else {
+            return;
+        };
+        let _user = storage.offsets().stripe(position);
+        let before = before.storage();
+        let Some((at, feed)) = before.table().lookup(user) else {
+            return;
+        };
+        if let Some((offset, true)) = before.offsets().seal(at)
+            && let Some((_, base, now)) = storage.table().locate(user)
+        {
+            let given = &feed[..(offset as usize).min(feed.len())];
+            self.mark_given(given, now, base, &mut SeenSet::default());
+        }
+    }
+
+    /// After the swap: seals every user's cell of the version before, marks
+    /// again those who moved since [`carry`] read them, and ends the catching
+    /// up. Returns how many users moved. `after` is this version's storage.
+    pub fn finish(&self, after: &MemoryFeedStorage) -> usize {
+        let Some(before) = self
+            .before
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        else {
+            return 0;
+        };
+        let before = before.storage();
+        let mut seen = SeenSet::default();
+        let mut moved = 0;
+        for (at, (user, feed)) in before.table().entries().enumerate() {
+            let user = UserId::new(user);
+            let Some((position, base, now)) = after.table().locate(user) else {
+                before.offsets().seal(at as u32);
+                continue;
+            };
+            let _user = after.offsets().stripe(position);
+            if let Some((offset, true)) = before.offsets().seal(at as u32) {
+                moved += 1;
+                let given = &feed[..(offset as usize).min(feed.len())];
+                self.mark_given(given, now, base, &mut seen);
+            }
+        }
+        self.catching_up.store(false, Ordering::Release);
+        *self.before.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        moved
+    }
+}
+
+/// What [`carry`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Carried {
+    /// Users of the version before with progress.
+    pub users: usize,
+    /// Positions of the new version marked as given.
+    pub marked: usize,
+}
+
+/// Before `after` is swapped in over `before` (which still serves): marks
+/// in `given` every position of `after`'s feeds whose item its user was
+/// given under `before`, and opens the catching up that
+/// [`Given::finish`] ends after the swap. Runs on a background thread;
+/// nothing waits for it but the swap.
+pub fn carry(before: &Arc<dyn Served>, after: &MemoryFeedStorage, given: &Given) -> Carried {
+    let old = before.storage();
+    let mut seen = SeenSet::default();
+    let mut carried = Carried {
+        users: 0,
+        marked: 0,
+    };
+    let count = |given: &Given, base: usize, len: usize| {
+        (base..base + len).filter(|&p| given.is_given(p)).count()
+    };
+    for (at, (user, feed)) in old.table().entries().enumerate() {
+        let offset = old.offsets().take_changed(at as u32) as usize;
+        if offset == 0 {
+            continue;
+        }
+        carried.users += 1;
+        let Some((_, base, now)) = after.table().locate(UserId::new(user)) else {
+            continue;
+        };
+        let before_count = count(given, base, now.len());
+        given.mark_given(&feed[..offset.min(feed.len())], now, base, &mut seen);
+        carried.marked += count(given, base, now.len()) - before_count;
+    }
+    *given.before.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(before));
+    given.catching_up.store(true, Ordering::Release);
+    carried
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use feed_domain::ItemId;
+
+    use super::*;
+    use crate::table::FeedTable;
+
+    struct Version(MemoryFeedStorage);
+
+    impl Served for Version {
+        fn storage(&self) -> &MemoryFeedStorage {
+            &self.0
+        }
+    }
+
+    /// A version whose users `ids` have the feeds `feeds`.
+    fn version(ids: &[u64], feeds: &[Vec<u32>]) -> Arc<Version> {
+        let mut offsets = vec![0u64];
+        let mut items = Vec::new();
+        for feed in feeds {
+            items.extend_from_slice(feed);
+            offsets.push(items.len() as u64);
+        }
+        let table = FeedTable::from_csr(ids.to_vec(), offsets, items).unwrap();
+        Arc::new(Version(MemoryFeedStorage::new(table)))
+    }
+
+    fn take(version: &Version, user: u64, size: usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        version
+            .0
+            .take_now(UserId::new(user), size, &mut out)
+            .unwrap();
+        out.into_iter().map(ItemId::get).collect()
+    }
+
+    /// Swaps from `before` to `after`, as the data manager does: carry,
+    /// (the swap), finish; `after` serving again after a rollback is
+    /// unsealed first.
+    fn swap(before: &Arc<Version>, after: &Arc<Version>) -> Carried {
+        let given = after
+            .0
+            .given_or_init(|| Given::in_memory(after.0.table().total_items()));
+        let before_dyn: Arc<dyn Served> = Arc::clone(before) as Arc<dyn Served>;
+        let carried = carry(&before_dyn, &after.0, given);
+        after.0.offsets().unseal_all();
+        given.finish(&after.0);
+        carried
+    }
+
+    /// The issue's own example: given 5001-5030 under v1; v2 starts
+    /// 5020-5040 and ends 5001-5010; a rollback to v1 after 5031-5040 were
+    /// given under v2.
+    #[test]
+    fn a_refresh_and_a_rollback_repeat_nothing() {
+        let v1_feed: Vec<u32> = (5001..=5060).collect();
+        let mut v2_feed: Vec<u32> = (5020..=5040).collect();
+        v2_feed.extend(6001..=6010);
+        v2_feed.extend(5001..=5010);
+        let v1 = version(&[7], &[v1_feed]);
+        let v2 = version(&[7], &[v2_feed]);
+        assert_eq!(take(&v1, 7, 30), (5001..=5030).collect::<Vec<_>>());
+
+        let carried = swap(&v1, &v2);
+        assert_eq!((carried.users, carried.marked), (1, 21));
+        // 5020-5030 and 5001-5010 are skipped; the rest comes in order.
+        assert_eq!(take(&v2, 7, 10), (5031..=5040).collect::<Vec<_>>());
+        assert_eq!(take(&v2, 7, 10), (6001..=6010).collect::<Vec<_>>());
+        assert_eq!(take(&v2, 7, 10), Vec::<u32>::new(), "the rest was given");
+        // v1, now sealed, hands out nothing more.
+        assert_eq!(take(&v1, 7, 10), Vec::<u32>::new());
+
+        swap(&v2, &v1);
+        // Under v2 the user was given 5020-5040 (all of it, skipped ones
+        // included): v1 goes on after 5030, past 5031-5040.
+        assert_eq!(take(&v1, 7, 5), (5041..=5045).collect::<Vec<_>>());
+    }
+
+    /// Users who move in the old version while the carry runs, or after
+    /// the swap on a request that loaded the old version just before it,
+    /// are caught: with a user moving in the old version between carry and
+    /// finish, nothing is served twice.
+    #[test]
+    fn users_who_move_during_the_carry_are_caught() {
+        let feed: Vec<u32> = (1..=100).collect();
+        let mut reversed = feed.clone();
+        reversed.reverse();
+        let old = version(&[1, 2], &[feed.clone(), feed]);
+        let new = version(&[1, 2], &[reversed.clone(), reversed]);
+        take(&old, 1, 10);
+        let given = new.0.given_or_init(|| Given::in_memory(200));
+        let old_dyn: Arc<dyn Served> = Arc::clone(&old) as Arc<dyn Served>;
+        carry(&old_dyn, &new.0, given);
+        // After the carry read them: user 1 moves on, user 2 starts.
+        let late_1 = take(&old, 1, 10);
+        let late_2 = take(&old, 2, 5);
+        // The swap: user 2 asks the new version before finish.
+        let new_2 = take(&new, 2, 95);
+        assert!(new_2.iter().all(|item| !late_2.contains(item)), "{new_2:?}");
+        assert_eq!(new_2.len(), 95);
+        given.finish(&new.0);
+        let new_1 = take(&new, 1, 100);
+        let old_1: HashSet<u32> = (1..=10).chain(late_1).collect();
+        assert_eq!(new_1.len(), 80);
+        assert!(new_1.iter().all(|item| !old_1.contains(item)));
+        // Sealed: the old version gives nothing more.
+        assert!(take(&old, 1, 10).is_empty() && take(&old, 2, 10).is_empty());
+    }
+
+    /// Threads ask both versions while the swap happens: no item is given
+    /// twice to a user, whichever version gave it.
+    #[test]
+    fn concurrent_requests_across_a_swap_repeat_nothing() {
+        let users: Vec<u64> = (0..8).collect();
+        let feeds: Vec<Vec<u32>> = users.iter().map(|_| (1..=400).collect()).collect();
+        let shuffled: Vec<Vec<u32>> = users
+            .iter()
+            .map(|&u| {
+                let mut feed: Vec<u32> = (1..=400).collect();
+                fastrand::Rng::with_seed(u).shuffle(&mut feed);
+                feed
+            })
+            .collect();
+        let old = version(&users, &feeds);
+        let new = version(&users, &shuffled);
+        let current = Arc::new(std::sync::Mutex::new(Arc::clone(&old)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..8)
+            .map(|t| {
+                let (current, stop) = (Arc::clone(&current), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    let mut got: Vec<(u64, u32)> = Vec::new();
+                    let mut n = t;
+                    while !stop.load(Ordering::Relaxed) || n < t + 64 {
+                        let served = Arc::clone(&current.lock().unwrap());
+                        let user = n % 8;
+                        n += 1;
+                        got.extend(take(&served, user, 3).into_iter().map(|i| (user, i)));
+                    }
+                    got
+                })
+            })
+            .collect();
+        let given = new.0.given_or_init(|| Given::in_memory(8 * 400));
+        let old_dyn: Arc<dyn Served> = Arc::clone(&old) as Arc<dyn Served>;
+        carry(&old_dyn, &new.0, given);
+        *current.lock().unwrap() = Arc::clone(&new);
+        given.finish(&new.0);
+        stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for client in clients {
+            all.extend(client.join().unwrap());
+        }
+        let distinct: HashSet<_> = all.iter().copied().collect();
+        assert_eq!(distinct.len(), all.len(), "an item was given twice");
+    }
+}

@@ -196,11 +196,13 @@ where
     let mut items = ITEMS.take();
     let served = service.next_page(user, size, key, &mut items).await;
     let body = served.map(|served| {
-        route
-            .counters
-            .record_feed(served.personal, served.random, served.exhausted_now);
+        // A replay hands out nothing new: it is counted as one, not as items.
         if served.replayed {
             route.counters.record_replay();
+        } else {
+            route
+                .counters
+                .record_feed(served.personal, served.random, served.exhausted_now);
         }
         (encode_items(&items), served.replayed)
     });

@@ -32,8 +32,10 @@
 //! whole once a carry is finished, and its catch-ups journaled like
 //! offsets), so a restart keeps them.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwapOption;
 
 use feed_domain::UserId;
 
@@ -55,12 +57,15 @@ pub struct Given {
     /// Set from the swap until every cell of the version before is sealed.
     catching_up: AtomicBool,
     /// That version, while `catching_up`.
-    before: Mutex<Option<Arc<dyn Served>>>,
+    before: ArcSwapOption<Before>,
 }
 
-impl std::fmt::Debug for dyn Served {
+/// The version a carry reads from.
+struct Before(Arc<dyn Served>);
+
+impl std::fmt::Debug for Before {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Served")
+        f.write_str("Before")
     }
 }
 
@@ -85,7 +90,7 @@ impl Given {
         Self {
             bits,
             catching_up: AtomicBool::new(false),
-            before: Mutex::new(None),
+            before: ArcSwapOption::empty(),
         }
     }
 
@@ -160,24 +165,27 @@ impl Given {
 
     #[cold]
     fn catch_up_now(&self, user: UserId, position: u32, storage: &MemoryFeedStorage) {
-        let Some(before) = self
-            .before
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-        else {
+        let before = self.before.load();
+        let Some(before) = before.as_ref() else {
             return;
         };
+        let old = before.0.storage();
+        let Some((at, feed)) = old.table().lookup(user) else {
+            return;
+        };
+        // Sealed and carried (by `finish`, or an earlier request): nothing
+        // to wait for.
+        if old.offsets().is_settled(at) {
+            return;
+        }
+        // Whoever seals the cell marks and settles it under this lock.
         let _user = storage.offsets().stripe(position);
-        let before = before.storage();
-        let Some((at, feed)) = before.table().lookup(user) else {
-            return;
-        };
-        if let Some((offset, true)) = before.offsets().seal(at)
-            && let Some((_, base, now)) = storage.table().locate(user)
-        {
-            let given = &feed[..(offset as usize).min(feed.len())];
-            self.mark_given(given, now, base, &mut SeenSet::default());
+        if let Some((offset, true)) = old.offsets().seal(at) {
+            if let Some((_, base, now)) = storage.table().locate(user) {
+                let given = &feed[..(offset as usize).min(feed.len())];
+                self.mark_given(given, now, base, &mut SeenSet::default());
+            }
+            old.offsets().settle(at);
         }
     }
 
@@ -185,15 +193,10 @@ impl Given {
     /// again those who moved since [`carry`] read them, and ends the catching
     /// up. Returns how many users moved. `after` is this version's storage.
     pub fn finish(&self, after: &MemoryFeedStorage) -> usize {
-        let Some(before) = self
-            .before
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-        else {
+        let Some(before) = self.before.load_full() else {
             return 0;
         };
-        let before = before.storage();
+        let before = before.0.storage();
         let mut seen = SeenSet::default();
         let mut moved = 0;
         for (at, (user, feed)) in before.table().entries().enumerate() {
@@ -207,10 +210,11 @@ impl Given {
                 moved += 1;
                 let given = &feed[..(offset as usize).min(feed.len())];
                 self.mark_given(given, now, base, &mut seen);
+                before.offsets().settle(at as u32);
             }
         }
         self.catching_up.store(false, Ordering::Release);
-        *self.before.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.before.store(None);
         moved
     }
 }
@@ -228,9 +232,13 @@ pub struct Carried {
 /// in `given` every position of `after`'s feeds whose item its user was
 /// given under `before`, and opens the catching up that
 /// [`Given::finish`] ends after the swap. Runs on a background thread;
-/// nothing waits for it but the swap.
+/// nothing waits for it but the swap. `after`'s retry keys are forgotten
+/// first: marks may now fall inside a page it answered, which could then
+/// not be replayed as it was (docs/API.md: after a swap a retry is a new
+/// request).
 pub fn carry(before: &Arc<dyn Served>, after: &MemoryFeedStorage, given: &Given) -> Carried {
     let old = before.storage();
+    after.offsets().forget_keys();
     let mut seen = SeenSet::default();
     let mut carried = Carried {
         users: 0,
@@ -252,7 +260,9 @@ pub fn carry(before: &Arc<dyn Served>, after: &MemoryFeedStorage, given: &Given)
         given.mark_given(&feed[..offset.min(feed.len())], now, base, &mut seen);
         carried.marked += count(given, base, now.len()) - before_count;
     }
-    *given.before.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(before));
+    given
+        .before
+        .store(Some(Arc::new(Before(Arc::clone(before)))));
     given.catching_up.store(true, Ordering::Release);
     carried
 }
@@ -335,6 +345,36 @@ mod tests {
         // Under v2 the user was given 5020-5040 (all of it, skipped ones
         // included): v1 goes on after 5030, past 5031-5040.
         assert_eq!(take(&v1, 7, 5), (5041..=5045).collect::<Vec<_>>());
+    }
+
+    /// A retry key of the version a rollback brings back is forgotten: a
+    /// retry after the swap is a new page, and nothing is given twice.
+    #[test]
+    fn a_retry_after_a_rollback_is_a_new_page() {
+        let feed: Vec<u32> = (1..=30).collect();
+        let v1 = version(&[7], &[feed.clone()]);
+        let v2 = version(&[7], &[feed]);
+        let key = feed_domain::IdempotencyKey::parse(b"k").unwrap();
+        let keyed = |version: &Version| {
+            let mut out = Vec::new();
+            let answer = version
+                .0
+                .take_keyed_now(UserId::new(7), 3, key, &mut out)
+                .unwrap();
+            (answer, out.into_iter().map(ItemId::get).collect::<Vec<_>>())
+        };
+        let (first, items) = keyed(&v1);
+        assert!(matches!(first, feed_domain::Keyed::Fresh { .. }));
+        assert_eq!(items, [1, 2, 3]);
+        swap(&v1, &v2);
+        assert_eq!(take(&v2, 7, 3), [4, 5, 6]);
+        swap(&v2, &v1);
+        let (again, items) = keyed(&v1);
+        assert!(
+            matches!(again, feed_domain::Keyed::Fresh { .. }),
+            "{again:?}"
+        );
+        assert_eq!(items, [7, 8, 9]);
     }
 
     /// Users who move in the old version while the carry runs, or after

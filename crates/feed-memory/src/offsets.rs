@@ -185,7 +185,22 @@ impl OffsetMap {
                 return KeyedRange::OtherSize(size);
             }
             let start = start.min(len);
-            return KeyedRange::Replayed(start..end(start).min(len).max(start));
+            let range = start..end(start).min(len).max(start);
+            // The key may have reached the disk while the offset did not (a
+            // power loss between their syncs): the offset is moved past the
+            // page, never to give it again.
+            if let Some(cell) = self.cells().get(position as usize)
+                && cell
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |raw| {
+                        (raw & SEALED == 0 && raw & OFFSET < range.end)
+                            .then_some((raw & !OFFSET) | range.end | CHANGED)
+                    })
+                    .is_ok()
+                && let Cells::File(file) = &self.cells
+            {
+                file.moved(position);
+            }
+            return KeyedRange::Replayed(range);
         }
         let range = self.advance_to(position, len, &end);
         for (word, value) in
@@ -234,9 +249,10 @@ impl OffsetMap {
             return 0..0;
         };
         let len = len.min(OFFSET);
-        // Relaxed is enough: the offset publishes no other memory, and the
-        // read-modify-write itself is atomic, so every call sees a distinct
-        // previous value. Every advance sets CHANGED in the same write.
+        // The read-modify-write is atomic, so every call sees a distinct
+        // previous value; Acquire/Release order it with a carry's seal and
+        // the marks that go with it (`crate::carry`). Every advance sets
+        // CHANGED in the same write.
         let step = |raw: u32| {
             let offset = raw & OFFSET;
             (raw & SEALED == 0 && offset < len).then(|| end(offset).min(len) | CHANGED)
@@ -260,6 +276,12 @@ impl OffsetMap {
     /// flag in one step: a later advance sets it again. 0 beyond the users.
     pub(crate) fn take_changed(&self, position: u32) -> u32 {
         self.cells().get(position as usize).map_or(0, |cell| {
+            // A user who never moved has nothing to clear: their page of a
+            // progress file is not dirtied.
+            let raw = cell.load(Ordering::Acquire);
+            if raw & CHANGED == 0 {
+                return raw & OFFSET;
+            }
             cell.fetch_and(!CHANGED, Ordering::AcqRel) & OFFSET
         })
     }
@@ -267,13 +289,47 @@ impl OffsetMap {
     /// Seals the cell of the user at `position`: from now on no advance
     /// moves it. Returns the final offset, and whether the user moved since
     /// [`Self::take_changed`] (or was sealed before: `None`).
+    ///
+    /// A seal that found CHANGED leaves it set until [`Self::settle`]:
+    /// [`Self::is_settled`] tells a reader whether what the cell gave is
+    /// carried already. Flags are never journaled (a restart clears them),
+    /// so a seal logs nothing for the next sync.
     pub(crate) fn seal(&self, position: u32) -> Option<(u32, bool)> {
         let cell = self.cells().get(position as usize)?;
         let previous = cell.fetch_or(SEALED, Ordering::AcqRel);
-        if let Cells::File(file) = &self.cells {
-            file.moved(position);
-        }
         (previous & SEALED == 0).then_some((previous & OFFSET, previous & CHANGED != 0))
+    }
+
+    /// After a seal that found CHANGED: what the cell gave is carried.
+    pub(crate) fn settle(&self, position: u32) {
+        if let Some(cell) = self.cells().get(position as usize) {
+            cell.fetch_and(!CHANGED, Ordering::Release);
+        }
+    }
+
+    /// Whether the cell at `position` is sealed and what it gave carried
+    /// (sealed, CHANGED clear); a reader that sees it needs no lock.
+    pub(crate) fn is_settled(&self, position: u32) -> bool {
+        self.cells()
+            .get(position as usize)
+            .is_none_or(|cell| cell.load(Ordering::Acquire) & (SEALED | CHANGED) == SEALED)
+    }
+
+    /// Forgets every user's retry key: this version becomes the target of
+    /// a carry, which may mark positions inside a page it answered, so no
+    /// answer of it can be replayed exactly any more (a retry gets a new
+    /// page). Reads every key word; writes only those in use.
+    pub(crate) fn forget_keys(&self) {
+        for (position, words) in self.keys.words().chunks(KEY_WORDS).enumerate() {
+            if words.iter().any(|word| word.load(Ordering::Relaxed) != 0) {
+                for word in words {
+                    word.store(0, Ordering::Relaxed);
+                }
+                if let Cells::File(file) = &self.keys {
+                    file.moved(position as u32);
+                }
+            }
+        }
     }
 
     /// Opens every sealed cell again (before this version is served again,

@@ -37,7 +37,7 @@ pub use self::load::{
 };
 pub use self::place::{ProgressPlace, SnapshotPlace};
 use crate::carry::{Carried, Served, carry};
-use crate::{FileIdentity, MemoryFeedStorage, Snapshot};
+use crate::{FileIdentity, Given, MemoryFeedStorage, Snapshot};
 
 /// `text` as it goes into a log field: control characters, quotes and
 /// backslashes escaped, so that a file name (or an error naming one) can
@@ -233,25 +233,35 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
         before: &Arc<MemoryFeedService<E>>,
         after: &MemoryFeedService<E>,
         data_id: u64,
-    ) -> Result<Carried, String> {
+    ) -> Carried {
         let started = Instant::now();
         let storage = after.storage();
-        let given = match storage.given() {
-            Some(given) => given,
-            None => {
-                let given = self
-                    .progress
-                    .given(data_id, storage.table().total_items(), &self.logger)
-                    .map_err(|e| format!("progress.path: {e}"))?;
-                storage.given_or_init(|| given)
-            }
-        };
+        let positions = storage.table().total_items();
+        let given = storage.given_or_init(|| {
+            self.progress
+                .given(data_id, positions, &self.logger)
+                .unwrap_or_else(|e| {
+                    // A swap (an emergency rollback above all) never fails
+                    // for want of this file: the marks are kept in memory.
+                    error!(self.logger, "progress: the file of items given before cannot be \
+                        used, kept in memory for this run"; "error" => %e);
+                    Given::in_memory(positions)
+                })
+        });
         let before: Arc<dyn Served> = Arc::clone(before) as Arc<dyn Served>;
         let carried = carry(&before, storage, given);
+        // On disk before the swap: an offset that moved past a marked
+        // position must never be durable without the mark.
+        if let Some(file) = given.file()
+            && let Err(e) = file.sync_all()
+        {
+            error!(self.logger, "progress: the items given before could not be synced, \
+                the next sync writes them"; "file" => log_path(file.path()), "error" => %e);
+        }
         info!(self.logger, "carried the items given under the version served before";
             "users_with_progress" => carried.users, "positions_marked" => carried.marked,
             "ms" => started.elapsed().as_millis() as u64);
-        Ok(carried)
+        carried
     }
 
     /// After the swap to `after`: seals the version before and marks the
@@ -289,7 +299,9 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
             let storage = service.storage();
             let offsets = storage.offsets();
             let given = storage.given().and_then(|given| given.file());
-            for file in [offsets.file(), offsets.keys_file(), given]
+            // Marks first: an offset past a marked position is never
+            // durable before the mark is.
+            for file in [given, offsets.file(), offsets.keys_file()]
                 .into_iter()
                 .flatten()
             {
@@ -429,8 +441,7 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
                 let info = loaded.info.clone();
                 let before = self.current_service();
                 if let Some(before) = &before {
-                    self.carry(before, &loaded.service, loaded.data_id)
-                        .map_err(DataControlError::Failed)?;
+                    self.carry(before, &loaded.service, loaded.data_id);
                 }
                 let after = self.install(loaded);
                 if before.is_some() {
@@ -492,8 +503,7 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
         };
         let (back, back_id) = previous;
         if let Some(current) = &current {
-            self.carry(current, &back, back_id)
-                .map_err(DataControlError::Failed)?;
+            self.carry(current, &back, back_id);
         }
         back.storage().offsets().unseal_all();
         let mut versions = lock(&self.versions);

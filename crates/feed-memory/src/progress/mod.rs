@@ -755,6 +755,32 @@ mod tests {
         assert_eq!(map.advance_keyed(4, 3, 50, 77), KeyedRange::Fresh(6..9));
     }
 
+    /// Marks of items given before come back from the journal too, OR-ed
+    /// into the array.
+    #[test]
+    fn marks_come_back_from_the_journal() {
+        let dir = dir();
+        let path = dir.join(ProgressFile::kind_file_name(Kind::Given, 9));
+        let (file, _) = ProgressFile::open_kind(Kind::Given, &dir, 9, 10, OnCorrupt::Fail).unwrap();
+        let stale = std::fs::read(&path).unwrap();
+        file.cells()[3].fetch_or(0b1010, Ordering::Relaxed);
+        file.moved(3);
+        file.sync().unwrap();
+        file.cells()[3].fetch_or(0b0100, Ordering::Relaxed);
+        file.moved(3);
+        file.sync().unwrap();
+        let journal = std::fs::read(path.with_extension("journal")).unwrap();
+        drop(file);
+        let mut stale_with_one = stale.clone();
+        stale_with_one[format::HEADER + 12] = 0b0001;
+        std::fs::write(&path, &stale_with_one).unwrap();
+        std::fs::write(path.with_extension("journal"), &journal).unwrap();
+        let (file, opened) =
+            ProgressFile::open_kind(Kind::Given, &dir, 9, 10, OnCorrupt::Fail).unwrap();
+        assert_eq!(opened, Opened::Restored);
+        assert_eq!(file.cells()[3].load(Ordering::Relaxed), 0b1111);
+    }
+
     /// A failed write loses nothing: the batch is not counted as written,
     /// the next sync folds the whole array, and a restart has every offset.
     #[test]

@@ -352,7 +352,7 @@ mod tests {
     #[test]
     fn a_retry_after_a_rollback_is_a_new_page() {
         let feed: Vec<u32> = (1..=30).collect();
-        let v1 = version(&[7], &[feed.clone()]);
+        let v1 = version(&[7], std::slice::from_ref(&feed));
         let v2 = version(&[7], &[feed]);
         let key = feed_domain::IdempotencyKey::parse(b"k").unwrap();
         let keyed = |version: &Version| {

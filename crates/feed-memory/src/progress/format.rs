@@ -45,7 +45,13 @@ pub(super) fn header(id: u64, users: u32, created_unix_ms: u64) -> Vec<u8> {
 /// Why the file at `path` is not the progress of data `id` with `users`
 /// users, if it is not.
 pub(super) fn check(path: &Path, id: u64, users: u32) -> Result<(), String> {
-    let mut file = File::open(path).map_err(|e| format!("unreadable: {e}"))?;
+    let file = File::open(path).map_err(|e| format!("unreadable: {e}"))?;
+    check_file(&file, id, users)
+}
+
+/// [`check`] of a file already open (so that what is checked is what is
+/// then mapped, whatever is renamed over its path meanwhile).
+pub(super) fn check_file(mut file: &File, id: u64, users: u32) -> Result<(), String> {
     let len = file
         .metadata()
         .map_err(|e| format!("unreadable: {e}"))?

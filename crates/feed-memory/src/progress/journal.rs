@@ -62,18 +62,8 @@ impl Journal {
     /// Calls `apply(position, offset)` for every pair of every whole batch,
     /// in order, and returns the number of whole batches. A torn or
     /// corrupt batch ends the reading: nothing after it was ever synced.
-    pub(crate) fn replay(&self, mut apply: impl FnMut(u32, u32)) -> std::io::Result<usize> {
-        let bytes = std::fs::read(&self.path)?;
-        let mut at = 0;
-        let mut batches = 0;
-        while let Some(pairs) = batch_at(&bytes, at) {
-            for pair in pairs.chunks_exact(8) {
-                apply(u32_at(pair, 0), u32_at(pair, 4));
-            }
-            at += pairs.len() + BATCH_OVERHEAD;
-            batches += 1;
-        }
-        Ok(batches)
+    pub(crate) fn replay(&self, apply: impl FnMut(u32, u32)) -> std::io::Result<usize> {
+        Ok(replay_bytes(&std::fs::read(&self.path)?, apply))
     }
 
     /// Writes `batch` (from [`encode`]) after the last durable one and
@@ -135,6 +125,21 @@ pub(crate) fn encode(pairs: impl ExactSizeIterator<Item = (u32, u32)>, out: &mut
     }
     let checksum = xxh3_64(out);
     out.extend_from_slice(&checksum.to_le_bytes());
+}
+
+/// [`Journal::replay`] of a journal's `bytes` (read by a process that
+/// does not own it).
+pub(crate) fn replay_bytes(bytes: &[u8], mut apply: impl FnMut(u32, u32)) -> usize {
+    let mut at = 0;
+    let mut batches = 0;
+    while let Some(pairs) = batch_at(bytes, at) {
+        for pair in pairs.chunks_exact(8) {
+            apply(u32_at(pair, 0), u32_at(pair, 4));
+        }
+        at += pairs.len() + BATCH_OVERHEAD;
+        batches += 1;
+    }
+    batches
 }
 
 /// The pairs of the whole batch starting at `at`, if there is one.

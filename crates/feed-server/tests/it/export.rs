@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::cluster::{PASSWORD, TestCluster};
+use super::scaleout::{GENEROUS_MS, frontend, load, nodes, snapshots};
 use super::server::{Server, admin_addr, command, get, post, scratch_dir, wait_until};
 use super::snapshot::{line, snapshot_of};
 
@@ -228,4 +230,80 @@ fn without_a_progress_folder_there_is_nothing_to_export() {
     );
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("progress.path is empty"), "{stderr}");
+}
+
+/// `redis-cli` on the master that holds `key`.
+fn on_master_of(cluster: &TestCluster, key: &str, args: &[&str]) -> String {
+    let any: u16 = cluster.urls()[0]
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let slot = cluster.cli(any, &["CLUSTER", "KEYSLOT", key]).unwrap();
+    let master = cluster.master_of(slot.trim().parse().unwrap());
+    cluster.cli(master, args).unwrap()
+}
+
+/// The Redis mode: a frontend serves a version; the export, run beside it,
+/// reads every master's offsets, counters and hashes both, clamps one
+/// beyond its feed, and gives each user's items of the version's snapshot.
+#[test]
+fn a_redis_export_gives_what_the_current_version_delivered() {
+    let Some(cluster) = TestCluster::start(3, 0) else {
+        return;
+    };
+    let nodes = nodes(&cluster);
+    let folder = snapshots();
+    load(&nodes, "300", "5", &folder);
+    let (server, _) = frontend(&nodes, GENEROUS_MS, &folder);
+    let take = |user: u64, size: usize| {
+        let answer = get(&server.addr, &format!("/feed/{user}?size={size}"));
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        items(&answer.body)
+    };
+    let mut expected: Vec<(u64, Vec<u32>)> = Vec::new();
+    for user in (0..300).step_by(7) {
+        let mut given = take(user, 1 + user as usize % 5);
+        given.extend(take(user, 2));
+        expected.push((user, given));
+    }
+    let current = on_master_of(&cluster, "{ff}:current", &["GET", "{ff}:current"]);
+    let version = current.trim();
+    // User 1's offset as a hash (the layout that keeps more per user under
+    // one key), user 2's beyond the feed's end.
+    let hashed = format!("o:{{1}}:{version}");
+    expected.push((1, take(1, 4)));
+    on_master_of(&cluster, &hashed, &["DEL", &hashed]);
+    on_master_of(&cluster, &hashed, &["HSET", &hashed, "n", "4"]);
+    let beyond = format!("o:{{2}}:{version}");
+    expected.push((2, take(2, 200)));
+    on_master_of(&cluster, &beyond, &["SET", &beyond, "5000"]);
+    expected.sort();
+
+    let output = scratch_dir("redis-export").join("delivered.parquet");
+    let env = [
+        ("FEED__STORAGE__KIND", "redis"),
+        ("FEED__REDIS__NODES", nodes.as_str()),
+        ("FEED__REDIS__PASSWORD", PASSWORD),
+        ("FEED__REDIS__SNAPSHOTS", folder.to_str().unwrap()),
+    ];
+    let (code, stdout, stderr) = export(&env, &output, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!("{} users with progress", expected.len())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1 offsets beyond their feed's end"),
+        "{stdout}"
+    );
+    if let Some(mut read) = read_with_pyarrow(&output) {
+        assert_eq!(read.user_id, "int64");
+        // Rows come in the cluster's order.
+        read.rows.sort();
+        assert_eq!(read.rows, expected);
+    }
+    // The frontend kept serving.
+    assert_eq!(get(&server.addr, "/feed/3?size=1").status, 200);
 }

@@ -39,8 +39,7 @@ fn main() -> ExitCode {
         }
     };
     let (meta, table, _) = snapshot.into_parts();
-    let offsets = match ProgressFile::open(&cli.progress, meta.id, table.users(), OnCorrupt::Fail)
-    {
+    let offsets = match ProgressFile::open(&cli.progress, meta.id, table.users(), OnCorrupt::Fail) {
         Ok((file, _)) => OffsetMap::in_file(file),
         Err(e) => {
             eprintln!("feed-progress: {e}");

@@ -19,7 +19,9 @@
 //! stats ([`Snapshot`], taken by a [`Sampler`]) as JSON and Server-Sent
 //! Events, a self-contained dashboard page, the OpenAPI document and, when
 //! built with the `profiler` feature, a CPU profiler; with an
-//! [`AdminAccess`] token, only to requests that carry it.
+//! [`AdminAccess`] token, only to requests that carry it. [`probe`] is the
+//! other side of `/stats` for a command beside a running server: which data
+//! it serves.
 //!
 //! It owns its sections of the configuration, `[admin]` ([`AdminSettings`])
 //! and `[limits]` ([`LimitSettings`]): their serde types, the checks of
@@ -39,6 +41,7 @@ mod exposition;
 mod gate;
 mod log_budget;
 pub mod parse;
+pub mod probe;
 mod rate;
 mod route;
 mod routes;

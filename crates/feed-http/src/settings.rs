@@ -112,6 +112,16 @@ impl AdminSettings {
         Ok(AdminAccess::token(token, self.metrics_token_required))
     }
 
+    /// The bearer token admin requests carry (`token`, or the content of
+    /// `token_file` once read); `None` without one.
+    pub fn bearer(&self) -> Option<&str> {
+        match (self.token.as_str(), self.file_token.as_deref()) {
+            ("", None) => None,
+            ("", Some(token)) => Some(token),
+            (token, _) => Some(token),
+        }
+    }
+
     /// `host` is a loopback address (127.0.0.0/8, ::1) or `localhost`: only
     /// this machine can reach the listener.
     pub fn is_loopback(&self) -> bool {

@@ -51,12 +51,18 @@
 //! (found, for a random order, within the first rows), and the runs' bytes
 //! on disk (see [`Expected::temporary_bytes`]).
 //!
+//! **The way back.** [`export`] writes what users were delivered as a
+//! Parquet file ([`DeliveredWriter`], streaming), for the offline job to
+//! leave out of its next run; this crate reads such a file like any job's
+//! output.
+//!
 //! [`ImportedFeeds`] is the sink that keeps everything in memory, as
 //! compressed sparse rows: the reference the tests compare with, and
 //! [`import_to_memory`] for small inputs.
 
 mod collect;
 mod error;
+pub mod export;
 mod items;
 mod parquet_input;
 mod progress;
@@ -69,6 +75,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 pub use error::{ImportError, Position, Problem};
+pub use export::{DeliveredWriter, ExportError, Exported, UserIdType};
 pub use items::ItemSet;
 pub use progress::ProgressReporter;
 

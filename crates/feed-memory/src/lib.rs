@@ -27,6 +27,10 @@
 //!   (`replace_atomically`: a temporary beside it, synced, renamed over it,
 //!   the folder synced); [`now_unix_ms`] (`clock.rs`) is the one wall clock.
 //!
+//! - [`delivered`]: what users were delivered of one data version, for the
+//!   export: the data a server serves with a read-only [`ProgressView`] of
+//!   its progress (taking no lock, writing nothing), and the join of
+//!   offsets read elsewhere (the cluster's) with a table.
 //! - [`lifecycle`]: the memory mode's data lifecycle ([`DataManager`]):
 //!   versions, reloads, rollbacks, the file watch, progress ownership,
 //!   syncing and cleaning, behind the domain's `Publish` and `DataControl`
@@ -40,6 +44,7 @@
 
 mod carry;
 mod clock;
+pub mod delivered;
 mod files;
 mod generate;
 pub mod lifecycle;
@@ -59,7 +64,7 @@ pub use lifecycle::{
     Background, DataManager, Loaded, MemoryFeedService, ProgressPlace, SnapshotPlace,
 };
 pub use offsets::{KeyedRange, OffsetMap};
-pub use progress::{OnCorrupt, Opened, ProgressError, ProgressFile};
+pub use progress::{OnCorrupt, Opened, ProgressError, ProgressFile, ProgressView, ViewError};
 pub use random::CatalogRandomFeed;
 pub use settings::{DataSettings, DataSource, ProgressSettings};
 pub use snapshot::{FallbackList, FileIdentity, Snapshot, SnapshotError, SnapshotMeta};

@@ -464,6 +464,11 @@ impl FeedTable {
         (0..self.count as usize).map(|position| (self.user_at(position), self.feed_at(position)))
     }
 
+    /// The largest user id (`None` for no users).
+    pub fn largest_user(&self) -> Option<u64> {
+        (self.count > 0).then(|| self.user_at(self.count as usize - 1))
+    }
+
     /// The number of users.
     pub const fn users(&self) -> u32 {
         self.count

@@ -311,7 +311,7 @@ impl VersionInfo {
         ]
     }
 
-    fn from_fields(
+    pub(crate) fn from_fields(
         version: u64,
         fields: &std::collections::HashMap<String, Vec<u8>>,
     ) -> Result<Self, RedisStoreError> {

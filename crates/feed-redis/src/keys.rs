@@ -62,6 +62,25 @@ pub fn version_pattern(version: u64) -> String {
     format!("[fo]:{{*}}:{version}")
 }
 
+/// A `SCAN MATCH` pattern for every user's offset key in `version`.
+pub fn offset_pattern(version: u64) -> String {
+    format!("o:{{*}}:{version}")
+}
+
+/// The user whose offset in `version` is at `key`; `None` for any other
+/// key (the pattern of [`offset_pattern`] matches more than offset keys).
+pub fn offset_user(key: &str, version: u64) -> Option<u64> {
+    let tagged = key.strip_prefix("o:{")?;
+    let (user, rest) = tagged.split_once("}:")?;
+    let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    if !digits(user) || !digits(rest) || rest.parse::<u64>().ok()? != version {
+        return None;
+    }
+    let user: u64 = user.parse().ok()?;
+    // The one spelling `offset` writes (no leading zeros).
+    (offset(user, version) == key).then_some(user)
+}
+
 /// The hash slot of `user`'s keys: CRC16 (XMODEM) of the tag, as Redis
 /// computes it.
 pub fn slot(user: u64) -> u16 {
@@ -111,5 +130,26 @@ mod tests {
         assert_eq!(offset(0, 0), "o:{0}:0");
         assert_eq!(meta(7), "{ff}:meta:7");
         assert_eq!(version_pattern(7), "[fo]:{*}:7");
+    }
+
+    #[test]
+    fn offset_keys_are_read_back_and_nothing_else_is() {
+        assert_eq!(offset_pattern(7), "o:{*}:7");
+        for user in [0, 42, u64::MAX] {
+            assert_eq!(offset_user(&offset(user, 7), 7), Some(user));
+        }
+        for key in [
+            "o:{42}:8",
+            "o:{42}:17",
+            "o:{042}:7",
+            "o:{4x}:7",
+            "o:{}:7",
+            "o:{1}:7:1",
+            "f:{42}:7",
+            "o:{1}:1}:7",
+            "o:{18446744073709551616}:7",
+        ] {
+            assert_eq!(offset_user(key, 7), None, "{key}");
+        }
     }
 }

@@ -33,6 +33,10 @@
 //!   ([`DataSet`]: the snapshot's id and counts) and prints what it
 //!   returns.
 //!
+//! - [`export`] reads every user's offset in the version served
+//!   ([`ProgressScan`]: `SCAN` on each master, offsets read a page at a
+//!   time), for `feed-server export-delivered`.
+//!
 //! - [`settings`] is its section of the configuration, `[redis]`
 //!   ([`RedisSettings`]): the serde type, the checks of its keys and the
 //!   [`ClusterSettings`] and [`BreakerSettings`] it builds.
@@ -44,6 +48,7 @@
 pub mod breaker;
 pub mod cluster;
 pub mod error;
+pub mod export;
 pub mod keys;
 pub mod load;
 pub mod publish;
@@ -54,6 +59,7 @@ mod watch;
 pub use breaker::{Admit, Breaker, BreakerSettings, BreakerState};
 pub use cluster::{Cluster, ClusterSettings, Credentials, VersionInfo};
 pub use error::RedisStoreError;
+pub use export::{ProgressScan, ScanCounts, ScanError};
 pub use load::{Loader, Published};
 pub use publish::{Cleanup, DataSet, LeftBehind, LoadSummary, PublishError, RolledBack};
 pub use settings::{RedisSettings, parse_nodes};

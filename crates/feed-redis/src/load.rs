@@ -187,27 +187,30 @@ impl Loader {
         Ok(deleted + removed)
     }
 
-    /// The masters' addresses, from `CLUSTER NODES`.
+    /// The masters' addresses.
     fn masters(&mut self) -> Result<Vec<String>, RedisStoreError> {
-        let nodes: String = redis::cmd("CLUSTER")
-            .arg("NODES")
-            .query(&mut self.connection)?;
-        Ok(nodes
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split(' ');
-                let address = fields.nth(1)?;
-                let flags = fields.next()?;
-                let master = flags.split(',').any(|f| f == "master")
-                    && !flags.split(',').any(|f| f == "fail" || f == "noaddr");
-                master.then(|| {
-                    address
-                        .split(['@', ','])
-                        .next()
-                        .unwrap_or(address)
-                        .to_owned()
-                })
-            })
-            .collect())
+        Ok(masters(&mut self.connection)?)
     }
+}
+
+/// The addresses of the cluster's masters that are up, from `CLUSTER NODES`.
+pub(crate) fn masters(connection: &mut ClusterConnection) -> redis::RedisResult<Vec<String>> {
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(connection)?;
+    Ok(nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let address = fields.nth(1)?;
+            let flags = fields.next()?;
+            let master = flags.split(',').any(|f| f == "master")
+                && !flags.split(',').any(|f| f == "fail" || f == "noaddr");
+            master.then(|| {
+                address
+                    .split(['@', ','])
+                    .next()
+                    .unwrap_or(address)
+                    .to_owned()
+            })
+        })
+        .collect())
 }

@@ -234,8 +234,9 @@ pub fn files(
 }
 
 /// A flag set on the first SIGINT (Ctrl-C) or SIGTERM from now on, so the
-/// import stops and removes its temporary files instead of dying with them.
-fn on_interrupt() -> Arc<AtomicBool> {
+/// import (or an export) stops and removes its temporary files instead of
+/// dying with them.
+pub(crate) fn on_interrupt() -> Arc<AtomicBool> {
     use tokio::signal::unix::{SignalKind, signal};
     let flag = Arc::new(AtomicBool::new(false));
     let set = Arc::clone(&flag);

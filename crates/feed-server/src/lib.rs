@@ -14,6 +14,7 @@
 //! no rule about data, progress or versions: those live in the storage
 //! crates (docs/ARCHITECTURE.md).
 
+pub mod export;
 pub mod import;
 pub mod logging;
 pub mod recorder;

@@ -3,6 +3,8 @@
 //! `feed-server import ...`: turns an offline job's output into a snapshot.
 //! `feed-server redis-load ...` / `redis-rollback`: publishes a snapshot to
 //! the cluster as a new data version / serves the previous one again.
+//! `feed-server export-delivered --output FILE.parquet`: what every user was
+//! delivered of the data served now, for the offline job's next run.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +40,25 @@ enum Command {
     /// Serves the previous data version again (the current one is kept, so
     /// a second rollback rolls forward).
     RedisRollback(RedisArgs),
+    /// Writes, for every user with progress in the data served now, the
+    /// items they were delivered (skipped ones included), in order, as
+    /// Parquet (`user_id`, `items`), while the server serves: in memory
+    /// mode from the progress file of the data the admin listener names
+    /// (or the configured data when no server runs), in Redis mode from
+    /// the cluster's current version.
+    ExportDelivered(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// The Parquet file to write (atomically: written beside it, synced,
+    /// renamed).
+    #[arg(long)]
+    output: PathBuf,
+    /// Redis mode: seed nodes, `redis://HOST:PORT[,...]`; default:
+    /// `[redis] nodes`.
+    #[arg(long)]
+    nodes: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +144,7 @@ fn main() -> ExitCode {
             return redis_load(&args, &settings, spec.limits.max_size().get());
         }
         Some(Command::RedisRollback(args)) => return redis_rollback(&args, &settings),
+        Some(Command::ExportDelivered(args)) => return export(args, &settings, &spec),
         None => {}
     }
     let (logger, _flush_on_exit) = feed_server::logging::logger(&settings.log);
@@ -285,6 +307,36 @@ fn import(args: &ImportArgs, spec: &feed_server::settings::ServiceSpec) -> ExitC
         Err(e) => {
             eprintln!("feed-server import: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `feed-server export-delivered`: exit 0 with a summary, 2 for a bad
+/// configuration, 1 when the data, the progress, the cluster or the
+/// output fails.
+fn export(
+    args: ExportArgs,
+    settings: &Settings,
+    spec: &feed_server::settings::ServiceSpec,
+) -> ExitCode {
+    let outcome = if settings.storage.kind == StorageKind::Redis {
+        let cluster = match cluster(&RedisArgs { nodes: args.nodes }, settings) {
+            Ok(cluster) => cluster,
+            Err(code) => return code,
+        };
+        feed_server::export::redis(settings, &cluster, &args.output)
+    } else {
+        let quiet = slog::Logger::root(slog::Discard, slog::o!());
+        feed_server::export::memory(settings, spec, &args.output, &quiet)
+    };
+    match outcome {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("feed-server export-delivered: {e}");
+            ExitCode::FAILURE
         }
     }
 }

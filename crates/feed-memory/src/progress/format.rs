@@ -48,7 +48,13 @@ pub(super) fn header(kind: Kind, id: u64, users: u32, created_unix_ms: u64) -> V
 /// Why the file at `path` is not the `kind` file of data `id` with `users`
 /// users, if it is not.
 pub(super) fn check(kind: Kind, path: &Path, id: u64, users: u32) -> Result<(), String> {
-    let mut file = File::open(path).map_err(|e| format!("unreadable: {e}"))?;
+    let file = File::open(path).map_err(|e| format!("unreadable: {e}"))?;
+    check_file(kind, &file, id, users)
+}
+
+/// [`check`] of a file already open (so that what is checked is what is
+/// then mapped, whatever is renamed over its path meanwhile).
+pub(super) fn check_file(kind: Kind, mut file: &File, id: u64, users: u32) -> Result<(), String> {
     let len = file
         .metadata()
         .map_err(|e| format!("unreadable: {e}"))?

@@ -81,23 +81,8 @@ impl Journal {
     /// Calls `apply(position, cells)` for every entry of every whole
     /// batch, in order, and returns the number of whole batches. A torn or
     /// corrupt batch ends the reading: nothing after it was ever synced.
-    pub(crate) fn replay(&self, mut apply: impl FnMut(u32, &[u32])) -> std::io::Result<usize> {
-        let bytes = std::fs::read(&self.path)?;
-        let entry = 4 * (1 + self.width);
-        let mut at = 0;
-        let mut batches = 0;
-        let mut cells = [0u32; MAX_WIDTH];
-        while let Some(entries) = batch_at(&bytes, at, entry) {
-            for bytes in entries.chunks_exact(entry) {
-                for (i, cell) in cells[..self.width].iter_mut().enumerate() {
-                    *cell = u32_at(bytes, 4 + 4 * i);
-                }
-                apply(u32_at(bytes, 0), &cells[..self.width]);
-            }
-            at += entries.len() + BATCH_OVERHEAD;
-            batches += 1;
-        }
-        Ok(batches)
+    pub(crate) fn replay(&self, apply: impl FnMut(u32, &[u32])) -> std::io::Result<usize> {
+        Ok(replay_bytes(&std::fs::read(&self.path)?, self.width, apply))
     }
 
     /// Writes `batch` (from [`encode`]) after the last durable one and
@@ -169,6 +154,30 @@ pub(crate) fn encode(
     }
     let checksum = xxh3_64(out);
     out.extend_from_slice(&checksum.to_le_bytes());
+}
+
+/// [`Journal::replay`] of a journal's `bytes` whose entries hold `width`
+/// cells (read by a process that does not own it, too).
+pub(crate) fn replay_bytes(
+    bytes: &[u8],
+    width: usize,
+    mut apply: impl FnMut(u32, &[u32]),
+) -> usize {
+    let entry = 4 * (1 + width);
+    let mut at = 0;
+    let mut batches = 0;
+    let mut cells = [0u32; MAX_WIDTH];
+    while let Some(entries) = batch_at(bytes, at, entry) {
+        for bytes in entries.chunks_exact(entry) {
+            for (i, cell) in cells[..width].iter_mut().enumerate() {
+                *cell = u32_at(bytes, 4 + 4 * i);
+            }
+            apply(u32_at(bytes, 0), &cells[..width]);
+        }
+        at += entries.len() + BATCH_OVERHEAD;
+        batches += 1;
+    }
+    batches
 }
 
 /// The entries (of `entry` bytes each) of the whole batch starting at

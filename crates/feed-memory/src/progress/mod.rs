@@ -50,6 +50,7 @@ mod dirty;
 mod folder;
 mod format;
 mod journal;
+mod view;
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -63,6 +64,7 @@ use memmap2::MmapRaw;
 use self::dirty::DirtyLog;
 use self::format::{CELLS_PER_PAGE, HEADER};
 use self::journal::Journal;
+pub use self::view::{ProgressView, ViewError};
 use crate::clock::now_unix_ms;
 use crate::files::{replace_atomically, sync_folder};
 use crate::offsets::OFFSET;

@@ -186,6 +186,7 @@ fn the_server_holds_no_data_lifecycle() {
     assert_eq!(
         modules,
         [
+            "export.rs",
             "import.rs",
             "lib.rs",
             "logging.rs",

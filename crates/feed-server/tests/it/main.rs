@@ -9,6 +9,7 @@ mod cluster;
 mod config;
 mod dashboard;
 mod durable;
+mod export;
 mod import;
 mod inprocess;
 mod lifecycle;

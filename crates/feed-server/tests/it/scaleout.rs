@@ -17,14 +17,14 @@ use super::snapshot::{line, snapshot_of};
 /// The frontends' snapshot folder of one test (they share a host here),
 /// where [`load`] writes each snapshot before publishing it: the
 /// distribution step of docs/SCALING.md.
-fn snapshots() -> PathBuf {
+pub(super) fn snapshots() -> PathBuf {
     scratch_dir("redis-snapshots")
 }
 
 /// Writes a synthetic snapshot of `users` x 200 (seeded) into `folder` and
 /// publishes it in the cluster at `nodes`; returns the command's summary
 /// line.
-fn load(nodes: &str, users: &str, seed: &str, folder: &Path) -> String {
+pub(super) fn load(nodes: &str, users: &str, seed: &str, folder: &Path) -> String {
     load_with(nodes, users, seed, folder, &[])
 }
 
@@ -81,17 +81,17 @@ const TIMEOUT_MS: u64 = 200;
 const SLACK: Duration = Duration::from_millis(500);
 /// The limit where it is not under test: never reached by a cluster that
 /// is up, however busy the machine, so no answer falls back by accident.
-const GENEROUS_MS: u64 = 10_000;
+pub(super) const GENEROUS_MS: u64 = 10_000;
 /// How often the frontends read the version pointer.
 const POLL_MS: u64 = 250;
 
-fn nodes(cluster: &TestCluster) -> String {
+pub(super) fn nodes(cluster: &TestCluster) -> String {
     cluster.urls().join(",")
 }
 
 /// A frontend over the cluster at `nodes` whose calls have `timeout_ms`,
 /// mapping the snapshots of `folder`.
-fn frontend(nodes: &str, timeout_ms: u64, folder: &Path) -> (Server, String) {
+pub(super) fn frontend(nodes: &str, timeout_ms: u64, folder: &Path) -> (Server, String) {
     frontend_with(nodes, timeout_ms, folder, &[])
 }
 

@@ -9,13 +9,15 @@
 #  1. writes two synthetic snapshots of the same users (seeds 1 and 2,
 #     items from a catalog of --catalog: the feeds overlap, as one day's
 #     ranking overlaps the last);
-#  2. serves the first with durable progress and gives every even user one
-#     page of 10 (wrk, benchmark/wrk/every_other_user.lua): half the users
-#     have progress;
+#  2. serves the first with durable progress and asks for every even user
+#     in turn, pages of 10 (wrk, benchmark/wrk/every_other_user.lua), for as
+#     long as it takes to ask each about once or twice: half the users have
+#     progress;
 #  3. POST /admin/reload of the second, timed (curl), with the server's own
 #     log of the load, the carry before the swap and the sealing after it,
 #     and its resident memory before and after;
-#  4. the same for POST /admin/rollback.
+#  4. asks the even users again under the second, then the same for
+#     POST /admin/rollback.
 # Everything has a time limit; the server is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,14 +77,20 @@ until curl -sf -o /dev/null "http://127.0.0.1:$port/readyz"; do
     sleep 0.05
 done
 
-echo "== giving every even user a page" >&2
-rate_s=$((users / 2 / 20000 + 10))
-timeout $((rate_s + 60)) wrk -t2 -c64 -d"${rate_s}s" -s benchmark/wrk/every_other_user.lua \
-    "http://127.0.0.1:$port" -- "$users" 2 > "$data/wrk.txt"
-requests=$(awk '/requests in/ {print $1}' "$data/wrk.txt")
-((requests >= users / 2)) || { echo "only $requests requests: not every even user was asked" >&2; exit 1; }
+# ask NAME: every even user asked in turn for a while; sets `requests`.
+ask() {
+    echo "== asking every even user ($1)" >&2
+    local seconds=$((users / 2 / 50000 + 5))
+    timeout $((seconds + 60)) wrk -t2 -c64 -d"${seconds}s" -s benchmark/wrk/every_other_user.lua \
+        "http://127.0.0.1:$port" -- "$users" 2 > "$data/wrk-$1.txt"
+    requests=$(awk '/requests in/ {print $1}' "$data/wrk-$1.txt")
+    ((requests >= users / 2)) || { echo "only $requests requests: not every even user was asked" >&2; exit 1; }
+}
+ask first
+first_requests=$requests
 
-rss() { awk '/^VmRSS/ {print $2 * 1024}' "/proc/$pid/status"; }
+# mawk prints large products in exponent form: the kB are multiplied here.
+rss() { echo $(($(awk '/^VmRSS/ {print $2}' "/proc/$pid/status") * 1024)); }
 # change NAME PATH BODY: POST PATH with BODY on the admin listener; prints
 # "seconds rss_before rss_after".
 change() {
@@ -94,6 +102,8 @@ change() {
     echo "$seconds $before $after"
 }
 read -r reload_s reload_before reload_after <<<"$(change reload /admin/reload "{\"path\": \"$second\"}")"
+ask second
+second_requests=$requests
 read -r rollback_s rollback_before rollback_after <<<"$(change rollback /admin/rollback '')"
 
 # The server's own account of each swap, from its log.
@@ -110,9 +120,11 @@ mib() { echo "scale=1; $1 / 1048576" | bc; }
     echo
     echo "\`benchmark/carry.sh --users $users --feed-len $feed_len --catalog $catalog\` on commit"
     echo "\`$(git rev-parse --short=12 HEAD)\`: two synthetic snapshots of $users users x $feed_len items"
-    echo "(seeds 1 and 2, catalog $catalog), durable progress, every even user given one page of 10"
-    echo "($requests requests by wrk) before the swaps. Times are the admin request's (curl),"
-    echo "and the server's log of its parts; memory is the server's resident set."
+    echo "(seeds 1 and 2, catalog $catalog), durable progress. Before each swap wrk asked for every"
+    echo "even user in turn, pages of 10: $first_requests requests under the first snapshot (about"
+    echo "$((first_requests * 2 / users)) pages an even user), then $second_requests under the second"
+    echo "before the rollback. Times are the admin request's (curl), and the server's log of its parts;"
+    echo "memory is the server's resident set."
     echo
     echo "| change | request s | load ms | users with progress | positions marked | carry ms (before the swap) | users moved meanwhile | seal ms (after it) | RSS before MiB | RSS after MiB | added MiB |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

@@ -475,8 +475,14 @@ impl ProgressFile {
                 offsets: 0,
             });
         }
-        state.pending.sort_unstable();
-        state.pending.dedup();
+        // Offsets are written once each, in order. A retry key or a word of
+        // marks logged twice is written twice, both copies the same value
+        // read now (replay keeps the latest, or ORs them): cheaper than the
+        // sort for entries that rarely repeat between two syncs.
+        if self.kind == Kind::Offsets {
+            state.pending.sort_unstable();
+            state.pending.dedup();
+        }
         let cells = self.cells();
         let width = self.kind.width();
         // A key's words may be read while a request rewrites them: the

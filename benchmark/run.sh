@@ -92,6 +92,9 @@ an option wins over the variable; the defaults of --smoke in parentheses):
   --callgrind-users N  users of the servers under callgrind [BENCH_CALLGRIND_USERS] 100000
   --callgrind-warmup N requests before instrumentation [BENCH_CALLGRIND_WARMUP] 2000 (500)
   --callgrind-requests N  requests counted [BENCH_CALLGRIND_REQUESTS] 10000 (2000)
+  --blocked N          block N items (every (catalog / N)th id) through
+                       POST /admin/blocklist before the callgrind requests
+                       [BENCH_BLOCKED] 0
   --idempotency-keys   every callgrind request carries a new Idempotency-Key
                        (k-1, k-2, ...), to compare a keyed request's cost
                        with a plain one's [BENCH_IDEMPOTENCY_KEYS=1]
@@ -176,6 +179,7 @@ server_cpu=${BENCH_SERVER_CPU:-}
 load_cpu=${BENCH_LOAD_CPU:-}
 callgrind_users=${BENCH_CALLGRIND_USERS:-100000}
 idempotency_keys=${BENCH_IDEMPOTENCY_KEYS:-0}
+blocked=${BENCH_BLOCKED:-0}
 port=${BENCH_PORT:-18080}
 floor_port=${BENCH_FLOOR_PORT:-18081}
 ready_timeout=${BENCH_READY_TIMEOUT:-300}
@@ -225,6 +229,7 @@ while (($#)); do
         --callgrind-warmup) callgrind_warmup=$2; shift ;;
         --callgrind-requests) callgrind_requests=$2; shift ;;
         --idempotency-keys) idempotency_keys=1 ;;
+        --blocked) blocked=$2; shift ;;
         --port) port=$2; shift ;;
         --floor-port) floor_port=$2; shift ;;
         --ready-timeout) ready_timeout=$2; shift ;;
@@ -242,7 +247,7 @@ while (($#)); do
 done
 
 for n in users feed_len catalog max_size workers threads connections duration warmup \
-    rounds oha_duration oha_connections mixed_unknown mixed_hot mixed_hot_users port \
+    rounds oha_duration oha_connections mixed_unknown mixed_hot mixed_hot_users port blocked \
     floor_port ready_timeout pinned_connections idle_below idle_timeout retry_above callgrind_users \
     callgrind_warmup callgrind_requests; do
     [[ ${!n} =~ ^[0-9]+$ ]] || { echo "run.sh: $n must be a whole number, not '${!n}'" >&2; exit 2; }
@@ -928,6 +933,20 @@ if ((callgrind)); then
             start_feed "$name" "$cg_port" 1 "$callgrind_users" "${cg[@]}"
             cg_pid=$started_pid
             progress_done "ready in $started_ms ms"
+            if ((blocked > 0)); then
+                cg_admin=$(jq -r 'select(.msg == "feed-server ready") | .admin' "$server_log" | head -n 1)
+                awk -v n="$blocked" -v catalog="$catalog" 'BEGIN {
+                    step = int(catalog / n); if (step < 1) step = 1
+                    printf "{\"add\": ["
+                    for (i = 1; i <= n; i++) printf "%s%d", (i > 1 ? "," : ""), i * step
+                    printf "]}"
+                }' >"$tmp/blocked.json"
+                answer=$(timeout 900 curl -sS --max-time 900 -X POST -H 'content-type: application/json' \
+                    --data-binary @"$tmp/blocked.json" "http://$cg_admin/admin/blocklist") ||
+                    die "POST /admin/blocklist failed"
+                [[ $(jq -r .blocked <<<"$answer") == "$blocked" ]] || die "POST /admin/blocklist: $answer"
+                progress_done "$blocked items blocked"
+            fi
             cg_body=$(body_bytes_of "http://127.0.0.1:$cg_port")
         else
             start_floor "$name" "$cg_port" 1 "$cg_body" "${cg[@]}"

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::StorageHealth;
+use crate::{ItemId, StorageHealth};
 
 /// Facts about the data being served, replaced whenever it is.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,6 +150,69 @@ pub enum DataControlError {
     Forbidden(String),
     /// The version could not be loaded.
     #[error("{0}")]
+    Failed(String),
+}
+
+/// What the delivery layer calls to take items down: blocked items are
+/// never served, from personal feeds (progress moves past them) or from
+/// the random fill, by any version. A storage kind that can block items
+/// implements it.
+pub trait BlocklistControl: std::fmt::Debug + Send + Sync + 'static {
+    /// Blocks `add` and unblocks `remove` (an item in both is blocked), in
+    /// one durable step, and says so in the audit log, naming `client`.
+    /// Returns how many items are blocked now.
+    ///
+    /// # Errors
+    /// [`BlocklistError`]; nothing changed.
+    fn change(
+        &self,
+        add: &[ItemId],
+        remove: &[ItemId],
+        client: &str,
+    ) -> Result<usize, BlocklistError>;
+
+    /// Every blocked item, in id order.
+    fn items(&self) -> Vec<ItemId>;
+
+    /// How many items are blocked.
+    fn len(&self) -> usize;
+
+    /// Whether none is.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Personal items skipped because they were blocked, since start.
+    fn skipped(&self) -> u64;
+}
+
+/// Why a blocklist change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlocklistError {
+    /// Item 0 is no item.
+    #[error("item 0 is not an item id")]
+    ZeroItem,
+    /// More items than the list holds.
+    #[error("the blocklist holds at most {max} items, this change would make it {would}")]
+    TooMany {
+        /// The most it holds.
+        max: usize,
+        /// What it would hold.
+        would: usize,
+    },
+    /// Too few fallback items would stay unblocked to fill an answer.
+    #[error(
+        "this change would leave {left} fallback items unblocked, api.max_size is {need}: every \
+         answer must be able to hold max_size distinct items"
+    )]
+    FallbackTooShort {
+        /// Unblocked fallback items after the change.
+        left: usize,
+        /// `api.max_size`.
+        need: usize,
+    },
+    /// The change could not be made durable (the disk): nothing changed.
+    #[error("the change could not be saved: {0}")]
     Failed(String),
 }
 

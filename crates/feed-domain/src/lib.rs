@@ -181,8 +181,8 @@ mod status;
 mod types;
 
 pub use data::{
-    DataChange, DataControl, DataControlError, DataInfo, DataVersion, ProgressEvent, Publish,
-    short_fallback,
+    BlocklistControl, BlocklistError, DataChange, DataControl, DataControlError, DataInfo,
+    DataVersion, ProgressEvent, Publish, short_fallback,
 };
 pub use error::{
     FeedError, FeedSizeError, FeedUnavailable, IdempotencyKeyError, InvalidSetting, PageError,

@@ -52,6 +52,11 @@ impl<S: FeedStorage, R: RandomFeed, E: ErrorRecorder> FeedService<S, R, E> {
         &self.storage
     }
 
+    /// The random-feed port.
+    pub const fn random(&self) -> &R {
+        &self.random
+    }
+
     /// The error-recorder port.
     pub const fn errors(&self) -> &E {
         &self.errors

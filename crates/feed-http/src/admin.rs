@@ -18,7 +18,6 @@ use std::sync::Arc;
 #[cfg(feature = "profiler")]
 use std::sync::atomic::{AtomicBool, Ordering};
 
-#[cfg(feature = "profiler")]
 use actix_web::HttpRequest;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
@@ -31,7 +30,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::WatchStream;
 
 use crate::access::{AdminAccess, require_token};
-use feed_domain::{DataControl, DataControlError, DataInfo};
+use feed_domain::{BlocklistControl, DataControl, DataControlError, DataInfo, ItemId};
 
 use crate::error::ApiError;
 use crate::exposition::Exposition;
@@ -52,6 +51,10 @@ pub const OPENAPI: &str = include_str!(concat!(
 #[cfg(feature = "profiler")]
 const MAX_PROFILE_SECONDS: u32 = 60;
 
+/// The largest admin request body: a blocklist change of
+/// `feed_memory::MAX_BLOCKED` ten-digit ids, with room to spare.
+const ADMIN_BODY_LIMIT: usize = 16 << 20;
+
 /// What the admin endpoints read.
 #[derive(Debug)]
 pub struct Admin {
@@ -59,6 +62,7 @@ pub struct Admin {
     snapshots: watch::Receiver<Snapshot>,
     lifecycle: web::Data<Lifecycle>,
     data: Option<Arc<dyn DataControl>>,
+    blocklist: Option<Arc<dyn BlocklistControl>>,
     access: AdminAccess,
     #[cfg(feature = "profiler")]
     profiling: AtomicBool,
@@ -91,6 +95,7 @@ impl Admin {
             snapshots,
             lifecycle,
             data: None,
+            blocklist: None,
             access: AdminAccess::open(),
             #[cfg(feature = "profiler")]
             profiling: AtomicBool::new(false),
@@ -102,6 +107,14 @@ impl Admin {
     #[must_use]
     pub fn with_data_control(mut self, data: Arc<dyn DataControl>) -> Self {
         self.data = Some(data);
+        self
+    }
+
+    /// Serves `GET` and `POST /admin/blocklist` through `blocklist`
+    /// (without it they answer 404).
+    #[must_use]
+    pub fn with_blocklist(mut self, blocklist: Arc<dyn BlocklistControl>) -> Self {
+        self.blocklist = Some(blocklist);
         self
     }
 
@@ -149,6 +162,8 @@ pub fn admin_app(
 > {
     App::new()
         .app_data(admin)
+        // A blocklist change of a million items is about 8 MB of JSON.
+        .app_data(web::PayloadConfig::new(ADMIN_BODY_LIMIT))
         .wrap(actix_web::middleware::from_fn(require_token))
         .route("/metrics", web::get().to(metrics))
         .route("/stats", web::get().to(stats))
@@ -157,6 +172,8 @@ pub fn admin_app(
         .route("/openapi.json", web::get().to(openapi))
         .route("/admin/reload", web::post().to(reload))
         .route("/admin/rollback", web::post().to(rollback))
+        .route("/admin/blocklist", web::get().to(blocklist))
+        .route("/admin/blocklist", web::post().to(change_blocklist))
         .route("/debug/pprof/profile", web::get().to(profile))
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::NotFound)
@@ -207,6 +224,57 @@ async fn reload(admin: web::Data<Admin>, body: web::Bytes) -> Result<HttpRespons
 
 async fn rollback(admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
     change_data(&admin, "rolled back", |data| data.rollback()).await
+}
+
+/// The body of `POST /admin/blocklist`: both lists optional.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlocklistChange {
+    #[serde(default)]
+    add: Vec<u32>,
+    #[serde(default)]
+    remove: Vec<u32>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Blocked {
+    blocked: usize,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct BlockedItems {
+    items: Vec<u32>,
+}
+
+async fn blocklist(admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
+    let list = admin.blocklist.clone().ok_or(ApiError::NotFound)?;
+    let items = web::block(move || list.items())
+        .await
+        .map_err(|_| ApiError::Internal("the blocklist thread failed; see the log"))?;
+    Ok(HttpResponse::Ok().json(BlockedItems {
+        items: items.into_iter().map(ItemId::get).collect(),
+    }))
+}
+
+async fn change_blocklist(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let list = admin.blocklist.clone().ok_or(ApiError::NotFound)?;
+    let change: BlocklistChange =
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidBody(e.to_string()))?;
+    let client = req
+        .peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string());
+    let blocked = web::block(move || {
+        let ids = |items: &[u32]| items.iter().copied().map(ItemId::new).collect::<Vec<_>>();
+        list.change(&ids(&change.add), &ids(&change.remove), &client)
+    })
+    .await
+    .map_err(|_| ApiError::Internal("the blocklist thread failed; see the log"))?
+    .map_err(ApiError::Blocklist)?;
+    Ok(HttpResponse::Ok().json(Blocked { blocked }))
 }
 
 /// Runs a data change on a blocking thread and answers with its outcome.

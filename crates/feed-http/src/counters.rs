@@ -7,11 +7,12 @@
 //! Prometheus exposition of these totals lives in `exposition`, apart from
 //! the hot path.
 
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use feed_domain::{DataChange, DataInfo, FeedError, StorageError, StorageHealth};
+use feed_domain::{BlocklistControl, DataChange, DataInfo, FeedError, StorageError, StorageHealth};
 
 use crate::route::Route;
 
@@ -233,6 +234,8 @@ pub struct Counters {
     storage: Mutex<Option<StorageHealth>>,
     changes: [AtomicU64; DataChange::ALL.len()],
     progress: ProgressSyncs,
+    /// The blocklist, where the storage kind has one.
+    blocklist: std::sync::OnceLock<Arc<dyn BlocklistControl>>,
 }
 
 /// Syncs of the progress files (rare: a few a second, shared counters).
@@ -314,6 +317,7 @@ impl Counters {
             storage: Mutex::new(None),
             changes: std::array::from_fn(|_| AtomicU64::new(0)),
             progress: ProgressSyncs::default(),
+            blocklist: std::sync::OnceLock::new(),
         }
     }
 
@@ -417,6 +421,19 @@ impl Counters {
         if let Ok(mut storage) = self.storage.lock() {
             *storage = Some(health);
         }
+    }
+
+    /// Reports `blocklist`'s size and skips from now on.
+    pub fn set_blocklist(&self, blocklist: Arc<dyn BlocklistControl>) {
+        let _ = self.blocklist.set(blocklist);
+    }
+
+    /// Items blocked and personal items skipped for it, where there is a
+    /// blocklist.
+    pub fn blocklist(&self) -> Option<(usize, u64)> {
+        self.blocklist
+            .get()
+            .map(|list| (list.len(), list.skipped()))
     }
 
     /// The remote storage's health; `None` for the in-process storage.

@@ -5,7 +5,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use feed_domain::{FeedUnavailable, IdempotencyKeyError, PageError, SizeLimits};
 
-use feed_domain::DataControlError;
+use feed_domain::{BlocklistError, DataControlError};
 use serde::Serialize;
 
 /// An error answer. Each variant maps to one status; the body is always
@@ -72,6 +72,9 @@ pub enum ApiError {
     /// A request body that is not the JSON expected.
     #[error("invalid body: {0}")]
     InvalidBody(String),
+    /// A blocklist change did not happen.
+    #[error("{0}")]
+    Blocklist(BlocklistError),
     /// A reload or rollback did not happen.
     #[error("{0}")]
     DataChange(DataControlError),
@@ -134,6 +137,8 @@ impl ResponseError for ApiError {
             | Self::InvalidIdempotencyKey(_)
             | Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
             Self::IdempotencyKeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Blocklist(BlocklistError::Failed(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Blocklist(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::DataChange(DataControlError::Failed(_) | DataControlError::NoPath) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }

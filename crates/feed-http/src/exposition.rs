@@ -281,6 +281,20 @@ impl Collector for Exposition {
                 gauge(&mut encoder, name, help, value)?;
             }
         }
+        if let Some((items, skipped)) = self.counters().blocklist() {
+            gauge(
+                &mut encoder,
+                "blocklist_items",
+                "Items taken down: never served",
+                items as f64,
+            )?;
+            counter(
+                &mut encoder,
+                "blocklist_skipped_items",
+                "Personal items passed over because they were blocked",
+                skipped,
+            )?;
+        }
         if let Some(storage) = self.counters().storage_health() {
             encoder
                 .encode_descriptor(

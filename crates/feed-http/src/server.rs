@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{HttpServer, web};
-use feed_domain::{DataControl, ErrorRecorder, FeedService, FeedStorage, RandomFeed};
+use feed_domain::{
+    BlocklistControl, DataControl, ErrorRecorder, FeedService, FeedStorage, RandomFeed,
+};
 use slog::{Logger, info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -106,6 +108,8 @@ pub struct Mode<T, F> {
     pub slot: web::Data<FeedSlot<T>>,
     /// Reload and rollback, where the mode has them.
     pub data_control: Option<Arc<dyn DataControl>>,
+    /// The blocklist, where the mode has one.
+    pub blocklist: Option<Arc<dyn BlocklistControl>>,
     /// Resolves when the data can never be loaded.
     pub load_failure: oneshot::Receiver<LoadFailure>,
     /// Runs once inside the runtime, after both servers have started, to
@@ -142,6 +146,7 @@ where
     let Mode {
         slot,
         data_control,
+        blocklist,
         load_failure,
         tasks,
     } = mode;
@@ -156,6 +161,10 @@ where
     .with_access(config.admin_access.clone());
     if let Some(control) = data_control {
         admin = admin.with_data_control(control);
+    }
+    if let Some(blocklist) = blocklist {
+        gate.counters().set_blocklist(Arc::clone(&blocklist));
+        admin = admin.with_blocklist(blocklist);
     }
     let admin = web::Data::new(admin);
 

@@ -20,6 +20,15 @@ pub struct Latency {
     pub p99: f64,
 }
 
+/// The blocklist as `/stats` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlocklistBody {
+    /// Items blocked.
+    pub items: usize,
+    /// Personal items passed over because they were blocked, since start.
+    pub skipped: u64,
+}
+
 /// A remote storage's health as `/stats` shows it (the port's
 /// [`StorageHealth`], the breaker's state as its label).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -96,6 +105,8 @@ pub struct Snapshot {
     pub exhausted_users: u64,
     /// Feed answers that replayed a retried request's answer, since start.
     pub replayed_answers: u64,
+    /// The blocklist, where the storage kind has one.
+    pub blocklist: Option<BlocklistBody>,
     /// Items served per second.
     pub items_per_s: Items,
     /// Resident memory of the process.
@@ -139,6 +150,11 @@ impl Sampler {
             ready: self.gate.lifecycle().is_ready(),
             exhausted_users: totals.exhausted,
             replayed_answers: totals.replayed,
+            blocklist: self
+                .gate
+                .counters()
+                .blocklist()
+                .map(|(items, skipped)| BlocklistBody { items, skipped }),
             memory_bytes: resident_bytes(),
             in_flight: self.gate.in_flight(&totals),
             data: self.gate.counters().data().map(DataBody::from),

@@ -111,22 +111,6 @@ impl Given {
             .is_some_and(|word| word.load(Ordering::Relaxed) & (1 << (position % 32)) != 0)
     }
 
-    /// Where a step of `want` items not given, from offset `from` of the
-    /// feed starting at `base` (of `len` items), ends: past every given
-    /// position on the way. At most `len`.
-    #[inline]
-    pub fn end_after(&self, base: usize, from: u32, want: u32, len: u32) -> u32 {
-        let mut taken = 0;
-        let mut at = from;
-        while at < len && taken < want {
-            if !self.is_given(base + at as usize) {
-                taken += 1;
-            }
-            at += 1;
-        }
-        at
-    }
-
     fn mark(&self, position: usize) {
         let word = position / 32;
         if let Some(cell) = self.bits.words().get(word) {

@@ -42,6 +42,7 @@
 //! library (it only declares its section as a serde type); it logs its
 //! lifecycle through `slog`.
 
+mod blocklist;
 mod carry;
 mod clock;
 pub mod delivered;
@@ -57,6 +58,7 @@ pub mod snapshot;
 mod storage;
 mod table;
 
+pub use blocklist::{BlockLog, Blocked, MAX_BLOCKED};
 pub use carry::{Carried, Given, Served, carry, words_for};
 pub use clock::now_unix_ms;
 pub use generate::{DataSpec, DataSpecError};

@@ -1,9 +1,11 @@
 //! [`CatalogRandomFeed`]: uniform random items from the catalog.
 
 use std::cell::RefCell;
+use std::sync::{Arc, OnceLock};
 
 use feed_domain::{ItemId, RandomFeed, RandomFillError};
 
+use crate::blocklist::Blocked;
 use crate::seen::{SCAN_LIMIT, SeenSet};
 use crate::snapshot::FallbackList;
 
@@ -14,6 +16,8 @@ use crate::snapshot::FallbackList;
 #[derive(Debug, Clone)]
 pub struct CatalogRandomFeed {
     catalog: Catalog,
+    /// Items never drawn: the blocklist, shared by every version.
+    blocked: OnceLock<Arc<Blocked>>,
 }
 
 #[derive(Debug, Clone)]
@@ -27,6 +31,7 @@ impl CatalogRandomFeed {
     pub const fn new(catalog_size: u32) -> Self {
         Self {
             catalog: Catalog::Range(catalog_size),
+            blocked: OnceLock::new(),
         }
     }
 
@@ -35,6 +40,20 @@ impl CatalogRandomFeed {
     pub fn from_list(list: FallbackList) -> Self {
         Self {
             catalog: Catalog::List(list),
+            blocked: OnceLock::new(),
+        }
+    }
+
+    /// Never draws an item of `blocked` from now on (set once).
+    pub fn block_with(&self, blocked: Arc<Blocked>) {
+        let _ = self.blocked.set(blocked);
+    }
+
+    /// How many catalog items `blocked` leaves to draw from.
+    pub fn unblocked(&self, blocked: impl Fn(u32) -> bool) -> usize {
+        match &self.catalog {
+            Catalog::Range(size) => (1..=*size).filter(|&item| !blocked(item)).count(),
+            Catalog::List(list) => list.items().iter().filter(|&&item| !blocked(item)).count(),
         }
     }
 
@@ -106,6 +125,10 @@ impl CatalogRandomFeed {
         if addable == 0 {
             return shortfall(items.len(), target);
         }
+        let blocked = self.blocked.get().filter(|b| !b.is_empty());
+        // Checked before the set takes note of a candidate: a blocked one
+        // is never held.
+        let allowed = |item: ItemId| blocked.is_none_or(|b| !b.contains(item.get()));
         SEEN.with_borrow_mut(|seen| {
             let mut seen = seen.start(items.len() + addable);
             seen.hold_all(items);
@@ -113,7 +136,7 @@ impl CatalogRandomFeed {
             while items.len() < target && draws > 0 {
                 draws -= 1;
                 let candidate = self.at(draw(0..catalog_size));
-                if seen.insert(candidate, items) {
+                if allowed(candidate) && seen.insert(candidate, items) {
                     items.push(candidate);
                 }
             }
@@ -127,7 +150,7 @@ impl CatalogRandomFeed {
                         break;
                     }
                     let candidate = self.at(position);
-                    if seen.insert(candidate, items) {
+                    if allowed(candidate) && seen.insert(candidate, items) {
                         items.push(candidate);
                     }
                 }
@@ -159,6 +182,24 @@ mod tests {
     use super::*;
 
     proptest! {
+        /// A blocked item is never drawn, by the draws or by the walk that
+        /// ends a fill over a catalog nearly used up.
+        #[test]
+        fn a_blocked_item_is_never_drawn(catalog in 1u32..200, blocked in prop::collection::hash_set(1u32..200, 0..150), count in 1usize..200) {
+            let random = CatalogRandomFeed::new(catalog);
+            let list = Arc::new(Blocked::default());
+            for &item in &blocked {
+                list.set(item, true);
+            }
+            random.block_with(Arc::clone(&list));
+            let mut items = Vec::new();
+            let _ = random.fill(&mut items, count);
+            prop_assert!(items.iter().all(|i| !blocked.contains(&i.get())));
+            let free = (1..=catalog).filter(|i| !blocked.contains(i)).count();
+            prop_assert_eq!(items.len(), count.min(free));
+            prop_assert_eq!(random.unblocked(|i| list.contains(i)), free);
+        }
+
         /// The same seed gives the same fill, and it is a fill like any
         /// other: distinct, from the catalog, nothing already there.
         #[test]

@@ -3,8 +3,9 @@
 
 use feed_domain::{FeedStorage, IdempotencyKey, ItemId, Keyed, StorageError, Taken, UserId};
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
+use crate::blocklist::Blocked;
 use crate::carry::Given;
 use crate::offsets::{KeyedRange, OffsetMap};
 use crate::table::FeedTable;
@@ -19,6 +20,55 @@ pub struct MemoryFeedStorage {
     /// The positions given under the version served before this one
     /// (`crate::carry`), once there was one.
     given: OnceLock<Given>,
+    /// The items taken down, shared by every version.
+    blocked: OnceLock<Arc<Blocked>>,
+}
+
+/// What a request passes over in one user's feed: positions given under
+/// the version before, and blocked items. Both move the offset past them,
+/// neither is served.
+#[derive(Clone, Copy)]
+struct Skip<'a> {
+    given: Option<&'a Given>,
+    blocked: Option<&'a Blocked>,
+    /// Where the feed starts in the table (the marks' numbering).
+    base: usize,
+    feed: &'a [u32],
+}
+
+impl Skip<'_> {
+    /// Whether there is anything to pass over at all.
+    #[inline]
+    const fn any(&self) -> bool {
+        self.given.is_some() || self.blocked.is_some()
+    }
+
+    #[inline]
+    fn given(&self, at: usize) -> bool {
+        self.given
+            .is_some_and(|given| given.is_given(self.base + at))
+    }
+
+    #[inline]
+    fn blocked(&self, at: usize) -> bool {
+        self.blocked
+            .is_some_and(|blocked| blocked.contains(self.feed[at]))
+    }
+
+    /// Where a step of `want` items not passed over, from `from`, ends (at
+    /// most `len`).
+    #[inline]
+    fn end_after(&self, from: u32, want: u32, len: u32) -> u32 {
+        let mut taken = 0;
+        let mut at = from;
+        while at < len && taken < want {
+            if !self.given(at as usize) && !self.blocked(at as usize) {
+                taken += 1;
+            }
+            at += 1;
+        }
+        at
+    }
 }
 
 impl MemoryFeedStorage {
@@ -44,6 +94,28 @@ impl MemoryFeedStorage {
             table,
             offsets,
             given: OnceLock::new(),
+            blocked: OnceLock::new(),
+        }
+    }
+
+    /// Takes `blocked` into account from now on (once: the list is shared
+    /// by every version, and changes in place).
+    pub fn block_with(&self, blocked: Arc<Blocked>) {
+        let _ = self.blocked.set(blocked);
+    }
+
+    /// What a request for the feed at `base` passes over.
+    #[inline]
+    fn skip<'a>(&'a self, base: usize, feed: &'a [u32]) -> Skip<'a> {
+        Skip {
+            given: self.given.get(),
+            blocked: self
+                .blocked
+                .get()
+                .map(Arc::as_ref)
+                .filter(|b| !b.is_empty()),
+            base,
+            feed,
         }
     }
 
@@ -57,26 +129,28 @@ impl MemoryFeedStorage {
         self.given.get_or_init(make)
     }
 
-    /// Appends the items of `feed` (starting at `base` in the table) in
-    /// `range` that were not given before.
+    /// Appends the items of the feed in `range` that are not passed over,
+    /// and counts the blocked ones passed over.
     #[inline]
-    fn extend(
-        &self,
-        out: &mut Vec<ItemId>,
-        feed: &[u32],
-        base: usize,
-        range: std::ops::Range<u32>,
-    ) {
-        let taken = &feed[range.start as usize..range.end as usize];
-        match self.given.get() {
-            None => out.extend(taken.iter().map(|&id| ItemId::new(id))),
-            Some(given) => out.extend(
-                taken
-                    .iter()
-                    .enumerate()
-                    .filter(|&(at, _)| !given.is_given(base + range.start as usize + at))
-                    .map(|(_, &id)| ItemId::new(id)),
-            ),
+    fn extend(out: &mut Vec<ItemId>, skip: &Skip<'_>, range: std::ops::Range<u32>) {
+        let (start, end) = (range.start as usize, range.end as usize);
+        if !skip.any() {
+            out.extend(skip.feed[start..end].iter().map(|&id| ItemId::new(id)));
+            return;
+        }
+        let mut blocked = 0;
+        for at in start..end {
+            if skip.given(at) {
+                continue;
+            }
+            if skip.blocked(at) {
+                blocked += 1;
+                continue;
+            }
+            out.push(ItemId::new(skip.feed[at]));
+        }
+        if let Some(list) = skip.blocked {
+            list.count_skipped(blocked);
         }
     }
 
@@ -138,16 +212,18 @@ impl MemoryFeedStorage {
         let want = u32::try_from(max).unwrap_or(u32::MAX);
         // A feed is at most u32::MAX long: the table holds at most that many items per user.
         let len = feed.len() as u32;
-        let range = match self.given.get() {
-            None => self.offsets.advance(position, want, len),
-            Some(given) => {
-                given.catch_up(user, position, self);
-                self.offsets
-                    .advance_to(position, len, |from| given.end_after(base, from, want, len))
-            }
+        let skip = self.skip(base, feed);
+        if let Some(given) = skip.given {
+            given.catch_up(user, position, self);
+        }
+        let range = if skip.any() {
+            self.offsets
+                .advance_to(position, len, |from| skip.end_after(from, want, len))
+        } else {
+            self.offsets.advance(position, want, len)
         };
         let before = out.len();
-        self.extend(out, feed, base, range.clone());
+        Self::extend(out, &skip, range.clone());
         Ok(Taken {
             count: out.len() - before,
             remaining: (len - range.end) as usize,
@@ -171,13 +247,16 @@ impl MemoryFeedStorage {
             .ok_or(StorageError::UnknownUser(user))?;
         let want = u32::try_from(max).unwrap_or(u32::MAX);
         let len = feed.len() as u32;
-        let given = self.given.get();
-        if let Some(given) = given {
+        let skip = self.skip(base, feed);
+        if let Some(given) = skip.given {
             given.catch_up(user, position, self);
         }
-        let end = |from: u32| match given {
-            None => from.saturating_add(want),
-            Some(given) => given.end_after(base, from, want, len),
+        let end = |from: u32| {
+            if skip.any() {
+                skip.end_after(from, want, len)
+            } else {
+                from.saturating_add(want)
+            }
         };
         let (range, replayed) =
             match self
@@ -189,7 +268,7 @@ impl MemoryFeedStorage {
                 KeyedRange::OtherSize(first) => return Ok(Keyed::OtherSize { first }),
             };
         let before = out.len();
-        self.extend(out, feed, base, range.clone());
+        Self::extend(out, &skip, range.clone());
         let taken = Taken {
             count: out.len() - before,
             remaining: (len - range.end) as usize,

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::web;
-use feed_domain::{DataControl, SizeLimits};
+use feed_domain::{BlocklistControl, DataControl, SizeLimits};
 use feed_http::{
     Counters, FeedErrorKind, FeedSlot, Lifecycle, LoadFailure, Mode, Refusal, RequestGate,
     ServerConfig, Serving, serve,
@@ -121,6 +121,13 @@ pub fn run(
         settings.progress.place(),
         logger.new(o!("component" => "data")),
     ));
+    // The blocklist is in force before the first answer.
+    let blocked = manager
+        .open_blocklist()
+        .map_err(|e| std::io::Error::other(format!("progress.path: {e}")))?;
+    if blocked > 0 {
+        info!(logger, "blocklist restored"; "blocked" => blocked);
+    }
 
     let (load_failed, load_failure) = oneshot::channel::<LoadFailure>();
     // Started once the servers run, so that "feed-server ready" always
@@ -180,6 +187,7 @@ pub fn run(
         Mode {
             slot,
             data_control: Some(control),
+            blocklist: Some(Arc::clone(&manager) as Arc<dyn BlocklistControl>),
             load_failure,
             tasks: || {
                 loader = Some(start_loader()?);
@@ -263,6 +271,7 @@ pub fn run_redis(
         Mode {
             slot,
             data_control: None,
+            blocklist: None,
             load_failure,
             tasks: move || {
                 actix_web::rt::spawn(watcher.run());

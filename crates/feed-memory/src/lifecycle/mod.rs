@@ -21,14 +21,15 @@
 mod load;
 mod place;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use feed_domain::{
-    DataChange, DataControl, DataControlError, DataInfo, ErrorRecorder, ProgressEvent, Publish,
-    SizeLimits,
+    BlocklistControl, BlocklistError, DataChange, DataControl, DataControlError, DataInfo,
+    ErrorRecorder, ItemId, ProgressEvent, Publish, SizeLimits, short_fallback,
 };
 use slog::{Logger, error, info, warn};
 
@@ -36,6 +37,7 @@ pub use self::load::{
     First, Loaded, MemoryFeedService, check_fallback, from_snapshot, generate, synthetic,
 };
 pub use self::place::{ProgressPlace, SnapshotPlace};
+use crate::blocklist::{BlockLog, Blocked, MAX_BLOCKED};
 use crate::carry::{Carried, Served, carry};
 use crate::{FileIdentity, Given, MemoryFeedStorage, Snapshot};
 
@@ -111,6 +113,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// a time.
 pub struct DataManager<E> {
     publish: Arc<dyn Publish<MemoryFeedService<E>>>,
+    /// The items taken down, shared by every version.
+    blocked: Arc<Blocked>,
+    /// Where changes to them are kept (with the progress), and the lock
+    /// that makes them one at a time.
+    block_log: Mutex<Option<BlockLog>>,
     recorder: E,
     limits: SizeLimits,
     snapshots: SnapshotPlace,
@@ -143,6 +150,8 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
     ) -> Self {
         Self {
             publish,
+            blocked: Arc::default(),
+            block_log: Mutex::new(None),
             recorder,
             limits,
             snapshots,
@@ -151,6 +160,21 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
             busy: Mutex::new(()),
             logger,
         }
+    }
+
+    /// Opens the blocklist kept with the progress (`blocklist.log` in the
+    /// progress folder; without one it lives as long as the process) and
+    /// returns how many items it blocks. Call before the first version is
+    /// installed.
+    ///
+    /// # Errors
+    /// One line naming the file.
+    pub fn open_blocklist(&self) -> Result<usize, String> {
+        if let Some(dir) = &self.progress.dir {
+            let log = BlockLog::open(dir, &self.blocked)?;
+            *lock(&self.block_log) = Some(log);
+        }
+        Ok(self.blocked.len())
     }
 
     /// The error recorder every version reports to.
@@ -171,8 +195,14 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
     fn install(&self, loaded: Loaded<E>) -> Arc<MemoryFeedService<E>> {
         // Offsets clamped at open are reported before anything is served.
         self.report_clamped(&loaded.service);
-        // Marks this data carried in an earlier run stay in force.
+        // Blocked items are never served by any version.
         let storage = loaded.service.storage();
+        storage.block_with(Arc::clone(&self.blocked));
+        loaded
+            .service
+            .random()
+            .block_with(Arc::clone(&self.blocked));
+        // Marks this data carried in an earlier run stay in force.
         if storage.given().is_none() {
             match self.progress.given_kept(
                 loaded.data_id,
@@ -344,6 +374,17 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
         let started = Instant::now();
         let snapshot = Snapshot::open(path).map_err(|e| e.to_string())?;
         check_fallback(&snapshot, self.limits)?;
+        let unblocked = snapshot
+            .fallback()
+            .iter()
+            .filter(|&&item| !self.blocked.contains(item))
+            .count();
+        if let Some(reason) = short_fallback(unblocked, self.limits.max_size().get()) {
+            return Err(NotLoaded::Failed(format!(
+                "{}: with the blocklist, {reason}",
+                log_path(path)
+            )));
+        }
         let meta = *snapshot.meta();
         // The same snapshot as the one served keeps its progress: no new
         // file is opened for it (it would be the one in use).
@@ -524,6 +565,85 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
             "users" => info.users,
             "snapshot_id" => info.version.as_ref().map_or("", |v| v.id.as_str()));
         Ok(info)
+    }
+}
+
+impl<E: ErrorRecorder + Clone> BlocklistControl for DataManager<E> {
+    fn change(
+        &self,
+        add: &[ItemId],
+        remove: &[ItemId],
+        client: &str,
+    ) -> Result<usize, BlocklistError> {
+        if add.iter().chain(remove).any(|item| item.get() == 0) {
+            return Err(BlocklistError::ZeroItem);
+        }
+        let mut log = lock(&self.block_log);
+        let add: BTreeSet<u32> = add.iter().map(|item| item.get()).collect();
+        // An item in both lists is blocked.
+        let remove: BTreeSet<u32> = remove
+            .iter()
+            .map(|item| item.get())
+            .filter(|item| !add.contains(item))
+            .collect();
+        let would = self.blocked.len() + add.iter().filter(|&&i| !self.blocked.contains(i)).count()
+            - remove.iter().filter(|&&i| self.blocked.contains(i)).count();
+        if would > MAX_BLOCKED {
+            return Err(BlocklistError::TooMany {
+                max: MAX_BLOCKED,
+                would,
+            });
+        }
+        let after = |item: u32| {
+            add.contains(&item) || (self.blocked.contains(item) && !remove.contains(&item))
+        };
+        let need = self.limits.max_size().get();
+        if let Some(current) = self.current_service() {
+            let left = current.random().unblocked(after);
+            if left < need {
+                return Err(BlocklistError::FallbackTooShort { left, need });
+            }
+        }
+        let (add, remove): (Vec<u32>, Vec<u32>) =
+            (add.into_iter().collect(), remove.into_iter().collect());
+        if let Some(log) = log.as_mut() {
+            log.append(&add, &remove).map_err(BlocklistError::Failed)?;
+        }
+        for &item in &remove {
+            self.blocked.set(item, false);
+        }
+        for &item in &add {
+            self.blocked.set(item, true);
+        }
+        let blocked = self.blocked.len();
+        // The audit trail: who changed what. The log file holds every change
+        // whole; this line names up to 1000 items of each list.
+        let some = |items: &[u32]| {
+            let shown: Vec<String> = items.iter().take(1000).map(u32::to_string).collect();
+            let more = items.len().saturating_sub(1000);
+            if more > 0 {
+                format!("{} and {more} more", shown.join(","))
+            } else {
+                shown.join(",")
+            }
+        };
+        info!(self.logger, "blocklist changed";
+            "client" => log_escaped(client), "blocked" => blocked,
+            "added" => add.len(), "removed" => remove.len(),
+            "items_added" => some(&add), "items_removed" => some(&remove));
+        Ok(blocked)
+    }
+
+    fn items(&self) -> Vec<ItemId> {
+        self.blocked.items().into_iter().map(ItemId::new).collect()
+    }
+
+    fn len(&self) -> usize {
+        self.blocked.len()
+    }
+
+    fn skipped(&self) -> u64 {
+        self.blocked.skipped()
     }
 }
 

@@ -4,6 +4,7 @@
 mod admin;
 mod architecture;
 mod binary;
+mod blocklist;
 #[path = "../../../feed-redis/tests/it/cluster.rs"]
 mod cluster;
 mod config;

@@ -1,0 +1,329 @@
+//! [`Blocked`]: the items taken down, checked by every request of every
+//! version in a few instructions; [`BlockLog`]: the file that keeps them.
+//!
+//! Architecture Invariant: checking an item costs two loads and a bit test,
+//! whatever the list holds (up to [`MAX_BLOCKED`] items), and nothing when
+//! it is empty. The set is a bitmap over the whole `u32` id space in pages
+//! of 2^16 ids (8 KiB each), made when an item of theirs is first blocked:
+//! a million items spread over the id space cost at most 16 MiB more than
+//! their pages' table (1.5 MiB), a million in a catalog of ten million
+//! about 1.2 MiB. A hash set would cost a hash and a probe a check.
+//!
+//! The file is a log: one line a change, `+ID,ID,...` and `-ID,...`, with
+//! its sequence number and an XXH3-64 of the line, appended and synced
+//! (`fdatasync`) before the change is applied. A torn last line fails its
+//! check and is cut at open; a log much longer than the set is rewritten
+//! whole (written beside, synced, renamed) at open.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::files::{replace_atomically, sync_folder};
+
+/// The most items the list holds.
+pub const MAX_BLOCKED: usize = 1_000_000;
+
+/// Ids a page covers.
+const PAGE_IDS: usize = 1 << 16;
+
+/// The items taken down; see the module doc.
+#[derive(Debug)]
+pub struct Blocked {
+    pages: Box<[OnceLock<Box<[AtomicU64]>>]>,
+    count: AtomicUsize,
+    skipped: AtomicU64,
+}
+
+impl Default for Blocked {
+    fn default() -> Self {
+        Self {
+            pages: (0..(1usize << 32) / PAGE_IDS)
+                .map(|_| OnceLock::new())
+                .collect(),
+            count: AtomicUsize::new(0),
+            skipped: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Blocked {
+    /// Whether `item` is blocked.
+    #[inline]
+    pub fn contains(&self, item: u32) -> bool {
+        let item = item as usize;
+        self.pages[item / PAGE_IDS].get().is_some_and(|page| {
+            page[(item % PAGE_IDS) / 64].load(Ordering::Relaxed) & (1 << (item % 64)) != 0
+        })
+    }
+
+    /// How many items are blocked.
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Whether none is.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Blocks (`on`) or unblocks `item`; whether that changed anything.
+    /// One writer at a time (the caller's lock).
+    pub(crate) fn set(&self, item: u32, on: bool) -> bool {
+        let item = item as usize;
+        let slot = &self.pages[item / PAGE_IDS];
+        let page = match (slot.get(), on) {
+            (Some(page), _) => page,
+            (None, false) => return false,
+            (None, true) => {
+                slot.get_or_init(|| (0..PAGE_IDS / 64).map(|_| AtomicU64::new(0)).collect())
+            }
+        };
+        let bit = 1 << (item % 64);
+        let word = &page[(item % PAGE_IDS) / 64];
+        let before = if on {
+            word.fetch_or(bit, Ordering::Relaxed)
+        } else {
+            word.fetch_and(!bit, Ordering::Relaxed)
+        };
+        let changed = (before & bit != 0) != on;
+        if changed {
+            if on {
+                self.count.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.count.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        changed
+    }
+
+    /// Every blocked item, in id order.
+    pub fn items(&self) -> Vec<u32> {
+        let mut items = Vec::with_capacity(self.len());
+        for (at, slot) in self.pages.iter().enumerate() {
+            let Some(page) = slot.get() else { continue };
+            for (w, word) in page.iter().enumerate() {
+                let mut bits = word.load(Ordering::Relaxed);
+                while bits != 0 {
+                    let bit = bits.trailing_zeros() as usize;
+                    items.push((at * PAGE_IDS + w * 64 + bit) as u32);
+                    bits &= bits - 1;
+                }
+            }
+        }
+        items
+    }
+
+    /// Counts `n` personal items skipped because they were blocked.
+    #[inline]
+    pub(crate) fn count_skipped(&self, n: usize) {
+        if n > 0 {
+            self.skipped.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Personal items skipped because they were blocked, since start.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+}
+
+/// The file that keeps the list; see the module doc.
+#[derive(Debug)]
+pub struct BlockLog {
+    path: PathBuf,
+    file: File,
+    /// The next change's sequence number.
+    next: u64,
+}
+
+impl BlockLog {
+    /// The log's file name in the progress folder.
+    pub const FILE_NAME: &'static str = "blocklist.log";
+
+    /// Opens (or creates) the log in `dir` and replays it into `blocked`;
+    /// a torn last line is cut, and a long log rewritten whole.
+    ///
+    /// # Errors
+    /// The system's error, naming the file.
+    pub fn open(dir: &Path, blocked: &Blocked) -> Result<Self, String> {
+        let path = dir.join(Self::FILE_NAME);
+        let named = |e: std::io::Error| format!("{}: {e}", path.display());
+        std::fs::create_dir_all(dir).map_err(named)?;
+        let text = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(named(e)),
+        };
+        let mut good = 0;
+        let mut next = 1;
+        let mut lines = 0usize;
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            let Some(change) = parse_line(line) else {
+                break;
+            };
+            for (item, on) in change.items {
+                blocked.set(item, on);
+            }
+            next = change.seq + 1;
+            good += line.len();
+            lines += 1;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(named)?;
+        if good < text.len() {
+            // A torn tail: never synced, never applied.
+            file.set_len(good as u64).map_err(named)?;
+        }
+        let mut log = Self { path, file, next };
+        if lines > 64 && good > 4 * (blocked.len() * 8 + 64) {
+            log.rewrite(blocked)?;
+        }
+        sync_folder(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(log)
+    }
+
+    /// Appends one change and syncs it.
+    ///
+    /// # Errors
+    /// The system's error: the change is not durable (a torn tail is cut at
+    /// the next open).
+    pub fn append(&mut self, add: &[u32], remove: &[u32]) -> Result<(), String> {
+        let line = line(self.next, add, remove);
+        self.file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Replaces the log by one line holding every blocked item.
+    fn rewrite(&mut self, blocked: &Blocked) -> Result<(), String> {
+        let items = blocked.items();
+        let line = line(self.next, &items, &[]);
+        let temporary = self.path.with_extension("log.tmp");
+        replace_atomically(&self.path, &temporary, 0o600, |mut file| {
+            file.write_all(&line)
+        })
+        .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        self.next += 1;
+        Ok(())
+    }
+}
+
+/// One change as a line: `SEQ CHECK +ID,ID -ID\n`, CHECK the XXH3-64 (hex)
+/// of what follows it.
+fn line(seq: u64, add: &[u32], remove: &[u32]) -> Vec<u8> {
+    let list = |sign: char, items: &[u32]| {
+        let ids: Vec<String> = items.iter().map(u32::to_string).collect();
+        format!("{sign}{}", ids.join(","))
+    };
+    let body = format!("{} {}", list('+', add), list('-', remove));
+    format!("{seq} {:016x} {body}\n", xxh3_64(body.as_bytes())).into_bytes()
+}
+
+/// A line read back.
+struct Change {
+    seq: u64,
+    items: Vec<(u32, bool)>,
+}
+
+/// The change a whole, intact line holds; `None` for anything else.
+fn parse_line(line: &[u8]) -> Option<Change> {
+    let line = std::str::from_utf8(line.strip_suffix(b"\n")?).ok()?;
+    let mut parts = line.splitn(3, ' ');
+    let seq = parts.next()?.parse().ok()?;
+    let check = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let body = parts.next()?;
+    if xxh3_64(body.as_bytes()) != check {
+        return None;
+    }
+    let (add, remove) = body.split_once(' ')?;
+    let ids = |text: &str, sign: char, on: bool| -> Option<Vec<(u32, bool)>> {
+        let text = text.strip_prefix(sign)?;
+        if text.is_empty() {
+            return Some(Vec::new());
+        }
+        text.split(',')
+            .map(|id| id.parse().ok().map(|id| (id, on)))
+            .collect()
+    };
+    // Removals first: an item in both lists is blocked, as the change said.
+    let mut items = ids(remove, '-', false)?;
+    items.extend(ids(add, '+', true)?);
+    Some(Change { seq, items })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn the_log_keeps_the_list_and_cuts_a_torn_tail() {
+        let dir = crate::files::scratch_dir("blocklist");
+        let blocked = Blocked::default();
+        let mut log = BlockLog::open(&dir, &blocked).unwrap();
+        for (add, remove) in [(vec![5, 7, 4_000_000_000], vec![]), (vec![9], vec![7])] {
+            for &item in &remove {
+                blocked.set(item, false);
+            }
+            for &item in &add {
+                blocked.set(item, true);
+            }
+            log.append(&add, &remove).unwrap();
+        }
+        drop(log);
+        let path = dir.join(BlockLog::FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"3 00000000000000 +1"); // torn
+        std::fs::write(&path, &bytes).unwrap();
+        let again = Blocked::default();
+        let _log = BlockLog::open(&dir, &again).unwrap();
+        assert_eq!(again.items(), [5, 9, 4_000_000_000]);
+        assert_eq!(again.len(), 3);
+        assert!(
+            std::fs::read(&path).unwrap().ends_with(b"\n"),
+            "the torn line is cut"
+        );
+    }
+
+    proptest! {
+        /// The bitmap answers as a set does, and its items come back in order.
+        #[test]
+        fn the_bitmap_is_a_set(ops in prop::collection::vec((any::<u32>(), any::<bool>()), 0..200)) {
+            let blocked = Blocked::default();
+            let mut model = std::collections::BTreeSet::new();
+            for (item, on) in ops {
+                let changed = blocked.set(item, on);
+                let was = if on { !model.insert(item) } else { !model.remove(&item) };
+                prop_assert_eq!(changed, !was);
+                prop_assert!(model.contains(&item) == on && blocked.contains(item) == on);
+            }
+            prop_assert_eq!(blocked.items(), model.iter().copied().collect::<Vec<_>>());
+            prop_assert_eq!(blocked.len(), model.len());
+        }
+
+        /// No bytes make the log's reader panic or apply a damaged line.
+        #[test]
+        fn any_line_parses_or_is_refused(bytes in prop::collection::vec(any::<u8>(), 0..80)) {
+            let _ = parse_line(&bytes);
+        }
+    }
+}

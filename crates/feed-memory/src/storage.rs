@@ -191,18 +191,15 @@ impl FeedStorage for MemoryFeedStorage {
 }
 
 impl MemoryFeedStorage {
-    /// [`FeedStorage::take_next`] without the future: appends up to `max` of
-    /// `user`'s next items to `out` and advances the user's offset.
+    /// What a request for `user` of up to `max` items works with: their
+    /// position, the step, their feed's length and what it passes over;
+    /// what the version before gave them carried first, while that is
+    /// being done (`crate::carry`).
     ///
     /// # Errors
     /// [`StorageError::UnknownUser`] when the table has no feed for `user`.
     #[inline]
-    pub fn take_now(
-        &self,
-        user: UserId,
-        max: usize,
-        out: &mut Vec<ItemId>,
-    ) -> Result<Taken, StorageError> {
+    fn prepare(&self, user: UserId, max: usize) -> Result<(u32, u32, u32, Skip<'_>), StorageError> {
         // Look the user up before touching the offset map, so that requests
         // for unknown users never grow it.
         let (position, base, feed) = self
@@ -216,6 +213,22 @@ impl MemoryFeedStorage {
         if let Some(given) = skip.given {
             given.catch_up(user, position, self);
         }
+        Ok((position, want, len, skip))
+    }
+
+    /// [`FeedStorage::take_next`] without the future: appends up to `max` of
+    /// `user`'s next items to `out` and advances the user's offset.
+    ///
+    /// # Errors
+    /// [`StorageError::UnknownUser`] when the table has no feed for `user`.
+    #[inline]
+    pub fn take_now(
+        &self,
+        user: UserId,
+        max: usize,
+        out: &mut Vec<ItemId>,
+    ) -> Result<Taken, StorageError> {
+        let (position, want, len, skip) = self.prepare(user, max)?;
         let range = if skip.any() {
             self.offsets
                 .advance_to(position, len, |from| skip.end_after(from, want, len))
@@ -241,16 +254,7 @@ impl MemoryFeedStorage {
         key: IdempotencyKey,
         out: &mut Vec<ItemId>,
     ) -> Result<Keyed, StorageError> {
-        let (position, base, feed) = self
-            .table
-            .locate(user)
-            .ok_or(StorageError::UnknownUser(user))?;
-        let want = u32::try_from(max).unwrap_or(u32::MAX);
-        let len = feed.len() as u32;
-        let skip = self.skip(base, feed);
-        if let Some(given) = skip.given {
-            given.catch_up(user, position, self);
-        }
+        let (position, want, len, skip) = self.prepare(user, max)?;
         let end = |from: u32| {
             if skip.any() {
                 skip.end_after(from, want, len)

@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use redis::Commands;
-use redis::cluster::{ClusterClient, ClusterConnection};
+use redis::cluster::ClusterConnection;
 
 use crate::cluster::{ClusterSettings, VersionInfo};
 use crate::error::RedisStoreError;
@@ -90,12 +90,8 @@ impl ProgressScan {
     /// The client's error when no node answers in `cluster.timeout`, or
     /// when the nodes refuse the credentials.
     pub fn connect(cluster: &ClusterSettings) -> Result<Self, ScanError> {
-        let builder = ClusterClient::builder(cluster.nodes.iter().map(String::as_str))
-            .connection_timeout(cluster.timeout)
-            .response_timeout(cluster.timeout);
-        let client = cluster.apply(builder).build()?;
         Ok(Self {
-            connection: client.get_connection()?,
+            connection: crate::load::blocking_connection(cluster)?,
             cluster: cluster.clone(),
         })
     }

@@ -72,6 +72,18 @@ fn version_of(raw: &str) -> Result<Option<u64>, RedisStoreError> {
         .map_err(|_| RedisStoreError::Corrupt(format!("version pointer {raw:?}")))
 }
 
+/// One blocking connection to the cluster through `cluster`'s seed nodes,
+/// with its credentials and TLS authority, every call bounded by its time
+/// limit (the loader's and the export's).
+pub(crate) fn blocking_connection(
+    cluster: &ClusterSettings,
+) -> redis::RedisResult<redis::cluster::ClusterConnection> {
+    let builder = ClusterClient::builder(cluster.nodes.iter().map(String::as_str))
+        .connection_timeout(cluster.timeout)
+        .response_timeout(cluster.timeout);
+    cluster.apply(builder).build()?.get_connection()
+}
+
 impl Loader {
     /// Connects to the cluster through `cluster`'s seed nodes, with its
     /// credentials (one connection).
@@ -80,12 +92,8 @@ impl Loader {
     /// The client's error when no node answers in `cluster.timeout`, or
     /// when the nodes refuse the credentials.
     pub fn connect(cluster: &ClusterSettings) -> Result<Self, RedisStoreError> {
-        let builder = ClusterClient::builder(cluster.nodes.iter().map(String::as_str))
-            .connection_timeout(cluster.timeout)
-            .response_timeout(cluster.timeout);
-        let client = cluster.apply(builder).build()?;
         Ok(Self {
-            connection: client.get_connection()?,
+            connection: blocking_connection(cluster)?,
             timeout: cluster.timeout,
             cluster: cluster.clone(),
         })

@@ -116,7 +116,26 @@ impl CatalogRandomFeed {
         &self,
         items: &mut Vec<ItemId>,
         count: usize,
+        draw: impl FnMut(std::ops::Range<u32>) -> u32,
+    ) -> Result<(), RandomFillError> {
+        // One copy of the loop without the blocklist's check, one with it:
+        // an empty list costs a branch a fill, not one a draw.
+        match self.blocked.get().filter(|b| !b.is_empty()) {
+            None => self.fill_allowed(items, count, draw, |_| true),
+            Some(blocked) => {
+                self.fill_allowed(items, count, draw, |item| !blocked.contains(item.get()))
+            }
+        }
+    }
+
+    /// [`Self::fill_from`] drawing only items `allowed` accepts.
+    #[inline]
+    fn fill_allowed(
+        &self,
+        items: &mut Vec<ItemId>,
+        count: usize,
         mut draw: impl FnMut(std::ops::Range<u32>) -> u32,
+        allowed: impl Fn(ItemId) -> bool,
     ) -> Result<(), RandomFillError> {
         let target = items.len() + count;
         let catalog_size = self.catalog_size();
@@ -125,10 +144,8 @@ impl CatalogRandomFeed {
         if addable == 0 {
             return shortfall(items.len(), target);
         }
-        let blocked = self.blocked.get().filter(|b| !b.is_empty());
-        // Checked before the set takes note of a candidate: a blocked one
-        // is never held.
-        let allowed = |item: ItemId| blocked.is_none_or(|b| !b.contains(item.get()));
+        // `allowed` is asked before the set takes note of a candidate: a
+        // blocked one is never held.
         SEEN.with_borrow_mut(|seen| {
             let mut seen = seen.start(items.len() + addable);
             seen.hold_all(items);

@@ -153,6 +153,9 @@ pub enum DataControlError {
     Failed(String),
 }
 
+/// The most items a blocklist holds.
+pub const MAX_BLOCKED: usize = 1_000_000;
+
 /// What the delivery layer calls to take items down: blocked items are
 /// never served, from personal feeds (progress moves past them) or from
 /// the random fill, by any version. A storage kind that can block items

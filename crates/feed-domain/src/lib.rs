@@ -182,13 +182,13 @@ mod types;
 
 pub use data::{
     BlocklistControl, BlocklistError, DataChange, DataControl, DataControlError, DataInfo,
-    DataVersion, ProgressEvent, Publish, short_fallback,
+    DataVersion, MAX_BLOCKED, ProgressEvent, Publish, short_fallback,
 };
 pub use error::{
     FeedError, FeedSizeError, FeedUnavailable, IdempotencyKeyError, InvalidSetting, PageError,
     RandomFillError, SizeLimitsError, StorageError,
 };
-pub use ports::{ErrorRecorder, FeedStorage, Keyed, RandomFeed, RankedFeeds, Taken};
+pub use ports::{BlockedItems, ErrorRecorder, FeedStorage, Keyed, RandomFeed, RankedFeeds, Taken};
 pub use service::{FeedService, Served};
 pub use status::{CircuitState, StorageHealth};
 pub use types::{FeedSize, IdempotencyKey, ItemId, SizeLimits, UserId};

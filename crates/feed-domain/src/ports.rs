@@ -116,6 +116,28 @@ pub trait RankedFeeds: Send + Sync + 'static {
     fn feed(&self, user: UserId) -> Option<&[u32]>;
 }
 
+/// The items taken down, as requests check them (in a few instructions:
+/// every request asks for each item it would serve) and as the owner of a
+/// blocklist changes them. Shared by every version a server holds.
+pub trait BlockedItems: std::fmt::Debug + Send + Sync + 'static {
+    /// Whether `item` (a raw [`ItemId`]) is blocked.
+    fn contains(&self, item: u32) -> bool;
+    /// Blocks (`on`) or unblocks `item`; whether that changed anything.
+    fn set(&self, item: u32, on: bool) -> bool;
+    /// How many items are blocked.
+    fn len(&self) -> usize;
+    /// Whether none is.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Every blocked item, in id order.
+    fn items(&self) -> Vec<u32>;
+    /// Counts `n` personal items passed over because they were blocked.
+    fn count_skipped(&self, n: usize);
+    /// Personal items passed over because they were blocked, since start.
+    fn skipped(&self) -> u64;
+}
+
 /// A source of random catalog items, used when a personal feed runs short.
 pub trait RandomFeed: Send + Sync + 'static {
     /// Appends `count` random catalog items to `items`, each distinct from

@@ -56,6 +56,11 @@ impl<T> FeedSlot<T> {
     pub fn replace(&self, service: Arc<T>) -> Option<Arc<T>> {
         self.0.swap(Some(service))
     }
+
+    /// The service served now, if any.
+    pub fn current(&self) -> Option<Arc<T>> {
+        self.0.load_full()
+    }
 }
 
 /// The whole public app: the [`RequestGate`] middleware around

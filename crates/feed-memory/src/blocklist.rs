@@ -22,12 +22,12 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use feed_domain::BlockedItems;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::files::{replace_atomically, sync_folder};
 
-/// The most items the list holds.
-pub const MAX_BLOCKED: usize = 1_000_000;
+pub use feed_domain::MAX_BLOCKED;
 
 /// Ids a page covers.
 const PAGE_IDS: usize = 1 << 16;
@@ -131,6 +131,33 @@ impl Blocked {
     /// Personal items skipped because they were blocked, since start.
     pub fn skipped(&self) -> u64 {
         self.skipped.load(Ordering::Relaxed)
+    }
+}
+
+impl BlockedItems for Blocked {
+    #[inline]
+    fn contains(&self, item: u32) -> bool {
+        Self::contains(self, item)
+    }
+
+    fn set(&self, item: u32, on: bool) -> bool {
+        Self::set(self, item, on)
+    }
+
+    fn len(&self) -> usize {
+        Self::len(self)
+    }
+
+    fn items(&self) -> Vec<u32> {
+        Self::items(self)
+    }
+
+    fn count_skipped(&self, n: usize) {
+        Self::count_skipped(self, n);
+    }
+
+    fn skipped(&self) -> u64 {
+        Self::skipped(self)
     }
 }
 

@@ -253,17 +253,21 @@ impl OffsetMap {
         // previous value; Acquire/Release order it with a carry's seal and
         // the marks that go with it (`crate::carry`). Every advance sets
         // CHANGED in the same write.
+        // The new value is kept from the last call of the step (the one
+        // that succeeded): `end` may be a walk, done once, not again.
+        let mut stepped = 0;
         let step = |raw: u32| {
             let offset = raw & OFFSET;
-            (raw & SEALED == 0 && offset < len).then(|| end(offset).min(len) | CHANGED)
+            let next = (raw & SEALED == 0 && offset < len).then(|| end(offset).min(len) | CHANGED);
+            stepped = next.unwrap_or(raw);
+            next
         };
         match cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, step) {
             Ok(previous) => {
                 if let Cells::File(file) = &self.cells {
                     file.moved(position);
                 }
-                let start = previous & OFFSET;
-                start..step(previous).map_or(start, |raw| raw & OFFSET)
+                (previous & OFFSET)..(stepped & OFFSET)
             }
             // A newer version serves this user: nothing more from here.
             Err(current) if current & SEALED != 0 => len..len,

@@ -19,6 +19,10 @@ pub const SLOTS: u16 = 16_384;
 pub const CURRENT: &str = "{ff}:current";
 /// The version served before the current one, kept for rollback.
 pub const PREVIOUS: &str = "{ff}:previous";
+/// The items taken down, a set (`crate::blocklist`).
+pub const BLOCKED: &str = "{ff}:blocked";
+/// The log of changes to [`BLOCKED`], a stream.
+pub const BLOCK_LOG: &str = "{ff}:blocklog";
 /// The counter that numbers new versions.
 pub const NEXT: &str = "{ff}:next";
 

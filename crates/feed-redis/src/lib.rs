@@ -45,6 +45,7 @@
 //! configuration library (it only declares its section as a serde type) or
 //! the in-memory adapters.
 
+pub mod blocklist;
 pub mod breaker;
 pub mod cluster;
 pub mod error;
@@ -56,10 +57,12 @@ pub mod settings;
 pub mod store;
 mod watch;
 
+pub use blocklist::{Follower, RedisBlocklist, UnblockedLeft};
 pub use breaker::{Admit, Breaker, BreakerSettings, BreakerState};
 pub use cluster::{Cluster, ClusterSettings, Credentials, VersionInfo};
 pub use error::RedisStoreError;
 pub use export::{ProgressScan, ScanCounts, ScanError};
+pub use feed_domain::MAX_BLOCKED;
 pub use load::{Loader, Published};
 pub use publish::{Cleanup, DataSet, LeftBehind, LoadSummary, PublishError, RolledBack};
 pub use settings::{RedisSettings, parse_nodes};

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::LazyLock;
 
 use feed_domain::{
-    FeedStorage, IdempotencyKey, ItemId, Keyed, RankedFeeds, StorageError, Taken, UserId,
+    BlockedItems, FeedStorage, IdempotencyKey, ItemId, Keyed, RankedFeeds, StorageError, Taken,
+    UserId,
 };
 use redis::AsyncCommands;
 
@@ -42,6 +43,8 @@ pub struct RedisFeedStorage<F> {
     /// Set when the cluster no longer keeps `version` (see
     /// [`Self::retire`]).
     retired: Arc<AtomicBool>,
+    /// The items taken down, passed over in a page (`crate::blocklist`).
+    blocked: Option<Arc<dyn BlockedItems>>,
 }
 
 impl<F: RankedFeeds> RedisFeedStorage<F> {
@@ -64,7 +67,16 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
             breaker,
             version,
             retired,
+            blocked: None,
         }
+    }
+
+    /// Passes over the items of `blocked` in every page: the progress moves
+    /// past them, and the service fills their places at random.
+    #[must_use]
+    pub fn block_with(mut self, blocked: Arc<dyn BlockedItems>) -> Self {
+        self.blocked = Some(blocked);
+        self
     }
 
     /// From now on every call fails with [`RedisStoreError::Retired`]
@@ -185,14 +197,33 @@ enum Step {
     OtherSize(u32),
 }
 
-/// The items of `feed` from `start`, at most `max`, appended to `out`.
-fn page(feed: &[u32], start: u64, max: usize, out: &mut Vec<ItemId>) -> Taken {
+/// The items of `feed` from `start`, at most `max`, appended to `out`,
+/// but for those `blocked` holds (counted there).
+fn page(
+    feed: &[u32],
+    start: u64,
+    max: usize,
+    blocked: Option<&dyn BlockedItems>,
+    out: &mut Vec<ItemId>,
+) -> Taken {
     let len = feed.len() as u64;
     let end = start.saturating_add(max as u64).min(len);
     let taken = &feed[start.min(len) as usize..end as usize];
-    out.extend(taken.iter().map(|&id| ItemId::new(id)));
+    let before = out.len();
+    match blocked.filter(|list| !list.is_empty()) {
+        None => out.extend(taken.iter().map(|&id| ItemId::new(id))),
+        Some(list) => {
+            out.extend(
+                taken
+                    .iter()
+                    .filter(|&&id| !list.contains(id))
+                    .map(|&id| ItemId::new(id)),
+            );
+            list.count_skipped(taken.len() - (out.len() - before));
+        }
+    }
     Taken {
-        count: taken.len(),
+        count: out.len() - before,
         remaining: (len - end) as usize,
     }
 }
@@ -244,7 +275,13 @@ impl<F: RankedFeeds> FeedStorage for RedisFeedStorage<F> {
             .feed(user)
             .ok_or(StorageError::UnknownUser(user))?;
         match self.guarded(user, max, None).await? {
-            Step::Moved(end) => Ok(page(feed, start_of(user, end, max)?, max, out)),
+            Step::Moved(end) => Ok(page(
+                feed,
+                start_of(user, end, max)?,
+                max,
+                self.blocked.as_deref(),
+                out,
+            )),
             Step::Replayed(_) | Step::OtherSize(_) => Err(StorageError::backend(
                 RedisStoreError::Corrupt(format!("user {user}: a page without a key replayed")),
             )),
@@ -268,7 +305,7 @@ impl<F: RankedFeeds> FeedStorage for RedisFeedStorage<F> {
             Step::Replayed(start) => (start, true),
             Step::OtherSize(first) => return Ok(Keyed::OtherSize { first }),
         };
-        let taken = page(feed, start, max, out);
+        let taken = page(feed, start, max, self.blocked.as_deref(), out);
         // A start past u32::MAX is past every feed's end: the page is empty.
         let start = u32::try_from(start).unwrap_or(u32::MAX);
         Ok(if replayed {

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use feed_domain::{DataInfo, DataVersion, Publish, RankedFeeds, StorageHealth};
+use feed_domain::{BlockedItems, DataInfo, DataVersion, Publish, RankedFeeds, StorageHealth};
 use slog::{Logger, error, info, warn};
 
+use crate::blocklist::Follower;
 use crate::breaker::GROUPS;
 use crate::{
     Breaker, BreakerSettings, Cluster, ClusterSettings, RedisFeedStorage, RedisStoreError,
@@ -36,19 +37,25 @@ pub struct NewVersion {
     breaker: Arc<Breaker>,
     /// Set when the cluster drops the version (its storages stop).
     retired: Arc<AtomicBool>,
+    /// The items taken down, where the frontend follows a blocklist.
+    blocked: Option<Arc<dyn BlockedItems>>,
 }
 
 impl NewVersion {
     /// The version's storage over `feeds` (the snapshot it names): the
     /// progress is moved in the cluster.
     pub fn storage<F: RankedFeeds>(&self, feeds: F) -> RedisFeedStorage<F> {
-        RedisFeedStorage::retired_by(
+        let storage = RedisFeedStorage::retired_by(
             feeds,
             Arc::clone(&self.cluster),
             Arc::clone(&self.breaker),
             self.info.version,
             Arc::clone(&self.retired),
-        )
+        );
+        match &self.blocked {
+            Some(blocked) => storage.block_with(Arc::clone(blocked)),
+            None => storage,
+        }
     }
 }
 
@@ -79,6 +86,9 @@ pub struct Watcher<T, F> {
     /// and returns the service over [`NewVersion::storage`] and the
     /// snapshot's fallback list. Runs on a blocking thread.
     pub service: Arc<F>,
+    /// The items taken down, kept up to date from the cluster's blocklist
+    /// every `poll` (`crate::blocklist`); `None` follows none.
+    pub blocked: Option<Arc<dyn BlockedItems>>,
     /// Its log.
     pub logger: Logger,
 }
@@ -110,8 +120,17 @@ where
         let mut refused: Option<u64> = None;
         let mut ticks = tokio::time::interval(self.poll);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut follower = Follower::default();
+        let mut blocklist_complained: Option<Instant> = None;
         loop {
             ticks.tick().await;
+            if let Some(blocked) = &self.blocked
+                && let Err(e) = follower.catch_up(&cluster, &**blocked).await
+                && blocklist_complained.is_none_or(|at| at.elapsed() >= COMPLAIN_EVERY)
+            {
+                blocklist_complained = Some(Instant::now());
+                warn!(self.logger, "cannot read the blocklist's changes"; "error" => %e);
+            }
             let served = serving.as_ref().map(|s| s.version);
             self.report(&breaker, served, published);
             let (current, previous) = match cluster.versions().await {
@@ -231,6 +250,7 @@ where
         let retired = Arc::new(AtomicBool::new(false));
         let version = NewVersion {
             info,
+            blocked: self.blocked.clone(),
             cluster: Arc::clone(cluster),
             breaker: Arc::clone(breaker),
             retired: Arc::clone(&retired),

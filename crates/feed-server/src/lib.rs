@@ -26,13 +26,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::web;
-use feed_domain::{BlocklistControl, DataControl, SizeLimits};
+use feed_domain::{BlockedItems, BlocklistControl, DataControl, SizeLimits};
 use feed_http::{
     Counters, FeedErrorKind, FeedSlot, Lifecycle, LoadFailure, Mode, Refusal, RequestGate,
     ServerConfig, Serving, serve,
 };
 pub use feed_http::{Listeners, Stopped, Stops, bind};
-use feed_memory::{DataManager, OffsetMap, lifecycle};
+use feed_memory::{Blocked, DataManager, OffsetMap, lifecycle};
 use slog::{Logger, error, info, o, warn};
 use tokio::sync::oneshot;
 
@@ -248,6 +248,21 @@ pub fn run_redis(
         settings.workers(),
     );
     let slot = web::Data::new(FeedSlot::<redis::RedisFeedService>::empty());
+    // The items taken down: every frontend follows the cluster's blocklist
+    // into its own copy, which its requests check.
+    let blocked = Arc::new(Blocked::default());
+    let left_slot = slot.clone();
+    let blocklist = feed_redis::RedisBlocklist::new(
+        cluster.clone(),
+        Arc::clone(&blocked) as Arc<dyn BlockedItems>,
+        Arc::new(move |after: &dyn Fn(u32) -> bool| {
+            left_slot
+                .current()
+                .map(|service| service.random().unblocked(after))
+        }),
+        limits.max_size().get(),
+        logger.new(o!("component" => "blocklist")),
+    );
     // Never sent: nothing is loaded here that could fail for good.
     let (_never, load_failure) = oneshot::channel::<LoadFailure>();
     let watcher = feed_redis::Watcher {
@@ -259,7 +274,13 @@ pub fn run_redis(
             parts.gate.lifecycle().clone(),
             Arc::clone(&parts.counters),
         )),
-        service: Arc::new(redis::version_service(&parts.recorder, limits, snapshots)),
+        service: Arc::new(redis::version_service(
+            &parts.recorder,
+            limits,
+            snapshots,
+            Arc::clone(&blocked),
+        )),
+        blocked: Some(Arc::clone(&blocked) as Arc<dyn BlockedItems>),
         logger: logger.new(o!("component" => "redis")),
     };
     let stopped = serve(
@@ -271,7 +292,7 @@ pub fn run_redis(
         Mode {
             slot,
             data_control: None,
-            blocklist: None,
+            blocklist: Some(Arc::new(blocklist) as Arc<dyn BlocklistControl>),
             load_failure,
             tasks: move || {
                 actix_web::rt::spawn(watcher.run());

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use feed_domain::{FeedService, SizeLimits, short_fallback};
-use feed_memory::{CatalogRandomFeed, FeedTable, FileIdentity, Snapshot};
+use feed_memory::{Blocked, CatalogRandomFeed, FeedTable, FileIdentity, Snapshot};
 use feed_redis::{
     ClusterSettings, DataSet, LoadSummary, NewVersion, PublishError, RedisFeedStorage, Unservable,
     publish,
@@ -33,6 +33,7 @@ pub fn version_service(
     recorder: &Arc<LoggingRecorder>,
     limits: SizeLimits,
     snapshots: PathBuf,
+    blocked: Arc<Blocked>,
 ) -> impl Fn(&NewVersion) -> Result<RedisFeedService, Unservable> + use<> {
     let recorder = Arc::clone(recorder);
     // Files that failed verification, as they were: passed over until they
@@ -56,9 +57,11 @@ pub fn version_service(
             )));
         }
         let (_, table, fallback) = snapshot.into_parts();
+        let random = CatalogRandomFeed::from_list(fallback);
+        random.block_with(Arc::clone(&blocked));
         Ok(FeedService::new(
             version.storage(table),
-            CatalogRandomFeed::from_list(fallback),
+            random,
             Arc::clone(&recorder),
             limits,
         ))

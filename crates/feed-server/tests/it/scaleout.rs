@@ -274,6 +274,52 @@ fn two_frontends_behind_haproxy_keep_the_contract_and_follow_versions() {
         "{page:?} {next:?}"
     );
 
+    // A takedown through one frontend reaches the other: it passes over the
+    // blocked items of a user's feed there, and progress moves past them.
+    let (_, table, _) = feed_memory::Snapshot::open(&folder.join("feeds-500-1.ffs"))
+        .unwrap()
+        .into_parts();
+    let feed = table.feed(feed_domain::UserId::new(40)).unwrap().to_vec();
+    let body = format!(r#"{{"add": [{}, {}]}}"#, feed[2], feed[3]);
+    let blocked = super::server::post(&admin_one, "/admin/blocklist", &body);
+    assert_eq!(blocked.status, 200, "{}", blocked.body);
+    assert_eq!(blocked.json()["blocked"], 2);
+    wait_until("the other frontend follows the blocklist", || {
+        get(&admin_two, "/stats").json()["blocklist"]["items"] == 2
+    });
+    let listed = get(&admin_two, "/admin/blocklist").json();
+    let mut expected = vec![feed[2], feed[3]];
+    expected.sort_unstable();
+    assert_eq!(listed["items"], serde_json::json!(expected));
+    let got = items(
+        &Connection::open(&two.addr)
+            .unwrap()
+            .get("/feed/40?size=5")
+            .unwrap(),
+    );
+    assert_eq!(
+        got[..3],
+        [feed[0], feed[1], feed[4]].map(u64::from),
+        "{got:?}"
+    );
+    assert!(!got.contains(&u64::from(feed[2])) && !got.contains(&u64::from(feed[3])));
+    let got = items(
+        &Connection::open(&one.addr)
+            .unwrap()
+            .get("/feed/40?size=3")
+            .unwrap(),
+    );
+    assert_eq!(got, [feed[5], feed[6], feed[7]].map(u64::from));
+    // Too few fallback items would be left: refused, nothing changes.
+    let fallback: Vec<String> = (1..=100_000).map(|i: u32| i.to_string()).collect();
+    let refused = super::server::post(
+        &admin_two,
+        "/admin/blocklist",
+        &format!(r#"{{"add": [{}]}}"#, fallback.join(",")),
+    );
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert_eq!(get(&admin_one, "/stats").json()["blocklist"]["items"], 2);
+
     // 8 clients, 20 requests each, one user, through both frontends: no
     // item twice (160 items of a 200-item feed: all personal).
     let handed: Vec<Vec<u64>> = std::thread::scope(|scope| {

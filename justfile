@@ -31,3 +31,8 @@ ci:
 # `just bench` is the full 5M x 200 run; `just bench --smoke` the quick check.
 bench *args:
     bash benchmark/run.sh {{args}}
+
+# Fuzz the public API from docs/openapi.json against a server already
+# running at `url` (schemathesis, from PyPI: `pip install schemathesis`).
+fuzz url="http://127.0.0.1:8080":
+    st --config-file config/schemathesis.toml run docs/openapi.json --url {{url}} --checks all

@@ -1,13 +1,15 @@
 //! [`Blocked`]: the items taken down, checked by every request of every
 //! version in a few instructions; [`BlockLog`]: the file that keeps them.
 //!
-//! Architecture Invariant: checking an item costs two loads and a bit test,
+//! Architecture Invariant: checking an item costs one load and a bit test,
 //! whatever the list holds (up to [`MAX_BLOCKED`] items), and nothing when
-//! it is empty. The set is a bitmap over the whole `u32` id space in pages
-//! of 2^16 ids (8 KiB each), made when an item of theirs is first blocked:
-//! a million items spread over the id space cost at most 16 MiB more than
-//! their pages' table (1.5 MiB), a million in a catalog of ten million
-//! about 1.2 MiB. A hash set would cost a hash and a probe a check.
+//! it is empty. The set is a bitmap over the whole `u32` id space, 512 MiB
+//! of address space allocated zeroed: the system gives a page memory only
+//! when a bit of it is first set: a page (4 KiB) holds 32,768 ids, so a
+//! million items in a catalog of ten million cost 1.2 MiB, and a million
+//! spread over the whole id space at most 512 MiB. A hash set would cost a hash and a probe a check; pages
+//! made on demand behind a table cost a second load and a check (measured:
+//! docs/BENCHMARKS.md, "Blocklist").
 //!
 //! The file is a log: one line a change, `+ID,ID,...` and `-ID,...`, with
 //! its sequence number and an XXH3-64 of the line, appended and synced
@@ -19,7 +21,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use feed_domain::BlockedItems;
@@ -29,13 +30,19 @@ use crate::files::{replace_atomically, sync_folder};
 
 pub use feed_domain::MAX_BLOCKED;
 
-/// Ids a page covers.
-const PAGE_IDS: usize = 1 << 16;
+/// Words of the bitmap: one bit an id of the `u32` space.
+const WORDS: usize = (1 << 32) / 64;
+
+/// Words of the bitmap a bit of its summary stands for (32 KiB of it).
+const REGION_WORDS: usize = 4096;
 
 /// The items taken down; see the module doc.
 #[derive(Debug)]
 pub struct Blocked {
-    pages: Box<[OnceLock<Box<[AtomicU64]>>]>,
+    words: Box<[AtomicU64]>,
+    /// One bit a region of `words` where a bit was ever set: listing the
+    /// items reads those regions only.
+    regions: Box<[AtomicU64]>,
     count: AtomicUsize,
     skipped: AtomicU64,
 }
@@ -43,8 +50,9 @@ pub struct Blocked {
 impl Default for Blocked {
     fn default() -> Self {
         Self {
-            pages: (0..(1usize << 32) / PAGE_IDS)
-                .map(|_| OnceLock::new())
+            words: zeroed_words(WORDS),
+            regions: (0..WORDS / REGION_WORDS / 64)
+                .map(|_| AtomicU64::new(0))
                 .collect(),
             count: AtomicUsize::new(0),
             skipped: AtomicU64::new(0),
@@ -52,14 +60,23 @@ impl Default for Blocked {
     }
 }
 
+/// `len` zeroed words, allocated zeroed: pages nobody writes cost no
+/// memory.
+#[allow(unsafe_code, reason = "a zeroed allocation seen as atomics")]
+fn zeroed_words(len: usize) -> Box<[AtomicU64]> {
+    let zeros: Box<[u64]> = vec![0u64; len].into_boxed_slice();
+    // SAFETY: `AtomicU64` has the size, alignment and bit validity of
+    // `u64` (on the 64-bit targets this crate builds for), and the box is
+    // given up whole: the same allocation, the same layout.
+    unsafe { Box::from_raw(Box::into_raw(zeros) as *mut [AtomicU64]) }
+}
+
 impl Blocked {
     /// Whether `item` is blocked.
     #[inline]
     pub fn contains(&self, item: u32) -> bool {
         let item = item as usize;
-        self.pages[item / PAGE_IDS].get().is_some_and(|page| {
-            page[(item % PAGE_IDS) / 64].load(Ordering::Relaxed) & (1 << (item % 64)) != 0
-        })
+        self.words[item / 64].load(Ordering::Relaxed) & (1 << (item % 64)) != 0
     }
 
     /// How many items are blocked.
@@ -77,17 +94,15 @@ impl Blocked {
     /// One writer at a time (the caller's lock).
     pub(crate) fn set(&self, item: u32, on: bool) -> bool {
         let item = item as usize;
-        let slot = &self.pages[item / PAGE_IDS];
-        let page = match (slot.get(), on) {
-            (Some(page), _) => page,
-            (None, false) => return false,
-            (None, true) => {
-                slot.get_or_init(|| (0..PAGE_IDS / 64).map(|_| AtomicU64::new(0)).collect())
-            }
-        };
         let bit = 1 << (item % 64);
-        let word = &page[(item % PAGE_IDS) / 64];
+        let word = &self.words[item / 64];
+        if !on && word.load(Ordering::Relaxed) & bit == 0 {
+            // Nothing to clear: the page is not written (nor given memory).
+            return false;
+        }
         let before = if on {
+            let region = item / 64 / REGION_WORDS;
+            self.regions[region / 64].fetch_or(1 << (region % 64), Ordering::Relaxed);
             word.fetch_or(bit, Ordering::Relaxed)
         } else {
             word.fetch_and(!bit, Ordering::Relaxed)
@@ -106,14 +121,21 @@ impl Blocked {
     /// Every blocked item, in id order.
     pub fn items(&self) -> Vec<u32> {
         let mut items = Vec::with_capacity(self.len());
-        for (at, slot) in self.pages.iter().enumerate() {
-            let Some(page) = slot.get() else { continue };
-            for (w, word) in page.iter().enumerate() {
-                let mut bits = word.load(Ordering::Relaxed);
-                while bits != 0 {
-                    let bit = bits.trailing_zeros() as usize;
-                    items.push((at * PAGE_IDS + w * 64 + bit) as u32);
-                    bits &= bits - 1;
+        if self.is_empty() {
+            return items;
+        }
+        for (at, summary) in self.regions.iter().enumerate() {
+            let mut regions = summary.load(Ordering::Relaxed);
+            while regions != 0 {
+                let region = at * 64 + regions.trailing_zeros() as usize;
+                regions &= regions - 1;
+                let first = region * REGION_WORDS;
+                for (w, word) in self.words[first..first + REGION_WORDS].iter().enumerate() {
+                    let mut bits = word.load(Ordering::Relaxed);
+                    while bits != 0 {
+                        items.push(((first + w) * 64 + bits.trailing_zeros() as usize) as u32);
+                        bits &= bits - 1;
+                    }
                 }
             }
         }

@@ -17,7 +17,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{ItemId, StorageHealth};
+use std::collections::BTreeSet;
+
+use crate::{BlockedItems, ItemId, StorageHealth};
 
 /// Facts about the data being served, replaced whenever it is.
 #[derive(Debug, Clone, PartialEq)]
@@ -189,6 +191,81 @@ pub trait BlocklistControl: std::fmt::Debug + Send + Sync + 'static {
     fn skipped(&self) -> u64;
 }
 
+/// A blocklist change that keeps the rules every blocklist keeps, ready to
+/// be saved and applied: the lists as sets, an item in both blocked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlocklistPlan {
+    /// Items to block, in id order.
+    pub add: Vec<u32>,
+    /// Items to unblock, in id order, none of `add`.
+    pub remove: Vec<u32>,
+}
+
+impl BlocklistPlan {
+    /// Checks blocking `add` and unblocking `remove` in `blocked` (the
+    /// list as it is), with `left` counting the fallback items of the
+    /// version served that would stay unblocked (`None` before one is).
+    ///
+    /// # Errors
+    /// [`BlocklistError::ZeroItem`], [`BlocklistError::TooMany`] past
+    /// [`MAX_BLOCKED`], [`BlocklistError::FallbackTooShort`] under `need`.
+    pub fn check(
+        add: &[ItemId],
+        remove: &[ItemId],
+        blocked: &dyn BlockedItems,
+        need: usize,
+        left: impl FnOnce(&dyn Fn(u32) -> bool) -> Option<usize>,
+    ) -> Result<Self, BlocklistError> {
+        if add.iter().chain(remove).any(|item| item.get() == 0) {
+            return Err(BlocklistError::ZeroItem);
+        }
+        let add: BTreeSet<u32> = add.iter().map(|item| item.get()).collect();
+        let remove: BTreeSet<u32> = remove
+            .iter()
+            .map(|item| item.get())
+            .filter(|item| !add.contains(item))
+            .collect();
+        let would = blocked.len() + add.iter().filter(|&&i| !blocked.contains(i)).count()
+            - remove.iter().filter(|&&i| blocked.contains(i)).count();
+        if would > MAX_BLOCKED {
+            return Err(BlocklistError::TooMany {
+                max: MAX_BLOCKED,
+                would,
+            });
+        }
+        let after =
+            |item: u32| add.contains(&item) || (blocked.contains(item) && !remove.contains(&item));
+        if let Some(left) = left(&after)
+            && left < need
+        {
+            return Err(BlocklistError::FallbackTooShort { left, need });
+        }
+        Ok(Self {
+            add: add.into_iter().collect(),
+            remove: remove.into_iter().collect(),
+        })
+    }
+
+    /// Applies it to `blocked`.
+    pub fn apply(&self, blocked: &dyn BlockedItems) {
+        for &item in &self.remove {
+            blocked.set(item, false);
+        }
+        for &item in &self.add {
+            blocked.set(item, true);
+        }
+    }
+
+    /// Up to 1000 ids of `items`, for an audit line ("... and N more").
+    pub fn shown(items: &[u32]) -> String {
+        let shown: Vec<String> = items.iter().take(1000).map(u32::to_string).collect();
+        match items.len().saturating_sub(1000) {
+            0 => shown.join(","),
+            more => format!("{} and {more} more", shown.join(",")),
+        }
+    }
+}
+
 /// Why a blocklist change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BlocklistError {
@@ -248,6 +325,64 @@ mod tests {
                  to hold max_size distinct items"
             )
         );
+    }
+
+    /// A set of ids, as a blocklist's copy is.
+    #[derive(Debug, Default)]
+    struct Set(std::sync::Mutex<BTreeSet<u32>>);
+
+    impl BlockedItems for Set {
+        fn contains(&self, item: u32) -> bool {
+            self.0.lock().unwrap().contains(&item)
+        }
+        fn set(&self, item: u32, on: bool) -> bool {
+            let mut set = self.0.lock().unwrap();
+            if on {
+                set.insert(item)
+            } else {
+                set.remove(&item)
+            }
+        }
+        fn len(&self) -> usize {
+            self.0.lock().unwrap().len()
+        }
+        fn items(&self) -> Vec<u32> {
+            self.0.lock().unwrap().iter().copied().collect()
+        }
+        fn count_skipped(&self, _: usize) {}
+        fn skipped(&self) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_blocklist_change_keeps_the_rules() {
+        let ids = |raw: &[u32]| raw.iter().copied().map(ItemId::new).collect::<Vec<_>>();
+        let set = Set::default();
+        let fallback = [1u32, 2, 3, 4];
+        let left =
+            |after: &dyn Fn(u32) -> bool| Some(fallback.iter().filter(|&&i| !after(i)).count());
+        let plan = BlocklistPlan::check(&ids(&[3, 1, 9]), &ids(&[9, 5]), &set, 2, left).unwrap();
+        assert_eq!(
+            (plan.add.clone(), plan.remove.clone()),
+            (vec![1, 3, 9], vec![5])
+        );
+        plan.apply(&set);
+        assert_eq!(set.items(), [1, 3, 9]);
+        // One more fallback item would leave one: fewer than 2.
+        assert_eq!(
+            BlocklistPlan::check(&ids(&[2]), &[], &set, 2, left),
+            Err(BlocklistError::FallbackTooShort { left: 1, need: 2 })
+        );
+        // Unblocking one in the same change keeps two.
+        assert!(BlocklistPlan::check(&ids(&[2]), &ids(&[1]), &set, 2, left).is_ok());
+        assert_eq!(
+            BlocklistPlan::check(&ids(&[0]), &[], &set, 2, left),
+            Err(BlocklistError::ZeroItem)
+        );
+        assert_eq!(BlocklistPlan::shown(&[1, 2]), "1,2");
+        let many: Vec<u32> = (1..=1002).collect();
+        assert!(BlocklistPlan::shown(&many).ends_with(",1000 and 2 more"));
     }
 
     #[test]

@@ -181,8 +181,8 @@ mod status;
 mod types;
 
 pub use data::{
-    BlocklistControl, BlocklistError, DataChange, DataControl, DataControlError, DataInfo,
-    DataVersion, MAX_BLOCKED, ProgressEvent, Publish, short_fallback,
+    BlocklistControl, BlocklistError, BlocklistPlan, DataChange, DataControl, DataControlError,
+    DataInfo, DataVersion, MAX_BLOCKED, ProgressEvent, Publish, short_fallback,
 };
 pub use error::{
     FeedError, FeedSizeError, FeedUnavailable, IdempotencyKeyError, InvalidSetting, PageError,

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use feed_domain::{BlockedItems, BlocklistControl, BlocklistError, ItemId};
+use feed_domain::{BlockedItems, BlocklistControl, BlocklistError, BlocklistPlan, ItemId};
 use slog::{Logger, info};
 
 use crate::ClusterSettings;
@@ -73,15 +73,13 @@ impl Follower {
         let Some(last) = self.last.clone() else {
             return self.reread(cluster, local).await;
         };
-        let changes: Vec<(String, Vec<String>)> = crate::error::within(
+        let changes = range(
+            &mut connection,
             limit,
-            redis::cmd("XRANGE")
-                .arg(keys::BLOCK_LOG)
-                .arg(format!("({last}"))
-                .arg("+")
-                .arg("COUNT")
-                .arg(BATCH)
-                .query_async(&mut connection),
+            "XRANGE",
+            &format!("({last}"),
+            "+",
+            BATCH,
         )
         .await?;
         if changes.is_empty() {
@@ -89,17 +87,7 @@ impl Follower {
         }
         // The first entry left must follow ours: if the log was trimmed
         // past it, changes were lost to us.
-        let first: Vec<(String, Vec<String>)> = crate::error::within(
-            limit,
-            redis::cmd("XRANGE")
-                .arg(keys::BLOCK_LOG)
-                .arg("-")
-                .arg("+")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(&mut connection),
-        )
-        .await?;
+        let first = range(&mut connection, limit, "XRANGE", "-", "+", 1).await?;
         if first.first().is_some_and(|(id, _)| newer(id, &last)) {
             return self.reread(cluster, local).await;
         }
@@ -132,17 +120,7 @@ impl Follower {
     ) -> Result<usize, RedisStoreError> {
         let mut connection = cluster.connection().await?;
         let limit = cluster.timeout();
-        let newest: Vec<(String, Vec<String>)> = crate::error::within(
-            limit,
-            redis::cmd("XREVRANGE")
-                .arg(keys::BLOCK_LOG)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(&mut connection),
-        )
-        .await?;
+        let newest = range(&mut connection, limit, "XREVRANGE", "+", "-", 1).await?;
         let members: Vec<u32> = crate::error::within(
             limit,
             redis::cmd("SMEMBERS")
@@ -167,6 +145,29 @@ impl Follower {
         );
         Ok(1)
     }
+}
+
+/// Up to `count` entries of the change log from `from` to `to` (`command`
+/// `XRANGE`, or `XREVRANGE` newest first): id and fields.
+async fn range(
+    connection: &mut redis::cluster_async::ClusterConnection,
+    limit: std::time::Duration,
+    command: &str,
+    from: &str,
+    to: &str,
+    count: usize,
+) -> Result<Vec<(String, Vec<String>)>, RedisStoreError> {
+    crate::error::within(
+        limit,
+        redis::cmd(command)
+            .arg(keys::BLOCK_LOG)
+            .arg(from)
+            .arg(to)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(connection),
+    )
+    .await
 }
 
 /// Whether stream id `a` comes after `b` (`MS-SEQ`).
@@ -248,36 +249,9 @@ impl BlocklistControl for RedisBlocklist {
         remove: &[ItemId],
         client: &str,
     ) -> Result<usize, BlocklistError> {
-        if add.iter().chain(remove).any(|item| item.get() == 0) {
-            return Err(BlocklistError::ZeroItem);
-        }
-        let add: std::collections::BTreeSet<u32> = add.iter().map(|i| i.get()).collect();
-        let remove: std::collections::BTreeSet<u32> = remove
-            .iter()
-            .map(|i| i.get())
-            .filter(|i| !add.contains(i))
-            .collect();
-        let local = &self.local;
-        let would = local.len() + add.iter().filter(|&&i| !local.contains(i)).count()
-            - remove.iter().filter(|&&i| local.contains(i)).count();
-        if would > crate::MAX_BLOCKED {
-            return Err(BlocklistError::TooMany {
-                max: crate::MAX_BLOCKED,
-                would,
-            });
-        }
-        let after =
-            |item: u32| add.contains(&item) || (local.contains(item) && !remove.contains(&item));
-        if let Some(left) = (self.left)(&after)
-            && left < self.max_size
-        {
-            return Err(BlocklistError::FallbackTooShort {
-                left,
-                need: self.max_size,
-            });
-        }
-        let (add, remove): (Vec<u32>, Vec<u32>) =
-            (add.into_iter().collect(), remove.into_iter().collect());
+        let plan = BlocklistPlan::check(add, remove, &*self.local, self.max_size, |after| {
+            (self.left)(after)
+        })?;
         let list = |items: &[u32]| {
             items
                 .iter()
@@ -290,29 +264,18 @@ impl BlocklistControl for RedisBlocklist {
                 redis::Script::new(CHANGE)
                     .key(keys::BLOCKED)
                     .key(keys::BLOCK_LOG)
-                    .arg(list(&add))
-                    .arg(list(&remove))
+                    .arg(list(&plan.add))
+                    .arg(list(&plan.remove))
                     .arg(LOG_ENTRIES)
                     .invoke(&mut connection)
             })
             .map_err(|e| BlocklistError::Failed(format!("redis: {e}")))?;
-        for &item in &remove {
-            local.set(item, false);
-        }
-        for &item in &add {
-            local.set(item, true);
-        }
-        let some = |items: &[u32]| {
-            let shown = list(&items[..items.len().min(1000)]);
-            match items.len().saturating_sub(1000) {
-                0 => shown,
-                more => format!("{shown} and {more} more"),
-            }
-        };
+        plan.apply(&*self.local);
         info!(self.logger, "blocklist changed";
             "client" => client.escape_debug().to_string(), "blocked" => blocked,
-            "added" => add.len(), "removed" => remove.len(),
-            "items_added" => some(&add), "items_removed" => some(&remove));
+            "added" => plan.add.len(), "removed" => plan.remove.len(),
+            "items_added" => BlocklistPlan::shown(&plan.add),
+            "items_removed" => BlocklistPlan::shown(&plan.remove));
         Ok(blocked)
     }
 

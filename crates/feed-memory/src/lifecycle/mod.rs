@@ -21,15 +21,14 @@
 mod load;
 mod place;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use feed_domain::{
-    BlocklistControl, BlocklistError, DataChange, DataControl, DataControlError, DataInfo,
-    ErrorRecorder, ItemId, ProgressEvent, Publish, SizeLimits, short_fallback,
+    BlocklistControl, BlocklistError, BlocklistPlan, DataChange, DataControl, DataControlError,
+    DataInfo, ErrorRecorder, ItemId, ProgressEvent, Publish, SizeLimits, short_fallback,
 };
 use slog::{Logger, error, info, warn};
 
@@ -37,7 +36,7 @@ pub use self::load::{
     First, Loaded, MemoryFeedService, check_fallback, from_snapshot, generate, synthetic,
 };
 pub use self::place::{ProgressPlace, SnapshotPlace};
-use crate::blocklist::{BlockLog, Blocked, MAX_BLOCKED};
+use crate::blocklist::{BlockLog, Blocked};
 use crate::carry::{Carried, Served, carry};
 use crate::{FileIdentity, Given, MemoryFeedStorage, Snapshot};
 
@@ -575,62 +574,30 @@ impl<E: ErrorRecorder + Clone> BlocklistControl for DataManager<E> {
         remove: &[ItemId],
         client: &str,
     ) -> Result<usize, BlocklistError> {
-        if add.iter().chain(remove).any(|item| item.get() == 0) {
-            return Err(BlocklistError::ZeroItem);
-        }
         let mut log = lock(&self.block_log);
-        let add: BTreeSet<u32> = add.iter().map(|item| item.get()).collect();
-        // An item in both lists is blocked.
-        let remove: BTreeSet<u32> = remove
-            .iter()
-            .map(|item| item.get())
-            .filter(|item| !add.contains(item))
-            .collect();
-        let would = self.blocked.len() + add.iter().filter(|&&i| !self.blocked.contains(i)).count()
-            - remove.iter().filter(|&&i| self.blocked.contains(i)).count();
-        if would > MAX_BLOCKED {
-            return Err(BlocklistError::TooMany {
-                max: MAX_BLOCKED,
-                would,
-            });
-        }
-        let after = |item: u32| {
-            add.contains(&item) || (self.blocked.contains(item) && !remove.contains(&item))
-        };
-        let need = self.limits.max_size().get();
-        if let Some(current) = self.current_service() {
-            let left = current.random().unblocked(after);
-            if left < need {
-                return Err(BlocklistError::FallbackTooShort { left, need });
-            }
-        }
-        let (add, remove): (Vec<u32>, Vec<u32>) =
-            (add.into_iter().collect(), remove.into_iter().collect());
+        let plan = BlocklistPlan::check(
+            add,
+            remove,
+            &*self.blocked,
+            self.limits.max_size().get(),
+            |after| {
+                self.current_service()
+                    .map(|current| current.random().unblocked(after))
+            },
+        )?;
         if let Some(log) = log.as_mut() {
-            log.append(&add, &remove).map_err(BlocklistError::Failed)?;
+            log.append(&plan.add, &plan.remove)
+                .map_err(BlocklistError::Failed)?;
         }
-        for &item in &remove {
-            self.blocked.set(item, false);
-        }
-        for &item in &add {
-            self.blocked.set(item, true);
-        }
+        plan.apply(&*self.blocked);
         let blocked = self.blocked.len();
         // The audit trail: who changed what. The log file holds every change
         // whole; this line names up to 1000 items of each list.
-        let some = |items: &[u32]| {
-            let shown: Vec<String> = items.iter().take(1000).map(u32::to_string).collect();
-            let more = items.len().saturating_sub(1000);
-            if more > 0 {
-                format!("{} and {more} more", shown.join(","))
-            } else {
-                shown.join(",")
-            }
-        };
         info!(self.logger, "blocklist changed";
             "client" => log_escaped(client), "blocked" => blocked,
-            "added" => add.len(), "removed" => remove.len(),
-            "items_added" => some(&add), "items_removed" => some(&remove));
+            "added" => plan.add.len(), "removed" => plan.remove.len(),
+            "items_added" => BlocklistPlan::shown(&plan.add),
+            "items_removed" => BlocklistPlan::shown(&plan.remove));
         Ok(blocked)
     }
 

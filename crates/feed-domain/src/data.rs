@@ -176,11 +176,22 @@ pub trait BlocklistControl: std::fmt::Debug + Send + Sync + 'static {
         client: &str,
     ) -> Result<usize, BlocklistError>;
 
+    /// The items blocked, as this server's requests check them.
+    fn blocked(&self) -> &dyn BlockedItems;
+
     /// Every blocked item, in id order.
-    fn items(&self) -> Vec<ItemId>;
+    fn items(&self) -> Vec<ItemId> {
+        self.blocked()
+            .items()
+            .into_iter()
+            .map(ItemId::new)
+            .collect()
+    }
 
     /// How many items are blocked.
-    fn len(&self) -> usize;
+    fn len(&self) -> usize {
+        self.blocked().len()
+    }
 
     /// Whether none is.
     fn is_empty(&self) -> bool {
@@ -188,7 +199,9 @@ pub trait BlocklistControl: std::fmt::Debug + Send + Sync + 'static {
     }
 
     /// Personal items skipped because they were blocked, since start.
-    fn skipped(&self) -> u64;
+    fn skipped(&self) -> u64 {
+        self.blocked().skipped()
+    }
 }
 
 /// A blocklist change that keeps the rules every blocklist keeps, ready to

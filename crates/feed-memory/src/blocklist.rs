@@ -71,28 +71,28 @@ fn zeroed_words(len: usize) -> Box<[AtomicU64]> {
     unsafe { Box::from_raw(Box::into_raw(zeros) as *mut [AtomicU64]) }
 }
 
-impl Blocked {
+impl BlockedItems for Blocked {
     /// Whether `item` is blocked.
     #[inline]
-    pub fn contains(&self, item: u32) -> bool {
+    fn contains(&self, item: u32) -> bool {
         let item = item as usize;
         self.words[item / 64].load(Ordering::Relaxed) & (1 << (item % 64)) != 0
     }
 
     /// How many items are blocked.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
 
     /// Whether none is.
     #[inline]
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Blocks (`on`) or unblocks `item`; whether that changed anything.
     /// One writer at a time (the caller's lock).
-    pub(crate) fn set(&self, item: u32, on: bool) -> bool {
+    fn set(&self, item: u32, on: bool) -> bool {
         let item = item as usize;
         let bit = 1 << (item % 64);
         let word = &self.words[item / 64];
@@ -119,7 +119,7 @@ impl Blocked {
     }
 
     /// Every blocked item, in id order.
-    pub fn items(&self) -> Vec<u32> {
+    fn items(&self) -> Vec<u32> {
         let mut items = Vec::with_capacity(self.len());
         if self.is_empty() {
             return items;
@@ -144,42 +144,15 @@ impl Blocked {
 
     /// Counts `n` personal items skipped because they were blocked.
     #[inline]
-    pub(crate) fn count_skipped(&self, n: usize) {
+    fn count_skipped(&self, n: usize) {
         if n > 0 {
             self.skipped.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 
     /// Personal items skipped because they were blocked, since start.
-    pub fn skipped(&self) -> u64 {
-        self.skipped.load(Ordering::Relaxed)
-    }
-}
-
-impl BlockedItems for Blocked {
-    #[inline]
-    fn contains(&self, item: u32) -> bool {
-        Self::contains(self, item)
-    }
-
-    fn set(&self, item: u32, on: bool) -> bool {
-        Self::set(self, item, on)
-    }
-
-    fn len(&self) -> usize {
-        Self::len(self)
-    }
-
-    fn items(&self) -> Vec<u32> {
-        Self::items(self)
-    }
-
-    fn count_skipped(&self, n: usize) {
-        Self::count_skipped(self, n);
-    }
-
     fn skipped(&self) -> u64 {
-        Self::skipped(self)
+        self.skipped.load(Ordering::Relaxed)
     }
 }
 

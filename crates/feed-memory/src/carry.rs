@@ -111,30 +111,38 @@ impl Given {
             .is_some_and(|word| word.load(Ordering::Relaxed) & (1 << (position % 32)) != 0)
     }
 
-    fn mark(&self, position: usize) {
+    /// Marks `position`; whether it was not marked before.
+    fn mark(&self, position: usize) -> bool {
         let word = position / 32;
-        if let Some(cell) = self.bits.words().get(word) {
-            cell.fetch_or(1 << (position % 32), Ordering::Relaxed);
-            if let Cells::File(file) = &self.bits {
-                // A word is a "user" of the file: journaled at the next sync.
-                file.moved(word as u32);
-            }
+        let Some(cell) = self.bits.words().get(word) else {
+            return false;
+        };
+        let bit = 1 << (position % 32);
+        if cell.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+            return false;
         }
+        if let Cells::File(file) = &self.bits {
+            // A word is a "user" of the file: journaled at the next sync.
+            file.moved(word as u32);
+        }
+        true
     }
 
     /// Marks the positions of `feed` (starting at `base`) whose item is in
-    /// `given`.
-    fn mark_given(&self, given: &[u32], feed: &[u32], base: usize, seen: &mut SeenSet) {
+    /// `given`; returns how many were not marked before.
+    fn mark_given(&self, given: &[u32], feed: &[u32], base: usize, seen: &mut SeenSet) -> usize {
         if given.is_empty() {
-            return;
+            return 0;
         }
         let mut set = seen.start(given.len());
         set.hold_all(given);
+        let mut marked = 0;
         for (at, &item) in feed.iter().enumerate() {
-            if set.contains(item, given) {
-                self.mark(base + at);
+            if set.contains(item, given) && self.mark(base + at) {
+                marked += 1;
             }
         }
+        marked
     }
 
     /// Makes sure `user` (at `position` of `storage`, this version's) has
@@ -228,9 +236,6 @@ pub fn carry(before: &Arc<dyn Served>, after: &MemoryFeedStorage, given: &Given)
         users: 0,
         marked: 0,
     };
-    let count = |given: &Given, base: usize, len: usize| {
-        (base..base + len).filter(|&p| given.is_given(p)).count()
-    };
     for (at, (user, feed)) in old.table().entries().enumerate() {
         let offset = old.offsets().take_changed(at as u32) as usize;
         if offset == 0 {
@@ -240,9 +245,7 @@ pub fn carry(before: &Arc<dyn Served>, after: &MemoryFeedStorage, given: &Given)
         let Some((_, base, now)) = after.table().locate(UserId::new(user)) else {
             continue;
         };
-        let before_count = count(given, base, now.len());
-        given.mark_given(&feed[..offset.min(feed.len())], now, base, &mut seen);
-        carried.marked += count(given, base, now.len()) - before_count;
+        carried.marked += given.mark_given(&feed[..offset.min(feed.len())], now, base, &mut seen);
     }
     given
         .before

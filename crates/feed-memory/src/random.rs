@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
-use feed_domain::{ItemId, RandomFeed, RandomFillError};
+use feed_domain::{BlockedItems, ItemId, RandomFeed, RandomFillError};
 
 use crate::blocklist::Blocked;
 use crate::seen::{SCAN_LIMIT, SeenSet};

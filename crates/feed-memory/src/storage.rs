@@ -1,7 +1,9 @@
 //! [`MemoryFeedStorage`]: the feed table plus the offset map, as a
 //! [`FeedStorage`].
 
-use feed_domain::{FeedStorage, IdempotencyKey, ItemId, Keyed, StorageError, Taken, UserId};
+use feed_domain::{
+    BlockedItems, FeedStorage, IdempotencyKey, ItemId, Keyed, StorageError, Taken, UserId,
+};
 
 use std::sync::{Arc, OnceLock};
 

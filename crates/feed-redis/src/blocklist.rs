@@ -279,15 +279,7 @@ impl BlocklistControl for RedisBlocklist {
         Ok(blocked)
     }
 
-    fn items(&self) -> Vec<ItemId> {
-        self.local.items().into_iter().map(ItemId::new).collect()
-    }
-
-    fn len(&self) -> usize {
-        self.local.len()
-    }
-
-    fn skipped(&self) -> u64 {
-        self.local.skipped()
+    fn blocked(&self) -> &dyn BlockedItems {
+        &*self.local
     }
 }

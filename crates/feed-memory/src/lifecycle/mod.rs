@@ -27,8 +27,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use feed_domain::{
-    BlocklistControl, BlocklistError, BlocklistPlan, DataChange, DataControl, DataControlError,
-    DataInfo, ErrorRecorder, ItemId, ProgressEvent, Publish, SizeLimits, short_fallback,
+    BlockedItems, BlocklistControl, BlocklistError, BlocklistPlan, DataChange, DataControl,
+    DataControlError, DataInfo, ErrorRecorder, ItemId, ProgressEvent, Publish, SizeLimits,
+    short_fallback,
 };
 use slog::{Logger, error, info, warn};
 
@@ -373,12 +374,17 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
         let started = Instant::now();
         let snapshot = Snapshot::open(path).map_err(|e| e.to_string())?;
         check_fallback(&snapshot, self.limits)?;
-        let unblocked = snapshot
-            .fallback()
-            .iter()
-            .filter(|&&item| !self.blocked.contains(item))
-            .count();
-        if let Some(reason) = short_fallback(unblocked, self.limits.max_size().get()) {
+        // With items blocked, the fallback list must still fill an answer.
+        let unblocked = || {
+            snapshot
+                .fallback()
+                .iter()
+                .filter(|&&item| !self.blocked.contains(item))
+                .count()
+        };
+        if !self.blocked.is_empty()
+            && let Some(reason) = short_fallback(unblocked(), self.limits.max_size().get())
+        {
             return Err(NotLoaded::Failed(format!(
                 "{}: with the blocklist, {reason}",
                 log_path(path)
@@ -601,16 +607,8 @@ impl<E: ErrorRecorder + Clone> BlocklistControl for DataManager<E> {
         Ok(blocked)
     }
 
-    fn items(&self) -> Vec<ItemId> {
-        self.blocked.items().into_iter().map(ItemId::new).collect()
-    }
-
-    fn len(&self) -> usize {
-        self.blocked.len()
-    }
-
-    fn skipped(&self) -> u64 {
-        self.blocked.skipped()
+    fn blocked(&self) -> &dyn BlockedItems {
+        &*self.blocked
     }
 }
 

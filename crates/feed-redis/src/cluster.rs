@@ -267,12 +267,27 @@ impl Cluster {
     /// # Errors
     /// As [`Self::current_version`].
     pub async fn versions(&self) -> Result<(Option<u64>, Option<u64>), RedisStoreError> {
+        self.pointers()
+            .await
+            .map(|pointers| (pointers.current, pointers.previous))
+    }
+
+    /// [`Self::versions`], with how many times they moved: one read.
+    ///
+    /// # Errors
+    /// As [`Self::current_version`].
+    pub async fn pointers(&self) -> Result<Pointers, RedisStoreError> {
         let mut connection = self.meta.clone();
-        within(
+        let (current, previous, epoch): (Option<u64>, Option<u64>, Option<u64>) = within(
             self.timeout,
-            connection.mget(&[keys::CURRENT, keys::PREVIOUS]),
+            connection.mget(&[keys::CURRENT, keys::PREVIOUS, keys::EPOCH]),
         )
-        .await
+        .await?;
+        Ok(Pointers {
+            current,
+            previous,
+            epoch: epoch.unwrap_or(0),
+        })
     }
 
     /// The description of `version`.
@@ -286,6 +301,17 @@ impl Cluster {
             within(self.timeout, connection.hgetall(keys::meta(version))).await?;
         VersionInfo::from_fields(version, &fields)
     }
+}
+
+/// The version pointers, read together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pointers {
+    /// The version served.
+    pub current: Option<u64>,
+    /// The version kept for rollback.
+    pub previous: Option<u64>,
+    /// How many times they moved ([`keys::EPOCH`]).
+    pub epoch: u64,
 }
 
 /// A client of the seed nodes whose answers may take up to the call limit.

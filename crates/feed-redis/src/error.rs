@@ -23,6 +23,14 @@ pub enum RedisStoreError {
     /// be deleted, so it is not moved any more.
     #[error("version {0} is no longer kept in the cluster")]
     Retired(u64),
+    /// The user's progress in the version served here was sealed by a
+    /// newer one (`crate::carry`): this frontend has not switched yet.
+    #[error("the user's progress in version {0} is sealed by a newer version")]
+    Sealed(u64),
+    /// The user's marks of what the previous version gave are missing, and
+    /// this frontend does not map that version's snapshot to make them.
+    #[error("the marks of version {0}'s progress are missing and its snapshot is not mapped here")]
+    NotMapped(u64),
 }
 
 /// `call`'s answer, or [`RedisStoreError::Timeout`] when it takes longer
@@ -45,7 +53,7 @@ impl RedisStoreError {
         use redis::{ErrorKind, ServerErrorKind};
         match self {
             Self::BreakerOpen | Self::Timeout(_) => true,
-            Self::Corrupt(_) | Self::Retired(_) => false,
+            Self::Corrupt(_) | Self::Retired(_) | Self::Sealed(_) | Self::NotMapped(_) => false,
             Self::Redis(error) => match error.kind() {
                 ErrorKind::Server(kind) => matches!(
                     kind,

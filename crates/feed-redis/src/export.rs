@@ -243,13 +243,21 @@ pub fn read_offsets<'k>(
 }
 
 /// A stored offset: decimal digits (a counter may be negative only if
-/// something else wrote it: corrupt).
+/// something else wrote it: corrupt), or a sealed one, `sEPOCH:OFFSET`
+/// (`crate::carry`: a version served again after a rollback whose user
+/// has not asked since).
 fn parse(key: &str, value: Option<Vec<u8>>) -> Result<Option<u64>, ScanError> {
     let Some(bytes) = value else {
         return Ok(None);
     };
     std::str::from_utf8(&bytes)
         .ok()
+        .map(|text| {
+            text.strip_prefix('s')
+                .and_then(|sealed| sealed.split_once(':'))
+                .filter(|(epoch, _)| epoch.parse::<u64>().is_ok())
+                .map_or(text, |(_, offset)| offset)
+        })
         .and_then(|text| text.parse::<u64>().ok())
         .map(Some)
         .ok_or_else(|| ScanError::Corrupt {
@@ -266,7 +274,17 @@ mod tests {
     fn offsets_are_unsigned_numbers_and_nothing_else() {
         assert_eq!(parse("k", None).unwrap(), None);
         assert_eq!(parse("k", Some(b"17".to_vec())).unwrap(), Some(17));
-        for bad in [&b"-1"[..], b"x", b"", b"1.5", b"\xff"] {
+        assert_eq!(parse("k", Some(b"s4:17".to_vec())).unwrap(), Some(17));
+        for bad in [
+            &b"-1"[..],
+            b"x",
+            b"",
+            b"1.5",
+            b"\xff",
+            b"s:17",
+            b"s4:",
+            b"s4:x",
+        ] {
             let error = parse("o:{1}:2", Some(bad.to_vec()))
                 .unwrap_err()
                 .to_string();

@@ -19,6 +19,11 @@ pub const SLOTS: u16 = 16_384;
 pub const CURRENT: &str = "{ff}:current";
 /// The version served before the current one, kept for rollback.
 pub const PREVIOUS: &str = "{ff}:previous";
+/// How many times the pointers moved (each publish and rollback adds
+/// one): a frontend's switch is known by the count it read with them, and
+/// a user's key sealed at a later count belongs to a newer switch
+/// (`crate::carry`).
+pub const EPOCH: &str = "{ff}:epoch";
 /// The items taken down, a set (`crate::blocklist`).
 pub const BLOCKED: &str = "{ff}:blocked";
 /// The log of changes to [`BLOCKED`], a stream.

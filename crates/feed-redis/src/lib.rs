@@ -47,6 +47,7 @@
 
 pub mod blocklist;
 pub mod breaker;
+pub mod carry;
 pub mod cluster;
 pub mod error;
 pub mod export;
@@ -59,7 +60,8 @@ mod watch;
 
 pub use blocklist::{Follower, RedisBlocklist, UnblockedLeft};
 pub use breaker::{Admit, Breaker, BreakerSettings, BreakerState};
-pub use cluster::{Cluster, ClusterSettings, Credentials, VersionInfo};
+pub use carry::Before;
+pub use cluster::{Cluster, ClusterSettings, Credentials, Pointers, VersionInfo};
 pub use error::RedisStoreError;
 pub use export::{ProgressScan, ScanCounts, ScanError};
 pub use feed_domain::MAX_BLOCKED;

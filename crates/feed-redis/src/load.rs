@@ -24,6 +24,7 @@ const PUBLISH: &str = r"
 local current = redis.call('GET', KEYS[1])
 local previous = redis.call('GET', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1])
+redis.call('INCR', KEYS[3])
 if current then redis.call('SET', KEYS[2], current) else redis.call('DEL', KEYS[2]) end
 return {current or '', previous or ''}
 ";
@@ -36,6 +37,7 @@ local previous = redis.call('GET', KEYS[2])
 if not current or not previous then return false end
 redis.call('SET', KEYS[1], previous)
 redis.call('SET', KEYS[2], current)
+redis.call('INCR', KEYS[3])
 return {current, previous}
 ";
 
@@ -119,6 +121,7 @@ impl Loader {
         let (current, previous): (String, String) = Script::new(PUBLISH)
             .key(keys::CURRENT)
             .key(keys::PREVIOUS)
+            .key(keys::EPOCH)
             .arg(info.version)
             .invoke(&mut self.connection)?;
         let current = version_of(&current)?;
@@ -150,6 +153,7 @@ impl Loader {
         let swapped: Option<(u64, u64)> = Script::new(ROLLBACK)
             .key(keys::CURRENT)
             .key(keys::PREVIOUS)
+            .key(keys::EPOCH)
             .invoke(&mut self.connection)?;
         Ok(swapped)
     }

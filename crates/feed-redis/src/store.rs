@@ -1,17 +1,19 @@
 //! [`RedisFeedStorage`]: the [`FeedStorage`] port over the cluster.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 
-use std::sync::LazyLock;
+use arc_swap::ArcSwapOption;
 
 use feed_domain::{
     BlockedItems, FeedStorage, IdempotencyKey, ItemId, Keyed, RankedFeeds, StorageError, Taken,
     UserId,
 };
-use redis::AsyncCommands;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncCommands, ErrorKind, ServerErrorKind};
 
 use crate::breaker::{Admit, Breaker};
+use crate::carry::{self, Before, CARRIED};
 use crate::cluster::Cluster;
 use crate::error::RedisStoreError;
 use crate::keys;
@@ -36,7 +38,7 @@ use crate::keys;
 /// once, and the service answers from the fallback list.
 #[derive(Debug, Clone)]
 pub struct RedisFeedStorage<F> {
-    feeds: F,
+    feeds: Arc<F>,
     cluster: Arc<Cluster>,
     breaker: Arc<Breaker>,
     version: u64,
@@ -45,17 +47,21 @@ pub struct RedisFeedStorage<F> {
     retired: Arc<AtomicBool>,
     /// The items taken down, passed over in a page (`crate::blocklist`).
     blocked: Option<Arc<dyn BlockedItems>>,
+    /// The version the cluster keeps as previous, while it keeps one: what
+    /// it gave is carried ([`crate::carry`]). The watcher sets it at each
+    /// switch.
+    before: Arc<ArcSwapOption<Before>>,
 }
 
 impl<F: RankedFeeds> RedisFeedStorage<F> {
     /// Storage over `version`, whose feeds are `feeds`.
     pub fn new(feeds: F, cluster: Arc<Cluster>, breaker: Arc<Breaker>, version: u64) -> Self {
-        Self::retired_by(feeds, cluster, breaker, version, Arc::default())
+        Self::retired_by(Arc::new(feeds), cluster, breaker, version, Arc::default())
     }
 
     /// [`Self::new`], retired when `retired` is set (the watcher keeps it).
-    pub(crate) const fn retired_by(
-        feeds: F,
+    pub(crate) fn retired_by(
+        feeds: Arc<F>,
         cluster: Arc<Cluster>,
         breaker: Arc<Breaker>,
         version: u64,
@@ -68,7 +74,16 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
             version,
             retired,
             blocked: None,
+            before: Arc::default(),
         }
+    }
+
+    /// Carries from the version `before` holds, whenever it holds one
+    /// (see [`crate::carry`]); shared with whoever switches versions.
+    #[must_use]
+    pub fn carry_from(mut self, before: Arc<ArcSwapOption<Before>>) -> Self {
+        self.before = before;
+        self
     }
 
     /// Passes over the items of `blocked` in every page: the progress moves
@@ -101,54 +116,160 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
 
     /// Moves `user`'s offset `by` items on (`key`: as a keyed request),
     /// and says what happened (a negative offset is someone else's value:
-    /// [`RedisStoreError::Corrupt`]). The time limit covers the whole call,
-    /// connecting this thread's connection included, so no request waits
-    /// longer even while it is made.
+    /// [`RedisStoreError::Corrupt`]). With a previous version kept, that
+    /// is the carried request ([`carry::CARRIED`]) over the user's keys in
+    /// both. The time limit covers the whole call, connecting this
+    /// thread's connection included, so no request waits longer even
+    /// while it is made.
     async fn advance(
         &self,
-        user: u64,
+        user: UserId,
+        by: usize,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Step, RedisStoreError> {
+        let limit = self.cluster.timeout();
+        let before = self.before.load();
+        let call = async {
+            let mut connection = self.cluster.connection().await?;
+            match before.as_deref() {
+                None => self.advance_alone(&mut connection, user, by, key).await,
+                Some(before) => {
+                    self.advance_carried(&mut connection, user, by, key, before)
+                        .await
+                }
+            }
+        };
+        match tokio::time::timeout(limit, call).await {
+            Ok(answer) => answer,
+            Err(_) => Err(RedisStoreError::Timeout(limit)),
+        }
+    }
+
+    /// [`Self::advance`] with no previous version: one `HINCRBY`, or the
+    /// [`PAGE`] script with a retry key.
+    async fn advance_alone(
+        &self,
+        connection: &mut ClusterConnection,
+        user: UserId,
         by: usize,
         key: Option<IdempotencyKey>,
     ) -> Result<Step, RedisStoreError> {
         let mut name = [0; keys::OFFSET_KEY_BYTES];
-        let name = keys::offset_in(user, self.version, &mut name);
-        let limit = self.cluster.timeout();
-        let corrupt = |what: String| {
-            RedisStoreError::Corrupt(format!("user {user}: {what} in version {}", self.version))
-        };
+        let name = keys::offset_in(user.get(), self.version, &mut name);
+        let corrupt = |what: String| self.corrupt(user, &what);
         let offset = |end: i64| u64::try_from(end).map_err(|_| corrupt(format!("offset {end}")));
-        match tokio::time::timeout(limit, async {
-            let mut connection = self.cluster.connection().await?;
-            if key.is_none() {
-                match connection.hincr(name, keys::OFFSET_FIELD, by).await {
-                    Ok(end) => return Ok(Step::Moved(offset(end)?)),
-                    // A counter of the earlier layout: the script makes it
-                    // a hash first.
-                    Err(error) if error.code() == Some("WRONGTYPE") => {}
-                    Err(error) => return Err(error.into()),
-                }
+        let moved = |end: u64| {
+            let start = end
+                .checked_sub(by as u64)
+                .ok_or_else(|| corrupt(format!("offset {end} after a step of {by}")))?;
+            Ok(Step::fresh(start, end))
+        };
+        if key.is_none() {
+            match connection.hincr(name, keys::OFFSET_FIELD, by).await {
+                Ok(end) => return moved(offset(end)?),
+                // A counter of the earlier layout, or a key another
+                // version sealed: the script says which.
+                Err(error)
+                    if error.code() == Some("WRONGTYPE")
+                        || error.kind() == ErrorKind::Server(ServerErrorKind::ResponseError) => {}
+                Err(error) => return Err(error.into()),
             }
-            let key = key.map_or(String::new(), |key| key.hash().to_string());
-            let (tag, value): (i64, i64) = PAGE
-                .key(name)
-                .arg(by)
-                .arg(key)
-                .invoke_async(&mut connection)
-                .await?;
-            match tag {
-                0 => Ok(Step::Moved(offset(value)?)),
-                1 => Ok(Step::Replayed(offset(value)?)),
-                2 => u32::try_from(value)
-                    .map(Step::OtherSize)
-                    .map_err(|_| corrupt(format!("a retry key of size {value}"))),
-                _ => Err(corrupt(format!("answer {tag} from the page script"))),
-            }
-        })
-        .await
-        {
-            Ok(answer) => answer,
-            Err(_) => Err(RedisStoreError::Timeout(limit)),
         }
+        let key = key.map_or(String::new(), |key| key.hash().to_string());
+        let (tag, value): (i64, i64) = PAGE
+            .key(name)
+            .arg(by)
+            .arg(key)
+            .invoke_async(connection)
+            .await?;
+        match tag {
+            carry::tag::PAGE => moved(offset(value)?),
+            carry::tag::REPLAYED => {
+                let start = offset(value)?;
+                Ok(Step::Page {
+                    start,
+                    end: start.saturating_add(by as u64),
+                    marks: Vec::new(),
+                    replayed: true,
+                })
+            }
+            carry::tag::OTHER_SIZE => u32::try_from(value)
+                .map(Step::OtherSize)
+                .map_err(|_| corrupt(format!("a retry key of size {value}"))),
+            carry::tag::SEALED => Err(RedisStoreError::Sealed(self.version)),
+            _ => Err(corrupt(format!("answer {tag} from the page script"))),
+        }
+    }
+
+    /// [`Self::advance`] while the cluster keeps `before`: the carried
+    /// request, and its second call with the marks it asks for.
+    async fn advance_carried(
+        &self,
+        connection: &mut ClusterConnection,
+        user: UserId,
+        by: usize,
+        key: Option<IdempotencyKey>,
+        before: &Before,
+    ) -> Result<Step, RedisStoreError> {
+        let mut name = [0; keys::OFFSET_KEY_BYTES];
+        let name = keys::offset_in(user.get(), self.version, &mut name);
+        let mut old = [0; keys::OFFSET_KEY_BYTES];
+        let old = keys::offset_in(user.get(), before.version, &mut old);
+        let corrupt = |what: String| self.corrupt(user, &what);
+        let offset = |at: i64| u64::try_from(at).map_err(|_| corrupt(format!("offset {at}")));
+        let feed = self.feeds.feed(user).unwrap_or_default();
+        let key = key.map_or(String::new(), |key| key.hash().to_string());
+        // The marks the script asked for: (marks, to, from).
+        let mut sent: Option<(Vec<u8>, u64, u64)> = None;
+        for _ in 0..3 {
+            let mut call = CARRIED.key(name);
+            call.key(old)
+                .arg(by)
+                .arg(&key)
+                .arg(feed.len())
+                .arg(before.version)
+                .arg(before.epoch);
+            if let Some((marks, to, from)) = &sent {
+                call.arg(marks.as_slice()).arg(*to).arg(*from);
+            }
+            let (tag, first, second, marks): (i64, i64, i64, Vec<u8>) =
+                call.invoke_async(connection).await?;
+            match tag {
+                carry::tag::PAGE | carry::tag::REPLAYED => {
+                    return Ok(Step::Page {
+                        start: offset(first)?,
+                        end: offset(second)?,
+                        marks,
+                        replayed: tag == carry::tag::REPLAYED,
+                    });
+                }
+                carry::tag::OTHER_SIZE => {
+                    return u32::try_from(first)
+                        .map(Step::OtherSize)
+                        .map_err(|_| corrupt(format!("a retry key of size {first}")));
+                }
+                carry::tag::SEALED => return Err(RedisStoreError::Sealed(self.version)),
+                carry::tag::MISSING => {
+                    let Some(feeds) = &before.feeds else {
+                        return Err(RedisStoreError::NotMapped(before.version));
+                    };
+                    let (from, to) = (offset(first)?, offset(second)?);
+                    let given = feeds.feed(user).unwrap_or_default();
+                    let end = (to as usize).min(given.len());
+                    let given = &given[(from as usize).min(end)..end];
+                    sent = Some((carry::marks(given, feed), to, from));
+                }
+                _ => return Err(corrupt(format!("answer {tag} from the carried script"))),
+            }
+        }
+        Err(corrupt(
+            "the previous version's offset kept moving while its marks were sent".to_owned(),
+        ))
+    }
+
+    /// The error of data in the cluster that no frontend writes.
+    fn corrupt(&self, user: UserId, what: &str) -> RedisStoreError {
+        RedisStoreError::Corrupt(format!("user {user}: {what} in version {}", self.version))
     }
 
     /// [`Self::advance`] for a user the snapshot knows, unless the version
@@ -169,7 +290,7 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
         if admitted == Admit::Refuse {
             return Err(StorageError::backend(RedisStoreError::BreakerOpen));
         }
-        match self.advance(user.get(), by, key).await {
+        match self.advance(user, by, key).await {
             Ok(step) => {
                 self.breaker.succeeded(group, admitted);
                 Ok(step)
@@ -189,37 +310,62 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
 
 /// What one call did to a user's key.
 enum Step {
-    /// The offset moved; its new value.
-    Moved(u64),
-    /// The retry key was the latest: where its page starts.
-    Replayed(u64),
+    /// The page is positions `start..end` of the feed but those marked in
+    /// `marks` (from `start`'s byte on; see [`carry::is_marked`]): a new
+    /// one, or the latest retry key's again (`replayed`).
+    Page {
+        start: u64,
+        end: u64,
+        marks: Vec<u8>,
+        replayed: bool,
+    },
     /// The retry key was the latest, with this other size.
     OtherSize(u32),
 }
 
-/// The items of `feed` from `start`, at most `max`, appended to `out`,
-/// but for those `blocked` holds (counted there).
+impl Step {
+    const fn fresh(start: u64, end: u64) -> Self {
+        Self::Page {
+            start,
+            end,
+            marks: Vec::new(),
+            replayed: false,
+        }
+    }
+}
+
+/// The items of `feed` at positions `start..end` (cut at its end), but
+/// those `marks` marks (given under the version before) and those
+/// `blocked` holds (counted there), appended to `out`.
 fn page(
     feed: &[u32],
-    start: u64,
-    max: usize,
+    (start, end): (u64, u64),
+    marks: &[u8],
     blocked: Option<&dyn BlockedItems>,
     out: &mut Vec<ItemId>,
 ) -> Taken {
     let len = feed.len() as u64;
-    let end = start.saturating_add(max as u64).min(len);
-    let taken = &feed[start.min(len) as usize..end as usize];
+    let end = end.min(len);
+    let start = start.min(end);
+    let taken = &feed[start as usize..end as usize];
     let before = out.len();
-    match blocked.filter(|list| !list.is_empty()) {
-        None => out.extend(taken.iter().map(|&id| ItemId::new(id))),
-        Some(list) => {
-            out.extend(
-                taken
-                    .iter()
-                    .filter(|&&id| !list.contains(id))
-                    .map(|&id| ItemId::new(id)),
-            );
-            list.count_skipped(taken.len() - (out.len() - before));
+    let blocked = blocked.filter(|list| !list.is_empty());
+    if marks.is_empty() && blocked.is_none() {
+        out.extend(taken.iter().map(|&id| ItemId::new(id)));
+    } else {
+        let mut skipped = 0;
+        for (at, &id) in (start..).zip(taken) {
+            if carry::is_marked(marks, start, at) {
+                continue;
+            }
+            if blocked.is_some_and(|list| list.contains(id)) {
+                skipped += 1;
+                continue;
+            }
+            out.push(ItemId::new(id));
+        }
+        if let Some(list) = blocked {
+            list.count_skipped(skipped);
         }
     }
     Taken {
@@ -231,7 +377,8 @@ fn page(
 /// The page of a keyed request, as one atomic step on the user's key
 /// (`KEYS[1]`) by `ARGV[1]` items with the key's hash `ARGV[2]`, answering
 /// `{0, new offset}` for a new page, `{1, start}` for the latest key's
-/// page again and `{2, its size}` for the latest key with another size.
+/// page again, `{2, its size}` for the latest key with another size and
+/// `{3, 0}` for a key another version sealed (`crate::carry`).
 /// With an empty `ARGV[2]` it only moves the offset. A counter of the
 /// layout before keys (a string) becomes the hash's `n` first.
 static PAGE: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -243,6 +390,8 @@ if redis.call('TYPE', name).ok == 'string' then
   redis.call('DEL', name)
   redis.call('HSET', name, 'n', n)
 end
+local n = redis.call('HGET', name, 'n')
+if n and string.match(n, '^s%d+:%d+$') then return {3, 0} end
 local size, key = ARGV[1], ARGV[2]
 if key ~= '' then
   local latest = redis.call('HGET', name, 'k')
@@ -275,15 +424,20 @@ impl<F: RankedFeeds> FeedStorage for RedisFeedStorage<F> {
             .feed(user)
             .ok_or(StorageError::UnknownUser(user))?;
         match self.guarded(user, max, None).await? {
-            Step::Moved(end) => Ok(page(
+            Step::Page {
+                start,
+                end,
+                marks,
+                replayed: false,
+            } => Ok(page(
                 feed,
-                start_of(user, end, max)?,
-                max,
+                (start, end),
+                &marks,
                 self.blocked.as_deref(),
                 out,
             )),
-            Step::Replayed(_) | Step::OtherSize(_) => Err(StorageError::backend(
-                RedisStoreError::Corrupt(format!("user {user}: a page without a key replayed")),
+            Step::Page { .. } | Step::OtherSize(_) => Err(StorageError::backend(
+                self.corrupt(user, "a page without a key replayed"),
             )),
         }
     }
@@ -299,13 +453,16 @@ impl<F: RankedFeeds> FeedStorage for RedisFeedStorage<F> {
             .feeds
             .feed(user)
             .ok_or(StorageError::UnknownUser(user))?;
-        let step = self.guarded(user, max, Some(key)).await?;
-        let (start, replayed) = match step {
-            Step::Moved(end) => (start_of(user, end, max)?, false),
-            Step::Replayed(start) => (start, true),
+        let (start, end, marks, replayed) = match self.guarded(user, max, Some(key)).await? {
+            Step::Page {
+                start,
+                end,
+                marks,
+                replayed,
+            } => (start, end, marks, replayed),
             Step::OtherSize(first) => return Ok(Keyed::OtherSize { first }),
         };
-        let taken = page(feed, start, max, self.blocked.as_deref(), out);
+        let taken = page(feed, (start, end), &marks, self.blocked.as_deref(), out);
         // A start past u32::MAX is past every feed's end: the page is empty.
         let start = u32::try_from(start).unwrap_or(u32::MAX);
         Ok(if replayed {
@@ -314,15 +471,4 @@ impl<F: RankedFeeds> FeedStorage for RedisFeedStorage<F> {
             Keyed::Fresh { taken, start }
         })
     }
-}
-
-/// Where the page that moved the offset to `end` by `max` starts. The
-/// offset only grows, by at most `max` a call: anything below `max` is a
-/// key someone else wrote, and its items are not handed out.
-fn start_of(user: UserId, end: u64, max: usize) -> Result<u64, StorageError> {
-    end.checked_sub(max as u64).ok_or_else(|| {
-        StorageError::backend(RedisStoreError::Corrupt(format!(
-            "user {user}: offset {end} after a step of {max}"
-        )))
-    })
 }

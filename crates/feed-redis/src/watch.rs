@@ -8,18 +8,20 @@
 //! fallback list cannot fill the largest answer) is refused for good. In
 //! both cases the version served stays.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use feed_domain::{BlockedItems, DataInfo, DataVersion, Publish, RankedFeeds, StorageHealth};
 use slog::{Logger, error, info, warn};
 
 use crate::blocklist::Follower;
 use crate::breaker::GROUPS;
+use crate::carry::Before;
 use crate::{
-    Breaker, BreakerSettings, Cluster, ClusterSettings, RedisFeedStorage, RedisStoreError,
-    VersionInfo,
+    Breaker, BreakerSettings, Cluster, ClusterSettings, Pointers, RedisFeedStorage,
+    RedisStoreError, VersionInfo,
 };
 
 /// How long a version that could not be switched to waits for a retry.
@@ -29,7 +31,6 @@ const COMPLAIN_EVERY: Duration = Duration::from_secs(10);
 
 /// A version to serve, handed to the caller's service maker: its
 /// description, and the storage over the feeds the caller opens.
-#[derive(Debug)]
 pub struct NewVersion {
     /// What the loader said of it: counts, creation time and snapshot id.
     pub info: VersionInfo,
@@ -39,19 +40,39 @@ pub struct NewVersion {
     retired: Arc<AtomicBool>,
     /// The items taken down, where the frontend follows a blocklist.
     blocked: Option<Arc<dyn BlockedItems>>,
+    /// The version kept as previous while this one serves (set at each
+    /// switch to it), whose gifts its storage carries.
+    before: Arc<ArcSwapOption<Before>>,
+    /// The feeds its storage serves, for the version after it to carry.
+    feeds: OnceLock<Arc<dyn RankedFeeds>>,
+}
+
+impl std::fmt::Debug for NewVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewVersion")
+            .field("info", &self.info)
+            .field("before", &self.before.load())
+            .finish_non_exhaustive()
+    }
 }
 
 impl NewVersion {
     /// The version's storage over `feeds` (the snapshot it names): the
-    /// progress is moved in the cluster.
+    /// progress is moved in the cluster, and what the previous version
+    /// gave is passed over ([`crate::carry`]).
     pub fn storage<F: RankedFeeds>(&self, feeds: F) -> RedisFeedStorage<F> {
+        let feeds = Arc::new(feeds);
+        let shared: Arc<dyn RankedFeeds> = Arc::clone(&feeds) as Arc<dyn RankedFeeds>;
+        // One storage a version: a second call keeps the first feeds.
+        let _ = self.feeds.set(shared);
         let storage = RedisFeedStorage::retired_by(
             feeds,
             Arc::clone(&self.cluster),
             Arc::clone(&self.breaker),
             self.info.version,
             Arc::clone(&self.retired),
-        );
+        )
+        .carry_from(Arc::clone(&self.before));
         match &self.blocked {
             Some(blocked) => storage.block_with(Arc::clone(blocked)),
             None => storage,
@@ -133,7 +154,11 @@ where
             }
             let served = serving.as_ref().map(|s| s.version);
             self.report(&breaker, served, published);
-            let (current, previous) = match cluster.versions().await {
+            let Pointers {
+                current,
+                previous,
+                epoch,
+            } = match cluster.pointers().await {
                 Ok(pointers) => pointers,
                 Err(e) => {
                     if complained.is_none_or(|at| at.elapsed() >= COMPLAIN_EVERY) {
@@ -144,6 +169,16 @@ where
                 }
             };
             published = current;
+            // A rollback to the version served here, or a publish it never
+            // switched to and back: it carries from the new previous.
+            if let Some(now) = &serving
+                && current == Some(now.version)
+                && now.before.load().as_ref().map(|b| (b.version, b.epoch))
+                    != previous.map(|version| (version, epoch))
+            {
+                now.before
+                    .store(before_of(previous, epoch, serving.iter().chain(&kept)));
+            }
             if let Some(old) = &serving
                 && current != Some(old.version)
                 && previous != Some(old.version)
@@ -174,7 +209,9 @@ where
             {
                 continue;
             }
+            let before = before_of(previous, epoch, serving.iter().chain(&kept));
             if let Some(back) = kept.take_if(|old| old.version == wanted) {
+                back.before.store(before);
                 self.serve(
                     &back,
                     &breaker,
@@ -185,12 +222,19 @@ where
                 continue;
             }
             match self
-                .install(&cluster, &breaker, wanted, served.is_none())
+                .install(&cluster, &breaker, wanted, served.is_none(), before)
                 .await
             {
                 Ok(new) => {
                     kept = serving.replace(new);
                     failed = None;
+                    if let Some(previous) = previous
+                        && kept.as_ref().is_none_or(|old| old.version != previous)
+                    {
+                        kept = self
+                            .map_previous(&cluster, &breaker, (previous, epoch), &serving)
+                            .await;
+                    }
                 }
                 Err(SwitchError::Cluster(e)) => {
                     failed = Some((wanted, Instant::now() + RETRY_SWITCH));
@@ -232,12 +276,62 @@ where
         }
     }
 
+    /// Maps the snapshot of `previous` (the cluster's previous version,
+    /// which this frontend never served: it started after the switch) as
+    /// the version kept, so that the one `serving` carries from it, and a
+    /// rollback to it is a swap. Without it, the users whose marks are
+    /// missing get the fallback list here.
+    async fn map_previous(
+        &self,
+        cluster: &Arc<Cluster>,
+        breaker: &Arc<Breaker>,
+        (previous, epoch): (u64, u64),
+        serving: &Option<Served<T>>,
+    ) -> Option<Served<T>> {
+        match self.open(cluster, breaker, previous).await {
+            Ok(old) => {
+                if let Some(serving) = serving {
+                    serving
+                        .before
+                        .store(before_of(Some(previous), epoch, [&old]));
+                }
+                info!(self.logger, "mapped the previous data version, to carry what it gave";
+                    "version" => previous);
+                Some(old)
+            }
+            Err(e) => {
+                warn!(self.logger, "cannot map the previous data version: users whose marks of what it gave are missing get the fallback list here";
+                    "version" => previous, "error" => ?e);
+                None
+            }
+        }
+    }
+
     async fn install(
         &self,
         cluster: &Arc<Cluster>,
         breaker: &Arc<Breaker>,
         version: u64,
         first: bool,
+        before: Option<Arc<Before>>,
+    ) -> Result<Served<T>, SwitchError> {
+        let new = self.open(cluster, breaker, version).await?;
+        new.before.store(before);
+        let what = if first {
+            "feed-server ready"
+        } else {
+            "switched to a new data version"
+        };
+        self.serve(&new, breaker, what);
+        Ok(new)
+    }
+
+    /// Opens `version`: its description, and its service from the maker.
+    async fn open(
+        &self,
+        cluster: &Arc<Cluster>,
+        breaker: &Arc<Breaker>,
+        version: u64,
     ) -> Result<Served<T>, SwitchError> {
         let started = Instant::now();
         let info = cluster.version_info(version).await.map_err(|e| match e {
@@ -254,6 +348,8 @@ where
             cluster: Arc::clone(cluster),
             breaker: Arc::clone(breaker),
             retired: Arc::clone(&retired),
+            before: Arc::default(),
+            feeds: OnceLock::new(),
         };
         let make = Arc::clone(&self.service);
         let (service, version) =
@@ -263,7 +359,12 @@ where
                     SwitchError::Unservable(Unservable::Missing(format!("opening it failed: {e}")))
                 })?
                 .map_err(SwitchError::Unservable)?;
-        let info = version.info;
+        let NewVersion {
+            info,
+            before,
+            feeds,
+            ..
+        } = version;
         let data = DataInfo {
             users: info.users,
             items: info.items,
@@ -275,19 +376,14 @@ where
                 source: format!("redis version {}", info.version),
             }),
         };
-        let new = Served {
+        Ok(Served {
             version: info.version,
             service: Arc::new(service),
             retired,
             data,
-        };
-        let what = if first {
-            "feed-server ready"
-        } else {
-            "switched to a new data version"
-        };
-        self.serve(&new, breaker, what);
-        Ok(new)
+            before,
+            feeds: feeds.into_inner(),
+        })
     }
 
     /// Serves `version` from now on, and says so as `what`.
@@ -325,6 +421,29 @@ struct Served<T> {
     retired: Arc<AtomicBool>,
     /// What it holds, as first published.
     data: DataInfo,
+    /// The version its storage carries from.
+    before: Arc<ArcSwapOption<Before>>,
+    /// Its feeds, for the version after it to carry from.
+    feeds: Option<Arc<dyn RankedFeeds>>,
+}
+
+/// What a version carries from when the cluster keeps `previous`: its
+/// number, and its feeds if one of `mapped` serves them.
+fn before_of<'a, T: 'a>(
+    previous: Option<u64>,
+    epoch: u64,
+    mapped: impl IntoIterator<Item = &'a Served<T>>,
+) -> Option<Arc<Before>> {
+    let version = previous?;
+    let feeds = mapped
+        .into_iter()
+        .find(|served| served.version == version)
+        .and_then(|served| served.feeds.clone());
+    Some(Arc::new(Before {
+        version,
+        epoch,
+        feeds,
+    }))
 }
 
 /// Why a frontend did not switch to a version.

@@ -8,11 +8,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use cluster::TestCluster;
 use feed_domain::{FeedStorage, IdempotencyKey, ItemId, Keyed, RankedFeeds, StorageError, UserId};
 use feed_redis::{
-    Breaker, BreakerSettings, Cluster, ClusterSettings, Credentials, Loader, RedisFeedStorage,
-    RedisStoreError, VersionInfo, keys,
+    Before, Breaker, BreakerSettings, Cluster, ClusterSettings, Credentials, Loader,
+    RedisFeedStorage, RedisStoreError, VersionInfo, keys,
 };
 
 /// The time limit of the calls whose limit is under test.
@@ -117,7 +118,9 @@ fn may_have_run(error: &StorageError) -> bool {
         Some(
             RedisStoreError::BreakerOpen
             | RedisStoreError::Corrupt(_)
-            | RedisStoreError::Retired(_),
+            | RedisStoreError::Retired(_)
+            | RedisStoreError::Sealed(_)
+            | RedisStoreError::NotMapped(_),
         ) => false,
         Some(RedisStoreError::Redis(e)) => !matches!(e.kind(), redis::ErrorKind::Server(_)),
         Some(RedisStoreError::Timeout(_)) | None => true,
@@ -583,4 +586,116 @@ fn a_tls_cluster_serves_clients_that_trust_its_authority() {
     let second = publish(&mut loader, &[], 1);
     assert_ne!(first, second);
     assert!(loader.delete_version(first).unwrap() > 0);
+}
+
+/// What a version gave is passed over in the next one, and in the one
+/// before after a rollback; a frontend that has not switched moves
+/// nothing; the marks come from a frontend that maps the previous
+/// snapshot, in a second call when none were written ahead.
+#[test]
+fn no_item_is_handed_out_twice_across_versions_and_a_rollback() {
+    let Some(cluster) = TestCluster::start(3, 0) else {
+        return;
+    };
+    let mut v2_feed: Vec<u32> = (5020..=5040).collect();
+    v2_feed.extend(6001..=6010);
+    v2_feed.extend(5001..=5010);
+    let v1_list = vec![
+        (7, (5001..=5060).collect::<Vec<u32>>()),
+        (8, (1..=20).collect()),
+        (9, (100..=110).collect()),
+    ];
+    let v2_list = vec![
+        (7, v2_feed),
+        (8, (1..=20).rev().collect()),
+        (9, (100..=110).collect()),
+    ];
+    let (v1, v2) = (feeds(&v1_list), feeds(&v2_list));
+    let mut loader = Loader::connect(&settings(&cluster, GENEROUS)).unwrap();
+    let first = publish(&mut loader, &v1_list, 1);
+    let before = |version, feeds: Option<&Feeds>, epoch| {
+        Arc::new(ArcSwapOption::from_pointee(Before {
+            version,
+            epoch,
+            feeds: feeds.map(|f| Arc::new(f.clone()) as Arc<dyn RankedFeeds>),
+        }))
+    };
+    let sealed = |result: Result<Vec<u32>, StorageError>| {
+        let error = result.unwrap_err();
+        assert!(
+            matches!(cause(&error), Some(RedisStoreError::Sealed(_))),
+            "{error}"
+        );
+    };
+    runtime().block_on(async {
+        let frontend = Arc::new(
+            Cluster::connect(&settings(&cluster, GENEROUS))
+                .await
+                .unwrap(),
+        );
+        let old = RedisFeedStorage::new(v1.clone(), Arc::clone(&frontend), breaker(), first);
+        assert_eq!(
+            take(&old, 7, 30).await.unwrap(),
+            (5001..=5030).collect::<Vec<_>>()
+        );
+        assert_eq!(take(&old, 8, 5).await.unwrap(), [1, 2, 3, 4, 5]);
+        assert_eq!(take(&old, 9, 3).await.unwrap(), [100, 101, 102]);
+
+        let second = publish(&mut loader, &v2_list, 2);
+        let pointers = frontend.pointers().await.unwrap();
+        assert_eq!(
+            (pointers.current, pointers.previous),
+            (Some(second), Some(first))
+        );
+        let new = RedisFeedStorage::new(v2.clone(), Arc::clone(&frontend), breaker(), second)
+            .carry_from(before(first, Some(&v1), pointers.epoch));
+        // The example: 5020-5030 and 5001-5010 were given.
+        assert_eq!(
+            take(&new, 7, 10).await.unwrap(),
+            (5031..=5040).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            take(&new, 7, 10).await.unwrap(),
+            (6001..=6010).collect::<Vec<_>>()
+        );
+        assert_eq!(take(&new, 7, 10).await.unwrap(), Vec::<u32>::new());
+        // A frontend still on the first version moves nothing of user 7's.
+        sealed(take(&old, 7, 10).await);
+        // User 8 moves there before their first request to the second:
+        // all they were given is passed over.
+        assert_eq!(take(&old, 8, 5).await.unwrap(), [6, 7, 8, 9, 10]);
+        let (page, items) = keyed(&new, 8, 4, "a").await;
+        assert!(matches!(page, Keyed::Fresh { start: 0, .. }), "{page:?}");
+        assert_eq!(items, [20, 19, 18, 17]);
+        let (page, again) = keyed(&new, 8, 4, "a").await;
+        assert!(matches!(page, Keyed::Replayed { start: 0, .. }), "{page:?}");
+        assert_eq!(again, items);
+        assert_eq!(take(&new, 8, 10).await.unwrap(), [16, 15, 14, 13, 12, 11]);
+        // A frontend without the first snapshot cannot make user 9's marks.
+        let unmapped = RedisFeedStorage::new(v2.clone(), Arc::clone(&frontend), breaker(), second)
+            .carry_from(before(first, None, pointers.epoch));
+        let error = take(&unmapped, 9, 3).await.unwrap_err();
+        assert!(
+            matches!(cause(&error), Some(RedisStoreError::NotMapped(v)) if *v == first),
+            "{error}"
+        );
+        assert_eq!(take(&new, 9, 3).await.unwrap(), [103, 104, 105]);
+        // Now written, the marks serve the frontend without the snapshot too.
+        assert_eq!(take(&unmapped, 9, 3).await.unwrap(), [106, 107, 108]);
+
+        // A rollback: the first version carries what the second gave.
+        assert_eq!(loader.rollback().unwrap(), Some((second, first)));
+        let pointers = frontend.pointers().await.unwrap();
+        let back = RedisFeedStorage::new(v1.clone(), Arc::clone(&frontend), breaker(), first)
+            .carry_from(before(second, Some(&v2), pointers.epoch));
+        assert_eq!(
+            take(&back, 7, 10).await.unwrap(),
+            (5041..=5050).collect::<Vec<_>>()
+        );
+        // The second version, on a frontend that has not switched back.
+        sealed(take(&new, 7, 1).await);
+        // User 8 was given 1-10 under the first and 20-11 under the second.
+        assert_eq!(take(&back, 8, 10).await.unwrap(), Vec::<u32>::new());
+        assert_eq!(take(&back, 9, 5).await.unwrap(), [109, 110]);
+    });
 }

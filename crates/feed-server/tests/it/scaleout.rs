@@ -6,6 +6,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::cluster::{PASSWORD, TestCluster, installed};
@@ -684,4 +686,105 @@ fn redis_load_and_a_frontend_reach_a_tls_cluster() {
     let (server, _) = frontend_with(&nodes, GENEROUS_MS, &folder, &tls);
     let answer = get(&server.addr, "/feed/3?size=10");
     assert_eq!(items(&answer).len(), 10);
+}
+
+/// Eight clients keep asking through HAProxy and two frontends while
+/// `redis-load` publishes a version whose feeds hold the same items in
+/// another order, and `redis-rollback` brings the first back: no user is
+/// given a personal item twice, under any version, through any frontend.
+/// (The fallback list is disjoint from the feeds, so personal items are
+/// told from random ones.)
+#[test]
+fn a_load_and_a_rollback_under_load_repeat_no_item_across_frontends() {
+    const USERS: u64 = 40;
+    let Some(cluster) = TestCluster::start(3, 0) else {
+        return;
+    };
+    let nodes = nodes(&cluster);
+    let folder = scratch_dir("redis-carry");
+    let feed: Vec<u32> = (1..=300).collect();
+    let first: Vec<String> = (0..USERS).map(|u| line(u, &feed)).collect();
+    let second: Vec<String> = (0..USERS)
+        .map(|u| {
+            let mut shuffled = feed.clone();
+            shuffled.rotate_left((u as usize * 37) % 300);
+            shuffled.reverse();
+            line(u, &shuffled)
+        })
+        .collect();
+    let fallback: String = (10_001..=10_016).map(|i| format!("{i}\n")).collect();
+    let a = snapshot_of(&folder, "a", &first, Some(&fallback));
+    let b = snapshot_of(&folder, "b", &second, Some(&fallback));
+    let sizes = [
+        ("FEED__API__MAX_SIZE", "8"),
+        ("FEED__API__DEFAULT_SIZE", "3"),
+    ];
+    let publish = |path: &Path| {
+        let mut env = vec![("FEED__REDIS__PASSWORD", PASSWORD)];
+        env.extend_from_slice(&sizes);
+        let loaded = command(&env)
+            .args(["redis-load", "--snapshot", path.to_str().unwrap()])
+            .args(["--nodes", &nodes])
+            .output()
+            .unwrap();
+        assert!(loaded.status.success(), "{loaded:?}");
+    };
+    publish(&a);
+    let (mut one, _) = frontend_with(&nodes, GENEROUS_MS, &folder, &sizes);
+    let (mut two, _) = frontend_with(&nodes, GENEROUS_MS, &folder, &sizes);
+    let Some(proxy) = Proxy::start(&[&one.addr, &two.addr]) else {
+        return;
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (addr, stop, served) = (proxy.addr.clone(), Arc::clone(&stop), Arc::clone(&served));
+            std::thread::spawn(move || -> Vec<(u64, u64)> {
+                let mut conn = Connection::open(&addr).unwrap();
+                let mut given = Vec::new();
+                let mut n = c;
+                while !stop.load(Ordering::Relaxed) {
+                    let user = n % USERS;
+                    n += 8;
+                    let got = items(&conn.get(&format!("/feed/{user}?size=3")).unwrap());
+                    assert_eq!(got.len(), 3);
+                    given.extend(got.into_iter().filter(|&i| i < 10_000).map(|i| (user, i)));
+                    served.fetch_add(1, Ordering::Relaxed);
+                }
+                given
+            })
+        })
+        .collect();
+    let wait_more = |more: u64| {
+        let now = served.load(Ordering::Relaxed);
+        wait_until("clients served", || {
+            served.load(Ordering::Relaxed) >= now + more
+        });
+    };
+    wait_more(300);
+    publish(&b);
+    for frontend in [&mut one, &mut two] {
+        frontend.wait_for_log_where("switched to a new data version", |l| l["version"] == 2);
+    }
+    wait_more(300);
+    let rolled = command(&[("FEED__REDIS__PASSWORD", PASSWORD)])
+        .args(["redis-rollback", "--nodes", &nodes])
+        .output()
+        .unwrap();
+    assert!(rolled.status.success(), "{rolled:?}");
+    for frontend in [&mut one, &mut two] {
+        frontend.wait_for_log_where("switched back to the data version kept mapped", |l| {
+            l["version"] == 1
+        });
+    }
+    wait_more(300);
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for client in clients {
+        all.extend(client.join().unwrap());
+    }
+    let distinct: HashSet<_> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), all.len(), "a personal item was given twice");
+    assert!(all.len() > 2_000, "{} personal items", all.len());
 }

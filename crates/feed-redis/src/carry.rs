@@ -1,0 +1,238 @@
+//! No repeats across data versions in the cluster: what a user was given
+//! under the version served before is passed over in the one served now,
+//! checked where their progress lives, in the same round trip.
+//!
+//! A user's items given under a version are its feed up to their offset
+//! (the offset moves past what it serves and what it passes over, so an
+//! item passed over counts as given, and a chain of versions carries it
+//! on). While the cluster keeps a previous version, every request to the
+//! current one is one small script, [`CARRIED`], over the user's two keys
+//! (`o:{U}:CURRENT` and `o:{U}:PREVIOUS`, one hash tag, one slot). In one
+//! atomic step it:
+//!
+//! 1. **seals** the previous key: its offset `n` becomes `sVERSION:AT`, the
+//!    version that sealed it and the offset it had. `HINCRBY` refuses a
+//!    value that is no number, and both scripts refuse a sealed key, so a
+//!    frontend that has not switched yet moves nothing there any more (it
+//!    answers from the fallback list until it switches, within
+//!    `redis.poll_ms`): what the previous version gave is final;
+//! 2. **checks the marks**: field `g` of the current key holds one bit per
+//!    position of the user's feed, set where the item was given before;
+//!    field `c` (`VERSION:AT`) says they include everything that version
+//!    gave up to offset `AT`. When the sealed offset is further on, the
+//!    script answers which positions of the previous feed are missing, and
+//!    the frontend, which maps both snapshots, sends their marks in a
+//!    second call ([`marks`]): the one second round trip, once per user
+//!    and version, for users whose marks were not written ahead;
+//! 3. **walks** on from the offset over `size` unmarked positions, moves
+//!    the offset there, and answers the range with its bytes of marks, so
+//!    the frontend serves the unmarked items of the range from its
+//!    snapshot.
+//!
+//! A rollback is the same the other way round: the version coming back
+//! finds its own keys sealed by the one it replaces, which is now its
+//! previous; it unseals them (and forgets their retry keys: after a swap a
+//! retry is a new request) and adds the marks of what that version gave.
+//! A key sealed by any other version belongs to a frontend that has not
+//! switched yet, and is refused.
+
+use std::sync::{Arc, LazyLock};
+
+use feed_domain::RankedFeeds;
+
+/// The version the cluster keeps as previous, as a request to the current
+/// one carries from it: its number, and its feeds when this frontend maps
+/// its snapshot (without them a user whose marks are missing gets the
+/// fallback list until a frontend that has them writes them).
+#[derive(Clone)]
+pub struct Before {
+    /// Its version number.
+    pub version: u64,
+    /// The pointers' count of moves ([`crate::keys::EPOCH`]) when the
+    /// current version was switched to: seals carry it.
+    pub epoch: u64,
+    /// Its feeds, if mapped here.
+    pub feeds: Option<Arc<dyn RankedFeeds>>,
+}
+
+impl std::fmt::Debug for Before {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Before")
+            .field("version", &self.version)
+            .field("epoch", &self.epoch)
+            .field("mapped", &self.feeds.is_some())
+            .finish()
+    }
+}
+
+/// The marks of `feed` (a version's feed of a user, one bit a position,
+/// least significant bit first) for the items of `given` (what the user
+/// was given under the version before).
+pub fn marks(given: &[u32], feed: &[u32]) -> Vec<u8> {
+    let mut sorted = given.to_vec();
+    sorted.sort_unstable();
+    let mut bits = vec![0u8; feed.len().div_ceil(8)];
+    for (at, item) in feed.iter().enumerate() {
+        if sorted.binary_search(item).is_ok() {
+            bits[at / 8] |= 1 << (at % 8);
+        }
+    }
+    bits
+}
+
+/// Whether position `at` is marked in `bytes`, the marks from position
+/// `from` on as the script answers them (the byte holding `from` first).
+#[inline]
+pub fn is_marked(bytes: &[u8], from: u64, at: u64) -> bool {
+    let byte = (at / 8 - from / 8) as usize;
+    bytes.get(byte).is_some_and(|b| b & (1 << (at % 8)) != 0)
+}
+
+/// What [`CARRIED`] answers first: tag 0, a new page; 1, the latest retry
+/// key's page again; 2, the latest retry key with another size; 3, the key
+/// is sealed by another version; 4, marks are missing.
+pub mod tag {
+    /// A new page: `{0, start, end, marks}`.
+    pub const PAGE: i64 = 0;
+    /// The latest retry key's page again: `{1, start, end, marks}`.
+    pub const REPLAYED: i64 = 1;
+    /// The latest retry key with another size: `{2, its size, 0, ''}`.
+    pub const OTHER_SIZE: i64 = 2;
+    /// Sealed by another version: `{3, that version, 0, ''}`.
+    pub const SEALED: i64 = 3;
+    /// The marks of the previous version's positions from `{4, FROM, TO,
+    /// ''}` are missing.
+    pub const MISSING: i64 = 4;
+}
+
+/// The request of a version with a previous one; see the module doc.
+///
+/// `KEYS`: the user's key in the current version, then in the previous.
+/// `ARGV`: the most items wanted, the retry key's hash (or empty), the
+/// feed's length, the previous version, the current one; then, when the
+/// script asked for marks, the marks, the offset they run to and the one
+/// they run from.
+pub static CARRIED: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local cur, old = KEYS[1], KEYS[2]
+local size, key, len = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local prev, epoch = ARGV[4], tonumber(ARGV[5])
+local function get(name, field)
+  local value = redis.pcall('HGET', name, field)
+  if type(value) == 'table' and value.err then
+    local n = redis.call('GET', name)
+    redis.call('DEL', name)
+    redis.call('HSET', name, 'n', n)
+    value = redis.call('HGET', name, field)
+  end
+  return value
+end
+local function sealed(value)
+  if value then
+    local by, at = string.match(value, '^s(%d+):(%d+)$')
+    if by then return by, tonumber(at) end
+  end
+  return nil, nil
+end
+local raw = get(cur, 'n')
+local by, n = sealed(raw)
+if by then
+  if tonumber(by) >= epoch then return {3, tonumber(by), 0, ''} end
+  redis.call('HSET', cur, 'n', string.format('%d', n))
+  redis.call('HDEL', cur, 'k')
+else
+  n = tonumber(raw or '0')
+  if not n or n < 0 or n ~= math.floor(n) then
+    return redis.error_reply('ERR offset ' .. tostring(raw) .. ' is not a progress')
+  end
+end
+local oraw = get(old, 'n')
+local oby, given = sealed(oraw)
+if not oby then
+  given = tonumber(oraw or '0') or 0
+  if given < 0 then given = 0 end
+end
+if not oby or tonumber(oby) < epoch then
+  redis.call('HSET', old, 'n', 's' .. string.format('%d', epoch) .. ':' .. string.format('%d', given))
+end
+local upto = 0
+local c = redis.call('HGET', cur, 'c')
+if c then
+  local from, at = string.match(c, '^(%d+):(%d+)$')
+  if from == prev then upto = tonumber(at) end
+end
+local g = redis.call('HGET', cur, 'g') or ''
+if given > upto then
+  local marks, to, since = ARGV[6], tonumber(ARGV[7] or ''), tonumber(ARGV[8] or '')
+  if not marks or to ~= given or not since or since > upto then
+    return {4, upto, given, ''}
+  end
+  local out = {}
+  for i = 1, math.max(#g, #marks) do
+    out[i] = string.char(bit.bor(string.byte(g, i) or 0, string.byte(marks, i) or 0))
+  end
+  g = table.concat(out)
+  redis.call('HSET', cur, 'g', g, 'c', prev .. ':' .. string.format('%d', given))
+end
+local function walk(from)
+  local at = from
+  if #g == 0 then
+    if at < len then at = math.min(at + size, len) end
+    return at
+  end
+  local taken = 0
+  while taken < size and at < len do
+    local byte = string.byte(g, math.floor(at / 8) + 1) or 0
+    if bit.band(byte, bit.lshift(1, at % 8)) == 0 then taken = taken + 1 end
+    at = at + 1
+  end
+  return at
+end
+local function bytes(from, to)
+  if to <= from or #g == 0 then return '' end
+  return string.sub(g, math.floor(from / 8) + 1, math.floor((to - 1) / 8) + 1)
+end
+if key ~= '' then
+  local latest = redis.call('HGET', cur, 'k')
+  if latest then
+    local k, start, was = string.match(latest, '^(%d+):(%d+):(%d+)$')
+    if k == key then
+      if tonumber(was) ~= size then return {2, tonumber(was), 0, ''} end
+      start = tonumber(start)
+      local to = walk(start)
+      return {1, start, to, bytes(start, to)}
+    end
+  end
+end
+local to = walk(n)
+if key ~= '' then
+  redis.call('HSET', cur, 'n', string.format('%d', to), 'k',
+    key .. ':' .. string.format('%d', n) .. ':' .. string.format('%d', size))
+elseif to ~= n then
+  redis.call('HSET', cur, 'n', string.format('%d', to))
+end
+return {0, n, to, bytes(n, to)}
+",
+    )
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_are_the_positions_of_given_items() {
+        let feed = [5020, 5021, 6001, 5001, 7000, 5002, 1, 2, 3];
+        let bits = marks(&[5001, 5002, 5020, 9999], &feed);
+        assert_eq!(bits, [0b0010_1001, 0]);
+        let marked: Vec<u64> = (0..feed.len() as u64)
+            .filter(|&at| is_marked(&bits, 0, at))
+            .collect();
+        assert_eq!(marked, [0, 3, 5]);
+        // From position 8 on, the script answers the byte holding 8 first.
+        assert!(!is_marked(&bits[1..], 8, 8));
+        assert!(!is_marked(&[], 3, 3), "no bytes: nothing marked");
+        assert!(marks(&[], &feed).iter().all(|&b| b == 0));
+    }
+}

@@ -40,6 +40,10 @@ use std::sync::{Arc, LazyLock};
 
 use feed_domain::RankedFeeds;
 
+use crate::cluster::ClusterSettings;
+use crate::export::{ProgressScan, ScanError};
+use crate::keys;
+
 /// The version the cluster keeps as previous, as a request to the current
 /// one carries from it: its number, and its feeds when this frontend maps
 /// its snapshot (without them a user whose marks are missing gets the
@@ -216,6 +220,80 @@ return {0, n, to, bytes(n, to)}
 ",
     )
 });
+
+/// What [`write_ahead`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ahead {
+    /// The version whose gifts were carried.
+    pub from: u64,
+    /// Users with progress in it whose marks were written.
+    pub users: u64,
+    /// Positions marked.
+    pub marked: u64,
+}
+
+/// Users whose marks one pipelined round trip writes.
+const WRITE_PAGE: usize = 1_000;
+
+/// Before version `to` is published over `from`: for every user with
+/// progress in `from` (read as [`ProgressScan::offsets`] reads them, while
+/// frontends serve), writes into their key in `to` the marks
+/// `marks(user, offset)` gives (`None`: the user has no feed in `to`) and
+/// the offset they were made from, so that their first request to `to`
+/// is one call. Users who move in `from` after their offset was read get
+/// the rest in a second call at that request (see the module doc).
+///
+/// # Errors
+/// The cluster's, as a [`ScanError`].
+pub fn write_ahead(
+    cluster: &ClusterSettings,
+    (from, to): (u64, u64),
+    mut marks: impl FnMut(u64, u64) -> Option<Vec<u8>>,
+) -> Result<Ahead, ScanError> {
+    let mut scan = ProgressScan::connect(cluster)?;
+    let mut writer = crate::load::blocking_connection(cluster)?;
+    let mut ahead = Ahead {
+        from,
+        ..Ahead::default()
+    };
+    let mut page: Vec<(u64, u64, Vec<u8>)> = Vec::with_capacity(WRITE_PAGE);
+    let mut flush = |page: &mut Vec<(u64, u64, Vec<u8>)>| -> Result<(), ScanError> {
+        let mut pipe = redis::cluster::cluster_pipe();
+        for (user, given, bits) in page.drain(..) {
+            let key = keys::offset(user, to);
+            let made_from = format!("{from}:{given}");
+            if bits.is_empty() {
+                pipe.hset(key, "c", made_from).ignore();
+            } else {
+                pipe.hset_multiple(key, &[("g", bits), ("c", made_from.into_bytes())])
+                    .ignore();
+            }
+        }
+        pipe.query::<()>(&mut writer)?;
+        Ok(())
+    };
+    scan.offsets(from, |user, given| -> Result<(), ScanError> {
+        if given == 0 {
+            return Ok(());
+        }
+        let Some(mut bits) = marks(user, given) else {
+            return Ok(());
+        };
+        let marked: u32 = bits.iter().map(|b| b.count_ones()).sum();
+        if marked == 0 {
+            bits.clear();
+        }
+        ahead.users += 1;
+        ahead.marked += u64::from(marked);
+        page.push((user, given, bits));
+        if page.len() >= WRITE_PAGE {
+            flush(&mut page)?;
+        }
+        Ok(())
+    })?;
+    flush(&mut page)?;
+    Ok(ahead)
+}
 
 #[cfg(test)]
 mod tests {

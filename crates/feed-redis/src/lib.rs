@@ -66,7 +66,7 @@ pub use error::RedisStoreError;
 pub use export::{ProgressScan, ScanCounts, ScanError};
 pub use feed_domain::MAX_BLOCKED;
 pub use load::{Loader, Published};
-pub use publish::{Cleanup, DataSet, LeftBehind, LoadSummary, PublishError, RolledBack};
+pub use publish::{Carry, Cleanup, DataSet, LeftBehind, LoadSummary, PublishError, RolledBack};
 pub use settings::{RedisSettings, parse_nodes};
 pub use store::RedisFeedStorage;
 pub use watch::{NewVersion, Unservable, Watcher};

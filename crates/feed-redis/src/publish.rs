@@ -21,8 +21,10 @@
 use std::fmt;
 use std::time::Instant;
 
+use crate::carry::{self, Ahead};
 use crate::cluster::{ClusterSettings, VersionInfo};
 use crate::error::RedisStoreError;
+use crate::export::ScanError;
 use crate::load::Loader;
 
 /// A data set to publish, as plain data: the snapshot that holds it.
@@ -70,8 +72,28 @@ pub struct LoadSummary {
     /// The version no longer kept that could not be deleted: the load
     /// succeeded, but its keys are left behind.
     pub left_behind: Option<LeftBehind>,
+    /// The marks of what the version before gave, written ahead
+    /// ([`carry::write_ahead`]), when the caller could make them.
+    pub carried: Option<Ahead>,
     /// Seconds it took.
     pub seconds: f64,
+}
+
+/// How [`load`] writes the marks of what the version served gave ahead of
+/// the publish: `from`, the version served when the caller looked (the
+/// one whose snapshot it maps), and `marks(user, offset)`, a user's marks
+/// in the new version's feed of the items of `from` up to `offset`.
+pub struct Carry<'m> {
+    /// The version served, whose snapshot the caller maps.
+    pub from: u64,
+    /// A user's marks; `None` when the new version has no feed for them.
+    pub marks: &'m mut dyn FnMut(u64, u64) -> Option<Vec<u8>>,
+}
+
+impl fmt::Debug for Carry<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Carry").field("from", &self.from).finish()
+    }
 }
 
 impl fmt::Display for LoadSummary {
@@ -83,6 +105,17 @@ impl fmt::Display for LoadSummary {
         )?;
         if let Some(previous) = self.previous {
             write!(f, "; version {previous} kept for rollback")?;
+        }
+        if let Some(Ahead {
+            from,
+            users,
+            marked,
+        }) = self.carried
+        {
+            write!(
+                f,
+                "; what version {from} gave carried for {users} users ({marked} positions marked)"
+            )?;
         }
         if let Some((version, keys)) = self.deleted {
             write!(f, "; version {version} deleted ({keys} keys)")?;
@@ -174,8 +207,10 @@ pub enum PublishError {
 }
 
 /// Publishes `data` in the cluster `cluster` reaches as a new version:
-/// numbers it, writes its description, moves the pointer to it and
-/// deletes the version before the previous one. `started` is when the
+/// numbers it, writes the marks of what the version served gave
+/// (`carry`, when the caller maps that version's snapshot), writes its
+/// description, moves the pointer to it and deletes the version before
+/// the previous one. `started` is when the
 /// caller began (opening the snapshot counts too): the summary's seconds
 /// run from it.
 ///
@@ -188,10 +223,28 @@ pub fn load(
     cluster: &ClusterSettings,
     started: Instant,
     data: DataSet,
+    carry: Option<Carry<'_>>,
 ) -> Result<LoadSummary, PublishError> {
     let mut loader = Loader::connect(cluster).map_err(PublishError::Connect)?;
     let version = loader.new_version().map_err(PublishError::Cluster)?;
     let (users, items, snapshot) = (data.users, data.items, data.snapshot);
+    let carried = match carry {
+        None => None,
+        Some(Carry { from, marks }) => match carry::write_ahead(cluster, (from, version), marks) {
+            Ok(ahead) => Some(ahead),
+            Err(error) => {
+                let cause = match error {
+                    ScanError::Cluster(cause) => cause,
+                    other => RedisStoreError::Corrupt(other.to_string()),
+                };
+                return Err(PublishError::Load {
+                    version,
+                    cause,
+                    cleanup: clean_up(&mut loader, version),
+                });
+            }
+        },
+    };
     let published = loader.publish(&data.into_version(version));
     let published = match published {
         Ok(published) => published,
@@ -226,6 +279,7 @@ pub fn load(
         previous: published.previous,
         deleted,
         left_behind,
+        carried,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -301,6 +355,7 @@ mod tests {
             previous: None,
             deleted: None,
             left_behind: None,
+            carried: None,
             seconds: 1.26,
         };
         check(
@@ -314,6 +369,18 @@ mod tests {
             "published version 3: snapshot 00000000000000ab, 10 users, 2000 items in 1.3 s; \
              version 2 kept for rollback; version 1 deleted (21 keys)",
         );
+        summary.carried = Some(crate::carry::Ahead {
+            from: 2,
+            users: 7,
+            marked: 40,
+        });
+        check(
+            &summary,
+            "published version 3: snapshot 00000000000000ab, 10 users, 2000 items in 1.3 s; \
+             version 2 kept for rollback; what version 2 gave carried for 7 users (40 positions \
+             marked); version 1 deleted (21 keys)",
+        );
+        summary.carried = None;
         // A failed deletion is a separate warning, not part of the summary.
         summary.deleted = None;
         summary.left_behind = Some(LeftBehind {

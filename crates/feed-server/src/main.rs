@@ -253,7 +253,9 @@ fn redis_load(args: &RedisLoadArgs, settings: &Settings, max_size: usize) -> Exi
         Ok(cluster) => cluster,
         Err(code) => return code,
     };
-    match feed_server::redis::load(&args.snapshot, &cluster, max_size) {
+    let snapshots = std::path::Path::new(settings.redis.snapshots.trim());
+    let mut note = |line: &str| eprintln!("redis-load: {line}");
+    match feed_server::redis::load(&args.snapshot, &cluster, max_size, snapshots, &mut note) {
         Ok(summary) => {
             println!("{summary}");
             ExitCode::SUCCESS

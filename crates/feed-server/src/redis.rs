@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use feed_domain::{FeedService, SizeLimits, short_fallback};
+use feed_domain::{FeedService, SizeLimits, UserId, short_fallback};
 use feed_memory::{Blocked, CatalogRandomFeed, FeedTable, FileIdentity, Snapshot};
 use feed_redis::{
-    ClusterSettings, DataSet, LoadSummary, NewVersion, PublishError, RedisFeedStorage, Unservable,
-    publish,
+    Carry, ClusterSettings, DataSet, LoadSummary, NewVersion, ProgressScan, PublishError,
+    RedisFeedStorage, ScanError, Unservable, carry, publish,
 };
 
 use crate::recorder::LoggingRecorder;
@@ -74,7 +74,10 @@ pub fn version_service(
 /// its `redis.snapshots` folder first (a frontend without it keeps serving
 /// the version it has). A snapshot whose fallback list is shorter than
 /// `max_size` is refused before anything is written: frontends would
-/// refuse to serve it.
+/// refuse to serve it. When `snapshots` holds the snapshot of the version
+/// served, the marks of what it gave each user are written ahead
+/// ([`feed_redis::carry`]); otherwise the frontends make them at each
+/// user's first request, and `note` says so.
 ///
 /// # Errors
 /// One line naming what failed: the snapshot (starting `--snapshot`) or
@@ -83,6 +86,8 @@ pub fn load(
     path: &Path,
     cluster: &ClusterSettings,
     max_size: usize,
+    snapshots: &Path,
+    note: &mut dyn FnMut(&str),
 ) -> Result<LoadSummary, String> {
     let started = Instant::now();
     let snapshot = Snapshot::open(path).map_err(|e| format!("--snapshot: {e}"))?;
@@ -96,11 +101,62 @@ pub fn load(
         clock: feed_memory::now_unix_ms,
         snapshot: meta.id,
     };
-    let summary = publish::load(cluster, started, data).map_err(command_error)?;
+    let (_, new, _) = snapshot.into_parts();
+    let served = served_feeds(cluster, snapshots);
+    let summary = match served {
+        Ok(Some((from, old))) => {
+            let mut marks = |user: u64, given: u64| {
+                let user = UserId::new(user);
+                let now = new.feed(user)?;
+                let before = old.feed(user).unwrap_or_default();
+                let given =
+                    &before[..usize::try_from(given).map_or(before.len(), |g| g.min(before.len()))];
+                Some(carry::marks(given, now))
+            };
+            let carry = Carry {
+                from,
+                marks: &mut marks,
+            };
+            publish::load(cluster, started, data, Some(carry))
+        }
+        Ok(None) => publish::load(cluster, started, data, None),
+        Err(reason) => {
+            note(&reason);
+            publish::load(cluster, started, data, None)
+        }
+    }
+    .map_err(command_error)?;
     if let Some(left) = &summary.left_behind {
-        eprintln!("redis-load: warning: {left}");
+        note(&format!("warning: {left}"));
     }
     Ok(summary)
+}
+
+/// The version served in the cluster and its feeds, from its snapshot in
+/// `snapshots` (`None` before the first version); or why they cannot be
+/// had.
+fn served_feeds(
+    cluster: &ClusterSettings,
+    snapshots: &Path,
+) -> Result<Option<(u64, FeedTable)>, String> {
+    let served = match ProgressScan::connect(cluster).and_then(|mut scan| scan.current()) {
+        Ok(served) => served,
+        Err(ScanError::NoVersion) => return Ok(None),
+        Err(e) => {
+            return Err(format!(
+                "cannot read the version served to carry from it: {e}"
+            ));
+        }
+    };
+    let snapshot = Snapshot::find(snapshots, served.snapshot, |_| false).map_err(|e| {
+        format!(
+            "the marks of what version {} gave are not written ahead (the frontends make them at \
+             each user's first request): {e}",
+            served.version
+        )
+    })?;
+    let (_, table, _) = snapshot.into_parts();
+    Ok(Some((served.version, table)))
 }
 
 /// `feed-server redis-rollback`: serves the previous version again

@@ -13,7 +13,7 @@ use cluster::TestCluster;
 use feed_domain::{FeedStorage, IdempotencyKey, ItemId, Keyed, RankedFeeds, StorageError, UserId};
 use feed_redis::{
     Before, Breaker, BreakerSettings, Cluster, ClusterSettings, Credentials, Loader,
-    RedisFeedStorage, RedisStoreError, VersionInfo, keys,
+    RedisFeedStorage, RedisStoreError, VersionInfo, carry, keys,
 };
 
 /// The time limit of the calls whose limit is under test.
@@ -697,5 +697,83 @@ fn no_item_is_handed_out_twice_across_versions_and_a_rollback() {
         // User 8 was given 1-10 under the first and 20-11 under the second.
         assert_eq!(take(&back, 8, 10).await.unwrap(), Vec::<u32>::new());
         assert_eq!(take(&back, 9, 5).await.unwrap(), [109, 110]);
+    });
+}
+
+/// Marks written ahead of a publish serve a user's first request in the
+/// new version in one call, even on a frontend that does not map the
+/// previous snapshot; a user who moved after their offset was read needs
+/// the second call, which only a frontend that maps it can make.
+#[test]
+fn marks_written_ahead_serve_a_first_request_in_one_call() {
+    let Some(cluster) = TestCluster::start(3, 0) else {
+        return;
+    };
+    let old_feed: Vec<u32> = (1..=10).collect();
+    let new_feed: Vec<u32> = (1..=10).rev().collect();
+    let v1_list = vec![(5, old_feed.clone()), (6, old_feed.clone())];
+    let v2_list = vec![(5, new_feed.clone()), (6, new_feed.clone())];
+    let (v1, v2) = (feeds(&v1_list), feeds(&v2_list));
+    let mut loader = Loader::connect(&settings(&cluster, GENEROUS)).unwrap();
+    let first = publish(&mut loader, &v1_list, 1);
+    runtime().block_on(async {
+        let frontend = Arc::new(
+            Cluster::connect(&settings(&cluster, GENEROUS))
+                .await
+                .unwrap(),
+        );
+        let old = RedisFeedStorage::new(v1.clone(), Arc::clone(&frontend), breaker(), first);
+        assert_eq!(take(&old, 5, 4).await.unwrap(), [1, 2, 3, 4]);
+        assert_eq!(take(&old, 6, 2).await.unwrap(), [1, 2]);
+
+        let second = loader.new_version().unwrap();
+        let ahead = carry::write_ahead(
+            &settings(&cluster, GENEROUS),
+            (first, second),
+            |user, given| {
+                let given = &old_feed[..given as usize];
+                (user == 5 || user == 6).then(|| carry::marks(given, &new_feed))
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            ahead,
+            carry::Ahead {
+                from: first,
+                users: 2,
+                marked: 6
+            }
+        );
+        // User 6 moves after their offset was read.
+        assert_eq!(take(&old, 6, 3).await.unwrap(), [3, 4, 5]);
+        loader
+            .publish(&VersionInfo {
+                version: second,
+                users: 2,
+                items: 20,
+                created_unix_ms: 1,
+                snapshot: 2,
+            })
+            .unwrap();
+        let epoch = frontend.pointers().await.unwrap().epoch;
+        let unmapped = RedisFeedStorage::new(v2.clone(), Arc::clone(&frontend), breaker(), second)
+            .carry_from(Arc::new(ArcSwapOption::from_pointee(Before {
+                version: first,
+                epoch,
+                feeds: None,
+            })));
+        assert_eq!(take(&unmapped, 5, 3).await.unwrap(), [10, 9, 8]);
+        let error = take(&unmapped, 6, 3).await.unwrap_err();
+        assert!(
+            matches!(cause(&error), Some(RedisStoreError::NotMapped(_))),
+            "{error}"
+        );
+        let mapped = RedisFeedStorage::new(v2.clone(), Arc::clone(&frontend), breaker(), second)
+            .carry_from(Arc::new(ArcSwapOption::from_pointee(Before {
+                version: first,
+                epoch,
+                feeds: Some(Arc::new(v1.clone()) as Arc<dyn RankedFeeds>),
+            })));
+        assert_eq!(take(&mapped, 6, 10).await.unwrap(), [10, 9, 8, 7, 6]);
     });
 }

@@ -719,8 +719,12 @@ fn a_load_and_a_rollback_under_load_repeat_no_item_across_frontends() {
         ("FEED__API__MAX_SIZE", "8"),
         ("FEED__API__DEFAULT_SIZE", "3"),
     ];
+    // redis-load maps the snapshots too: it writes the marks ahead.
     let publish = |path: &Path| {
-        let mut env = vec![("FEED__REDIS__PASSWORD", PASSWORD)];
+        let mut env = vec![
+            ("FEED__REDIS__PASSWORD", PASSWORD),
+            ("FEED__REDIS__SNAPSHOTS", folder.to_str().unwrap()),
+        ];
         env.extend_from_slice(&sizes);
         let loaded = command(&env)
             .args(["redis-load", "--snapshot", path.to_str().unwrap()])
@@ -728,6 +732,7 @@ fn a_load_and_a_rollback_under_load_repeat_no_item_across_frontends() {
             .output()
             .unwrap();
         assert!(loaded.status.success(), "{loaded:?}");
+        String::from_utf8_lossy(&loaded.stdout).into_owned()
     };
     publish(&a);
     let (mut one, _) = frontend_with(&nodes, GENEROUS_MS, &folder, &sizes);
@@ -763,7 +768,11 @@ fn a_load_and_a_rollback_under_load_repeat_no_item_across_frontends() {
         });
     };
     wait_more(300);
-    publish(&b);
+    let summary = publish(&b);
+    assert!(
+        summary.contains(&format!("what version 1 gave carried for {USERS} users")),
+        "{summary}"
+    );
     for frontend in [&mut one, &mut two] {
         frontend.wait_for_log_where("switched to a new data version", |l| l["version"] == 2);
     }

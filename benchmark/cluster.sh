@@ -3,10 +3,14 @@
 #
 #   benchmark/cluster.sh                  # 100,000 users x 200, 2 rounds of 10 s
 #   benchmark/cluster.sh --users 1000000  # a larger data set
+#   benchmark/cluster.sh --carry          # the rounds over a second version
 #
 #  1. brings up deploy/local-cluster.sh (6 Redis nodes, 2 frontends,
 #     HAProxy) in its own state folder, and one in-memory feed-server on the
 #     same snapshot;
+#     With --carry, wrk first gives users progress for 10 s, and the same
+#     snapshot is published again as a second version, so that every
+#     request over Redis is the carried request (docs/SCALING.md);
 #  2. rounds of wrk (random known users) against the in-memory server, one
 #     frontend over Redis, and the two frontends through HAProxy: req/s and
 #     p99, with the Redis commands per request counted from every node's
@@ -26,6 +30,7 @@ users=100000
 duration=10
 rounds=2
 connections=64
+carry=
 kill_after=5
 failover_duration=25
 while (($#)); do
@@ -34,7 +39,8 @@ while (($#)); do
         --duration) duration=$2; shift 2 ;;
         --rounds) rounds=$2; shift 2 ;;
         --connections) connections=$2; shift 2 ;;
-        -h|--help) sed -n 2,19p "$0"; exit 0 ;;
+        --carry) carry=1; shift ;;
+        -h|--help) sed -n 2,23p "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -137,18 +143,37 @@ masters_memory() {
     echo "$total"
 }
 loaded_memory=$(masters_memory)
+if [[ -n $carry ]]; then
+    # Progress under the first version, then the same feeds again as a
+    # second one: every user with progress gets marks, and every request to
+    # the second version is the carried request.
+    load warm-up http://127.0.0.1:18801 10 >/dev/null
+    timeout 600 deploy/local-cluster.sh publish "$STATE_DIR/snapshot.ffs"
+    for port in 18901 18902; do
+        for _ in $(seq 300); do
+            [[ $(curl -fs "http://127.0.0.1:$port/stats" | jq .storage.version) == 2 ]] && break
+            sleep 0.1
+        done
+    done
+    tail -n 1 "$STATE_DIR/logs/redis-load.log" >&2 || true
+fi
 # What each frontend maps: the snapshot (feeds, ids, offsets, fallback list).
 snapshot_bytes=$(stat -c %s "$STATE_DIR/snapshot.ffs")
 
 {
     echo "# Scale-out on loopback, $stamp"
     echo
-    echo "\`benchmark/cluster.sh --users $users --duration $duration --rounds $rounds --connections $connections\`"
+    echo "\`benchmark/cluster.sh --users $users --duration $duration --rounds $rounds --connections $connections${carry:+ --carry}\`"
     echo "on commit \`$(git rev-parse --short=12 HEAD)\`: $users users x 200 items; Redis Cluster of 3 masters"
     echo "and 3 replicas; wrk -t2 -c$connections, random known users, default size (10)."
     echo "Everything shares $(nproc) cores: compare the ratios."
     echo
-    echo "HINCRBY / request: the frontend's round trips to Redis per request (it sends nothing else per"
+    if [[ -n $carry ]]; then
+        echo "Over a second version of the same feeds, published after 10 s of wrk gave users progress: every"
+        echo "request over Redis is the carried request, one EVALSHA (docs/SCALING.md)."
+        echo
+    fi
+    echo "Round trips / request: the frontend's HINCRBY and EVALSHA per request (it sends nothing else per"
     echo "request). Commands executed / request: every node's INFO commandstats (INFO itself left out),"
     echo "the replicas' copies of each HINCRBY included."
     echo
@@ -156,7 +181,7 @@ snapshot_bytes=$(stat -c %s "$STATE_DIR/snapshot.ffs")
     echo "frontends), of the three Redis masters, of the three replicas, and of HAProxy, over the"
     echo "round, divided by its requests."
     echo
-    echo "| round | target | req/s | p99 ms | non-2xx | HINCRBY / request | commands executed / request | server CPU µs / req | masters CPU µs / req | replicas CPU µs / req | HAProxy CPU µs / req |"
+    echo "| round | target | req/s | p99 ms | non-2xx | round trips / request | commands executed / request | server CPU µs / req | masters CPU µs / req | replicas CPU µs / req | HAProxy CPU µs / req |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 } >"$out"
 
@@ -172,7 +197,7 @@ for round in $(seq "$rounds"); do
         [[ $target == memory ]] && servers=("$tmp/memory.pid")
         # The masters' count: each HINCRBY a frontend sends (the replicas
         # apply copies of them, counted under "commands executed").
-        incr_before=$(calls hincrby "${masters[@]}")
+        incr_before=$(($(calls hincrby "${masters[@]}") + $(calls evalsha "${masters[@]}")))
         all_before=$(calls all)
         server_before=$(ticks "${servers[@]}")
         masters_before=$(ticks "${masters_pids[@]}")
@@ -184,7 +209,7 @@ for round in $(seq "$rounds"); do
         masters_cpu=$(per_request "$masters_before" "$(ticks "${masters_pids[@]}")")
         replicas_cpu=$(per_request "$replicas_before" "$(ticks "${replicas_pids[@]}")")
         proxy_cpu=$(per_request "$proxy_before" "$(ticks "$pids/haproxy.pid")")
-        incr_per=$(echo "($(calls hincrby "${masters[@]}") - $incr_before) / $requests" | bc -l)
+        incr_per=$(echo "($(calls hincrby "${masters[@]}") + $(calls evalsha "${masters[@]}") - $incr_before) / $requests" | bc -l)
         all_per=$(echo "($(calls all) - $all_before) / $requests" | bc -l)
         printf '| %s | %s | %.0f | %.2f | %s | %.3f | %.3f | %.1f | %.1f | %.1f | %.1f |\n' "$round" "$target" "$rps" "$p99" \
             "$non2xx" "$incr_per" "$all_per" "$server_cpu" "$masters_cpu" "$replicas_cpu" "$proxy_cpu" >>"$out"

@@ -209,7 +209,10 @@ publish() {
         ls -1t "$folder" | tail -n +4 | while read -r old; do rm -f "$folder/$old"; done
     done
     password
+    # redis-load maps the snapshots too (the first frontend's folder): it
+    # writes the marks of what the version served gave ahead of the switch.
     FEED__REDIS__PASSWORD_FILE=$password_file \
+        FEED__REDIS__SNAPSHOTS="$(snapshots "${frontend_ports[0]}")" \
         "$feed_bin" redis-load --snapshot "$snapshot" --nodes "$nodes" 2>>"$state/logs/redis-load.log" \
         || die "publish: redis-load failed: see $state/logs/redis-load.log"
 }

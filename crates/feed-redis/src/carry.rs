@@ -10,31 +10,41 @@
 //! (`o:{U}:CURRENT` and `o:{U}:PREVIOUS`, one hash tag, one slot). In one
 //! atomic step it:
 //!
-//! 1. **seals** the previous key: its offset `n` becomes `sVERSION:AT`, the
-//!    version that sealed it and the offset it had. `HINCRBY` refuses a
-//!    value that is no number, and both scripts refuse a sealed key, so a
-//!    frontend that has not switched yet moves nothing there any more (it
-//!    answers from the fallback list until it switches, within
-//!    `redis.poll_ms`): what the previous version gave is final;
+//! 1. **seals** the previous key: its offset `n` becomes `sEPOCH:AT`, the
+//!    pointers' count of moves ([`crate::keys::EPOCH`]) when the sealing
+//!    frontend switched, and the offset it had. `HINCRBY` refuses a value
+//!    that is no number, and both scripts refuse a key sealed at their own
+//!    switch's count or later, so a frontend that has not switched yet
+//!    moves nothing there any more (it answers from the fallback list until
+//!    it switches, within `redis.poll_ms`): what the previous version gave
+//!    is final;
 //! 2. **checks the marks**: field `g` of the current key holds one bit per
 //!    position of the user's feed, set where the item was given before;
-//!    field `c` (`VERSION:AT`) says they include everything that version
+//!    field `c` (`VERSION:AT`, as `redis-load` writes it ahead of the
+//!    publish, [`write_ahead`]) says they include everything that version
 //!    gave up to offset `AT`. When the sealed offset is further on, the
 //!    script answers which positions of the previous feed are missing, and
 //!    the frontend, which maps both snapshots, sends their marks in a
 //!    second call ([`marks`]): the one second round trip, once per user
-//!    and version, for users whose marks were not written ahead;
+//!    and version, for users whose marks were not written ahead or who
+//!    moved after their offset was read. Then `c` becomes
+//!    `VERSION:AT:EPOCH`, settled at this switch: the user's later requests
+//!    read only their own key;
 //! 3. **walks** on from the offset over `size` unmarked positions, moves
 //!    the offset there, and answers the range with its bytes of marks, so
 //!    the frontend serves the unmarked items of the range from its
 //!    snapshot.
 //!
-//! A rollback is the same the other way round: the version coming back
-//! finds its own keys sealed by the one it replaces, which is now its
-//! previous; it unseals them (and forgets their retry keys: after a swap a
-//! retry is a new request) and adds the marks of what that version gave.
-//! A key sealed by any other version belongs to a frontend that has not
-//! switched yet, and is refused.
+//! A rollback is the same the other way round, at a higher count: the
+//! version coming back finds its own keys sealed at a lower count, unseals
+//! them (and forgets their retry keys: after a swap a retry is a new
+//! request) and adds the marks of what the version it replaces gave. A key
+//! sealed at the frontend's own count or later belongs to a switch that
+//! frontend has not made yet, and is refused.
+//!
+//! Cost: the request is `EVALSHA` with one `HMGET` of the user's key and,
+//! when something moved, one `HSET` (docs/SCALING.md has the figures),
+//! against one `HINCRBY` while the cluster keeps no previous version.
 
 use std::sync::{Arc, LazyLock};
 
@@ -122,62 +132,70 @@ pub static CARRIED: LazyLock<redis::Script> = LazyLock::new(|| {
 local cur, old = KEYS[1], KEYS[2]
 local size, key, len = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local prev, epoch = ARGV[4], tonumber(ARGV[5])
-local function get(name, field)
-  local value = redis.pcall('HGET', name, field)
-  if type(value) == 'table' and value.err then
+local function fields(name, ...)
+  local got = redis.pcall('HMGET', name, ...)
+  if got.err then
     local n = redis.call('GET', name)
     redis.call('DEL', name)
     redis.call('HSET', name, 'n', n)
-    value = redis.call('HGET', name, field)
+    got = redis.call('HMGET', name, ...)
   end
-  return value
+  return got
 end
 local function sealed(value)
   if value then
     local by, at = string.match(value, '^s(%d+):(%d+)$')
-    if by then return by, tonumber(at) end
+    if by then return tonumber(by), tonumber(at) end
   end
   return nil, nil
 end
-local raw = get(cur, 'n')
+local got = fields(cur, 'n', 'c', 'g', 'k')
+local raw, c, g, latest = got[1], got[2], got[3] or '', got[4]
+local set = {}
 local by, n = sealed(raw)
 if by then
-  if tonumber(by) >= epoch then return {3, tonumber(by), 0, ''} end
-  redis.call('HSET', cur, 'n', string.format('%d', n))
+  if by >= epoch then return {3, by, 0, ''} end
   redis.call('HDEL', cur, 'k')
+  latest = false
 else
   n = tonumber(raw or '0')
   if not n or n < 0 or n ~= math.floor(n) then
     return redis.error_reply('ERR offset ' .. tostring(raw) .. ' is not a progress')
   end
 end
-local oraw = get(old, 'n')
-local oby, given = sealed(oraw)
-if not oby then
-  given = tonumber(oraw or '0') or 0
-  if given < 0 then given = 0 end
-end
-if not oby or tonumber(oby) < epoch then
-  redis.call('HSET', old, 'n', 's' .. string.format('%d', epoch) .. ':' .. string.format('%d', given))
-end
-local upto = 0
-local c = redis.call('HGET', cur, 'c')
+local upto, settled = 0, false
 if c then
-  local from, at = string.match(c, '^(%d+):(%d+)$')
-  if from == prev then upto = tonumber(at) end
+  local from, at, at_epoch = string.match(c, '^(%d+):(%d+):?(%d*)$')
+  if from == prev then
+    upto = tonumber(at)
+    settled = tonumber(at_epoch) == epoch
+  end
 end
-local g = redis.call('HGET', cur, 'g') or ''
-if given > upto then
-  local marks, to, since = ARGV[6], tonumber(ARGV[7] or ''), tonumber(ARGV[8] or '')
-  if not marks or to ~= given or not since or since > upto then
-    return {4, upto, given, ''}
+if not settled then
+  local oraw = fields(old, 'n')[1]
+  local oby, given = sealed(oraw)
+  if not oby then
+    given = tonumber(oraw or '0') or 0
+    if given < 0 then given = 0 end
   end
-  local out = {}
-  for i = 1, math.max(#g, #marks) do
-    out[i] = string.char(bit.bor(string.byte(g, i) or 0, string.byte(marks, i) or 0))
+  if not oby or oby < epoch then
+    redis.call('HSET', old, 'n', 's' .. string.format('%d', epoch) .. ':' .. string.format('%d', given))
   end
-  g = table.concat(out)
-  redis.call('HSET', cur, 'g', g, 'c', prev .. ':' .. string.format('%d', given))
+  if given > upto then
+    local marks, to, since = ARGV[6], tonumber(ARGV[7] or ''), tonumber(ARGV[8] or '')
+    if not marks or to ~= given or not since or since > upto then
+      return {4, upto, given, ''}
+    end
+    local out = {}
+    for i = 1, math.max(#g, #marks) do
+      out[i] = string.char(bit.bor(string.byte(g, i) or 0, string.byte(marks, i) or 0))
+    end
+    g = table.concat(out)
+    set[#set + 1] = 'g'
+    set[#set + 1] = g
+  end
+  set[#set + 1] = 'c'
+  set[#set + 1] = prev .. ':' .. string.format('%d', given) .. ':' .. string.format('%d', epoch)
 end
 local function walk(from)
   local at = from
@@ -197,25 +215,29 @@ local function bytes(from, to)
   if to <= from or #g == 0 then return '' end
   return string.sub(g, math.floor(from / 8) + 1, math.floor((to - 1) / 8) + 1)
 end
-if key ~= '' then
-  local latest = redis.call('HGET', cur, 'k')
-  if latest then
-    local k, start, was = string.match(latest, '^(%d+):(%d+):(%d+)$')
-    if k == key then
-      if tonumber(was) ~= size then return {2, tonumber(was), 0, ''} end
-      start = tonumber(start)
-      local to = walk(start)
-      return {1, start, to, bytes(start, to)}
-    end
+local function save()
+  if #set > 0 then redis.call('HSET', cur, unpack(set)) end
+end
+if key ~= '' and latest then
+  local k, start, was = string.match(latest, '^(%d+):(%d+):(%d+)$')
+  if k == key then
+    if tonumber(was) ~= size then save() return {2, tonumber(was), 0, ''} end
+    save()
+    start = tonumber(start)
+    local to = walk(start)
+    return {1, start, to, bytes(start, to)}
   end
 end
 local to = walk(n)
-if key ~= '' then
-  redis.call('HSET', cur, 'n', string.format('%d', to), 'k',
-    key .. ':' .. string.format('%d', n) .. ':' .. string.format('%d', size))
-elseif to ~= n then
-  redis.call('HSET', cur, 'n', string.format('%d', to))
+if to ~= n or by then
+  set[#set + 1] = 'n'
+  set[#set + 1] = string.format('%d', to)
 end
+if key ~= '' then
+  set[#set + 1] = 'k'
+  set[#set + 1] = key .. ':' .. string.format('%d', n) .. ':' .. string.format('%d', size)
+end
+save()
 return {0, n, to, bytes(n, to)}
 ",
     )

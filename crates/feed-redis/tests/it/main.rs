@@ -604,11 +604,13 @@ fn no_item_is_handed_out_twice_across_versions_and_a_rollback() {
         (7, (5001..=5060).collect::<Vec<u32>>()),
         (8, (1..=20).collect()),
         (9, (100..=110).collect()),
+        (10, (1000..=1019).collect()),
     ];
     let v2_list = vec![
         (7, v2_feed),
         (8, (1..=20).rev().collect()),
         (9, (100..=110).collect()),
+        (10, (1000..=1019).rev().collect()),
     ];
     let (v1, v2) = (feeds(&v1_list), feeds(&v2_list));
     let mut loader = Loader::connect(&settings(&cluster, GENEROUS)).unwrap();
@@ -682,6 +684,7 @@ fn no_item_is_handed_out_twice_across_versions_and_a_rollback() {
         assert_eq!(take(&new, 9, 3).await.unwrap(), [103, 104, 105]);
         // Now written, the marks serve the frontend without the snapshot too.
         assert_eq!(take(&unmapped, 9, 3).await.unwrap(), [106, 107, 108]);
+        assert_eq!(take(&new, 10, 3).await.unwrap(), [1019, 1018, 1017]);
 
         // A rollback: the first version carries what the second gave.
         assert_eq!(loader.rollback().unwrap(), Some((second, first)));
@@ -697,6 +700,19 @@ fn no_item_is_handed_out_twice_across_versions_and_a_rollback() {
         // User 8 was given 1-10 under the first and 20-11 under the second.
         assert_eq!(take(&back, 8, 10).await.unwrap(), Vec::<u32>::new());
         assert_eq!(take(&back, 9, 5).await.unwrap(), [109, 110]);
+        assert_eq!(take(&back, 10, 3).await.unwrap(), [1000, 1001, 1002]);
+
+        // Forward again: the second version, settled at its first switch,
+        // carries what the first gave since.
+        assert_eq!(loader.rollback().unwrap(), Some((first, second)));
+        let pointers = frontend.pointers().await.unwrap();
+        let again = RedisFeedStorage::new(v2.clone(), Arc::clone(&frontend), breaker(), second)
+            .carry_from(before(first, Some(&v1), pointers.epoch));
+        assert_eq!(
+            take(&again, 10, 20).await.unwrap(),
+            (1003..=1016).rev().collect::<Vec<_>>()
+        );
+        sealed(take(&back, 10, 1).await);
     });
 }
 

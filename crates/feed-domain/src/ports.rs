@@ -114,6 +114,18 @@ pub trait RankedFeeds: Send + Sync + 'static {
     /// never 0, in rank order; `None` for a user without a feed. Never
     /// fails and never blocks: the feeds are in memory.
     fn feed(&self, user: UserId) -> Option<&[u32]>;
+
+    /// How many users have a feed: their positions are `0..users()`.
+    fn users(&self) -> u32 {
+        0
+    }
+
+    /// [`Self::feed`], with the user's position among the users (below
+    /// [`Self::users`]), so that a storage can keep a bit a user. By
+    /// default no user has a position: `u32::MAX`.
+    fn lookup(&self, user: UserId) -> Option<(u32, &[u32])> {
+        self.feed(user).map(|feed| (u32::MAX, feed))
+    }
 }
 
 /// The items taken down, as requests check them (in a few instructions:
@@ -193,6 +205,14 @@ impl<T: FeedStorage> FeedStorage for Arc<T> {
 impl<T: RankedFeeds + ?Sized> RankedFeeds for Arc<T> {
     fn feed(&self, user: UserId) -> Option<&[u32]> {
         (**self).feed(user)
+    }
+
+    fn users(&self) -> u32 {
+        (**self).users()
+    }
+
+    fn lookup(&self, user: UserId) -> Option<(u32, &[u32])> {
+        (**self).lookup(user)
     }
 }
 

@@ -186,6 +186,15 @@ impl RankedFeeds for FeedTable {
     fn feed(&self, user: UserId) -> Option<&[u32]> {
         Self::feed(self, user)
     }
+
+    fn users(&self) -> u32 {
+        Self::users(self)
+    }
+
+    #[inline]
+    fn lookup(&self, user: UserId) -> Option<(u32, &[u32])> {
+        Self::lookup(self, user)
+    }
 }
 
 impl PartialEq for FeedTable {

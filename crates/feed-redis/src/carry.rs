@@ -46,7 +46,8 @@
 //! when something moved, one `HSET` (docs/SCALING.md has the figures),
 //! against one `HINCRBY` while the cluster keeps no previous version.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use feed_domain::RankedFeeds;
 
@@ -55,10 +56,15 @@ use crate::export::{ProgressScan, ScanError};
 use crate::keys;
 
 /// The version the cluster keeps as previous, as a request to the current
-/// one carries from it: its number, and its feeds when this frontend maps
-/// its snapshot (without them a user whose marks are missing gets the
-/// fallback list until a frontend that has them writes them).
-#[derive(Clone)]
+/// one carries from it: its number, the pointers' count of moves at the
+/// switch, and its feeds when this frontend maps its snapshot (without them
+/// a user whose marks are missing gets the fallback list until a frontend
+/// that has them writes them). It also keeps a bit a user of the current
+/// version: set when the carried request said the user is settled at this
+/// switch with nothing marked from their offset on, after which their
+/// requests without a retry key are the plain `HINCRBY` again (the
+/// carried request and `HINCRBY` agree on such a key; a switch makes a
+/// new `Before`, with no bit set).
 pub struct Before {
     /// Its version number.
     pub version: u64,
@@ -67,6 +73,44 @@ pub struct Before {
     pub epoch: u64,
     /// Its feeds, if mapped here.
     pub feeds: Option<Arc<dyn RankedFeeds>>,
+    /// A bit a user of the current version: settled, nothing marked ahead.
+    clear: OnceLock<Box<[AtomicU64]>>,
+}
+
+impl Before {
+    /// Carries from `version`, switched to at `epoch`, with its `feeds` if
+    /// mapped here.
+    pub fn new(version: u64, epoch: u64, feeds: Option<Arc<dyn RankedFeeds>>) -> Self {
+        Self {
+            version,
+            epoch,
+            feeds,
+            clear: OnceLock::new(),
+        }
+    }
+
+    /// Whether the user at `position` is settled with nothing marked ahead.
+    #[inline]
+    pub fn is_clear(&self, position: u32) -> bool {
+        self.clear
+            .get()
+            .and_then(|words| words.get(position as usize / 64))
+            .is_some_and(|word| word.load(Ordering::Relaxed) & (1 << (position % 64)) != 0)
+    }
+
+    /// Records that the user at `position` (of `users`) is settled with
+    /// nothing marked ahead.
+    pub fn set_clear(&self, position: u32, users: u32) {
+        if position >= users {
+            return;
+        }
+        let words = self
+            .clear
+            .get_or_init(|| (0..users.div_ceil(64)).map(|_| AtomicU64::new(0)).collect());
+        if let Some(word) = words.get(position as usize / 64) {
+            word.fetch_or(1 << (position % 64), Ordering::Relaxed);
+        }
+    }
 }
 
 impl std::fmt::Debug for Before {
@@ -75,7 +119,7 @@ impl std::fmt::Debug for Before {
             .field("version", &self.version)
             .field("epoch", &self.epoch)
             .field("mapped", &self.feeds.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -104,11 +148,13 @@ pub fn is_marked(bytes: &[u8], from: u64, at: u64) -> bool {
 
 /// What [`CARRIED`] answers first: tag 0, a new page; 1, the latest retry
 /// key's page again; 2, the latest retry key with another size; 3, the key
-/// is sealed by another version; 4, marks are missing.
+/// is sealed by another version; 4, marks are missing. Every answer has
+/// five parts; the fifth, for a page, is 1 when nothing is marked from its
+/// end on (the user's later requests may be the plain `HINCRBY`).
 pub mod tag {
-    /// A new page: `{0, start, end, marks}`.
+    /// A new page: `{0, start, end, marks, clear}`.
     pub const PAGE: i64 = 0;
-    /// The latest retry key's page again: `{1, start, end, marks}`.
+    /// The latest retry key's page again: `{1, start, end, marks, clear}`.
     pub const REPLAYED: i64 = 1;
     /// The latest retry key with another size: `{2, its size, 0, ''}`.
     pub const OTHER_SIZE: i64 = 2;
@@ -154,7 +200,7 @@ local raw, c, g, latest = got[1], got[2], got[3] or '', got[4]
 local set = {}
 local by, n = sealed(raw)
 if by then
-  if by >= epoch then return {3, by, 0, ''} end
+  if by >= epoch then return {3, by, 0, '', 0} end
   redis.call('HDEL', cur, 'k')
   latest = false
 else
@@ -184,7 +230,7 @@ if not settled then
   if given > upto then
     local marks, to, since = ARGV[6], tonumber(ARGV[7] or ''), tonumber(ARGV[8] or '')
     if not marks or to ~= given or not since or since > upto then
-      return {4, upto, given, ''}
+      return {4, upto, given, '', 0}
     end
     local out = {}
     for i = 1, math.max(#g, #marks) do
@@ -215,17 +261,27 @@ local function bytes(from, to)
   if to <= from or #g == 0 then return '' end
   return string.sub(g, math.floor(from / 8) + 1, math.floor((to - 1) / 8) + 1)
 end
+local function clear(from)
+  if #g == 0 then return 1 end
+  local first = math.floor(from / 8) + 1
+  local byte = string.byte(g, first)
+  if byte and bit.band(byte, bit.lshift(255, from % 8)) ~= 0 then return 0 end
+  for i = first + 1, #g do
+    if string.byte(g, i) ~= 0 then return 0 end
+  end
+  return 1
+end
 local function save()
   if #set > 0 then redis.call('HSET', cur, unpack(set)) end
 end
 if key ~= '' and latest then
   local k, start, was = string.match(latest, '^(%d+):(%d+):(%d+)$')
   if k == key then
-    if tonumber(was) ~= size then save() return {2, tonumber(was), 0, ''} end
+    if tonumber(was) ~= size then save() return {2, tonumber(was), 0, '', 0} end
     save()
     start = tonumber(start)
     local to = walk(start)
-    return {1, start, to, bytes(start, to)}
+    return {1, start, to, bytes(start, to), clear(to)}
   end
 end
 local to = walk(n)
@@ -238,7 +294,7 @@ if key ~= '' then
   set[#set + 1] = key .. ':' .. string.format('%d', n) .. ':' .. string.format('%d', size)
 end
 save()
-return {0, n, to, bytes(n, to)}
+return {0, n, to, bytes(n, to), clear(to)}
 ",
     )
 });

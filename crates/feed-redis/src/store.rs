@@ -124,6 +124,7 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
     async fn advance(
         &self,
         user: UserId,
+        (position, feed): (u32, &[u32]),
         by: usize,
         key: Option<IdempotencyKey>,
     ) -> Result<Step, RedisStoreError> {
@@ -132,11 +133,18 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
         let call = async {
             let mut connection = self.cluster.connection().await?;
             match before.as_deref() {
-                None => self.advance_alone(&mut connection, user, by, key).await,
-                Some(before) => {
-                    self.advance_carried(&mut connection, user, by, key, before)
-                        .await
+                // Settled with nothing marked ahead (see `Before`): the
+                // plain command gives what the carried request would.
+                Some(before) if key.is_some() || !before.is_clear(position) => {
+                    let (step, clear) = self
+                        .advance_carried(&mut connection, user, feed, by, key, before)
+                        .await?;
+                    if clear {
+                        before.set_clear(position, self.feeds.users());
+                    }
+                    Ok(step)
                 }
+                _ => self.advance_alone(&mut connection, user, by, key).await,
             }
         };
         match tokio::time::timeout(limit, call).await {
@@ -207,17 +215,17 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
         &self,
         connection: &mut ClusterConnection,
         user: UserId,
+        feed: &[u32],
         by: usize,
         key: Option<IdempotencyKey>,
         before: &Before,
-    ) -> Result<Step, RedisStoreError> {
+    ) -> Result<(Step, bool), RedisStoreError> {
         let mut name = [0; keys::OFFSET_KEY_BYTES];
         let name = keys::offset_in(user.get(), self.version, &mut name);
         let mut old = [0; keys::OFFSET_KEY_BYTES];
         let old = keys::offset_in(user.get(), before.version, &mut old);
         let corrupt = |what: String| self.corrupt(user, &what);
         let offset = |at: i64| u64::try_from(at).map_err(|_| corrupt(format!("offset {at}")));
-        let feed = self.feeds.feed(user).unwrap_or_default();
         let key = key.map_or(String::new(), |key| key.hash().to_string());
         // The marks the script asked for: (marks, to, from).
         let mut sent: Option<(Vec<u8>, u64, u64)> = None;
@@ -232,20 +240,21 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
             if let Some((marks, to, from)) = &sent {
                 call.arg(marks.as_slice()).arg(*to).arg(*from);
             }
-            let (tag, first, second, marks): (i64, i64, i64, Vec<u8>) =
+            let (tag, first, second, marks, clear): (i64, i64, i64, Vec<u8>, i64) =
                 call.invoke_async(connection).await?;
             match tag {
                 carry::tag::PAGE | carry::tag::REPLAYED => {
-                    return Ok(Step::Page {
+                    let step = Step::Page {
                         start: offset(first)?,
                         end: offset(second)?,
                         marks,
                         replayed: tag == carry::tag::REPLAYED,
-                    });
+                    };
+                    return Ok((step, clear == 1));
                 }
                 carry::tag::OTHER_SIZE => {
                     return u32::try_from(first)
-                        .map(Step::OtherSize)
+                        .map(|size| (Step::OtherSize(size), false))
                         .map_err(|_| corrupt(format!("a retry key of size {first}")));
                 }
                 carry::tag::SEALED => return Err(RedisStoreError::Sealed(self.version)),
@@ -277,6 +286,7 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
     async fn guarded(
         &self,
         user: UserId,
+        found: (u32, &[u32]),
         by: usize,
         key: Option<IdempotencyKey>,
     ) -> Result<Step, StorageError> {
@@ -290,7 +300,7 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
         if admitted == Admit::Refuse {
             return Err(StorageError::backend(RedisStoreError::BreakerOpen));
         }
-        match self.advance(user, by, key).await {
+        match self.advance(user, found, by, key).await {
             Ok(step) => {
                 self.breaker.succeeded(group, admitted);
                 Ok(step)
@@ -419,11 +429,12 @@ impl<F: RankedFeeds> FeedStorage for RedisFeedStorage<F> {
         max: usize,
         out: &mut Vec<ItemId>,
     ) -> Result<Taken, StorageError> {
-        let feed = self
+        let found = self
             .feeds
-            .feed(user)
+            .lookup(user)
             .ok_or(StorageError::UnknownUser(user))?;
-        match self.guarded(user, max, None).await? {
+        let feed = found.1;
+        match self.guarded(user, found, max, None).await? {
             Step::Page {
                 start,
                 end,
@@ -449,11 +460,12 @@ impl<F: RankedFeeds> FeedStorage for RedisFeedStorage<F> {
         key: IdempotencyKey,
         out: &mut Vec<ItemId>,
     ) -> Result<Keyed, StorageError> {
-        let feed = self
+        let found = self
             .feeds
-            .feed(user)
+            .lookup(user)
             .ok_or(StorageError::UnknownUser(user))?;
-        let (start, end, marks, replayed) = match self.guarded(user, max, Some(key)).await? {
+        let feed = found.1;
+        let (start, end, marks, replayed) = match self.guarded(user, found, max, Some(key)).await? {
             Step::Page {
                 start,
                 end,

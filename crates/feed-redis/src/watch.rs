@@ -439,11 +439,7 @@ fn before_of<'a, T: 'a>(
         .into_iter()
         .find(|served| served.version == version)
         .and_then(|served| served.feeds.clone());
-    Some(Arc::new(Before {
-        version,
-        epoch,
-        feeds,
-    }))
+    Some(Arc::new(Before::new(version, epoch, feeds)))
 }
 
 /// Why a frontend did not switch to a version.

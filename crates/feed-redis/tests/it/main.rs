@@ -59,6 +59,17 @@ impl RankedFeeds for Feeds {
     fn feed(&self, user: UserId) -> Option<&[u32]> {
         self.0.get(&user.get()).map(Vec::as_slice)
     }
+
+    fn users(&self) -> u32 {
+        self.0.len() as u32
+    }
+
+    /// Positions in id order, as a snapshot numbers its users.
+    fn lookup(&self, user: UserId) -> Option<(u32, &[u32])> {
+        let feed = self.feed(user)?;
+        let position = self.0.keys().filter(|&&id| id < user.get()).count();
+        Some((position as u32, feed))
+    }
 }
 
 fn feeds(list: &[(u64, Vec<u32>)]) -> Feeds {
@@ -616,11 +627,11 @@ fn no_item_is_handed_out_twice_across_versions_and_a_rollback() {
     let mut loader = Loader::connect(&settings(&cluster, GENEROUS)).unwrap();
     let first = publish(&mut loader, &v1_list, 1);
     let before = |version, feeds: Option<&Feeds>, epoch| {
-        Arc::new(ArcSwapOption::from_pointee(Before {
+        Arc::new(ArcSwapOption::from_pointee(Before::new(
             version,
             epoch,
-            feeds: feeds.map(|f| Arc::new(f.clone()) as Arc<dyn RankedFeeds>),
-        }))
+            feeds.map(|f| Arc::new(f.clone()) as Arc<dyn RankedFeeds>),
+        )))
     };
     let sealed = |result: Result<Vec<u32>, StorageError>| {
         let error = result.unwrap_err();
@@ -649,8 +660,11 @@ fn no_item_is_handed_out_twice_across_versions_and_a_rollback() {
             (pointers.current, pointers.previous),
             (Some(second), Some(first))
         );
+        let carried = before(first, Some(&v1), pointers.epoch);
         let new = RedisFeedStorage::new(v2.clone(), Arc::clone(&frontend), breaker(), second)
-            .carry_from(before(first, Some(&v1), pointers.epoch));
+            .carry_from(Arc::clone(&carried));
+        // Users 7, 8, 9 and 10 are at positions 0 to 3.
+        let clear = |position| carried.load().as_ref().unwrap().is_clear(position);
         // The example: 5020-5030 and 5001-5010 were given.
         assert_eq!(
             take(&new, 7, 10).await.unwrap(),
@@ -660,7 +674,9 @@ fn no_item_is_handed_out_twice_across_versions_and_a_rollback() {
             take(&new, 7, 10).await.unwrap(),
             (6001..=6010).collect::<Vec<_>>()
         );
+        assert!(!clear(0), "5001-5010 are marked ahead");
         assert_eq!(take(&new, 7, 10).await.unwrap(), Vec::<u32>::new());
+        assert!(clear(0), "walked to the end");
         // A frontend still on the first version moves nothing of user 7's.
         sealed(take(&old, 7, 10).await);
         // User 8 moves there before their first request to the second:
@@ -685,6 +701,9 @@ fn no_item_is_handed_out_twice_across_versions_and_a_rollback() {
         // Now written, the marks serve the frontend without the snapshot too.
         assert_eq!(take(&unmapped, 9, 3).await.unwrap(), [106, 107, 108]);
         assert_eq!(take(&new, 10, 3).await.unwrap(), [1019, 1018, 1017]);
+        // Nothing marked: from now on the plain HINCRBY.
+        assert!(clear(3));
+        assert_eq!(take(&new, 10, 2).await.unwrap(), [1016, 1015]);
 
         // A rollback: the first version carries what the second gave.
         assert_eq!(loader.rollback().unwrap(), Some((second, first)));
@@ -710,7 +729,7 @@ fn no_item_is_handed_out_twice_across_versions_and_a_rollback() {
             .carry_from(before(first, Some(&v1), pointers.epoch));
         assert_eq!(
             take(&again, 10, 20).await.unwrap(),
-            (1003..=1016).rev().collect::<Vec<_>>()
+            (1003..=1014).rev().collect::<Vec<_>>()
         );
         sealed(take(&back, 10, 1).await);
     });
@@ -773,11 +792,9 @@ fn marks_written_ahead_serve_a_first_request_in_one_call() {
             .unwrap();
         let epoch = frontend.pointers().await.unwrap().epoch;
         let unmapped = RedisFeedStorage::new(v2.clone(), Arc::clone(&frontend), breaker(), second)
-            .carry_from(Arc::new(ArcSwapOption::from_pointee(Before {
-                version: first,
-                epoch,
-                feeds: None,
-            })));
+            .carry_from(Arc::new(ArcSwapOption::from_pointee(Before::new(
+                first, epoch, None,
+            ))));
         assert_eq!(take(&unmapped, 5, 3).await.unwrap(), [10, 9, 8]);
         let error = take(&unmapped, 6, 3).await.unwrap_err();
         assert!(
@@ -785,11 +802,11 @@ fn marks_written_ahead_serve_a_first_request_in_one_call() {
             "{error}"
         );
         let mapped = RedisFeedStorage::new(v2.clone(), Arc::clone(&frontend), breaker(), second)
-            .carry_from(Arc::new(ArcSwapOption::from_pointee(Before {
-                version: first,
+            .carry_from(Arc::new(ArcSwapOption::from_pointee(Before::new(
+                first,
                 epoch,
-                feeds: Some(Arc::new(v1.clone()) as Arc<dyn RankedFeeds>),
-            })));
+                Some(Arc::new(v1.clone()) as Arc<dyn RankedFeeds>),
+            ))));
         assert_eq!(take(&mapped, 6, 10).await.unwrap(), [10, 9, 8, 7, 6]);
     });
 }

@@ -6,13 +6,11 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::cluster::{PASSWORD, TestCluster, installed};
 use super::server::{
-    Connection, Server, command, get, refused_start, request, scratch_dir, wait_until,
+    Clients, Connection, Server, command, get, refused_start, request, scratch_dir, wait_until,
 };
 use super::snapshot::{line, snapshot_of};
 
@@ -740,34 +738,8 @@ fn a_load_and_a_rollback_under_load_repeat_no_item_across_frontends() {
     let Some(proxy) = Proxy::start(&[&one.addr, &two.addr]) else {
         return;
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicU64::new(0));
-    let clients: Vec<_> = (0..8)
-        .map(|c| {
-            let (addr, stop, served) = (proxy.addr.clone(), Arc::clone(&stop), Arc::clone(&served));
-            std::thread::spawn(move || -> Vec<(u64, u64)> {
-                let mut conn = Connection::open(&addr).unwrap();
-                let mut given = Vec::new();
-                let mut n = c;
-                while !stop.load(Ordering::Relaxed) {
-                    let user = n % USERS;
-                    n += 8;
-                    let got = items(&conn.get(&format!("/feed/{user}?size=3")).unwrap());
-                    assert_eq!(got.len(), 3);
-                    given.extend(got.into_iter().filter(|&i| i < 10_000).map(|i| (user, i)));
-                    served.fetch_add(1, Ordering::Relaxed);
-                }
-                given
-            })
-        })
-        .collect();
-    let wait_more = |more: u64| {
-        let now = served.load(Ordering::Relaxed);
-        wait_until("clients served", || {
-            served.load(Ordering::Relaxed) >= now + more
-        });
-    };
-    wait_more(300);
+    let clients = Clients::start(&proxy.addr, USERS);
+    clients.wait_more(300);
     let summary = publish(&b);
     assert!(
         summary.contains(&format!("what version 1 gave carried for {USERS} users")),
@@ -776,7 +748,7 @@ fn a_load_and_a_rollback_under_load_repeat_no_item_across_frontends() {
     for frontend in [&mut one, &mut two] {
         frontend.wait_for_log_where("switched to a new data version", |l| l["version"] == 2);
     }
-    wait_more(300);
+    clients.wait_more(300);
     let rolled = command(&[("FEED__REDIS__PASSWORD", PASSWORD)])
         .args(["redis-rollback", "--nodes", &nodes])
         .output()
@@ -787,13 +759,6 @@ fn a_load_and_a_rollback_under_load_repeat_no_item_across_frontends() {
             l["version"] == 1
         });
     }
-    wait_more(300);
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    for client in clients {
-        all.extend(client.join().unwrap());
-    }
-    let distinct: HashSet<_> = all.iter().copied().collect();
-    assert_eq!(distinct.len(), all.len(), "a personal item was given twice");
-    assert!(all.len() > 2_000, "{} personal items", all.len());
+    clients.wait_more(300);
+    clients.stop_repeating_nothing(2_000);
 }

@@ -304,3 +304,69 @@ pub(crate) fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &s
     .unwrap();
     conn.read_answer().unwrap()
 }
+
+/// Eight clients asking `addr` for users `0..users`, three items a
+/// request, until stopped: every answer a 200 with three items; the
+/// personal items (ids below 10,000: the tests' fallback lists hold
+/// higher ones) kept with their user.
+pub(crate) struct Clients {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    served: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<Vec<(u64, u64)>>>,
+}
+
+impl Clients {
+    pub(crate) fn start(addr: &str, users: u64) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let threads = (0..8)
+            .map(|c| {
+                let (addr, stop, served) = (addr.to_owned(), stop.clone(), served.clone());
+                std::thread::spawn(move || {
+                    let mut conn = Connection::open(&addr).unwrap();
+                    let mut given = Vec::new();
+                    let mut n = c;
+                    while !stop.load(Ordering::Relaxed) {
+                        let user = n % users;
+                        n += 8;
+                        let answer = conn.get(&format!("/feed/{user}?size=3")).unwrap();
+                        assert_eq!(answer.status, 200, "{}", answer.body);
+                        let got: Vec<u64> = serde_json::from_str(&answer.body).unwrap();
+                        assert_eq!(got.len(), 3);
+                        given.extend(got.into_iter().filter(|&i| i < 10_000).map(|i| (user, i)));
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    given
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            served,
+            threads,
+        }
+    }
+
+    /// Waits until they were answered `more` times more.
+    pub(crate) fn wait_more(&self, more: u64) {
+        use std::sync::atomic::Ordering;
+        let now = self.served.load(Ordering::Relaxed);
+        wait_until("clients served", || {
+            self.served.load(Ordering::Relaxed) >= now + more
+        });
+    }
+
+    /// Stops them, and checks that no user was given a personal item twice
+    /// and that they were given more than `least`.
+    pub(crate) fn stop_repeating_nothing(self, least: usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = Vec::new();
+        for client in self.threads {
+            all.extend(client.join().unwrap());
+        }
+        let distinct: std::collections::HashSet<_> = all.iter().copied().collect();
+        assert_eq!(distinct.len(), all.len(), "a personal item was given twice");
+        assert!(all.len() > least, "{} personal items", all.len());
+    }
+}

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use feed_memory::Snapshot;
 
 use super::server::{
-    Connection, Server, admin_addr, command, get, post, refused_start, wait_until,
+    Clients, Connection, Server, admin_addr, command, get, post, refused_start, wait_until,
 };
 
 /// A fresh directory for one test's files.
@@ -537,53 +537,17 @@ fn a_reload_and_a_rollback_under_load_repeat_no_item() {
         ],
     );
     let admin = admin_addr(&ready);
-    let stop = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicU64::new(0));
-    let clients: Vec<_> = (0..8)
-        .map(|c| {
-            let (addr, stop, served) =
-                (server.addr.clone(), Arc::clone(&stop), Arc::clone(&served));
-            std::thread::spawn(move || -> Vec<(u64, u32)> {
-                let mut conn = Connection::open(&addr).unwrap();
-                let mut given = Vec::new();
-                let mut n = c;
-                while !stop.load(Ordering::Relaxed) {
-                    let user = n % USERS;
-                    n += 8;
-                    let answer = conn.get(&format!("/feed/{user}?size=3")).unwrap();
-                    assert_eq!(answer.status, 200, "{}", answer.body);
-                    let got = items(&answer.body);
-                    assert_eq!(got.len(), 3);
-                    given.extend(got.into_iter().filter(|&i| i < 10_000).map(|i| (user, i)));
-                    served.fetch_add(1, Ordering::Relaxed);
-                }
-                given
-            })
-        })
-        .collect();
-    let wait_more = |more: u64| {
-        let now = served.load(Ordering::Relaxed);
-        wait_until("clients served", || {
-            served.load(Ordering::Relaxed) >= now + more
-        });
-    };
-    wait_more(300);
+    let clients = Clients::start(&server.addr, USERS);
+    clients.wait_more(300);
     let reload = post(
         &admin,
         "/admin/reload",
         &format!(r#"{{"path": "{}"}}"#, b.display()),
     );
     assert_eq!(reload.status, 200, "{}", reload.body);
-    wait_more(300);
+    clients.wait_more(300);
     let rolled = post(&admin, "/admin/rollback", "");
     assert_eq!(rolled.status, 200, "{}", rolled.body);
-    wait_more(300);
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    for client in clients {
-        all.extend(client.join().unwrap());
-    }
-    let distinct: std::collections::HashSet<_> = all.iter().copied().collect();
-    assert_eq!(distinct.len(), all.len(), "a personal item was given twice");
-    assert!(all.len() > 2_000, "{} personal items", all.len());
+    clients.wait_more(300);
+    clients.stop_repeating_nothing(2_000);
 }

@@ -40,7 +40,13 @@
 //! them (and forgets their retry keys: after a swap a retry is a new
 //! request) and adds the marks of what the version it replaces gave. A key
 //! sealed at the frontend's own count or later belongs to a switch that
-//! frontend has not made yet, and is refused.
+//! frontend has not made yet, and is refused. An unsealed key's offset is
+//! written `uEPOCH:AT` from then on, never a plain number again: a
+//! frontend that has not seen the rollback (its `HINCRBY`, its `PAGE`, or
+//! the carried request at a lower count) is refused on it rather than
+//! move it past marks it does not read. So is a frontend whose previous
+//! version a later switch holds (its old key sealed or served again at a
+//! higher count).
 //!
 //! Cost: the request is `EVALSHA` with one `HMGET` of the user's key and,
 //! when something moved, one `HSET` (docs/SCALING.md has the figures),
@@ -188,24 +194,34 @@ local function fields(name, ...)
   end
   return got
 end
-local function sealed(value)
+local function form(value)
   if value then
-    local by, at = string.match(value, '^s(%d+):(%d+)$')
-    if by then return tonumber(by), tonumber(at) end
+    local kind, by, at = string.match(value, '^([su])(%d+):(%d+)$')
+    if kind then return kind, tonumber(by), tonumber(at) end
   end
-  return nil, nil
+  return nil, nil, nil
+end
+local function number(value)
+  local n = tonumber(value or '0')
+  if not n or n < 0 or n ~= math.floor(n) then
+    return nil
+  end
+  return n
 end
 local got = fields(cur, 'n', 'c', 'g', 'k')
 local raw, c, g, latest = got[1], got[2], got[3] or '', got[4]
 local set = {}
-local by, n = sealed(raw)
-if by then
-  if by >= epoch then return {3, by, 0, '', 0} end
+local kind, by, n = form(raw)
+if kind == 's' and by >= epoch then return {3, by, 0, '', 0} end
+if kind == 'u' and by > epoch then return {3, by, 0, '', 0} end
+local served_again = kind ~= nil
+if kind == 's' or (kind == 'u' and by < epoch) then
   redis.call('HDEL', cur, 'k')
   latest = false
-else
-  n = tonumber(raw or '0')
-  if not n or n < 0 or n ~= math.floor(n) then
+end
+if not kind then
+  n = number(raw)
+  if not n then
     return redis.error_reply('ERR offset ' .. tostring(raw) .. ' is not a progress')
   end
 end
@@ -219,12 +235,10 @@ if c then
 end
 if not settled then
   local oraw = fields(old, 'n')[1]
-  local oby, given = sealed(oraw)
-  if not oby then
-    given = tonumber(oraw or '0') or 0
-    if given < 0 then given = 0 end
-  end
-  if not oby or oby < epoch then
+  local okind, oby, given = form(oraw)
+  if okind and oby > epoch then return {3, oby, 0, '', 0} end
+  if not okind then given = number(oraw) or 0 end
+  if okind ~= 's' or oby < epoch then
     redis.call('HSET', old, 'n', 's' .. string.format('%d', epoch) .. ':' .. string.format('%d', given))
   end
   if given > upto then
@@ -262,6 +276,7 @@ local function bytes(from, to)
   return string.sub(g, math.floor(from / 8) + 1, math.floor((to - 1) / 8) + 1)
 end
 local function clear(from)
+  if served_again then return 0 end
   if #g == 0 then return 1 end
   local first = math.floor(from / 8) + 1
   local byte = string.byte(g, first)
@@ -285,7 +300,10 @@ if key ~= '' and latest then
   end
 end
 local to = walk(n)
-if to ~= n or by then
+if served_again then
+  set[#set + 1] = 'n'
+  set[#set + 1] = 'u' .. string.format('%d', epoch) .. ':' .. string.format('%d', to)
+elseif to ~= n then
   set[#set + 1] = 'n'
   set[#set + 1] = string.format('%d', to)
 end

@@ -243,9 +243,9 @@ pub fn read_offsets<'k>(
 }
 
 /// A stored offset: decimal digits (a counter may be negative only if
-/// something else wrote it: corrupt), or a sealed one, `sEPOCH:OFFSET`
-/// (`crate::carry`: a version served again after a rollback whose user
-/// has not asked since).
+/// something else wrote it: corrupt), a sealed one, `sEPOCH:OFFSET`, or
+/// one of a version served again after a rollback, `uEPOCH:OFFSET`
+/// (`crate::carry`).
 fn parse(key: &str, value: Option<Vec<u8>>) -> Result<Option<u64>, ScanError> {
     let Some(bytes) = value else {
         return Ok(None);
@@ -253,7 +253,7 @@ fn parse(key: &str, value: Option<Vec<u8>>) -> Result<Option<u64>, ScanError> {
     std::str::from_utf8(&bytes)
         .ok()
         .map(|text| {
-            text.strip_prefix('s')
+            text.strip_prefix(['s', 'u'])
                 .and_then(|sealed| sealed.split_once(':'))
                 .filter(|(epoch, _)| epoch.parse::<u64>().is_ok())
                 .map_or(text, |(_, offset)| offset)
@@ -275,6 +275,7 @@ mod tests {
         assert_eq!(parse("k", None).unwrap(), None);
         assert_eq!(parse("k", Some(b"17".to_vec())).unwrap(), Some(17));
         assert_eq!(parse("k", Some(b"s4:17".to_vec())).unwrap(), Some(17));
+        assert_eq!(parse("k", Some(b"u5:18".to_vec())).unwrap(), Some(18));
         for bad in [
             &b"-1"[..],
             b"x",

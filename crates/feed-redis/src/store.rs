@@ -401,7 +401,7 @@ if redis.call('TYPE', name).ok == 'string' then
   redis.call('HSET', name, 'n', n)
 end
 local n = redis.call('HGET', name, 'n')
-if n and string.match(n, '^s%d+:%d+$') then return {3, 0} end
+if n and string.match(n, '^[su]%d+:%d+$') then return {3, 0} end
 local size, key = ARGV[1], ARGV[2]
 if key ~= '' then
   local latest = redis.call('HGET', name, 'k')

@@ -142,6 +142,8 @@ where
         let mut ticks = tokio::time::interval(self.poll);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut follower = Follower::default();
+        // The previous version whose snapshot could not be mapped, and when.
+        let mut unmapped: Option<(u64, Instant)> = None;
         let mut blocklist_complained: Option<Instant> = None;
         loop {
             ticks.tick().await;
@@ -170,14 +172,52 @@ where
             };
             published = current;
             // A rollback to the version served here, or a publish it never
-            // switched to and back: it carries from the new previous.
+            // switched to and back: it carries from the new previous, whose
+            // snapshot it maps if it can (tried again every 2 s).
             if let Some(now) = &serving
                 && current == Some(now.version)
-                && now.before.load().as_ref().map(|b| (b.version, b.epoch))
-                    != previous.map(|version| (version, epoch))
             {
-                now.before
-                    .store(before_of(previous, epoch, serving.iter().chain(&kept)));
+                if now.before.load().as_ref().map(|b| (b.version, b.epoch))
+                    != previous.map(|version| (version, epoch))
+                {
+                    now.before
+                        .store(before_of(previous, epoch, serving.iter().chain(&kept)));
+                }
+                if let Some(previous) = previous
+                    && now
+                        .before
+                        .load()
+                        .as_ref()
+                        .is_some_and(|b| b.feeds.is_none())
+                    && unmapped.is_none_or(|(version, at)| {
+                        version != previous || at.elapsed() >= RETRY_SWITCH
+                    })
+                {
+                    let announce = unmapped.is_none_or(|(version, _)| version != previous);
+                    match self
+                        .map_previous(&cluster, &breaker, (previous, epoch), &serving, announce)
+                        .await
+                    {
+                        Some(old) => {
+                            kept = Some(old);
+                            unmapped = None;
+                        }
+                        None => unmapped = Some((previous, Instant::now())),
+                    }
+                }
+            }
+            // A frontend left behind (the version it carried from is no
+            // longer kept): nothing to carry, and no key of a deleted
+            // version to write; the versions after it refuse what it may
+            // not move.
+            if let Some(now) = &serving
+                && now
+                    .before
+                    .load()
+                    .as_ref()
+                    .is_some_and(|b| Some(b.version) != current && Some(b.version) != previous)
+            {
+                now.before.store(None);
             }
             if let Some(old) = &serving
                 && current != Some(old.version)
@@ -232,8 +272,11 @@ where
                         && kept.as_ref().is_none_or(|old| old.version != previous)
                     {
                         kept = self
-                            .map_previous(&cluster, &breaker, (previous, epoch), &serving)
+                            .map_previous(&cluster, &breaker, (previous, epoch), &serving, true)
                             .await;
+                        if kept.is_none() {
+                            unmapped = Some((previous, Instant::now()));
+                        }
                     }
                 }
                 Err(SwitchError::Cluster(e)) => {
@@ -287,6 +330,7 @@ where
         breaker: &Arc<Breaker>,
         (previous, epoch): (u64, u64),
         serving: &Option<Served<T>>,
+        announce: bool,
     ) -> Option<Served<T>> {
         match self.open(cluster, breaker, previous).await {
             Ok(old) => {
@@ -300,8 +344,10 @@ where
                 Some(old)
             }
             Err(e) => {
-                warn!(self.logger, "cannot map the previous data version: users whose marks of what it gave are missing get the fallback list here";
-                    "version" => previous, "error" => ?e);
+                if announce {
+                    warn!(self.logger, "cannot map the previous data version: users whose marks of what it gave are missing get the fallback list here; retrying every 2 s";
+                        "version" => previous, "error" => ?e);
+                }
                 None
             }
         }

@@ -720,6 +720,9 @@ fn no_item_is_handed_out_twice_across_versions_and_a_rollback() {
         assert_eq!(take(&back, 8, 10).await.unwrap(), Vec::<u32>::new());
         assert_eq!(take(&back, 9, 5).await.unwrap(), [109, 110]);
         assert_eq!(take(&back, 10, 3).await.unwrap(), [1000, 1001, 1002]);
+        // A frontend that never learned of the second version nor of the
+        // rollback (plain HINCRBY) does not move the key served again.
+        sealed(take(&old, 10, 1).await);
 
         // Forward again: the second version, settled at its first switch,
         // carries what the first gave since.
@@ -732,6 +735,11 @@ fn no_item_is_handed_out_twice_across_versions_and_a_rollback() {
             (1003..=1014).rev().collect::<Vec<_>>()
         );
         sealed(take(&back, 10, 1).await);
+        // Nor does the frontend still at the first switch, though it had
+        // user 10 settled with nothing marked ahead (the plain HINCRBY).
+        assert!(clear(3));
+        sealed(take(&new, 10, 1).await);
+        assert_eq!(take(&again, 10, 20).await.unwrap(), Vec::<u32>::new());
     });
 }
 

@@ -79,6 +79,9 @@ pub struct Before {
     pub epoch: u64,
     /// Its feeds, if mapped here.
     pub feeds: Option<Arc<dyn RankedFeeds>>,
+    /// The cluster no longer keeps it (this frontend is left behind): its
+    /// keys are not read or sealed, the current key's marks still walked.
+    pub gone: bool,
     /// A bit a user of the current version: settled, nothing marked ahead.
     clear: OnceLock<Box<[AtomicU64]>>,
 }
@@ -91,7 +94,17 @@ impl Before {
             version,
             epoch,
             feeds,
+            gone: false,
             clear: OnceLock::new(),
+        }
+    }
+
+    /// The same, once the cluster no longer keeps it.
+    #[must_use]
+    pub fn gone(&self) -> Self {
+        Self {
+            gone: true,
+            ..Self::new(self.version, self.epoch, None)
         }
     }
 
@@ -175,15 +188,17 @@ pub mod tag {
 ///
 /// `KEYS`: the user's key in the current version, then in the previous.
 /// `ARGV`: the most items wanted, the retry key's hash (or empty), the
-/// feed's length, the previous version, the current one; then, when the
-/// script asked for marks, the marks, the offset they run to and the one
-/// they run from.
+/// feed's length, the previous version, the pointers' count of moves at
+/// this frontend's switch, `1` when the previous version is gone (its key
+/// is then neither read nor sealed: only the current key's marks are
+/// walked); then, when the script asked for marks, the marks, the offset
+/// they run to and the one they run from.
 pub static CARRIED: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 local cur, old = KEYS[1], KEYS[2]
 local size, key, len = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local prev, epoch = ARGV[4], tonumber(ARGV[5])
+local prev, epoch, gone = ARGV[4], tonumber(ARGV[5]), ARGV[6] == '1'
 local function fields(name, ...)
   local got = redis.pcall('HMGET', name, ...)
   if got.err then
@@ -233,16 +248,21 @@ if c then
     settled = tonumber(at_epoch) == epoch
   end
 end
-if not settled then
+if not settled and not gone then
   local oraw = fields(old, 'n')[1]
   local okind, oby, given = form(oraw)
   if okind and oby > epoch then return {3, oby, 0, '', 0} end
-  if not okind then given = number(oraw) or 0 end
+  if not okind then
+    given = number(oraw)
+    if not given then
+      return redis.error_reply('ERR previous offset ' .. tostring(oraw) .. ' is not a progress')
+    end
+  end
   if okind ~= 's' or oby < epoch then
     redis.call('HSET', old, 'n', 's' .. string.format('%d', epoch) .. ':' .. string.format('%d', given))
   end
   if given > upto then
-    local marks, to, since = ARGV[6], tonumber(ARGV[7] or ''), tonumber(ARGV[8] or '')
+    local marks, to, since = ARGV[7], tonumber(ARGV[8] or ''), tonumber(ARGV[9] or '')
     if not marks or to ~= given or not since or since > upto then
       return {4, upto, given, '', 0}
     end

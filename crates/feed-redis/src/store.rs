@@ -236,7 +236,8 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
                 .arg(&key)
                 .arg(feed.len())
                 .arg(before.version)
-                .arg(before.epoch);
+                .arg(before.epoch)
+                .arg(u8::from(before.gone));
             if let Some((marks, to, from)) = &sent {
                 call.arg(marks.as_slice()).arg(*to).arg(*from);
             }

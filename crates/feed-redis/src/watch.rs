@@ -26,6 +26,8 @@ use crate::{
 
 /// How long a version that could not be switched to waits for a retry.
 const RETRY_SWITCH: Duration = Duration::from_secs(2);
+/// "Not again": a failure this far ahead is never retried.
+const NEVER: Duration = Duration::from_secs(365 * 86_400);
 /// How often a lasting problem (no version yet, no pointer) is logged.
 const COMPLAIN_EVERY: Duration = Duration::from_secs(10);
 
@@ -198,26 +200,29 @@ where
                         .map_previous(&cluster, &breaker, (previous, epoch), &serving, announce)
                         .await
                     {
-                        Some(old) => {
-                            kept = Some(old);
+                        Ok(old) => {
+                            if let Some(replaced) = kept.replace(old) {
+                                replaced.retired.store(true, Ordering::Relaxed);
+                            }
                             unmapped = None;
                         }
-                        None => unmapped = Some((previous, Instant::now())),
+                        Err(failed) => unmapped = Some((previous, failed)),
                     }
                 }
             }
             // A frontend left behind (the version it carried from is no
-            // longer kept): nothing to carry, and no key of a deleted
-            // version to write; the versions after it refuse what it may
-            // not move.
-            if let Some(now) = &serving
-                && now
-                    .before
-                    .load()
-                    .as_ref()
-                    .is_some_and(|b| Some(b.version) != current && Some(b.version) != previous)
-            {
-                now.before.store(None);
+            // longer kept): no key of a deleted version to read or write,
+            // but the marks already in its own keys are still walked; the
+            // versions after it refuse what it may not move.
+            if let Some(now) = &serving {
+                let before = now.before.load();
+                if let Some(gone) = before.as_ref().filter(|b| {
+                    !b.gone && Some(b.version) != current && Some(b.version) != previous
+                }) {
+                    let gone = Arc::new(gone.gone());
+                    drop(before);
+                    now.before.store(Some(gone));
+                }
             }
             if let Some(old) = &serving
                 && current != Some(old.version)
@@ -271,11 +276,15 @@ where
                     if let Some(previous) = previous
                         && kept.as_ref().is_none_or(|old| old.version != previous)
                     {
-                        kept = self
+                        let mapped = self
                             .map_previous(&cluster, &breaker, (previous, epoch), &serving, true)
                             .await;
-                        if kept.is_none() {
-                            unmapped = Some((previous, Instant::now()));
+                        if let Some(replaced) = kept.take() {
+                            replaced.retired.store(true, Ordering::Relaxed);
+                        }
+                        match mapped {
+                            Ok(old) => kept = Some(old),
+                            Err(failed) => unmapped = Some((previous, failed)),
                         }
                     }
                 }
@@ -331,7 +340,7 @@ where
         (previous, epoch): (u64, u64),
         serving: &Option<Served<T>>,
         announce: bool,
-    ) -> Option<Served<T>> {
+    ) -> Result<Served<T>, Instant> {
         match self.open(cluster, breaker, previous).await {
             Ok(old) => {
                 if let Some(serving) = serving {
@@ -341,14 +350,18 @@ where
                 }
                 info!(self.logger, "mapped the previous data version, to carry what it gave";
                     "version" => previous);
-                Some(old)
+                Ok(old)
             }
             Err(e) => {
                 if announce {
-                    warn!(self.logger, "cannot map the previous data version: users whose marks of what it gave are missing get the fallback list here; retrying every 2 s";
+                    warn!(self.logger, "cannot map the previous data version: users whose marks of what it gave are missing get the fallback list here";
                         "version" => previous, "error" => ?e);
                 }
-                None
+                // A snapshot refused for good is not opened again.
+                Err(match e {
+                    SwitchError::Unservable(Unservable::Refused(_)) => Instant::now() + NEVER,
+                    _ => Instant::now(),
+                })
             }
         }
     }

@@ -816,5 +816,12 @@ fn marks_written_ahead_serve_a_first_request_in_one_call() {
                 Some(Arc::new(v1.clone()) as Arc<dyn RankedFeeds>),
             ))));
         assert_eq!(take(&mapped, 6, 10).await.unwrap(), [10, 9, 8, 7, 6]);
+        // Left behind (the first version no longer kept), a frontend
+        // still walks the marks in the second version's keys.
+        let behind = RedisFeedStorage::new(v2.clone(), Arc::clone(&frontend), breaker(), second)
+            .carry_from(Arc::new(ArcSwapOption::from_pointee(
+                Before::new(first, epoch, None).gone(),
+            )));
+        assert_eq!(take(&behind, 5, 10).await.unwrap(), [7, 6, 5]);
     });
 }

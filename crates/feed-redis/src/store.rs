@@ -165,7 +165,7 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
         let mut name = [0; keys::OFFSET_KEY_BYTES];
         let name = keys::offset_in(user.get(), self.version, &mut name);
         let corrupt = |what: String| self.corrupt(user, &what);
-        let offset = |end: i64| u64::try_from(end).map_err(|_| corrupt(format!("offset {end}")));
+        let offset = |end: i64| self.offset(user, end);
         let moved = |end: u64| {
             let start = end
                 .checked_sub(by as u64)
@@ -201,9 +201,7 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
                     replayed: true,
                 })
             }
-            carry::tag::OTHER_SIZE => u32::try_from(value)
-                .map(Step::OtherSize)
-                .map_err(|_| corrupt(format!("a retry key of size {value}"))),
+            carry::tag::OTHER_SIZE => self.other_size(user, value),
             carry::tag::SEALED => Err(RedisStoreError::Sealed(self.version)),
             _ => Err(corrupt(format!("answer {tag} from the page script"))),
         }
@@ -225,7 +223,7 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
         let mut old = [0; keys::OFFSET_KEY_BYTES];
         let old = keys::offset_in(user.get(), before.version, &mut old);
         let corrupt = |what: String| self.corrupt(user, &what);
-        let offset = |at: i64| u64::try_from(at).map_err(|_| corrupt(format!("offset {at}")));
+        let offset = |at: i64| self.offset(user, at);
         let key = key.map_or(String::new(), |key| key.hash().to_string());
         // The marks the script asked for: (marks, to, from).
         let mut sent: Option<(Vec<u8>, u64, u64)> = None;
@@ -254,9 +252,7 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
                     return Ok((step, clear == 1));
                 }
                 carry::tag::OTHER_SIZE => {
-                    return u32::try_from(first)
-                        .map(|size| (Step::OtherSize(size), false))
-                        .map_err(|_| corrupt(format!("a retry key of size {first}")));
+                    return self.other_size(user, first).map(|step| (step, false));
                 }
                 carry::tag::SEALED => return Err(RedisStoreError::Sealed(self.version)),
                 carry::tag::MISSING => {
@@ -280,6 +276,18 @@ impl<F: RankedFeeds> RedisFeedStorage<F> {
     /// The error of data in the cluster that no frontend writes.
     fn corrupt(&self, user: UserId, what: &str) -> RedisStoreError {
         RedisStoreError::Corrupt(format!("user {user}: {what} in version {}", self.version))
+    }
+
+    /// An offset a script or `HINCRBY` answered: never negative.
+    fn offset(&self, user: UserId, value: i64) -> Result<u64, RedisStoreError> {
+        u64::try_from(value).map_err(|_| self.corrupt(user, &format!("offset {value}")))
+    }
+
+    /// The size of the latest retry key's page, answered for another size.
+    fn other_size(&self, user: UserId, value: i64) -> Result<Step, RedisStoreError> {
+        u32::try_from(value)
+            .map(Step::OtherSize)
+            .map_err(|_| self.corrupt(user, &format!("a retry key of size {value}")))
     }
 
     /// [`Self::advance`] for a user the snapshot knows, unless the version

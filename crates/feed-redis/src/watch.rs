@@ -175,41 +175,24 @@ where
             published = current;
             // A rollback to the version served here, or a publish it never
             // switched to and back: it carries from the new previous, whose
-            // snapshot it maps if it can (tried again every 2 s).
+            // snapshot it maps if it can (next).
             if let Some(now) = &serving
                 && current == Some(now.version)
-            {
-                if now.before.load().as_ref().map(|b| (b.version, b.epoch))
+                && now.before.load().as_ref().map(|b| (b.version, b.epoch))
                     != previous.map(|version| (version, epoch))
-                {
-                    now.before
-                        .store(before_of(previous, epoch, serving.iter().chain(&kept)));
-                }
-                if let Some(previous) = previous
-                    && now
-                        .before
-                        .load()
-                        .as_ref()
-                        .is_some_and(|b| b.feeds.is_none())
-                    && unmapped.is_none_or(|(version, at)| {
-                        version != previous || at.elapsed() >= RETRY_SWITCH
-                    })
-                {
-                    let announce = unmapped.is_none_or(|(version, _)| version != previous);
-                    match self
-                        .map_previous(&cluster, &breaker, (previous, epoch), &serving, announce)
-                        .await
-                    {
-                        Ok(old) => {
-                            if let Some(replaced) = kept.replace(old) {
-                                replaced.retired.store(true, Ordering::Relaxed);
-                            }
-                            unmapped = None;
-                        }
-                        Err(failed) => unmapped = Some((previous, failed)),
-                    }
-                }
+            {
+                now.before
+                    .store(before_of(previous, epoch, serving.iter().chain(&kept)));
             }
+            self.map_previous(
+                &cluster,
+                &breaker,
+                (previous, epoch),
+                &serving,
+                &mut kept,
+                &mut unmapped,
+            )
+            .await;
             // A frontend left behind (the version it carried from is no
             // longer kept): no key of a deleted version to read or write,
             // but the marks already in its own keys are still walked; the
@@ -273,20 +256,15 @@ where
                 Ok(new) => {
                     kept = serving.replace(new);
                     failed = None;
-                    if let Some(previous) = previous
-                        && kept.as_ref().is_none_or(|old| old.version != previous)
-                    {
-                        let mapped = self
-                            .map_previous(&cluster, &breaker, (previous, epoch), &serving, true)
-                            .await;
-                        if let Some(replaced) = kept.take() {
-                            replaced.retired.store(true, Ordering::Relaxed);
-                        }
-                        match mapped {
-                            Ok(old) => kept = Some(old),
-                            Err(failed) => unmapped = Some((previous, failed)),
-                        }
-                    }
+                    self.map_previous(
+                        &cluster,
+                        &breaker,
+                        (previous, epoch),
+                        &serving,
+                        &mut kept,
+                        &mut unmapped,
+                    )
+                    .await;
                 }
                 Err(SwitchError::Cluster(e)) => {
                     failed = Some((wanted, Instant::now() + RETRY_SWITCH));
@@ -328,40 +306,62 @@ where
         }
     }
 
-    /// Maps the snapshot of `previous` (the cluster's previous version,
-    /// which this frontend never served: it started after the switch) as
-    /// the version kept, so that the one `serving` carries from it, and a
-    /// rollback to it is a swap. Without it, the users whose marks are
-    /// missing get the fallback list here.
+    /// Maps the snapshot of `previous` (the cluster's previous version)
+    /// as the version `kept`, when the version `serving` carries from it
+    /// without its feeds: this frontend never served it (it started, or
+    /// fell behind, after the switch). A rollback to it is then a swap too.
+    /// Without it, the users whose marks are missing get the fallback list
+    /// here. A failure is tried again every 2 s (`unmapped`), but for a
+    /// snapshot refused for good, and said once a version.
     async fn map_previous(
         &self,
         cluster: &Arc<Cluster>,
         breaker: &Arc<Breaker>,
-        (previous, epoch): (u64, u64),
+        (previous, epoch): (Option<u64>, u64),
         serving: &Option<Served<T>>,
-        announce: bool,
-    ) -> Result<Served<T>, Instant> {
+        kept: &mut Option<Served<T>>,
+        unmapped: &mut Option<(u64, Instant)>,
+    ) {
+        let Some(previous) = previous else {
+            return;
+        };
+        let Some(serving) = serving else {
+            return;
+        };
+        let needs = serving
+            .before
+            .load()
+            .as_ref()
+            .is_some_and(|b| b.version == previous && b.feeds.is_none());
+        if !needs
+            || unmapped
+                .is_some_and(|(version, at)| version == previous && at.elapsed() < RETRY_SWITCH)
+        {
+            return;
+        }
         match self.open(cluster, breaker, previous).await {
             Ok(old) => {
-                if let Some(serving) = serving {
-                    serving
-                        .before
-                        .store(before_of(Some(previous), epoch, [&old]));
-                }
+                serving
+                    .before
+                    .store(before_of(Some(previous), epoch, [&old]));
                 info!(self.logger, "mapped the previous data version, to carry what it gave";
                     "version" => previous);
-                Ok(old)
+                if let Some(replaced) = kept.replace(old) {
+                    replaced.retired.store(true, Ordering::Relaxed);
+                }
+                *unmapped = None;
             }
             Err(e) => {
-                if announce {
+                if unmapped.is_none_or(|(version, _)| version != previous) {
                     warn!(self.logger, "cannot map the previous data version: users whose marks of what it gave are missing get the fallback list here";
                         "version" => previous, "error" => ?e);
                 }
                 // A snapshot refused for good is not opened again.
-                Err(match e {
+                let failed = match e {
                     SwitchError::Unservable(Unservable::Refused(_)) => Instant::now() + NEVER,
                     _ => Instant::now(),
-                })
+                };
+                *unmapped = Some((previous, failed));
             }
         }
     }

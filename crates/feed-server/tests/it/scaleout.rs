@@ -12,7 +12,7 @@ use super::cluster::{PASSWORD, TestCluster, installed};
 use super::server::{
     Clients, Connection, Server, command, get, refused_start, request, scratch_dir, wait_until,
 };
-use super::snapshot::{line, snapshot_of};
+use super::snapshot::{line, snapshot_of, two_rankings};
 
 /// The frontends' snapshot folder of one test (they share a host here),
 /// where [`load`] writes each snapshot before publishing it: the
@@ -700,19 +700,7 @@ fn a_load_and_a_rollback_under_load_repeat_no_item_across_frontends() {
     };
     let nodes = nodes(&cluster);
     let folder = scratch_dir("redis-carry");
-    let feed: Vec<u32> = (1..=300).collect();
-    let first: Vec<String> = (0..USERS).map(|u| line(u, &feed)).collect();
-    let second: Vec<String> = (0..USERS)
-        .map(|u| {
-            let mut shuffled = feed.clone();
-            shuffled.rotate_left((u as usize * 37) % 300);
-            shuffled.reverse();
-            line(u, &shuffled)
-        })
-        .collect();
-    let fallback: String = (10_001..=10_016).map(|i| format!("{i}\n")).collect();
-    let a = snapshot_of(&folder, "a", &first, Some(&fallback));
-    let b = snapshot_of(&folder, "b", &second, Some(&fallback));
+    let (a, b) = two_rankings(&folder, USERS);
     let sizes = [
         ("FEED__API__MAX_SIZE", "8"),
         ("FEED__API__DEFAULT_SIZE", "3"),

@@ -504,6 +504,27 @@ fn the_watch_reports_a_snapshot_changed_in_place() {
     assert_eq!(items(&get(&server.addr, "/feed/1").body), [1, 2, 3]);
 }
 
+/// Two snapshots of `users` users, `a.snap` and `b.snap` in `dir`, with
+/// the same 300 items a user in two orders (another rotation a user), and
+/// a fallback list of 16 items above 10,000, disjoint from the feeds.
+pub(crate) fn two_rankings(dir: &Path, users: u64) -> (PathBuf, PathBuf) {
+    let feed: Vec<u32> = (1..=300).collect();
+    let first: Vec<String> = (0..users).map(|u| line(u, &feed)).collect();
+    let second: Vec<String> = (0..users)
+        .map(|u| {
+            let mut shuffled = feed.clone();
+            shuffled.rotate_left((u as usize * 37) % 300);
+            shuffled.reverse();
+            line(u, &shuffled)
+        })
+        .collect();
+    let fallback: String = (10_001..=10_016).map(|i| format!("{i}\n")).collect();
+    (
+        snapshot_of(dir, "a", &first, Some(&fallback)),
+        snapshot_of(dir, "b", &second, Some(&fallback)),
+    )
+}
+
 /// Eight clients keep asking while a reload swaps in a snapshot whose
 /// feeds hold the same items in another order, and a rollback swaps the
 /// first back: no user is given a personal item twice, under any version.
@@ -513,19 +534,7 @@ fn the_watch_reports_a_snapshot_changed_in_place() {
 fn a_reload_and_a_rollback_under_load_repeat_no_item() {
     const USERS: u64 = 40;
     let dir = scratch();
-    let feed: Vec<u32> = (1..=300).collect();
-    let first: Vec<String> = (0..USERS).map(|u| line(u, &feed)).collect();
-    let second: Vec<String> = (0..USERS)
-        .map(|u| {
-            let mut shuffled = feed.clone();
-            shuffled.rotate_left((u as usize * 37) % 300);
-            shuffled.reverse();
-            line(u, &shuffled)
-        })
-        .collect();
-    let fallback: String = (10_001..=10_016).map(|i| format!("{i}\n")).collect();
-    let a = snapshot_of(&dir, "a", &first, Some(&fallback));
-    let b = snapshot_of(&dir, "b", &second, Some(&fallback));
+    let (a, b) = two_rankings(&dir, USERS);
     let progress = dir.join("progress").display().to_string();
     let (server, ready) = serve(
         &a,

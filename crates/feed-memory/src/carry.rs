@@ -6,10 +6,18 @@
 //! the offset moves past every position it serves and every position it
 //! skips, so an item skipped counts as given, and a chain of versions
 //! carries it on. When version B replaces A, every position of a user's
-//! feed in B whose item is among that user's given items in A is marked
-//! (one bit a position of B's table, numbered across the table), and B's
-//! offsets move past marked positions as if they had been served, without
-//! serving them.
+//! feed in B whose item is among that user's given items in A is marked,
+//! and B's offsets move past marked positions as if they had been served,
+//! without serving them.
+//!
+//! Where the marks live: [`carry`] builds them as [`Rows`], one bit a
+//! position of the users who have any (plus an index of 3 bits a user),
+//! never changed once built. A user marked later (they moved in A while
+//! the carry ran, or after it) is marked in the shadow instead, one bit a
+//! position of the whole table of which only such users' pages are ever
+//! touched, and flagged in the late bits (one a user) that say their
+//! shadow is to be read. So the memory is about one bit a position of the
+//! users with progress, not of every user.
 //!
 //! Architecture Invariant: the rule holds exactly, with no window, and no
 //! request waits for the work. [`carry`] marks every user on a background
@@ -23,26 +31,32 @@
 //! first seals its own user's cell in A the same way, under B's stripe
 //! lock of the user ([`Given::catch_up`]), so the user is never served from
 //! B before what A gave them is marked. After it, a request to B reads
-//! bits that no longer change: one flag load and a bit test a position.
+//! marks that no longer change: one flag load, the user's row found once
+//! (a bit test for a user without one), and a bit test a position.
 //!
 //! A rollback is the same carry the other way round: the version coming
 //! back keeps its bits and adds those of the version it replaces, and its
-//! cells are unsealed before it serves again. Bits live in memory, or with
-//! the progress in a file of [`crate::progress::Kind::Given`] (written
-//! whole once a carry is finished, and its catch-ups journaled like
-//! offsets), so a restart keeps them.
+//! cells are unsealed before it serves again: its rows are built anew,
+//! theirs and its late marks folded in. Marks live in memory, or with the
+//! progress: the rows in their own file, written whole before the swap
+//! (`progress-<id>-rows.bin`), the shadow and the late bits in files of
+//! [`crate::progress::Kind::Given`] and [`crate::progress::Kind::Late`],
+//! journaled like offsets, so a restart keeps them.
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwapOption, Guard};
 
 use feed_domain::UserId;
 
 use crate::offsets::{Cells, zeroed};
 use crate::progress::ProgressFile;
+use crate::rows::{Rows, RowsBuilder};
 use crate::seen::SeenSet;
 use crate::storage::MemoryFeedStorage;
+use crate::table::FeedTable;
 
 /// A version that was served, as the carry reads it.
 pub trait Served: Send + Sync {
@@ -53,7 +67,20 @@ pub trait Served: Send + Sync {
 /// Marks over one version's feed positions; see the module doc.
 #[derive(Debug)]
 pub struct Given {
-    bits: Cells,
+    /// The marks [`carry`] made, for the users who have any.
+    rows: ArcSwapOption<Rows>,
+    /// Where `rows` are kept, and the data's id, with progress on disk.
+    rows_file: Option<(PathBuf, u64)>,
+    /// Marks made after [`carry`] built `rows` (a user who moved while it
+    /// ran, or caught up after the swap): one bit a position of the whole
+    /// table, of which only the pages of such users are ever touched.
+    shadow: Cells,
+    /// One bit a user of the version: their marks in `shadow` are to be
+    /// read too.
+    late: Cells,
+    /// Every user's `shadow` is read: a file an earlier build kept, which
+    /// marked every user there.
+    all_late: bool,
     /// Set from the swap until every cell of the version before is sealed.
     catching_up: AtomicBool,
     /// That version, while `catching_up`.
@@ -74,63 +101,215 @@ pub const fn words_for(positions: usize) -> usize {
     positions.div_ceil(32)
 }
 
+/// The rows of a [`Given`] as one request holds them.
+pub type RowsGuard = Guard<Option<Arc<Rows>>>;
+
+/// What one request reads of one user's marks: their row, if they have
+/// one, and their part of the shadow, if they were marked late.
+#[derive(Debug, Clone, Copy)]
+pub struct Marks<'a> {
+    row: Option<(&'a Rows, u64)>,
+    shadow: Option<&'a [AtomicU32]>,
+    /// Where the user's feed starts in the table (the shadow's numbering).
+    base: usize,
+}
+
+impl Marks<'_> {
+    /// Whether the item at `at` of the user's feed was given before.
+    #[inline]
+    pub fn is_given(&self, at: usize) -> bool {
+        self.row
+            .is_some_and(|(rows, start)| rows.is_set(start + at as u64))
+            || self.shadow.is_some_and(|words| bit(words, self.base + at))
+    }
+}
+
+/// Bit `at` of `words`.
+#[inline]
+fn bit(words: &[AtomicU32], at: usize) -> bool {
+    words
+        .get(at / 32)
+        .is_some_and(|word| word.load(Ordering::Relaxed) & (1 << (at % 32)) != 0)
+}
+
+/// Sets bit `at` of `words`; whether it was clear (false beyond them).
+fn set_bit(words: &[AtomicU32], at: usize) -> bool {
+    let Some(cell) = words.get(at / 32) else {
+        return false;
+    };
+    let bit = 1 << (at % 32);
+    cell.fetch_or(bit, Ordering::Relaxed) & bit == 0
+}
+
 impl Given {
-    /// No position marked, for a table of `positions` items, in memory.
-    pub fn in_memory(positions: usize) -> Self {
-        Self::with_bits(Cells::Memory(zeroed(words_for(positions))))
+    /// No position marked, for a table of `users` users and `positions`
+    /// items, in memory.
+    pub fn in_memory(users: u32, positions: usize) -> Self {
+        Self::with_cells(
+            Cells::Memory(zeroed(words_for(positions))),
+            Cells::Memory(zeroed(words_for(users as usize))),
+            false,
+            None,
+        )
     }
 
-    /// The marks kept in `file` (of [`crate::progress::Kind::Given`], with
-    /// [`words_for`] the table's items as its users).
-    pub fn in_file(file: ProgressFile) -> Self {
-        Self::with_bits(Cells::File(file))
+    /// The marks kept in files: `shadow` (of [`crate::progress::Kind::Given`],
+    /// with [`words_for`] the table's items as its users), `late` (of
+    /// [`crate::progress::Kind::Late`], [`words_for`] the table's users), or
+    /// none for a shadow an earlier build wrote, in which every user is
+    /// late; the rows at `rows` (data `id`), read by
+    /// [`Self::install_rows`].
+    pub fn in_files(
+        shadow: ProgressFile,
+        late: Option<ProgressFile>,
+        rows: PathBuf,
+        id: u64,
+    ) -> Self {
+        let all_late = late.is_none();
+        let late = late.map_or_else(|| Cells::Memory(zeroed(0)), Cells::File);
+        Self::with_cells(Cells::File(shadow), late, all_late, Some((rows, id)))
     }
 
-    fn with_bits(bits: Cells) -> Self {
+    fn with_cells(
+        shadow: Cells,
+        late: Cells,
+        all_late: bool,
+        rows_file: Option<(PathBuf, u64)>,
+    ) -> Self {
         Self {
-            bits,
+            rows: ArcSwapOption::empty(),
+            rows_file,
+            shadow,
+            late,
+            all_late,
             catching_up: AtomicBool::new(false),
             before: ArcSwapOption::empty(),
         }
     }
 
-    /// The file the marks are kept in, if any.
-    pub fn file(&self) -> Option<&ProgressFile> {
-        match &self.bits {
-            Cells::Memory(_) => None,
-            Cells::File(file) => Some(file),
-        }
+    /// The files the marks are kept in (the shadow, then the late bits),
+    /// none in memory. The rows' own file is written whole by
+    /// [`Self::write_rows`].
+    pub fn files(&self) -> impl Iterator<Item = &ProgressFile> {
+        [&self.shadow, &self.late]
+            .into_iter()
+            .filter_map(|cells| match cells {
+                Cells::Memory(_) => None,
+                Cells::File(file) => Some(file),
+            })
     }
 
-    /// Whether the item at `position` of the table was given before.
+    /// Where the rows are kept, with progress on disk.
+    pub fn rows_path(&self) -> Option<&std::path::Path> {
+        self.rows_file.as_ref().map(|(path, _)| path.as_path())
+    }
+
+    /// The rows, for one request.
     #[inline]
-    pub fn is_given(&self, position: usize) -> bool {
-        self.bits
-            .words()
-            .get(position / 32)
-            .is_some_and(|word| word.load(Ordering::Relaxed) & (1 << (position % 32)) != 0)
+    pub fn load_rows(&self) -> RowsGuard {
+        self.rows.load()
     }
 
-    /// Marks `position`; whether it was not marked before.
-    fn mark(&self, position: usize) -> bool {
-        let word = position / 32;
-        let Some(cell) = self.bits.words().get(word) else {
-            return false;
+    /// Serves `rows` (read back from their file at start).
+    pub fn install_rows(&self, rows: Rows) {
+        self.rows.store(Some(Arc::new(rows)));
+    }
+
+    /// Bytes held by the rows (the shadow's touched pages not counted).
+    pub fn rows_bytes(&self) -> usize {
+        self.rows.load().as_ref().map_or(0, |rows| rows.bytes())
+    }
+
+    /// Writes the rows to their file (before the swap), a no-op in memory.
+    ///
+    /// # Errors
+    /// The system's error; then [`Self::rows_to_shadow`] keeps them durable.
+    pub fn write_rows(&self) -> std::io::Result<()> {
+        let (Some((path, id)), Some(rows)) = (&self.rows_file, self.rows.load_full()) else {
+            return Ok(());
         };
-        let bit = 1 << (position % 32);
-        if cell.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
-            return false;
-        }
-        if let Cells::File(file) = &self.bits {
-            // A word is a "user" of the file: journaled at the next sync.
-            file.moved(word as u32);
-        }
-        true
+        rows.write(path, *id)
     }
 
-    /// Marks the positions of `feed` (starting at `base`) whose item is in
-    /// `given`; returns how many were not marked before.
-    fn mark_given(&self, given: &[u32], feed: &[u32], base: usize, seen: &mut SeenSet) -> usize {
+    /// Copies every row into the shadow, and marks its user late: when the
+    /// rows' file cannot be written, the shadow (whose blocks were
+    /// allocated when it was opened) keeps them.
+    pub fn rows_to_shadow(&self, table: &FeedTable) {
+        let Some(rows) = self.rows.load_full() else {
+            return;
+        };
+        let mut words = Vec::new();
+        for position in 0..table.users() {
+            let Some(start) = rows.row(position, table) else {
+                continue;
+            };
+            let len = table.feed_len(position as usize);
+            words.clear();
+            words.resize(len.div_ceil(64), 0u64);
+            rows.or_into(start, len, &mut words);
+            let base = table.start_at(position as usize);
+            for at in (0..len).filter(|&at| words[at / 64] & (1 << (at % 64)) != 0) {
+                self.mark_shadow(base + at);
+            }
+            self.mark_late(position);
+        }
+    }
+
+    /// What a request for the user at `position` (whose feed starts at
+    /// `base` of `table`) reads of their marks, with `rows` from
+    /// [`Self::load_rows`]; `None` when nothing of their feed is marked.
+    #[inline]
+    pub fn marks<'a>(
+        &'a self,
+        rows: &'a RowsGuard,
+        position: u32,
+        base: usize,
+        table: &FeedTable,
+    ) -> Option<Marks<'a>> {
+        let row = rows
+            .as_deref()
+            .and_then(|rows| Some((rows, rows.row(position, table)?)));
+        let shadow = (self.all_late || bit(self.late.words(), position as usize))
+            .then(|| self.shadow.words());
+        (row.is_some() || shadow.is_some()).then_some(Marks { row, shadow, base })
+    }
+
+    /// Whether the user at `position` has marks in the shadow.
+    fn is_late(&self, position: u32) -> bool {
+        self.all_late || bit(self.late.words(), position as usize)
+    }
+
+    /// Marks `position` of the table in the shadow; whether it was not
+    /// marked before.
+    fn mark_shadow(&self, position: usize) -> bool {
+        let fresh = set_bit(self.shadow.words(), position);
+        if fresh && let Cells::File(file) = &self.shadow {
+            // A word is a "user" of the file: journaled at the next sync.
+            file.moved((position / 32) as u32);
+        }
+        fresh
+    }
+
+    /// Marks the user at `position` late (their shadow is read).
+    fn mark_late(&self, position: u32) {
+        if set_bit(self.late.words(), position as usize)
+            && let Cells::File(file) = &self.late
+        {
+            file.moved(position / 32);
+        }
+    }
+
+    /// Marks, in the shadow, the positions of `feed` (the user at
+    /// `position`, starting at `base`) whose item is in `given`, and the
+    /// user late; returns how many were not marked before.
+    fn mark_given(
+        &self,
+        position: u32,
+        given: &[u32],
+        feed: &[u32],
+        base: usize,
+        seen: &mut SeenSet,
+    ) -> usize {
         if given.is_empty() {
             return 0;
         }
@@ -138,9 +317,14 @@ impl Given {
         set.hold_all(given);
         let mut marked = 0;
         for (at, &item) in feed.iter().enumerate() {
-            if set.contains(item, given) && self.mark(base + at) {
+            if set.contains(item, given) && self.mark_shadow(base + at) {
                 marked += 1;
             }
+        }
+        if marked > 0 {
+            // After the bits: whoever reads the late bit finds them set
+            // (the carry's protocol orders both before any read of them).
+            self.mark_late(position);
         }
         marked
     }
@@ -175,7 +359,7 @@ impl Given {
         if let Some((offset, true)) = old.offsets().seal(at) {
             if let Some((_, base, now)) = storage.table().locate(user) {
                 let given = &feed[..(offset as usize).min(feed.len())];
-                self.mark_given(given, now, base, &mut SeenSet::default());
+                self.mark_given(position, given, now, base, &mut SeenSet::default());
             }
             old.offsets().settle(at);
         }
@@ -201,7 +385,7 @@ impl Given {
             if let Some((offset, true)) = before.offsets().seal(at as u32) {
                 moved += 1;
                 let given = &feed[..(offset as usize).min(feed.len())];
-                self.mark_given(given, now, base, &mut seen);
+                self.mark_given(position, given, now, base, &mut seen);
                 before.offsets().settle(at as u32);
             }
         }
@@ -214,39 +398,82 @@ impl Given {
 /// What [`carry`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Carried {
-    /// Users of the version before with progress.
+    /// Users of both versions with progress in the version before.
     pub users: usize,
     /// Positions of the new version marked as given.
     pub marked: usize,
+    /// Users of the new version with a row of marks (theirs from this
+    /// carry, and from earlier ones when it serves again).
+    pub rows: usize,
 }
 
 /// Before `after` is swapped in over `before` (which still serves): marks
-/// in `given` every position of `after`'s feeds whose item its user was
-/// given under `before`, and opens the catching up that
-/// [`Given::finish`] ends after the swap. Runs on a background thread;
-/// nothing waits for it but the swap. `after`'s retry keys are forgotten
-/// first: marks may now fall inside a page it answered, which could then
-/// not be replayed as it was (docs/API.md: after a swap a retry is a new
-/// request).
+/// every position of `after`'s feeds whose item its user was given under
+/// `before`, in rows for the users who have any, installed in `given`
+/// (with those `given` held already, when `after` serves again after a
+/// rollback), and opens the catching up that [`Given::finish`] ends after
+/// the swap. Runs on a background thread; nothing waits for it but the
+/// swap. The caller then makes the rows durable ([`Given::write_rows`]).
+/// `after`'s retry keys are forgotten first: marks may now fall inside a
+/// page it answered, which could then not be replayed as it was
+/// (docs/API.md: after a swap a retry is a new request).
 pub fn carry(before: &Arc<dyn Served>, after: &MemoryFeedStorage, given: &Given) -> Carried {
     let old = before.storage();
     after.offsets().forget_keys();
+    let table = after.table();
+    let held = given.rows.load_full();
+    let mut builder = RowsBuilder::new(table.users());
     let mut seen = SeenSet::default();
+    let mut row: Vec<u64> = Vec::new();
     let mut carried = Carried {
         users: 0,
         marked: 0,
+        rows: 0,
     };
-    for (at, (user, feed)) in old.table().entries().enumerate() {
-        let offset = old.offsets().take_changed(at as u32) as usize;
-        if offset == 0 {
-            continue;
+    for (position, (user, feed)) in table.entries().enumerate() {
+        let position = position as u32;
+        row.clear();
+        row.resize(feed.len().div_ceil(64), 0);
+        let mut any = false;
+        // What this version carried before, when it serves again.
+        if let Some(start) = held.as_ref().and_then(|rows| rows.row(position, table)) {
+            if let Some(rows) = &held {
+                rows.or_into(start, feed.len(), &mut row);
+            }
+            any = true;
         }
-        carried.users += 1;
-        let Some((_, base, now)) = after.table().locate(UserId::new(user)) else {
-            continue;
-        };
-        carried.marked += given.mark_given(&feed[..offset.min(feed.len())], now, base, &mut seen);
+        if given.is_late(position) {
+            let base = table.start_at(position as usize);
+            for at in 0..feed.len() {
+                if bit(given.shadow.words(), base + at) {
+                    row[at / 64] |= 1 << (at % 64);
+                    any = true;
+                }
+            }
+        }
+        if let Some((at, old_feed)) = old.table().lookup(UserId::new(user)) {
+            let offset = old.offsets().take_changed(at) as usize;
+            if offset > 0 {
+                carried.users += 1;
+                let given = &old_feed[..offset.min(old_feed.len())];
+                let mut set = seen.start(given.len());
+                set.hold_all(given);
+                for (at, &item) in feed.iter().enumerate() {
+                    let (word, bit) = (at / 64, 1 << (at % 64));
+                    if row[word] & bit == 0 && set.contains(item, given) {
+                        row[word] |= bit;
+                        carried.marked += 1;
+                        any = true;
+                    }
+                }
+            }
+        }
+        if any && row.iter().any(|&word| word != 0) {
+            builder.push(position, &row, feed.len());
+            carried.rows += 1;
+        }
     }
+    given.rows.store(Some(Arc::new(builder.finish())));
     given
         .before
         .store(Some(Arc::new(Before(Arc::clone(before)))));
@@ -296,9 +523,9 @@ mod tests {
     /// (the swap), finish; `after` serving again after a rollback is
     /// unsealed first.
     fn swap(before: &Arc<Version>, after: &Arc<Version>) -> Carried {
-        let given = after
-            .0
-            .given_or_init(|| Given::in_memory(after.0.table().total_items()));
+        let given = after.0.given_or_init(|| {
+            Given::in_memory(after.0.table().users(), after.0.table().total_items())
+        });
         let before_dyn: Arc<dyn Served> = Arc::clone(before) as Arc<dyn Served>;
         let carried = carry(&before_dyn, &after.0, given);
         after.0.offsets().unseal_all();
@@ -320,7 +547,7 @@ mod tests {
         assert_eq!(take(&v1, 7, 30), (5001..=5030).collect::<Vec<_>>());
 
         let carried = swap(&v1, &v2);
-        assert_eq!((carried.users, carried.marked), (1, 21));
+        assert_eq!((carried.users, carried.marked, carried.rows), (1, 21, 1));
         // 5020-5030 and 5001-5010 are skipped; the rest comes in order.
         assert_eq!(take(&v2, 7, 10), (5031..=5040).collect::<Vec<_>>());
         assert_eq!(take(&v2, 7, 10), (6001..=6010).collect::<Vec<_>>());
@@ -376,7 +603,7 @@ mod tests {
         let old = version(&[1, 2], &[feed.clone(), feed]);
         let new = version(&[1, 2], &[reversed.clone(), reversed]);
         take(&old, 1, 10);
-        let given = new.0.given_or_init(|| Given::in_memory(200));
+        let given = new.0.given_or_init(|| Given::in_memory(2, 200));
         let old_dyn: Arc<dyn Served> = Arc::clone(&old) as Arc<dyn Served>;
         carry(&old_dyn, &new.0, given);
         // After the carry read them: user 1 moves on, user 2 starts.
@@ -429,7 +656,7 @@ mod tests {
                 })
             })
             .collect();
-        let given = new.0.given_or_init(|| Given::in_memory(8 * 400));
+        let given = new.0.given_or_init(|| Given::in_memory(8, 8 * 400));
         let old_dyn: Arc<dyn Served> = Arc::clone(&old) as Arc<dyn Served>;
         carry(&old_dyn, &new.0, given);
         *current.lock().unwrap() = Arc::clone(&new);

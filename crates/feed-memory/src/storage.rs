@@ -8,7 +8,7 @@ use feed_domain::{
 use std::sync::{Arc, OnceLock};
 
 use crate::blocklist::Blocked;
-use crate::carry::Given;
+use crate::carry::{Given, Marks, RowsGuard};
 use crate::offsets::{KeyedRange, OffsetMap};
 use crate::table::FeedTable;
 
@@ -31,10 +31,8 @@ pub struct MemoryFeedStorage {
 /// neither is served.
 #[derive(Clone, Copy)]
 struct Skip<'a> {
-    given: Option<&'a Given>,
+    given: Option<Marks<'a>>,
     blocked: Option<&'a Blocked>,
-    /// Where the feed starts in the table (the marks' numbering).
-    base: usize,
     feed: &'a [u32],
 }
 
@@ -47,8 +45,7 @@ impl Skip<'_> {
 
     #[inline]
     fn given(&self, at: usize) -> bool {
-        self.given
-            .is_some_and(|given| given.is_given(self.base + at))
+        self.given.is_some_and(|given| given.is_given(at))
     }
 
     #[inline]
@@ -106,19 +103,35 @@ impl MemoryFeedStorage {
         let _ = self.blocked.set(blocked);
     }
 
-    /// What a request for the feed at `base` passes over.
+    /// What a request for the user at `position`, whose feed starts at
+    /// `base`, passes over; `rows` from [`Self::rows`].
     #[inline]
-    fn skip<'a>(&'a self, base: usize, feed: &'a [u32]) -> Skip<'a> {
+    fn skip<'a>(
+        &'a self,
+        rows: &'a Option<RowsGuard>,
+        position: u32,
+        base: usize,
+        feed: &'a [u32],
+    ) -> Skip<'a> {
         Skip {
-            given: self.given.get(),
+            given: self
+                .given
+                .get()
+                .zip(rows.as_ref())
+                .and_then(|(given, rows)| given.marks(rows, position, base, &self.table)),
             blocked: self
                 .blocked
                 .get()
                 .map(Arc::as_ref)
                 .filter(|b| !b.is_empty()),
-            base,
             feed,
         }
+    }
+
+    /// The rows of marks, for one request (held while it reads them).
+    #[inline]
+    fn rows(&self) -> Option<RowsGuard> {
+        self.given.get().map(Given::load_rows)
     }
 
     /// The positions given under the version served before, if any.
@@ -194,14 +207,18 @@ impl FeedStorage for MemoryFeedStorage {
 
 impl MemoryFeedStorage {
     /// What a request for `user` of up to `max` items works with: their
-    /// position, the step, their feed's length and what it passes over;
-    /// what the version before gave them carried first, while that is
-    /// being done (`crate::carry`).
+    /// position, the step, their feed's length, where it starts and the
+    /// feed; what the version before gave them carried first, while that
+    /// is being done (`crate::carry`).
     ///
     /// # Errors
     /// [`StorageError::UnknownUser`] when the table has no feed for `user`.
     #[inline]
-    fn prepare(&self, user: UserId, max: usize) -> Result<(u32, u32, u32, Skip<'_>), StorageError> {
+    fn prepare(
+        &self,
+        user: UserId,
+        max: usize,
+    ) -> Result<(u32, u32, u32, usize, &[u32]), StorageError> {
         // Look the user up before touching the offset map, so that requests
         // for unknown users never grow it.
         let (position, base, feed) = self
@@ -211,11 +228,10 @@ impl MemoryFeedStorage {
         let want = u32::try_from(max).unwrap_or(u32::MAX);
         // A feed is at most u32::MAX long: the table holds at most that many items per user.
         let len = feed.len() as u32;
-        let skip = self.skip(base, feed);
-        if let Some(given) = skip.given {
+        if let Some(given) = self.given.get() {
             given.catch_up(user, position, self);
         }
-        Ok((position, want, len, skip))
+        Ok((position, want, len, base, feed))
     }
 
     /// [`FeedStorage::take_next`] without the future: appends up to `max` of
@@ -230,7 +246,9 @@ impl MemoryFeedStorage {
         max: usize,
         out: &mut Vec<ItemId>,
     ) -> Result<Taken, StorageError> {
-        let (position, want, len, skip) = self.prepare(user, max)?;
+        let (position, want, len, base, feed) = self.prepare(user, max)?;
+        let rows = self.rows();
+        let skip = self.skip(&rows, position, base, feed);
         let range = if skip.any() {
             self.offsets
                 .advance_to(position, len, |from| skip.end_after(from, want, len))
@@ -256,7 +274,9 @@ impl MemoryFeedStorage {
         key: IdempotencyKey,
         out: &mut Vec<ItemId>,
     ) -> Result<Keyed, StorageError> {
-        let (position, want, len, skip) = self.prepare(user, max)?;
+        let (position, want, len, base, feed) = self.prepare(user, max)?;
+        let rows = self.rows();
+        let skip = self.skip(&rows, position, base, feed);
         let end = |from: u32| {
             if skip.any() {
                 skip.end_after(from, want, len)

@@ -433,10 +433,22 @@ impl FeedTable {
 
     /// Where the feed at `position` starts among all the table's items.
     #[inline]
-    fn start_at(&self, position: usize) -> usize {
+    pub(crate) fn start_at(&self, position: usize) -> usize {
         match &self.shape {
             Shape::Fixed { feed_len } => position * feed_len,
             Shape::Csr { offsets } => offsets.get()[position] as usize,
+        }
+    }
+
+    /// The length of the feed at `position` (below the number of users).
+    #[inline]
+    pub(crate) fn feed_len(&self, position: usize) -> usize {
+        match &self.shape {
+            Shape::Fixed { feed_len } => *feed_len,
+            Shape::Csr { offsets } => {
+                let offsets = offsets.get();
+                (offsets[position + 1] - offsets[position]) as usize
+            }
         }
     }
 

@@ -204,11 +204,10 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
             .block_with(Arc::clone(&self.blocked));
         // Marks this data carried in an earlier run stay in force.
         if storage.given().is_none() {
-            match self.progress.given_kept(
-                loaded.data_id,
-                storage.table().total_items(),
-                &self.logger,
-            ) {
+            match self
+                .progress
+                .given_kept(loaded.data_id, storage.table(), &self.logger)
+            {
                 Ok(Some(given)) => {
                     storage.given_or_init(|| given);
                 }
@@ -266,30 +265,38 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
     ) -> Carried {
         let started = Instant::now();
         let storage = after.storage();
-        let positions = storage.table().total_items();
         let given = storage.given_or_init(|| {
             self.progress
-                .given(data_id, positions, &self.logger)
+                .given(data_id, storage.table(), &self.logger)
                 .unwrap_or_else(|e| {
                     // A swap (an emergency rollback above all) never fails
                     // for want of this file: the marks are kept in memory.
                     error!(self.logger, "progress: the file of items given before cannot be \
                         used, kept in memory for this run"; "error" => %e);
-                    Given::in_memory(positions)
+                    Given::in_memory(storage.table().users(), storage.table().total_items())
                 })
         });
         let before: Arc<dyn Served> = Arc::clone(before) as Arc<dyn Served>;
         let carried = carry(&before, storage, given);
         // On disk before the swap: an offset that moved past a marked
         // position must never be durable without the mark.
-        if let Some(file) = given.file()
-            && let Err(e) = file.sync_all()
-        {
-            error!(self.logger, "progress: the items given before could not be synced, \
-                the next sync writes them"; "file" => log_path(file.path()), "error" => %e);
+        if let Err(e) = given.write_rows() {
+            // The shadow's blocks were allocated when it was opened: it
+            // keeps the marks instead, at one bit a position of the table.
+            error!(self.logger, "progress: the rows of items given before could not be written, \
+                kept in the file of late marks instead";
+                "file" => given.rows_path().map(log_path), "error" => %e);
+            given.rows_to_shadow(storage.table());
+        }
+        for file in given.files() {
+            if let Err(e) = file.sync_all() {
+                error!(self.logger, "progress: the items given before could not be synced, \
+                    the next sync writes them"; "file" => log_path(file.path()), "error" => %e);
+            }
         }
         info!(self.logger, "carried the items given under the version served before";
             "users_with_progress" => carried.users, "positions_marked" => carried.marked,
+            "users_with_marks" => carried.rows, "marks_bytes" => given.rows_bytes(),
             "ms" => started.elapsed().as_millis() as u64);
         carried
     }
@@ -302,11 +309,11 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
             return;
         };
         let moved = given.finish(after);
-        if let Some(file) = given.file()
-            && let Err(e) = file.sync_all()
-        {
-            error!(self.logger, "progress: the items given before could not be synced, \
-                the next sync writes them"; "file" => log_path(file.path()), "error" => %e);
+        for file in given.files() {
+            if let Err(e) = file.sync_all() {
+                error!(self.logger, "progress: the items given before could not be synced, \
+                    the next sync writes them"; "file" => log_path(file.path()), "error" => %e);
+            }
         }
         info!(self.logger, "sealed the version served before";
             "users_moved_meanwhile" => moved, "ms" => started.elapsed().as_millis() as u64);
@@ -328,13 +335,11 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
             self.report_clamped(&service);
             let storage = service.storage();
             let offsets = storage.offsets();
-            let given = storage.given().and_then(|given| given.file());
-            // Marks first: an offset past a marked position is never
-            // durable before the mark is.
-            for file in [given, offsets.file(), offsets.keys_file()]
-                .into_iter()
-                .flatten()
-            {
+            // Marks first (the shadow before the late bits that point to
+            // it): an offset past a marked position is never durable
+            // before the mark is.
+            let given = storage.given().into_iter().flat_map(Given::files);
+            for file in given.chain([offsets.file(), offsets.keys_file()].into_iter().flatten()) {
                 let synced = if all { file.sync_all() } else { file.sync() };
                 match synced {
                     Ok(synced) => self.publish.progress(ProgressEvent::Synced {
@@ -772,7 +777,7 @@ mod lifecycle_tests {
     use feed_domain::{FeedError, StorageHealth};
 
     use super::*;
-    use crate::{FeedTable, OffsetMap, snapshot};
+    use crate::{FeedTable, OffsetMap, OnCorrupt, snapshot};
 
     /// Counts errors; nothing else.
     #[derive(Debug, Clone, Default)]
@@ -876,6 +881,90 @@ mod lifecycle_tests {
             Err(DataControlError::Forbidden(_))
         ));
         assert_eq!(lock(&recorded.served).len(), 4);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The first `n` items of `user` from the version served now.
+    fn take(manager: &DataManager<Errors>, user: u64, n: usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        let service = manager.current_service().unwrap();
+        service
+            .storage()
+            .take_now(feed_domain::UserId::new(user), n, &mut out)
+            .unwrap();
+        out.into_iter().map(feed_domain::ItemId::get).collect()
+    }
+
+    /// A manager of `progress`'s files serving `path` first.
+    fn serving(path: &Path, dir: &Path, progress: &ProgressPlace) -> DataManager<Errors> {
+        let logger = Logger::root(slog::Discard, slog::o!());
+        let limits = SizeLimits::new(10, 50).unwrap();
+        let manager = DataManager::new(
+            Arc::new(Recorded::default()) as Arc<dyn Publish<MemoryFeedService<Errors>>>,
+            Errors::default(),
+            limits,
+            SnapshotPlace {
+                default: Some(path.to_owned()),
+                dir: Some(dir.to_owned()),
+            },
+            progress.clone(),
+            logger.clone(),
+        );
+        let opened = Snapshot::open(path).unwrap();
+        let offsets = progress.snapshot_offsets(&opened, &logger).unwrap();
+        manager.install_first(from_snapshot(
+            opened,
+            Duration::ZERO,
+            limits,
+            Errors::default(),
+            offsets,
+        ));
+        manager
+    }
+
+    /// What a reload carried is kept in the progress folder, rows only for
+    /// the users who have marks: a restart on the new version still gives
+    /// nothing twice, to a user who had not asked it yet too.
+    #[test]
+    fn a_restart_keeps_what_the_carry_marked() {
+        let dir = crate::files::scratch_dir("lifecycle-carry");
+        let (first, second) = (dir.join("first.snap"), dir.join("second.snap"));
+        // 64 users of 40 items; the second version has them reversed.
+        let feeds: Vec<u32> = (0..64 * 40).map(|i| i % 40 + 1).collect();
+        let reversed: Vec<u32> = (0..64 * 40).map(|i| 40 - i % 40).collect();
+        let fallback: Vec<u32> = (100..=200).collect();
+        snapshot::write(
+            &first,
+            &FeedTable::from_items(feeds, 40).unwrap(),
+            &fallback,
+            1,
+        )
+        .unwrap();
+        let table = FeedTable::from_items(reversed, 40).unwrap();
+        snapshot::write(&second, &table, &fallback, 2).unwrap();
+        let progress = ProgressPlace {
+            dir: Some(dir.join("progress")),
+            on_corrupt: OnCorrupt::Fail,
+        };
+        let manager = serving(&first, &dir, &progress);
+        // Users 3 and 40 get items 1-5 and 1-7; nobody else asks.
+        assert_eq!(take(&manager, 3, 5), [1, 2, 3, 4, 5]);
+        assert_eq!(take(&manager, 40, 7), [1, 2, 3, 4, 5, 6, 7]);
+        manager.reload(Some("second.snap".into())).unwrap();
+        let service = manager.current_service().unwrap();
+        let given = service.storage().given().unwrap();
+        // Two rows of 40 bits, and the index: 3 bits a user.
+        assert_eq!(given.rows_bytes(), 8 + 16 + 2 * 8);
+        assert_eq!(take(&manager, 3, 10), (31..=40).rev().collect::<Vec<_>>());
+        manager.sync(true);
+        drop((service, manager));
+
+        // A restart on the second version (as after a kill: its progress
+        // is its own, the rows say what the first gave).
+        let manager = serving(&second, &dir, &progress);
+        assert_eq!(take(&manager, 40, 40), (8..=40).rev().collect::<Vec<_>>());
+        assert_eq!(take(&manager, 3, 40), (6..=30).rev().collect::<Vec<_>>());
+        drop(manager);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

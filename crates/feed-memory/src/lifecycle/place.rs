@@ -6,12 +6,13 @@
 use std::path::{Path, PathBuf};
 
 use feed_domain::DataControlError;
-use slog::{Logger, info, warn};
+use slog::{Logger, error, info, warn};
 
 use super::log_path;
 use crate::progress::Kind;
 use crate::{
-    Given, OffsetMap, OnCorrupt, Opened, ProgressError, ProgressFile, Snapshot, words_for,
+    FeedTable, Given, OffsetMap, OnCorrupt, Opened, ProgressError, ProgressFile, Rows, Snapshot,
+    words_for,
 };
 
 /// Where users' progress is kept.
@@ -80,31 +81,62 @@ impl ProgressPlace {
         self.offsets(snapshot.meta().id, snapshot.table().users(), logger)
     }
 
-    /// The marks of the positions of data `id` (a table of `positions`
-    /// items) given under the version served before it: kept in its file,
-    /// created empty if there is none; in memory without a folder.
+    /// The marks of the positions of data `id` (over `table`) given under
+    /// the version served before it: kept in its files, created empty if
+    /// there are none; in memory without a folder. A shadow file an
+    /// earlier build wrote without the late bits is kept, every user late.
     ///
     /// # Errors
     /// [`ProgressError`] naming the file or folder.
     pub fn given(
         &self,
         id: u64,
-        positions: usize,
+        table: &FeedTable,
         logger: &Logger,
     ) -> Result<Given, ProgressError> {
+        let positions = table.total_items();
         let Some(dir) = &self.dir else {
-            return Ok(Given::in_memory(positions));
+            return Ok(Given::in_memory(table.users(), positions));
         };
         let words = u32::try_from(words_for(positions)).map_err(|_| ProgressError::Corrupt {
             path: dir.join(ProgressFile::kind_file_name(Kind::Given, id)),
             reason: format!("{positions} feed positions are too many to mark"),
         })?;
+        let legacy = dir
+            .join(ProgressFile::kind_file_name(Kind::Given, id))
+            .exists()
+            && !dir
+                .join(ProgressFile::kind_file_name(Kind::Late, id))
+                .exists();
         let (file, opened) = ProgressFile::open_kind(Kind::Given, dir, id, words, self.on_corrupt)?;
         if let Opened::Reset { reason, aside } = opened {
             warn!(logger, "progress: the file of items given before was bad, kept aside, starting fresh";
                 "file" => log_path(file.path()), "reason" => reason, "aside" => log_path(&aside));
         }
-        Ok(Given::in_file(file))
+        let late = if legacy {
+            None
+        } else {
+            let users = words_for(table.users() as usize) as u32;
+            let (late, opened) =
+                ProgressFile::open_kind(Kind::Late, dir, id, users, self.on_corrupt)?;
+            if let Opened::Reset { reason, aside } = opened {
+                warn!(logger, "progress: the file of users marked late was bad, kept aside, starting fresh";
+                    "file" => log_path(late.path()), "reason" => reason, "aside" => log_path(&aside));
+            }
+            Some(late)
+        };
+        let rows = dir.join(Rows::file_name(id));
+        let given = Given::in_files(file, late, rows.clone(), id);
+        match Rows::read(&rows, id, table) {
+            Ok(Some(read)) => given.install_rows(read),
+            Ok(None) => {}
+            Err(reason) => {
+                // Served as if none were, as for the other files of marks.
+                error!(logger, "progress: the rows of items given before cannot be used, \
+                    served as if none were"; "file" => log_path(&rows), "reason" => reason);
+            }
+        }
+        Ok(given)
     }
 
     /// [`Self::given`], only when data `id` has such a file from an earlier
@@ -115,7 +147,7 @@ impl ProgressPlace {
     pub fn given_kept(
         &self,
         id: u64,
-        positions: usize,
+        table: &FeedTable,
         logger: &Logger,
     ) -> Result<Option<Given>, ProgressError> {
         let Some(dir) = &self.dir else {
@@ -127,7 +159,7 @@ impl ProgressPlace {
         {
             return Ok(None);
         }
-        self.given(id, positions, logger).map(Some)
+        self.given(id, table, logger).map(Some)
     }
 
     /// Removes progress files of data other than `keep`.

@@ -57,6 +57,8 @@ pub(super) fn clean(dir: &Path, keep: &[String]) -> std::io::Result<Vec<PathBuf>
     let mut others = Vec::new();
     let mut other_keys = Vec::new();
     let mut other_given = Vec::new();
+    let mut other_late = Vec::new();
+    let mut other_rows = Vec::new();
     let mut aside = Vec::new();
     let mut temporaries = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -74,6 +76,10 @@ pub(super) fn clean(dir: &Path, keep: &[String]) -> std::io::Result<Vec<PathBuf>
             other_keys.push((modified, path));
         } else if name.ends_with("-given.bin") && !keep.contains(&name) {
             other_given.push((modified, path));
+        } else if name.ends_with("-late.bin") && !keep.contains(&name) {
+            other_late.push((modified, path));
+        } else if name.ends_with("-rows.bin") && !keep.contains(&name) {
+            other_rows.push((modified, path));
         } else if name.ends_with(".bin") && !keep.contains(&name) {
             others.push((modified, path));
         } else if name.contains(".corrupt-") {
@@ -86,12 +92,16 @@ pub(super) fn clean(dir: &Path, keep: &[String]) -> std::io::Result<Vec<PathBuf>
     others.sort_by(|a, b| b.cmp(a));
     other_keys.sort_by(|a, b| b.cmp(a));
     other_given.sort_by(|a, b| b.cmp(a));
+    other_late.sort_by(|a, b| b.cmp(a));
+    other_rows.sort_by(|a, b| b.cmp(a));
     aside.sort_by(|a, b| b.cmp(a));
     let mut removed = Vec::new();
     let others = others.into_iter().skip(1);
     let others = others
         .chain(other_keys.into_iter().skip(1))
-        .chain(other_given.into_iter().skip(1));
+        .chain(other_given.into_iter().skip(1))
+        .chain(other_late.into_iter().skip(1))
+        .chain(other_rows.into_iter().skip(1));
     for (_, path) in others {
         if remove_unused(&path) {
             removed.push(path);

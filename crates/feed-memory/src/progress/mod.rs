@@ -153,15 +153,20 @@ pub enum Kind {
     Keys,
     /// The feed positions given under the version served before, one bit
     /// a position over the whole table, in `u32` words; its "users" are the
-    /// words (`progress-<id>-given.bin`): see `crate::carry`.
+    /// words (`progress-<id>-given.bin`), read only for the users marked
+    /// in [`Kind::Late`]: see `crate::carry`.
     Given,
+    /// One bit a user, in `u32` words (the "users" are the words): their
+    /// marks are (also) in the [`Kind::Given`] file
+    /// (`progress-<id>-late.bin`).
+    Late,
 }
 
 impl Kind {
     /// `u32` cells a user.
     pub(crate) const fn width(self) -> usize {
         match self {
-            Self::Offsets | Self::Given => 1,
+            Self::Offsets | Self::Given | Self::Late => 1,
             Self::Keys => 4,
         }
     }
@@ -171,6 +176,7 @@ impl Kind {
             Self::Offsets => *b"FFEEDPRG",
             Self::Keys => *b"FFEEDKEY",
             Self::Given => *b"FFEEDGVN",
+            Self::Late => *b"FFEEDLAT",
         }
     }
 }
@@ -237,6 +243,7 @@ impl ProgressFile {
             Kind::Offsets => Self::file_name(id),
             Kind::Keys => format!("progress-{id:016x}-keys.bin"),
             Kind::Given => format!("progress-{id:016x}-given.bin"),
+            Kind::Late => format!("progress-{id:016x}-late.bin"),
         }
     }
 
@@ -355,7 +362,7 @@ impl ProgressFile {
                         Some((raw & OFFSET).max(entry[0] & OFFSET))
                     });
                 }
-                Kind::Given => {
+                Kind::Given | Kind::Late => {
                     user[0].fetch_or(entry[0], Ordering::Relaxed);
                 }
                 Kind::Keys => {
@@ -578,7 +585,10 @@ impl ProgressFile {
         let keep: Vec<String> = keep
             .iter()
             .flat_map(|&id| {
-                [Kind::Offsets, Kind::Keys, Kind::Given].map(|kind| Self::kind_file_name(kind, id))
+                [Kind::Offsets, Kind::Keys, Kind::Given, Kind::Late]
+                    .map(|kind| Self::kind_file_name(kind, id))
+                    .into_iter()
+                    .chain([crate::rows::Rows::file_name(id)])
             })
             .collect();
         folder::clean(dir, &keep)

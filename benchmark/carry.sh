@@ -91,6 +91,12 @@ first_requests=$requests
 
 # mawk prints large products in exponent form: the kB are multiplied here.
 rss() { echo $(($(awk '/^VmRSS/ {print $2}' "/proc/$pid/status") * 1024)); }
+# Resident bytes of the server's mappings of files whose name ends with $1
+# (the marks' shadow and late bits: only the pages touched are resident).
+mapped() {
+    awk -v suffix="$1" '/^[0-9a-f]+-[0-9a-f]+ / { on = ($NF ~ suffix "$") }
+        on && /^Rss:/ { kb += $2 } END { print kb * 1024 }' "/proc/$pid/smaps"
+}
 # change NAME PATH BODY: POST PATH with BODY on the admin listener; prints
 # "seconds rss_before rss_after".
 change() {
@@ -99,12 +105,12 @@ change() {
     seconds=$(timeout 600 curl -sf -o "$data/$1.json" -w '%{time_total}' -X POST \
         -H 'content-type: application/json' --data "$3" "http://127.0.0.1:$admin_port$2")
     after=$(rss)
-    echo "$seconds $before $after"
+    echo "$seconds $before $after $(mapped -given.bin) $(mapped -late.bin)"
 }
-read -r reload_s reload_before reload_after <<<"$(change reload /admin/reload "{\"path\": \"$second\"}")"
+read -r reload_s reload_before reload_after reload_shadow reload_late <<<"$(change reload /admin/reload "{\"path\": \"$second\"}")"
 ask second
 second_requests=$requests
-read -r rollback_s rollback_before rollback_after <<<"$(change rollback /admin/rollback '')"
+read -r rollback_s rollback_before rollback_after rollback_shadow rollback_late <<<"$(change rollback /admin/rollback '')"
 
 # The server's own account of each swap, from its log.
 field() { python3 - "$data/server.log" "$1" "$2" "$3" <<'PY'
@@ -124,11 +130,19 @@ mib() { echo "scale=1; $1 / 1048576" | bc; }
     echo "even user in turn, pages of 10: $first_requests requests under the first snapshot (about"
     echo "$((first_requests * 2 / users)) pages an even user), then $second_requests under the second"
     echo "before the rollback. Times are the admin request's (curl), and the server's log of its parts;"
-    echo "memory is the server's resident set."
+    echo "memory is the server's resident set. The marks: the rows (in memory, their size from the"
+    echo "log) and the resident pages of the shadow and late-bit files (from /proc/PID/smaps)."
     echo
     echo "| change | request s | load ms | users with progress | positions marked | carry ms (before the swap) | users moved meanwhile | seal ms (after it) | RSS before MiB | RSS after MiB | added MiB |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    carried='carried the items given under the version served before'
+
     echo "| reload | $reload_s | $(field reloaded load_ms 0) | $(field 'carried the items given under the version served before' users_with_progress 0) | $(field 'carried the items given under the version served before' positions_marked 0) | $(field 'carried the items given under the version served before' ms 0) | $(field 'sealed the version served before' users_moved_meanwhile 0) | $(field 'sealed the version served before' ms 0) | $(mib "$reload_before") | $(mib "$reload_after") | $(mib $((reload_after - reload_before))) |"
     echo "| rollback | $rollback_s | - | $(field 'carried the items given under the version served before' users_with_progress 1) | $(field 'carried the items given under the version served before' positions_marked 1) | $(field 'carried the items given under the version served before' ms 1) | $(field 'sealed the version served before' users_moved_meanwhile 1) | $(field 'sealed the version served before' ms 1) | $(mib "$rollback_before") | $(mib "$rollback_after") | $(mib $((rollback_after - rollback_before))) |"
+    echo
+    echo "| change | users with marks | rows MiB | shadow resident MiB | late bits resident MiB |"
+    echo "|---|---:|---:|---:|---:|"
+    echo "| reload | $(field "$carried" users_with_marks 0) | $(mib "$(field "$carried" marks_bytes 0)") | $(mib "$reload_shadow") | $(mib "$reload_late") |"
+    echo "| rollback | $(field "$carried" users_with_marks 1) | $(mib "$(field "$carried" marks_bytes 1)") | $(mib "$rollback_shadow") | $(mib "$rollback_late") |"
 } > "$out"
 cat "$out"

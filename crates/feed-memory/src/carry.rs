@@ -31,8 +31,13 @@
 //! first seals its own user's cell in A the same way, under B's stripe
 //! lock of the user ([`Given::catch_up`]), so the user is never served from
 //! B before what A gave them is marked. After it, a request to B reads
-//! marks that no longer change: one flag load, the user's row found once
-//! (a bit test for a user without one), and a bit test a position.
+//! marks that no longer change: one flag load, the rows' pointer and
+//! generation, the user's row found once (a bit test for a user without
+//! one, and a test of their late bit), and a bit test a position; in its
+//! step, after the load of its offset, it checks that the generation is
+//! the same (a rollback's carry bumps it before it opens the cells again),
+//! so a request that read the marks long before never advances past marks
+//! made since.
 //!
 //! A rollback is the same carry the other way round: the version coming
 //! back keeps its bits and adds those of the version it replaces, and its
@@ -45,7 +50,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use arc_swap::{ArcSwapOption, Guard};
 
@@ -78,9 +83,10 @@ pub struct Given {
     /// One bit a user of the version: their marks in `shadow` are to be
     /// read too.
     late: Cells,
-    /// Every user's `shadow` is read: a file an earlier build kept, which
-    /// marked every user there.
-    all_late: bool,
+    /// Bumped by every [`carry`] once its rows are in: a request that read
+    /// the marks under another generation advances nothing
+    /// ([`Given::is_stale`]).
+    generation: AtomicU64,
     /// Set from the swap until every cell of the version before is sealed.
     catching_up: AtomicBool,
     /// That version, while `catching_up`.
@@ -102,12 +108,12 @@ pub const fn words_for(positions: usize) -> usize {
 }
 
 /// The rows of a [`Given`] as one request holds them.
-pub type RowsGuard = Guard<Option<Arc<Rows>>>;
+pub(crate) type RowsGuard = Guard<Option<Arc<Rows>>>;
 
 /// What one request reads of one user's marks: their row, if they have
 /// one, and their part of the shadow, if they were marked late.
 #[derive(Debug, Clone, Copy)]
-pub struct Marks<'a> {
+pub(crate) struct Marks<'a> {
     row: Option<(&'a Rows, u64)>,
     shadow: Option<&'a [AtomicU32]>,
     /// Where the user's feed starts in the table (the shadow's numbering).
@@ -117,7 +123,7 @@ pub struct Marks<'a> {
 impl Marks<'_> {
     /// Whether the item at `at` of the user's feed was given before.
     #[inline]
-    pub fn is_given(&self, at: usize) -> bool {
+    pub(crate) fn is_given(&self, at: usize) -> bool {
         self.row
             .is_some_and(|(rows, start)| rows.is_set(start + at as u64))
             || self.shadow.is_some_and(|words| bit(words, self.base + at))
@@ -148,40 +154,38 @@ impl Given {
         Self::with_cells(
             Cells::Memory(zeroed(words_for(positions))),
             Cells::Memory(zeroed(words_for(users as usize))),
-            false,
             None,
         )
     }
 
-    /// The marks kept in files: `shadow` (of [`crate::progress::Kind::Given`],
-    /// with [`words_for`] the table's items as its users), `late` (of
-    /// [`crate::progress::Kind::Late`], [`words_for`] the table's users), or
-    /// none for a shadow an earlier build wrote, in which every user is
-    /// late; the rows at `rows` (data `id`), read by
-    /// [`Self::install_rows`].
-    pub fn in_files(
-        shadow: ProgressFile,
-        late: Option<ProgressFile>,
-        rows: PathBuf,
-        id: u64,
-    ) -> Self {
-        let all_late = late.is_none();
-        let late = late.map_or_else(|| Cells::Memory(zeroed(0)), Cells::File);
-        Self::with_cells(Cells::File(shadow), late, all_late, Some((rows, id)))
+    /// The marks kept in files: `shadow` (of
+    /// [`crate::progress::Kind::Given`], with [`words_for`] the table's
+    /// items as its users), `late` (of [`crate::progress::Kind::Late`],
+    /// [`words_for`] the table's users), and the rows at `rows` (data
+    /// `id`), read and installed by the caller.
+    pub fn in_files(shadow: ProgressFile, late: ProgressFile, rows: PathBuf, id: u64) -> Self {
+        Self::with_cells(Cells::File(shadow), Cells::File(late), Some((rows, id)))
     }
 
-    fn with_cells(
-        shadow: Cells,
-        late: Cells,
-        all_late: bool,
-        rows_file: Option<(PathBuf, u64)>,
-    ) -> Self {
+    /// Marks every user late, so that the whole shadow is read: for a
+    /// shadow kept without its late bits.
+    pub(crate) fn mark_every_user_late(&self) {
+        for (word, cell) in self.late.words().iter().enumerate() {
+            if cell.fetch_or(u32::MAX, Ordering::Relaxed) != u32::MAX
+                && let Cells::File(file) = &self.late
+            {
+                file.moved(word as u32);
+            }
+        }
+    }
+
+    fn with_cells(shadow: Cells, late: Cells, rows_file: Option<(PathBuf, u64)>) -> Self {
         Self {
             rows: ArcSwapOption::empty(),
             rows_file,
             shadow,
             late,
-            all_late,
+            generation: AtomicU64::new(0),
             catching_up: AtomicBool::new(false),
             before: ArcSwapOption::empty(),
         }
@@ -204,14 +208,29 @@ impl Given {
         self.rows_file.as_ref().map(|(path, _)| path.as_path())
     }
 
-    /// The rows, for one request.
+    /// The marks' generation and rows, for one request: the generation
+    /// first, so that rows a carry installed before bumping it are seen
+    /// with it.
     #[inline]
-    pub fn load_rows(&self) -> RowsGuard {
-        self.rows.load()
+    pub(crate) fn load_rows(&self) -> (u64, RowsGuard) {
+        let generation = self.generation.load(Ordering::Acquire);
+        (generation, self.rows.load())
     }
 
-    /// Serves `rows` (read back from their file at start).
-    pub fn install_rows(&self, rows: Rows) {
+    /// Whether a carry installed other rows since a request read
+    /// `generation`. Called in the request's step, after the load of the
+    /// user's offset: a cell opened again by a rollback
+    /// ([`crate::OffsetMap::unseal_all`], after the carry) shows the new
+    /// generation, so a request that read the marks before it advances
+    /// nothing rather than past marks it never read.
+    #[inline]
+    pub(crate) fn is_stale(&self, generation: u64) -> bool {
+        self.generation.load(Ordering::Acquire) != generation
+    }
+
+    /// Serves `rows` (read back from their file at start, checked against
+    /// this version's table).
+    pub(crate) fn install_rows(&self, rows: Rows) {
         self.rows.store(Some(Arc::new(rows)));
     }
 
@@ -259,7 +278,7 @@ impl Given {
     /// `base` of `table`) reads of their marks, with `rows` from
     /// [`Self::load_rows`]; `None` when nothing of their feed is marked.
     #[inline]
-    pub fn marks<'a>(
+    pub(crate) fn marks<'a>(
         &'a self,
         rows: &'a RowsGuard,
         position: u32,
@@ -269,14 +288,14 @@ impl Given {
         let row = rows
             .as_deref()
             .and_then(|rows| Some((rows, rows.row(position, table)?)));
-        let shadow = (self.all_late || bit(self.late.words(), position as usize))
-            .then(|| self.shadow.words());
+        let shadow = self.is_late(position).then(|| self.shadow.words());
         (row.is_some() || shadow.is_some()).then_some(Marks { row, shadow, base })
     }
 
     /// Whether the user at `position` has marks in the shadow.
+    #[inline]
     fn is_late(&self, position: u32) -> bool {
-        self.all_late || bit(self.late.words(), position as usize)
+        bit(self.late.words(), position as usize)
     }
 
     /// Marks `position` of the table in the shadow; whether it was not
@@ -316,14 +335,21 @@ impl Given {
         let mut set = seen.start(given.len());
         set.hold_all(given);
         let mut marked = 0;
+        let mut matched = false;
         for (at, &item) in feed.iter().enumerate() {
-            if set.contains(item, given) && self.mark_shadow(base + at) {
-                marked += 1;
+            if set.contains(item, given) {
+                matched = true;
+                if self.mark_shadow(base + at) {
+                    marked += 1;
+                }
             }
         }
-        if marked > 0 {
-            // After the bits: whoever reads the late bit finds them set
-            // (the carry's protocol orders both before any read of them).
+        // Whenever a position matched, not only when its bit was new: a
+        // shadow bit may be durable without the late bit (a crash between
+        // their syncs). Both writes are relaxed: the carry's protocol (the
+        // stripe lock, `settle`, `catching_up`) orders them before any
+        // request reads them.
+        if matched {
             self.mark_late(position);
         }
         marked
@@ -474,6 +500,8 @@ pub fn carry(before: &Arc<dyn Served>, after: &MemoryFeedStorage, given: &Given)
         }
     }
     given.rows.store(Some(Arc::new(builder.finish())));
+    // After the rows, before the rollback opens this version's cells again.
+    given.generation.fetch_add(1, Ordering::Release);
     given
         .before
         .store(Some(Arc::new(Before(Arc::clone(before)))));

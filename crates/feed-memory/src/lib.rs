@@ -60,7 +60,7 @@ mod storage;
 mod table;
 
 pub use blocklist::{BlockLog, Blocked, MAX_BLOCKED};
-pub use carry::{Carried, Given, Marks, RowsGuard, Served, carry, words_for};
+pub use carry::{Carried, Given, Served, carry, words_for};
 pub use clock::now_unix_ms;
 pub use generate::{DataSpec, DataSpecError};
 pub use lifecycle::{
@@ -69,7 +69,6 @@ pub use lifecycle::{
 pub use offsets::{KeyedRange, OffsetMap};
 pub use progress::{OnCorrupt, Opened, ProgressError, ProgressFile, ProgressView, ViewError};
 pub use random::CatalogRandomFeed;
-pub use rows::{Rows, RowsBuilder};
 pub use settings::{DataSettings, DataSource, ProgressSettings};
 pub use snapshot::{FallbackList, FileIdentity, Snapshot, SnapshotError, SnapshotMeta};
 pub use storage::MemoryFeedStorage;

@@ -41,7 +41,7 @@ const HEADER: usize = 48;
 
 /// See the module doc.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Rows {
+pub(crate) struct Rows {
     /// Bit `j` of word `w`: the user at position `32 w + j` has a row.
     has: Box<[u32]>,
     /// For each block of 32 users: the bit where the rows of its users
@@ -55,7 +55,7 @@ impl Rows {
     /// Where the row of the user at `position` of `table` starts in the
     /// bits, if the user has one.
     #[inline]
-    pub fn row(&self, position: u32, table: &FeedTable) -> Option<u64> {
+    pub(crate) fn row(&self, position: u32, table: &FeedTable) -> Option<u64> {
         let block = position as usize / BLOCK;
         let has = *self.has.get(block)?;
         let bit = 1u32 << (position as usize % BLOCK);
@@ -64,6 +64,9 @@ impl Rows {
         }
         let mut start = self.starts[block];
         let mut before = has & (bit - 1);
+        if let Some(feed_len) = table.fixed_len() {
+            return Some(start + u64::from(before.count_ones()) * feed_len as u64);
+        }
         while before != 0 {
             let user = block * BLOCK + before.trailing_zeros() as usize;
             start += table.feed_len(user) as u64;
@@ -74,7 +77,7 @@ impl Rows {
 
     /// Whether bit `at` of the rows is set (false beyond them).
     #[inline]
-    pub fn is_set(&self, at: u64) -> bool {
+    pub(crate) fn is_set(&self, at: u64) -> bool {
         self.bits
             .get((at / 64) as usize)
             .is_some_and(|word| word & (1 << (at % 64)) != 0)
@@ -82,7 +85,7 @@ impl Rows {
 
     /// ORs the `len` bits from `start` into `out` (one bit a position,
     /// from bit 0).
-    pub fn or_into(&self, start: u64, len: usize, out: &mut [u64]) {
+    pub(crate) fn or_into(&self, start: u64, len: usize, out: &mut [u64]) {
         let shift = (start % 64) as u32;
         let first = (start / 64) as usize;
         for (i, word) in out.iter_mut().enumerate().take(len.div_ceil(64)) {
@@ -100,18 +103,13 @@ impl Rows {
         }
     }
 
-    /// Users with a row.
-    pub fn users(&self) -> usize {
-        self.has.iter().map(|w| w.count_ones() as usize).sum()
-    }
-
     /// Bytes held: the index and the bits.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         size_of_val(&*self.has) + size_of_val(&*self.starts) + size_of_val(&*self.bits)
     }
 
     /// The file name of the rows of data `id`.
-    pub fn file_name(id: u64) -> String {
+    pub(crate) fn file_name(id: u64) -> String {
         format!("progress-{id:016x}-rows.bin")
     }
 
@@ -119,9 +117,13 @@ impl Rows {
     ///
     /// # Errors
     /// The system's error.
-    pub fn write(&self, path: &Path, id: u64) -> io::Result<()> {
+    pub(crate) fn write(&self, path: &Path, id: u64) -> io::Result<()> {
         let temporary = temporary(path);
         replace_atomically(path, &temporary, 0o600, |file| {
+            // Held until it is renamed: the folder's cleaning never removes
+            // a temporary file another process holds.
+            file.try_lock()
+                .map_err(|e| io::Error::other(e.to_string()))?;
             let mut out = io::BufWriter::with_capacity(1 << 20, file);
             let mut hash = Xxh3::new();
             let body = |out: &mut io::BufWriter<&File>, hash: &mut Xxh3, bytes: &[u8]| {
@@ -157,7 +159,7 @@ impl Rows {
     /// # Errors
     /// A message naming what is wrong: unreadable, not rows of this data,
     /// damaged (the checksum), or an index that does not match the table.
-    pub fn read(path: &Path, id: u64, table: &FeedTable) -> Result<Option<Self>, String> {
+    pub(crate) fn read(path: &Path, id: u64, table: &FeedTable) -> Result<Option<Self>, String> {
         let mut file = match File::open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -185,7 +187,13 @@ impl Rows {
             .metadata()
             .map_err(|e| format!("unreadable: {e}"))?
             .len();
-        let bits = usize::try_from(word(32)).map_err(|_| "too many bits".to_owned())?;
+        // At most one bit a position of the table: checked before any
+        // arithmetic with it, so no header can make it overflow.
+        let bits = word(32);
+        if bits > (table.total_items() as u64).div_ceil(64) {
+            return Err("more bits than the table has positions".into());
+        }
+        let bits = bits as usize;
         let expected = (HEADER + blocks * 12) as u64 + bits as u64 * 8;
         if len != expected {
             return Err(format!("{len} bytes, the header says {expected}"));
@@ -253,7 +261,7 @@ fn temporary(path: &Path) -> PathBuf {
 
 /// Builds [`Rows`] user by user, in position order.
 #[derive(Debug)]
-pub struct RowsBuilder {
+pub(crate) struct RowsBuilder {
     users: usize,
     has: Vec<u32>,
     starts: Vec<u64>,
@@ -266,7 +274,7 @@ pub struct RowsBuilder {
 
 impl RowsBuilder {
     /// No rows yet, for a table of `users` users.
-    pub fn new(users: u32) -> Self {
+    pub(crate) fn new(users: u32) -> Self {
         let blocks = (users as usize).div_ceil(BLOCK);
         Self {
             users: users as usize,
@@ -285,7 +293,7 @@ impl RowsBuilder {
     /// # Panics
     /// When `position` is not after the last one added, or beyond the
     /// table: a bug of the caller.
-    pub fn push(&mut self, position: u32, marks: &[u64], feed_len: usize) {
+    pub(crate) fn push(&mut self, position: u32, marks: &[u64], feed_len: usize) {
         let position = position as usize;
         assert!(position < self.users, "a row beyond the table");
         assert!(
@@ -320,7 +328,7 @@ impl RowsBuilder {
     }
 
     /// The rows.
-    pub fn finish(mut self) -> Rows {
+    pub(crate) fn finish(mut self) -> Rows {
         while self.starts.len() < self.has.len() {
             self.starts.push(self.len);
         }
@@ -421,6 +429,23 @@ mod tests {
             std::fs::write(&path, &bytes).unwrap();
             prop_assert!(Rows::read(&path, 7, &table).is_err());
             std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    /// Feeds of one length find their rows by a count of the block's
+    /// bits, the same rows as a walk of the feeds' lengths finds.
+    #[test]
+    fn fixed_length_feeds_find_the_same_rows() {
+        let lens = [7usize; 100];
+        let marks: Vec<Option<Vec<usize>>> = (0..100)
+            .map(|u| (u % 3 != 1).then(|| vec![u % 7]))
+            .collect();
+        let rows = build(&lens, &marks);
+        let fixed = FeedTable::from_items((1..=700).collect(), 7).unwrap();
+        let csr = table(&lens);
+        assert!(fixed.fixed_len().is_some() && csr.fixed_len().is_none());
+        for user in 0..100 {
+            assert_eq!(rows.row(user, &fixed), rows.row(user, &csr), "user {user}");
         }
     }
 

@@ -34,9 +34,37 @@ struct Skip<'a> {
     given: Option<Marks<'a>>,
     blocked: Option<&'a Blocked>,
     feed: &'a [u32],
+    /// The version's marks, and the generation they were read under (none
+    /// when it had none yet).
+    keeper: &'a OnceLock<Given>,
+    generation: Option<u64>,
 }
 
 impl Skip<'_> {
+    /// Where the step from `from` of a request for `want` items ends: past
+    /// what it passes over, at most `len`; at `from` (nothing taken) when
+    /// the marks it read are no longer the version's
+    /// ([`Given::is_stale`]).
+    #[inline]
+    fn end(&self, from: u32, want: u32, len: u32) -> u32 {
+        // Read after the offset's load: a rollback opens the cells of a
+        // version again only after its carry, which makes the marks (the
+        // first time) or bumps their generation.
+        let stale = match (self.keeper.get(), self.generation) {
+            (None, _) => false,
+            (Some(given), Some(generation)) => given.is_stale(generation),
+            (Some(_), None) => true,
+        };
+        if stale {
+            return from;
+        }
+        if self.any() {
+            self.end_after(from, want, len)
+        } else {
+            from.saturating_add(want)
+        }
+    }
+
     /// Whether there is anything to pass over at all.
     #[inline]
     const fn any(&self) -> bool {
@@ -108,17 +136,17 @@ impl MemoryFeedStorage {
     #[inline]
     fn skip<'a>(
         &'a self,
-        rows: &'a Option<RowsGuard>,
+        rows: &'a Option<(u64, RowsGuard)>,
         position: u32,
         base: usize,
         feed: &'a [u32],
     ) -> Skip<'a> {
+        let given = self.given.get().zip(rows.as_ref());
         Skip {
-            given: self
-                .given
-                .get()
-                .zip(rows.as_ref())
-                .and_then(|(given, rows)| given.marks(rows, position, base, &self.table)),
+            given: given
+                .and_then(|(given, (_, rows))| given.marks(rows, position, base, &self.table)),
+            keeper: &self.given,
+            generation: rows.as_ref().map(|&(generation, _)| generation),
             blocked: self
                 .blocked
                 .get()
@@ -128,9 +156,10 @@ impl MemoryFeedStorage {
         }
     }
 
-    /// The rows of marks, for one request (held while it reads them).
+    /// The generation and rows of marks, for one request (held while it
+    /// reads them).
     #[inline]
-    fn rows(&self) -> Option<RowsGuard> {
+    fn rows(&self) -> Option<(u64, RowsGuard)> {
         self.given.get().map(Given::load_rows)
     }
 
@@ -249,12 +278,9 @@ impl MemoryFeedStorage {
         let (position, want, len, base, feed) = self.prepare(user, max)?;
         let rows = self.rows();
         let skip = self.skip(&rows, position, base, feed);
-        let range = if skip.any() {
-            self.offsets
-                .advance_to(position, len, |from| skip.end_after(from, want, len))
-        } else {
-            self.offsets.advance(position, want, len)
-        };
+        let range = self
+            .offsets
+            .advance_to(position, len, |from| skip.end(from, want, len));
         let before = out.len();
         Self::extend(out, &skip, range.clone());
         Ok(Taken {
@@ -277,13 +303,7 @@ impl MemoryFeedStorage {
         let (position, want, len, base, feed) = self.prepare(user, max)?;
         let rows = self.rows();
         let skip = self.skip(&rows, position, base, feed);
-        let end = |from: u32| {
-            if skip.any() {
-                skip.end_after(from, want, len)
-            } else {
-                from.saturating_add(want)
-            }
-        };
+        let end = |from: u32| skip.end(from, want, len);
         let (range, replayed) =
             match self
                 .offsets
@@ -310,5 +330,70 @@ impl MemoryFeedStorage {
                 start: range.start,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use feed_domain::UserId;
+
+    use super::*;
+    use crate::carry::{Served, carry};
+
+    struct Version(MemoryFeedStorage);
+
+    impl Served for Version {
+        fn storage(&self) -> &MemoryFeedStorage {
+            &self.0
+        }
+    }
+
+    fn version(feed: Vec<u32>) -> Arc<Version> {
+        let len = feed.len() as u64;
+        let table = FeedTable::from_csr(vec![7], vec![0, len], feed).unwrap();
+        Arc::new(Version(MemoryFeedStorage::new(table)))
+    }
+
+    /// Swaps from `before` to `after` as the data manager does.
+    fn swap(before: &Arc<Version>, after: &Arc<Version>) {
+        let table = after.0.table();
+        let given = after
+            .0
+            .given_or_init(|| Given::in_memory(table.users(), table.total_items()));
+        carry(&(Arc::clone(before) as Arc<dyn Served>), &after.0, given);
+        after.0.offsets().unseal_all();
+        given.finish(&after.0);
+    }
+
+    /// A request that read its version's marks, then stalled while a
+    /// reload and a rollback brought the version back, advances nothing:
+    /// the marks it holds miss what the version in between gave.
+    #[test]
+    fn a_request_stalled_across_a_rollback_takes_nothing() {
+        let v1 = version((1..=20).collect());
+        let v2 = version((1..=20).rev().collect());
+        for stall_after_first_rollback in [false, true] {
+            let (position, base, feed) = v1.0.table().locate(UserId::new(7)).unwrap();
+            let rows = v1.0.rows();
+            let skip = v1.0.skip(&rows, position, base, feed);
+            swap(&v1, &v2);
+            let mut out = Vec::new();
+            v2.0.take_now(UserId::new(7), 3, &mut out).unwrap();
+            swap(&v2, &v1);
+            // The stalled request's step, now that its cell is open again.
+            let range =
+                v1.0.offsets()
+                    .advance_to(position, 20, |from| skip.end(from, 3, 20));
+            assert!(range.is_empty(), "{range:?} ({stall_after_first_rollback})");
+            // A request that reads the marks now skips what v2 gave.
+            let mut fresh = Vec::new();
+            v1.0.take_now(UserId::new(7), 3, &mut fresh).unwrap();
+            assert!(
+                fresh.iter().all(|item| !out.contains(item)),
+                "{fresh:?} after {out:?}"
+            );
+        }
     }
 }

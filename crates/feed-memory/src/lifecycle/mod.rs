@@ -284,7 +284,7 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
             // The shadow's blocks were allocated when it was opened: it
             // keeps the marks instead, at one bit a position of the table.
             error!(self.logger, "progress: the rows of items given before could not be written, \
-                kept in the file of late marks instead";
+                kept in the files of items given before and of late users instead";
                 "file" => given.rows_path().map(log_path), "error" => %e);
             given.rows_to_shadow(storage.table());
         }
@@ -337,9 +337,19 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
             let offsets = storage.offsets();
             // Marks first (the shadow before the late bits that point to
             // it): an offset past a marked position is never durable
-            // before the mark is.
-            let given = storage.given().into_iter().flat_map(Given::files);
-            for file in given.chain([offsets.file(), offsets.keys_file()].into_iter().flatten()) {
+            // before the mark is, so when a file of marks fails, this
+            // version's offsets wait for the next sync.
+            let marks = storage.given().into_iter().flat_map(Given::files);
+            let mut marks_failed = false;
+            for (file, is_marks) in marks.map(|file| (file, true)).chain(
+                [offsets.file(), offsets.keys_file()]
+                    .into_iter()
+                    .flatten()
+                    .map(|file| (file, false)),
+            ) {
+                if marks_failed && !is_marks {
+                    continue;
+                }
                 let synced = if all { file.sync_all() } else { file.sync() };
                 match synced {
                     Ok(synced) => self.publish.progress(ProgressEvent::Synced {
@@ -351,6 +361,7 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
                         // array) and the server stays ready: progress lives
                         // on this instance, so a 503 would turn a full disk
                         // into an outage.
+                        marks_failed |= is_marks;
                         self.publish.progress(ProgressEvent::SyncFailed);
                         error!(self.logger, "progress: sync failed, the next one rewrites it all";
                             "file" => log_path(file.path()), "error" => %e);
@@ -777,7 +788,7 @@ mod lifecycle_tests {
     use feed_domain::{FeedError, StorageHealth};
 
     use super::*;
-    use crate::{FeedTable, OffsetMap, OnCorrupt, snapshot};
+    use crate::{FeedTable, OffsetMap, OnCorrupt, ProgressFile, snapshot};
 
     /// Counts errors; nothing else.
     #[derive(Debug, Clone, Default)]
@@ -920,6 +931,62 @@ mod lifecycle_tests {
             offsets,
         ));
         manager
+    }
+
+    /// Rows that could not be written are kept in the shadow instead
+    /// (`rows_to_shadow`); and a shadow found without its late bits (as an
+    /// earlier build left it) is read for every user: either way a restart
+    /// gives nothing twice.
+    #[test]
+    fn marks_kept_only_in_the_shadow_survive_a_restart() {
+        let dir = crate::files::scratch_dir("lifecycle-shadow");
+        let (first, second) = (dir.join("first.snap"), dir.join("second.snap"));
+        let feeds: Vec<u32> = (0..64 * 40).map(|i| i % 40 + 1).collect();
+        let reversed: Vec<u32> = (0..64 * 40).map(|i| 40 - i % 40).collect();
+        let fallback: Vec<u32> = (100..=200).collect();
+        snapshot::write(
+            &first,
+            &FeedTable::from_items(feeds, 40).unwrap(),
+            &fallback,
+            1,
+        )
+        .unwrap();
+        snapshot::write(
+            &second,
+            &FeedTable::from_items(reversed, 40).unwrap(),
+            &fallback,
+            2,
+        )
+        .unwrap();
+        let progress = ProgressPlace {
+            dir: Some(dir.join("progress")),
+            on_corrupt: OnCorrupt::Fail,
+        };
+        let manager = serving(&first, &dir, &progress);
+        assert_eq!(take(&manager, 40, 7), [1, 2, 3, 4, 5, 6, 7]);
+        manager.reload(Some("second.snap".into())).unwrap();
+        let service = manager.current_service().unwrap();
+        let storage = service.storage();
+        storage.given().unwrap().rows_to_shadow(storage.table());
+        manager.sync(true);
+        let data_id = lock(&manager.versions).current.as_ref().unwrap().data_id;
+        drop((service, manager));
+        let folder = dir.join("progress");
+        std::fs::remove_file(folder.join(crate::rows::Rows::file_name(data_id))).unwrap();
+        for (remove_late, page) in [(false, [40, 39, 38]), (true, [37, 36, 35])] {
+            if remove_late {
+                let late = ProgressFile::kind_file_name(crate::progress::Kind::Late, data_id);
+                std::fs::remove_file(folder.join(late)).unwrap();
+            }
+            let manager = serving(&second, &dir, &progress);
+            assert_eq!(take(&manager, 40, 3), page, "{remove_late}");
+            drop(manager);
+        }
+        // 1-7 are never given again.
+        let manager = serving(&second, &dir, &progress);
+        assert_eq!(take(&manager, 40, 40), (8..=34).rev().collect::<Vec<_>>());
+        drop(manager);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// What a reload carried is kept in the progress folder, rows only for

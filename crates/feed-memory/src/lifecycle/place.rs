@@ -10,8 +10,9 @@ use slog::{Logger, error, info, warn};
 
 use super::log_path;
 use crate::progress::Kind;
+use crate::rows::Rows;
 use crate::{
-    FeedTable, Given, OffsetMap, OnCorrupt, Opened, ProgressError, ProgressFile, Rows, Snapshot,
+    FeedTable, Given, OffsetMap, OnCorrupt, Opened, ProgressError, ProgressFile, Snapshot,
     words_for,
 };
 
@@ -102,38 +103,53 @@ impl ProgressPlace {
             path: dir.join(ProgressFile::kind_file_name(Kind::Given, id)),
             reason: format!("{positions} feed positions are too many to mark"),
         })?;
-        let legacy = dir
-            .join(ProgressFile::kind_file_name(Kind::Given, id))
-            .exists()
-            && !dir
-                .join(ProgressFile::kind_file_name(Kind::Late, id))
-                .exists();
+        let late_kept = dir
+            .join(ProgressFile::kind_file_name(Kind::Late, id))
+            .exists();
         let (file, opened) = ProgressFile::open_kind(Kind::Given, dir, id, words, self.on_corrupt)?;
+        let shadow_kept = matches!(opened, Opened::Restored);
         if let Opened::Reset { reason, aside } = opened {
             warn!(logger, "progress: the file of items given before was bad, kept aside, starting fresh";
                 "file" => log_path(file.path()), "reason" => reason, "aside" => log_path(&aside));
         }
-        let late = if legacy {
-            None
-        } else {
-            let users = words_for(table.users() as usize) as u32;
-            let (late, opened) =
-                ProgressFile::open_kind(Kind::Late, dir, id, users, self.on_corrupt)?;
-            if let Opened::Reset { reason, aside } = opened {
-                warn!(logger, "progress: the file of users marked late was bad, kept aside, starting fresh";
-                    "file" => log_path(late.path()), "reason" => reason, "aside" => log_path(&aside));
-            }
-            Some(late)
-        };
+        let users = words_for(table.users() as usize) as u32;
+        let (late, opened) = ProgressFile::open_kind(Kind::Late, dir, id, users, self.on_corrupt)?;
+        // A shadow kept without its late bits (an earlier build wrote it,
+        // or the late file was bad): every user's shadow is read.
+        let every_user_late = shadow_kept && !matches!(opened, Opened::Restored);
+        if let Opened::Reset { reason, aside } = opened {
+            warn!(logger, "progress: the file of users marked late was bad, kept aside, \
+                every user's marks are read from the file of items given before";
+                "file" => log_path(late.path()), "reason" => reason, "aside" => log_path(&aside));
+        } else if every_user_late && !late_kept {
+            info!(logger, "progress: items given before kept by an earlier version, \
+                read for every user"; "file" => log_path(file.path()));
+        }
         let rows = dir.join(Rows::file_name(id));
         let given = Given::in_files(file, late, rows.clone(), id);
+        if every_user_late {
+            given.mark_every_user_late();
+            // Durable at once: a restart must not find late bits that say
+            // nobody's shadow is to be read.
+            for file in given.files() {
+                if let Err(e) = file.sync_all() {
+                    error!(logger, "progress: the file of users marked late could not be synced, \
+                        the next sync writes it"; "file" => log_path(file.path()), "error" => %e);
+                }
+            }
+        }
         match Rows::read(&rows, id, table) {
             Ok(Some(read)) => given.install_rows(read),
             Ok(None) => {}
+            Err(reason) if self.on_corrupt == OnCorrupt::Fail => {
+                return Err(ProgressError::Corrupt { path: rows, reason });
+            }
             Err(reason) => {
-                // Served as if none were, as for the other files of marks.
-                error!(logger, "progress: the rows of items given before cannot be used, \
-                    served as if none were"; "file" => log_path(&rows), "reason" => reason);
+                let aside = rows.with_extension(format!("corrupt-{}", crate::now_unix_ms()));
+                let moved = std::fs::rename(&rows, &aside);
+                warn!(logger, "progress: the rows of items given before were bad, kept aside, \
+                    served as if none were"; "file" => log_path(&rows), "reason" => reason,
+                    "aside" => log_path(&aside), "moved" => moved.is_ok());
             }
         }
         Ok(given)

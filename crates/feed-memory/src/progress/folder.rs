@@ -92,18 +92,29 @@ pub(super) fn clean(dir: &Path, keep: &[String]) -> std::io::Result<Vec<PathBuf>
     others.sort_by(|a, b| b.cmp(a));
     other_keys.sort_by(|a, b| b.cmp(a));
     other_given.sort_by(|a, b| b.cmp(a));
-    other_late.sort_by(|a, b| b.cmp(a));
-    other_rows.sort_by(|a, b| b.cmp(a));
     aside.sort_by(|a, b| b.cmp(a));
     let mut removed = Vec::new();
     let others = others.into_iter().skip(1);
     let others = others
         .chain(other_keys.into_iter().skip(1))
-        .chain(other_given.into_iter().skip(1))
-        .chain(other_late.into_iter().skip(1))
-        .chain(other_rows.into_iter().skip(1));
+        .chain(other_given.into_iter().skip(1));
     for (_, path) in others {
         if remove_unused(&path) {
+            removed.push(path);
+        }
+    }
+    // The late bits and the rows of a data id go with its file of items
+    // given before (the rows file is never held locked: it goes only once
+    // that file, which its owner holds, is gone).
+    for (_, path) in other_late.into_iter().chain(other_rows) {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let Some(id) = name
+            .strip_suffix("-late.bin")
+            .or_else(|| name.strip_suffix("-rows.bin"))
+        else {
+            continue;
+        };
+        if !dir.join(format!("{id}-given.bin")).exists() && remove_unused(&path) {
             removed.push(path);
         }
     }

@@ -872,6 +872,35 @@ mod tests {
         );
     }
 
+    /// The late bits and rows of a data id go with its file of items given
+    /// before, and only then: never a half of one id's marks kept.
+    #[test]
+    fn cleaning_removes_a_data_ids_marks_together() {
+        let dir = dir();
+        let name = |kind, id| dir.join(ProgressFile::kind_file_name(kind, id));
+        let rows = |id| dir.join(crate::rows::Rows::file_name(id));
+        for (id, age) in [(5, 200), (6, 100)] {
+            for path in [name(Kind::Given, id), name(Kind::Late, id), rows(id)] {
+                let file = File::create(&path).unwrap();
+                let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age);
+                file.set_modified(when).unwrap();
+            }
+        }
+        // Another id's rows with no file of items given: nothing to go with.
+        std::fs::write(rows(8), b"x").unwrap();
+        let removed = ProgressFile::clean(&dir, &[]).unwrap();
+        // 6's are the newest and stay; 5's go, all three; 8's rows go.
+        for path in [name(Kind::Given, 6), name(Kind::Late, 6), rows(6)] {
+            assert!(path.exists(), "{path:?}");
+        }
+        for path in [name(Kind::Given, 5), name(Kind::Late, 5), rows(5), rows(8)] {
+            assert!(
+                !path.exists() && removed.contains(&path),
+                "{path:?} {removed:?}"
+            );
+        }
+    }
+
     #[test]
     fn files_are_private_to_their_owner() {
         use std::os::unix::fs::PermissionsExt;

@@ -10,9 +10,10 @@
 //! and B's offsets move past marked positions as if they had been served,
 //! without serving them.
 //!
-//! Where the marks live: [`carry`] builds them as [`Rows`], one bit a
-//! position of the users who have any (plus an index of 3 bits a user),
-//! never changed once built. A user marked later (they moved in A while
+//! Where the marks live: [`carry`] builds them as [`Rows`], at most one
+//! bit a position of the users who have any (a bitmap, or a list of the
+//! positions when that is smaller), plus an index of 4 bits a user, never
+//! changed once built. A user marked later (they moved in A while
 //! the carry ran, or after it) is marked in the shadow instead, one bit a
 //! position of the whole table of which only such users' pages are ever
 //! touched, and flagged in the late bits (one a user) that say their
@@ -58,7 +59,7 @@ use feed_domain::UserId;
 
 use crate::offsets::{Cells, zeroed};
 use crate::progress::ProgressFile;
-use crate::rows::{Rows, RowsBuilder};
+use crate::rows::{Row, Rows, RowsBuilder};
 use crate::seen::SeenSet;
 use crate::storage::MemoryFeedStorage;
 use crate::table::FeedTable;
@@ -114,7 +115,7 @@ pub(crate) type RowsGuard = Guard<Option<Arc<Rows>>>;
 /// one, and their part of the shadow, if they were marked late.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Marks<'a> {
-    row: Option<(&'a Rows, u64)>,
+    row: Option<(&'a Rows, Row)>,
     shadow: Option<&'a [AtomicU32]>,
     /// Where the user's feed starts in the table (the shadow's numbering).
     base: usize,
@@ -124,8 +125,7 @@ impl Marks<'_> {
     /// Whether the item at `at` of the user's feed was given before.
     #[inline]
     pub(crate) fn is_given(&self, at: usize) -> bool {
-        self.row
-            .is_some_and(|(rows, start)| rows.is_set(start + at as u64))
+        self.row.is_some_and(|(rows, row)| rows.is_set(row, at))
             || self.shadow.is_some_and(|words| bit(words, self.base + at))
     }
 }
@@ -259,13 +259,13 @@ impl Given {
         };
         let mut words = Vec::new();
         for position in 0..table.users() {
-            let Some(start) = rows.row(position, table) else {
+            let Some(found) = rows.row(position, table) else {
                 continue;
             };
             let len = table.feed_len(position as usize);
             words.clear();
             words.resize(len.div_ceil(64), 0u64);
-            rows.or_into(start, len, &mut words);
+            rows.or_into(found, len, &mut words);
             let base = table.start_at(position as usize);
             for at in (0..len).filter(|&at| words[at / 64] & (1 << (at % 64)) != 0) {
                 self.mark_shadow(base + at);
@@ -462,9 +462,9 @@ pub fn carry(before: &Arc<dyn Served>, after: &MemoryFeedStorage, given: &Given)
         row.resize(feed.len().div_ceil(64), 0);
         let mut any = false;
         // What this version carried before, when it serves again.
-        if let Some(start) = held.as_ref().and_then(|rows| rows.row(position, table)) {
+        if let Some(found) = held.as_ref().and_then(|rows| rows.row(position, table)) {
             if let Some(rows) = &held {
-                rows.or_into(start, feed.len(), &mut row);
+                rows.or_into(found, feed.len(), &mut row);
             }
             any = true;
         }

@@ -1,26 +1,36 @@
 //! [`Rows`]: the marks a carry (`crate::carry`) made, kept only for the
-//! users who have any: one bit a feed position of those users, back to
-//! back in position order, plus an index of three bits a user.
+//! users who have any, each row in the smaller of two forms, plus an index
+//! of four bits a user.
 //!
-//! Architecture Invariant: the memory is one bit a feed position of the
-//! users with a mark, plus 3 bits a user of the version (whether the user
-//! has a row, and every 32 users the bit where their rows start), whatever
-//! share of users has progress. Finding a user's row is one bit test for a
-//! user without one; for a user with one, a load of the block's start plus
-//! the lengths of the rows before it in its block of 32 (at most 31 feed
-//! lengths, read from the table's offsets, which are in cache together).
-//! A dense bitmap over every position of the table, as before this type,
-//! cost one bit a position of every user: twice the budget when half the
-//! users have progress.
+//! A row is either a bitmap, one bit a position of the user's feed
+//! (`ceil(len / 8)` bytes), or a list of the positions marked: a count
+//! byte, then each position in one byte (feeds of up to 256), two (up to
+//! 65,536) or four, ascending. The list is taken when it is smaller, which
+//! it is whenever under one position in eight is marked: a user who was
+//! given two pages of a day's ranking has a few marks in the next day's
+//! 200 positions, and their row is a handful of bytes.
+//!
+//! Architecture Invariant: the memory is at most one bit a feed position
+//! of the users with a mark (the bitmap bounds every row), plus 4 bits a
+//! user of the version (whether the user has a row, whether it is a list,
+//! and every 32 users the byte where their rows start), whatever share of
+//! users has progress. Finding a user's row is one bit test for a user
+//! without one; for a user with one, a load of the block's start plus the
+//! sizes of the rows before it in its block of 32 (at most 31: a bitmap's
+//! from its feed's length, a list's from its count byte). A dense bitmap
+//! over every position of the table, as before this type, cost one bit a
+//! position of every user: twice the budget when half the users have
+//! progress.
 //!
 //! Rows are built once, in position order ([`RowsBuilder`]), and never
 //! change: marks made after the build go to [`crate::Given`]'s dense
 //! shadow instead. On disk ([`Rows::write`], [`Rows::read`]) they are one
 //! file, `progress-<id>-rows.bin`, replaced whole and checked whole: a
-//! header (magic `FFEEDROW`, version, data id, users, words of the bits,
-//! XXH3-64 of everything after the header), then the three arrays
-//! little-endian. A file whose index does not match the table's feed
-//! lengths is refused.
+//! header (magic `FFEEDROW`, version, data id, users, bytes of the rows,
+//! XXH3-64 of everything after the header), then the index's three arrays
+//! and the rows, little-endian. A file whose rows do not fit the table's
+//! feed lengths (sizes, starts, list positions in order and in the feed)
+//! is refused.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -35,8 +45,9 @@ use crate::table::FeedTable;
 const BLOCK: usize = 32;
 
 const MAGIC: [u8; 8] = *b"FFEEDROW";
-const VERSION: u32 = 1;
-/// Magic, version, 4 zero bytes, data id, users, bits' words, checksum.
+const VERSION: u32 = 2;
+/// Magic, version, 4 zero bytes, data id, users, bytes of the rows,
+/// checksum.
 const HEADER: usize = 48;
 
 /// See the module doc.
@@ -44,68 +55,129 @@ const HEADER: usize = 48;
 pub(crate) struct Rows {
     /// Bit `j` of word `w`: the user at position `32 w + j` has a row.
     has: Box<[u32]>,
-    /// For each block of 32 users: the bit where the rows of its users
-    /// start (the positions of all rows of the users before it).
+    /// The same bit: that row is a list.
+    list: Box<[u32]>,
+    /// For each block of 32 users: the byte where the rows of its users
+    /// start (the sizes of all rows of the users before it).
     starts: Box<[u64]>,
-    /// The rows, one bit a feed position, back to back.
-    bits: Box<[u64]>,
+    /// The rows, back to back.
+    bytes: Box<[u8]>,
+}
+
+/// One user's row, as [`Rows::row`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Row {
+    /// Where it starts in the rows' bytes.
+    start: usize,
+    /// A list's entry width in bytes; 0 for a bitmap.
+    width: u8,
+}
+
+/// Bytes a position of a list of a feed of `len`.
+const fn width(len: usize) -> usize {
+    if len <= 1 << 8 {
+        1
+    } else if len <= 1 << 16 {
+        2
+    } else {
+        4
+    }
+}
+
+/// Bytes of a bitmap row of a feed of `len`.
+const fn bitmap_bytes(len: usize) -> usize {
+    len.div_ceil(8)
 }
 
 impl Rows {
-    /// Where the row of the user at `position` of `table` starts in the
-    /// bits, if the user has one.
+    /// The row of the user at `position` of `table`, if they have one.
     #[inline]
-    pub(crate) fn row(&self, position: u32, table: &FeedTable) -> Option<u64> {
+    pub(crate) fn row(&self, position: u32, table: &FeedTable) -> Option<Row> {
         let block = position as usize / BLOCK;
         let has = *self.has.get(block)?;
         let bit = 1u32 << (position as usize % BLOCK);
         if has & bit == 0 {
             return None;
         }
-        let mut start = self.starts[block];
+        let list = self.list[block];
+        let mut start = self.starts[block] as usize;
         let mut before = has & (bit - 1);
-        if let Some(feed_len) = table.fixed_len() {
-            return Some(start + u64::from(before.count_ones()) * feed_len as u64);
-        }
         while before != 0 {
-            let user = block * BLOCK + before.trailing_zeros() as usize;
-            start += table.feed_len(user) as u64;
+            let j = before.trailing_zeros();
+            let len = table.feed_len(block * BLOCK + j as usize);
+            start += if list & (1 << j) == 0 {
+                bitmap_bytes(len)
+            } else {
+                1 + usize::from(*self.bytes.get(start)?) * width(len)
+            };
             before &= before - 1;
         }
-        Some(start)
+        let len = table.feed_len(position as usize);
+        let width = if list & bit == 0 { 0 } else { width(len) as u8 };
+        Some(Row { start, width })
     }
 
-    /// Whether bit `at` of the rows is set (false beyond them).
+    /// Whether position `at` of the user's feed is marked in `row`.
     #[inline]
-    pub(crate) fn is_set(&self, at: u64) -> bool {
-        self.bits
-            .get((at / 64) as usize)
-            .is_some_and(|word| word & (1 << (at % 64)) != 0)
+    pub(crate) fn is_set(&self, row: Row, at: usize) -> bool {
+        if row.width == 0 {
+            return self
+                .bytes
+                .get(row.start + at / 8)
+                .is_some_and(|byte| byte & (1 << (at % 8)) != 0);
+        }
+        let count = self.bytes.get(row.start).map_or(0, |&c| usize::from(c));
+        let width = usize::from(row.width);
+        let Some(entries) = self.bytes.get(row.start + 1..row.start + 1 + count * width) else {
+            return false;
+        };
+        // Ascending: a binary search of at most 255 entries.
+        let (mut low, mut high) = (0, count);
+        while low < high {
+            let middle = (low + high) / 2;
+            match entry(entries, width, middle).cmp(&at) {
+                std::cmp::Ordering::Less => low = middle + 1,
+                std::cmp::Ordering::Greater => high = middle,
+                std::cmp::Ordering::Equal => return true,
+            }
+        }
+        false
     }
 
-    /// ORs the `len` bits from `start` into `out` (one bit a position,
-    /// from bit 0).
-    pub(crate) fn or_into(&self, start: u64, len: usize, out: &mut [u64]) {
-        let shift = (start % 64) as u32;
-        let first = (start / 64) as usize;
-        for (i, word) in out.iter_mut().enumerate().take(len.div_ceil(64)) {
-            let low = self.bits.get(first + i).copied().unwrap_or(0) >> shift;
-            let high = if shift == 0 {
-                0
-            } else {
-                self.bits.get(first + i + 1).copied().unwrap_or(0) << (64 - shift)
-            };
-            let mut bits = low | high;
-            if (i + 1) * 64 > len {
-                bits &= (1 << (len % 64)) - 1;
+    /// ORs the marks of `row` (a feed of `len`) into `out`, one bit a
+    /// position from bit 0.
+    pub(crate) fn or_into(&self, row: Row, len: usize, out: &mut [u64]) {
+        if row.width == 0 {
+            let bytes = self.bytes.get(row.start..).unwrap_or_default();
+            for (at, &byte) in bytes.iter().take(bitmap_bytes(len)).enumerate() {
+                if let Some(word) = out.get_mut(at / 8) {
+                    *word |= u64::from(byte) << (8 * (at % 8));
+                }
             }
-            *word |= bits;
+            return;
+        }
+        let count = self.bytes.get(row.start).map_or(0, |&c| usize::from(c));
+        let width = usize::from(row.width);
+        let entries = self
+            .bytes
+            .get(row.start + 1..row.start + 1 + count * width)
+            .unwrap_or_default();
+        for i in 0..entries.len() / width {
+            let at = entry(entries, width, i);
+            if at < len
+                && let Some(word) = out.get_mut(at / 64)
+            {
+                *word |= 1 << (at % 64);
+            }
         }
     }
 
-    /// Bytes held: the index and the bits.
+    /// Bytes held: the index and the rows.
     pub(crate) fn bytes(&self) -> usize {
-        size_of_val(&*self.has) + size_of_val(&*self.starts) + size_of_val(&*self.bits)
+        size_of_val(&*self.has)
+            + size_of_val(&*self.list)
+            + size_of_val(&*self.starts)
+            + self.bytes.len()
     }
 
     /// The file name of the rows of data `id`.
@@ -132,21 +204,19 @@ impl Rows {
             };
             // The header's checksum covers the body: written after it.
             out.write_all(&[0u8; HEADER])?;
-            for word in &self.has {
+            for word in self.has.iter().chain(&self.list) {
                 body(&mut out, &mut hash, &word.to_le_bytes())?;
             }
             for word in &self.starts {
                 body(&mut out, &mut hash, &word.to_le_bytes())?;
             }
-            for word in &self.bits {
-                body(&mut out, &mut hash, &word.to_le_bytes())?;
-            }
+            body(&mut out, &mut hash, &self.bytes)?;
             let mut header = [0u8; HEADER];
             header[..8].copy_from_slice(&MAGIC);
             header[8..12].copy_from_slice(&VERSION.to_le_bytes());
             header[16..24].copy_from_slice(&id.to_le_bytes());
             header[24..32].copy_from_slice(&(self.has.len() as u64 * BLOCK as u64).to_le_bytes());
-            header[32..40].copy_from_slice(&(self.bits.len() as u64).to_le_bytes());
+            header[32..40].copy_from_slice(&(self.bytes.len() as u64).to_le_bytes());
             header[40..48].copy_from_slice(&hash.digest().to_le_bytes());
             let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
             std::os::unix::fs::FileExt::write_all_at(file, &header, 0)
@@ -158,7 +228,7 @@ impl Rows {
     ///
     /// # Errors
     /// A message naming what is wrong: unreadable, not rows of this data,
-    /// damaged (the checksum), or an index that does not match the table.
+    /// damaged (the checksum), or rows that do not fit the table.
     pub(crate) fn read(path: &Path, id: u64, table: &FeedTable) -> Result<Option<Self>, String> {
         let mut file = match File::open(path) {
             Ok(file) => file,
@@ -187,14 +257,14 @@ impl Rows {
             .metadata()
             .map_err(|e| format!("unreadable: {e}"))?
             .len();
-        // At most one bit a position of the table: checked before any
-        // arithmetic with it, so no header can make it overflow.
-        let bits = word(32);
-        if bits > (table.total_items() as u64).div_ceil(64) {
-            return Err("more bits than the table has positions".into());
+        // At most a bitmap a user: checked before any arithmetic with it,
+        // so no header can make it overflow.
+        let rows = word(32);
+        let most = (table.total_items() as u64).div_ceil(8) + u64::from(table.users());
+        if rows > most {
+            return Err("more bytes of rows than the table has positions".into());
         }
-        let bits = bits as usize;
-        let expected = (HEADER + blocks * 12) as u64 + bits as u64 * 8;
+        let expected = (HEADER + blocks * 16) as u64 + rows;
         if len != expected {
             return Err(format!("{len} bytes, the header says {expected}"));
         }
@@ -205,51 +275,93 @@ impl Rows {
             return Err("damaged: its checksum does not match".into());
         }
         let (has, rest) = body.split_at(blocks * 4);
-        let (starts, bits_bytes) = rest.split_at(blocks * 8);
-        let rows = Self {
-            has: has
+        let (list, rest) = rest.split_at(blocks * 4);
+        let (starts, bytes) = rest.split_at(blocks * 8);
+        let words = |bytes: &[u8]| -> Box<[u32]> {
+            bytes
                 .chunks_exact(4)
                 .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()))
-                .collect(),
+                .collect()
+        };
+        let rows = Self {
+            has: words(has),
+            list: words(list),
             starts: starts
                 .chunks_exact(8)
                 .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
                 .collect(),
-            bits: bits_bytes
-                .chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
-                .collect(),
+            bytes: bytes.into(),
         };
         rows.check(table)?;
         Ok(Some(rows))
     }
 
-    /// Whether the index is the one the table's feed lengths give, and the
-    /// bits hold every row: what makes [`Self::row`] safe to trust.
+    /// Whether every row fits the table: starts that are the sizes of the
+    /// rows before, lists with positions ascending and in the feed, and no
+    /// byte left over. What makes [`Self::row`] trustworthy.
     fn check(&self, table: &FeedTable) -> Result<(), String> {
         let users = table.users() as usize;
-        let mut start = 0u64;
-        for (block, (&has, &at)) in self.has.iter().zip(&self.starts).enumerate() {
-            if at != start {
+        let mut start = 0usize;
+        for (block, (&has, (&list, &at))) in self
+            .has
+            .iter()
+            .zip(self.list.iter().zip(&self.starts))
+            .enumerate()
+        {
+            if at != start as u64 {
                 return Err(format!(
-                    "the index of block {block} does not match the feeds"
+                    "the index of block {block} does not match the rows"
                 ));
+            }
+            if list & !has != 0 {
+                return Err(format!("a list without a row in block {block}"));
             }
             let mut rest = has;
             while rest != 0 {
-                let user = block * BLOCK + rest.trailing_zeros() as usize;
+                let j = rest.trailing_zeros();
+                let user = block * BLOCK + j as usize;
                 if user >= users {
                     return Err(format!("a row for user position {user}, beyond the table"));
                 }
-                start += table.feed_len(user) as u64;
+                let len = table.feed_len(user);
+                start += if list & (1 << j) == 0 {
+                    bitmap_bytes(len)
+                } else {
+                    let width = width(len);
+                    let count = usize::from(*self.bytes.get(start).ok_or("rows cut short")?);
+                    let size = 1 + count * width;
+                    let entries = self
+                        .bytes
+                        .get(start + 1..start + size)
+                        .ok_or("rows cut short")?;
+                    let ascending = (0..count).all(|i| {
+                        entry(entries, width, i) < len
+                            && (i == 0 || entry(entries, width, i - 1) < entry(entries, width, i))
+                    });
+                    if !ascending {
+                        return Err(format!("the list of user position {user} is not in order"));
+                    }
+                    size
+                };
                 rest &= rest - 1;
             }
         }
-        if start.div_ceil(64) != self.bits.len() as u64 {
-            return Err("the rows' bits do not match the index".into());
+        if start != self.bytes.len() {
+            return Err("the rows' bytes do not match the index".into());
         }
         Ok(())
     }
+}
+
+/// Entry `i` of a list's entries of `width` bytes.
+#[inline]
+fn entry(entries: &[u8], width: usize, i: usize) -> usize {
+    let bytes = &entries[i * width..(i + 1) * width];
+    let mut value = 0usize;
+    for (k, &byte) in bytes.iter().enumerate() {
+        value |= usize::from(byte) << (8 * k);
+    }
+    value
 }
 
 /// The temporary file beside `path` that replaces it.
@@ -264,10 +376,9 @@ fn temporary(path: &Path) -> PathBuf {
 pub(crate) struct RowsBuilder {
     users: usize,
     has: Vec<u32>,
+    list: Vec<u32>,
     starts: Vec<u64>,
-    bits: Vec<u64>,
-    /// Bits used so far.
-    len: u64,
+    bytes: Vec<u8>,
     /// The position of the last row added.
     last: Option<usize>,
 }
@@ -279,16 +390,16 @@ impl RowsBuilder {
         Self {
             users: users as usize,
             has: vec![0; blocks],
+            list: vec![0; blocks],
             starts: Vec::with_capacity(blocks),
-            bits: Vec::new(),
-            len: 0,
+            bytes: Vec::new(),
             last: None,
         }
     }
 
     /// Adds the row of the user at `position` (after every position added
     /// before, below the table's users): `marks`, one bit a position of
-    /// their feed, `feed_len` bits, the rest of the last word clear.
+    /// their feed, `feed_len` bits (bits beyond are ignored).
     ///
     /// # Panics
     /// When `position` is not after the last one added, or beyond the
@@ -303,39 +414,38 @@ impl RowsBuilder {
         self.last = Some(position);
         let block = position / BLOCK;
         while self.starts.len() <= block {
-            self.starts.push(self.len);
+            self.starts.push(self.bytes.len() as u64);
         }
-        self.has[block] |= 1 << (position % BLOCK);
-        let shift = (self.len % 64) as u32;
-        let words = feed_len.div_ceil(64);
-        self.bits
-            .resize((self.len + feed_len as u64).div_ceil(64) as usize, 0);
-        let first = (self.len / 64) as usize;
-        for (i, &word) in marks[..words].iter().enumerate() {
-            // Bits beyond the feed would land in the next row.
-            let word = if i + 1 == words && !feed_len.is_multiple_of(64) {
-                word & ((1 << (feed_len % 64)) - 1)
-            } else {
-                word
-            };
-            let at = first + i;
-            self.bits[at] |= word << shift;
-            if shift != 0 && at + 1 < self.bits.len() {
-                self.bits[at + 1] |= word >> (64 - shift);
+        let bit = 1 << (position % BLOCK);
+        self.has[block] |= bit;
+        let marked = (0..feed_len).filter(|&at| marks[at / 64] & (1 << (at % 64)) != 0);
+        let count = marked.clone().count();
+        let width = width(feed_len);
+        if count <= usize::from(u8::MAX) && 1 + count * width < bitmap_bytes(feed_len) {
+            self.list[block] |= bit;
+            self.bytes.push(count as u8);
+            for at in marked {
+                self.bytes.extend_from_slice(&at.to_le_bytes()[..width]);
+            }
+        } else {
+            let start = self.bytes.len();
+            self.bytes.resize(start + bitmap_bytes(feed_len), 0);
+            for at in marked {
+                self.bytes[start + at / 8] |= 1 << (at % 8);
             }
         }
-        self.len += feed_len as u64;
     }
 
     /// The rows.
     pub(crate) fn finish(mut self) -> Rows {
         while self.starts.len() < self.has.len() {
-            self.starts.push(self.len);
+            self.starts.push(self.bytes.len() as u64);
         }
         Rows {
             has: self.has.into_boxed_slice(),
+            list: self.list.into_boxed_slice(),
             starts: self.starts.into_boxed_slice(),
-            bits: self.bits.into_boxed_slice(),
+            bytes: self.bytes.into_boxed_slice(),
         }
     }
 }
@@ -374,14 +484,24 @@ mod tests {
         builder.finish()
     }
 
+    /// Feeds of up to 600 (lists of one and two bytes a position), some
+    /// users with a few marks (lists), some with many (bitmaps).
     fn case() -> impl Strategy<Value = (Vec<usize>, Vec<Option<Vec<usize>>>)> {
-        prop::collection::vec(0usize..150, 1..200).prop_flat_map(|lens| {
-            let marks: Vec<_> = lens
-                .iter()
-                .map(|&len| prop::option::of(prop::collection::vec(0..len.max(1), 0..20)))
-                .collect();
-            (Just(lens), marks)
-        })
+        prop::collection::vec(prop_oneof![0usize..150, 250usize..600], 1..120).prop_flat_map(
+            |lens| {
+                let marks: Vec<_> = lens
+                    .iter()
+                    .map(|&len| {
+                        let many = len.min(300);
+                        prop::option::of(prop_oneof![
+                            prop::collection::vec(0..len.max(1), 0..20),
+                            prop::collection::vec(0..len.max(1), 0..=many),
+                        ])
+                    })
+                    .collect();
+                (Just(lens), marks)
+            },
+        )
     }
 
     proptest! {
@@ -391,23 +511,24 @@ mod tests {
         fn a_row_holds_exactly_its_marks((lens, marks) in case()) {
             let table = table(&lens);
             let rows = build(&lens, &marks);
-            let mut total = 0;
+            let mut bound = 0;
             for (user, row) in marks.iter().enumerate() {
-                let start = rows.row(user as u32, &table);
-                prop_assert_eq!(start.is_some(), row.is_some());
-                let (Some(start), Some(row)) = (start, row) else { continue };
-                total += lens[user];
+                let found = rows.row(user as u32, &table);
+                prop_assert_eq!(found.is_some(), row.is_some());
+                let (Some(found), Some(row)) = (found, row) else { continue };
+                bound += lens[user].div_ceil(8);
                 let mut words = vec![0u64; lens[user].div_ceil(64)];
-                rows.or_into(start, lens[user], &mut words);
+                rows.or_into(found, lens[user], &mut words);
                 for at in 0..lens[user] {
                     prop_assert_eq!(words[at / 64] & (1 << (at % 64)) != 0, row.contains(&at));
                 }
                 for at in 0..lens[user] {
                     let want = row.contains(&at);
-                    prop_assert_eq!(rows.is_set(start + at as u64), want, "user {} at {}", user, at);
+                    prop_assert_eq!(rows.is_set(found, at), want, "user {} at {}", user, at);
                 }
             }
-            prop_assert_eq!(rows.bits.len(), total.div_ceil(64));
+            // Never more than one bit a position of the users with a row.
+            prop_assert!(rows.bytes.len() <= bound, "{} > {}", rows.bytes.len(), bound);
             prop_assert!(rows.row(lens.len() as u32 + 40, &table).is_none());
         }
 
@@ -432,8 +553,8 @@ mod tests {
         }
     }
 
-    /// Feeds of one length find their rows by a count of the block's
-    /// bits, the same rows as a walk of the feeds' lengths finds.
+    /// Fixed-length and listed feeds of the same lengths find the same
+    /// rows.
     #[test]
     fn fixed_length_feeds_find_the_same_rows() {
         let lens = [7usize; 100];
@@ -443,10 +564,26 @@ mod tests {
         let rows = build(&lens, &marks);
         let fixed = FeedTable::from_items((1..=700).collect(), 7).unwrap();
         let csr = table(&lens);
-        assert!(fixed.fixed_len().is_some() && csr.fixed_len().is_none());
         for user in 0..100 {
             assert_eq!(rows.row(user, &fixed), rows.row(user, &csr), "user {user}");
         }
+    }
+
+    /// A few marks make a list of a few bytes; many, a bitmap.
+    #[test]
+    fn the_smaller_form_is_kept() {
+        let lens = [200usize, 200, 1000];
+        let marks = [
+            Some(vec![3, 150, 7]),
+            Some((0..100).collect()),
+            Some(vec![999]),
+        ];
+        let rows = build(&lens, &marks);
+        let table = table(&lens);
+        let forms: Vec<u8> = (0..3).map(|u| rows.row(u, &table).unwrap().width).collect();
+        assert_eq!(forms, [1, 0, 2]);
+        // 1 + 3, then 25, then 1 + 2.
+        assert_eq!(rows.bytes.len(), 4 + 25 + 3);
     }
 
     #[test]

@@ -440,15 +440,6 @@ impl FeedTable {
         }
     }
 
-    /// The length of every feed, when they all have one.
-    #[inline]
-    pub(crate) const fn fixed_len(&self) -> Option<usize> {
-        match &self.shape {
-            Shape::Fixed { feed_len } => Some(*feed_len),
-            Shape::Csr { .. } => None,
-        }
-    }
-
     /// The length of the feed at `position` (below the number of users).
     #[inline]
     pub(crate) fn feed_len(&self, position: usize) -> usize {

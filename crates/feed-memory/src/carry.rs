@@ -499,13 +499,16 @@ pub fn carry(before: &Arc<dyn Served>, after: &MemoryFeedStorage, given: &Given)
             carried.rows += 1;
         }
     }
-    given.rows.store(Some(Arc::new(builder.finish())));
-    // After the rows, before the rollback opens this version's cells again.
-    given.generation.fetch_add(1, Ordering::Release);
+    // The catching up opens first, then the rows, then the generation
+    // (Release): a request that reads the new generation (after its
+    // catch-up check, which reads `catching_up`) also catches up; one that
+    // read the old one is stale at its step once the cells open again.
     given
         .before
         .store(Some(Arc::new(Before(Arc::clone(before)))));
     given.catching_up.store(true, Ordering::Release);
+    given.rows.store(Some(Arc::new(builder.finish())));
+    given.generation.fetch_add(1, Ordering::Release);
     carried
 }
 

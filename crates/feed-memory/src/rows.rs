@@ -271,6 +271,10 @@ impl Rows {
         let mut body = Vec::new();
         file.read_to_end(&mut body)
             .map_err(|e| format!("unreadable: {e}"))?;
+        // The file may have changed since its length was read.
+        if body.len() as u64 != expected - HEADER as u64 {
+            return Err("changed while it was read".into());
+        }
         if xxhash_rust::xxh3::xxh3_64(&body) != word(40) {
             return Err("damaged: its checksum does not match".into());
         }

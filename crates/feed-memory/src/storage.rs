@@ -156,6 +156,17 @@ impl MemoryFeedStorage {
         }
     }
 
+    /// What the version before gave `user` (at `position`) carried first,
+    /// while that is being done (`crate::carry`). After [`Self::rows`]: a
+    /// request that read the marks' new generation sees the catching up
+    /// that a carry opens before it bumps it.
+    #[inline]
+    fn catch_up(&self, user: UserId, position: u32) {
+        if let Some(given) = self.given.get() {
+            given.catch_up(user, position, self);
+        }
+    }
+
     /// The generation and rows of marks, for one request (held while it
     /// reads them).
     #[inline]
@@ -237,8 +248,7 @@ impl FeedStorage for MemoryFeedStorage {
 impl MemoryFeedStorage {
     /// What a request for `user` of up to `max` items works with: their
     /// position, the step, their feed's length, where it starts and the
-    /// feed; what the version before gave them carried first, while that
-    /// is being done (`crate::carry`).
+    /// feed.
     ///
     /// # Errors
     /// [`StorageError::UnknownUser`] when the table has no feed for `user`.
@@ -257,9 +267,6 @@ impl MemoryFeedStorage {
         let want = u32::try_from(max).unwrap_or(u32::MAX);
         // A feed is at most u32::MAX long: the table holds at most that many items per user.
         let len = feed.len() as u32;
-        if let Some(given) = self.given.get() {
-            given.catch_up(user, position, self);
-        }
         Ok((position, want, len, base, feed))
     }
 
@@ -277,6 +284,7 @@ impl MemoryFeedStorage {
     ) -> Result<Taken, StorageError> {
         let (position, want, len, base, feed) = self.prepare(user, max)?;
         let rows = self.rows();
+        self.catch_up(user, position);
         let skip = self.skip(&rows, position, base, feed);
         let range = self
             .offsets
@@ -302,6 +310,7 @@ impl MemoryFeedStorage {
     ) -> Result<Keyed, StorageError> {
         let (position, want, len, base, feed) = self.prepare(user, max)?;
         let rows = self.rows();
+        self.catch_up(user, position);
         let skip = self.skip(&rows, position, base, feed);
         let end = |from: u32| skip.end(from, want, len);
         let (range, replayed) =

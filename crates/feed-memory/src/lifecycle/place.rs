@@ -106,14 +106,19 @@ impl ProgressPlace {
         let late_kept = dir
             .join(ProgressFile::kind_file_name(Kind::Late, id))
             .exists();
+        // The late bits first: a crash between the two creations leaves late
+        // bits without a shadow (nothing to read), never a shadow without
+        // them (which would be read for every user).
+        let users = words_for(table.users() as usize) as u32;
+        let (late, late_opened) =
+            ProgressFile::open_kind(Kind::Late, dir, id, users, self.on_corrupt)?;
         let (file, opened) = ProgressFile::open_kind(Kind::Given, dir, id, words, self.on_corrupt)?;
         let shadow_kept = matches!(opened, Opened::Restored);
         if let Opened::Reset { reason, aside } = opened {
             warn!(logger, "progress: the file of items given before was bad, kept aside, starting fresh";
                 "file" => log_path(file.path()), "reason" => reason, "aside" => log_path(&aside));
         }
-        let users = words_for(table.users() as usize) as u32;
-        let (late, opened) = ProgressFile::open_kind(Kind::Late, dir, id, users, self.on_corrupt)?;
+        let opened = late_opened;
         // A shadow kept without its late bits (an earlier build wrote it,
         // or the late file was bad): every user's shadow is read.
         let every_user_late = shadow_kept && !matches!(opened, Opened::Restored);

@@ -513,7 +513,7 @@ pub fn carry(before: &Arc<dyn Served>, after: &MemoryFeedStorage, given: &Given)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::HashSet;
 
     use feed_domain::ItemId;
@@ -521,7 +521,8 @@ mod tests {
     use super::*;
     use crate::table::FeedTable;
 
-    struct Version(MemoryFeedStorage);
+    /// A version, as the data manager holds one.
+    pub(crate) struct Version(pub(crate) MemoryFeedStorage);
 
     impl Served for Version {
         fn storage(&self) -> &MemoryFeedStorage {
@@ -530,7 +531,7 @@ mod tests {
     }
 
     /// A version whose users `ids` have the feeds `feeds`.
-    fn version(ids: &[u64], feeds: &[Vec<u32>]) -> Arc<Version> {
+    pub(crate) fn version(ids: &[u64], feeds: &[Vec<u32>]) -> Arc<Version> {
         let mut offsets = vec![0u64];
         let mut items = Vec::new();
         for feed in feeds {
@@ -553,7 +554,7 @@ mod tests {
     /// Swaps from `before` to `after`, as the data manager does: carry,
     /// (the swap), finish; `after` serving again after a rollback is
     /// unsealed first.
-    fn swap(before: &Arc<Version>, after: &Arc<Version>) -> Carried {
+    pub(crate) fn swap(before: &Arc<Version>, after: &Arc<Version>) -> Carried {
         let given = after.0.given_or_init(|| {
             Given::in_memory(after.0.table().users(), after.0.table().total_items())
         });

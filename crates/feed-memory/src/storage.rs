@@ -344,45 +344,17 @@ impl MemoryFeedStorage {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use feed_domain::UserId;
 
-    use super::*;
-    use crate::carry::{Served, carry};
-
-    struct Version(MemoryFeedStorage);
-
-    impl Served for Version {
-        fn storage(&self) -> &MemoryFeedStorage {
-            &self.0
-        }
-    }
-
-    fn version(feed: Vec<u32>) -> Arc<Version> {
-        let len = feed.len() as u64;
-        let table = FeedTable::from_csr(vec![7], vec![0, len], feed).unwrap();
-        Arc::new(Version(MemoryFeedStorage::new(table)))
-    }
-
-    /// Swaps from `before` to `after` as the data manager does.
-    fn swap(before: &Arc<Version>, after: &Arc<Version>) {
-        let table = after.0.table();
-        let given = after
-            .0
-            .given_or_init(|| Given::in_memory(table.users(), table.total_items()));
-        carry(&(Arc::clone(before) as Arc<dyn Served>), &after.0, given);
-        after.0.offsets().unseal_all();
-        given.finish(&after.0);
-    }
+    use crate::carry::tests::{swap, version};
 
     /// A request that read its version's marks, then stalled while a
     /// reload and a rollback brought the version back, advances nothing:
     /// the marks it holds miss what the version in between gave.
     #[test]
     fn a_request_stalled_across_a_rollback_takes_nothing() {
-        let v1 = version((1..=20).collect());
-        let v2 = version((1..=20).rev().collect());
+        let v1 = version(&[7], &[(1..=20).collect()]);
+        let v2 = version(&[7], &[(1..=20).rev().collect()]);
         for stall_after_first_rollback in [false, true] {
             let (position, base, feed) = v1.0.table().locate(UserId::new(7)).unwrap();
             let rows = v1.0.rows();

@@ -933,6 +933,26 @@ mod lifecycle_tests {
         manager
     }
 
+    /// In `dir`: `first.snap`, 64 users of items 1-40 in order, and
+    /// `second.snap`, the same reversed; progress kept in `dir/progress`.
+    fn two_versions(dir: &Path) -> (PathBuf, PathBuf, ProgressPlace) {
+        let (first, second) = (dir.join("first.snap"), dir.join("second.snap"));
+        let fallback: Vec<u32> = (100..=200).collect();
+        for (path, id, item) in [
+            (&first, 1, (|i| i % 40 + 1) as fn(u32) -> u32),
+            (&second, 2, |i| 40 - i % 40),
+        ] {
+            let items = (0..64 * 40).map(item).collect();
+            let table = FeedTable::from_items(items, 40).unwrap();
+            snapshot::write(path, &table, &fallback, id).unwrap();
+        }
+        let progress = ProgressPlace {
+            dir: Some(dir.join("progress")),
+            on_corrupt: OnCorrupt::Fail,
+        };
+        (first, second, progress)
+    }
+
     /// Rows that could not be written are kept in the shadow instead
     /// (`rows_to_shadow`); and a shadow found without its late bits (as an
     /// earlier build left it) is read for every user: either way a restart
@@ -940,28 +960,7 @@ mod lifecycle_tests {
     #[test]
     fn marks_kept_only_in_the_shadow_survive_a_restart() {
         let dir = crate::files::scratch_dir("lifecycle-shadow");
-        let (first, second) = (dir.join("first.snap"), dir.join("second.snap"));
-        let feeds: Vec<u32> = (0..64 * 40).map(|i| i % 40 + 1).collect();
-        let reversed: Vec<u32> = (0..64 * 40).map(|i| 40 - i % 40).collect();
-        let fallback: Vec<u32> = (100..=200).collect();
-        snapshot::write(
-            &first,
-            &FeedTable::from_items(feeds, 40).unwrap(),
-            &fallback,
-            1,
-        )
-        .unwrap();
-        snapshot::write(
-            &second,
-            &FeedTable::from_items(reversed, 40).unwrap(),
-            &fallback,
-            2,
-        )
-        .unwrap();
-        let progress = ProgressPlace {
-            dir: Some(dir.join("progress")),
-            on_corrupt: OnCorrupt::Fail,
-        };
+        let (first, second, progress) = two_versions(&dir);
         let manager = serving(&first, &dir, &progress);
         assert_eq!(take(&manager, 40, 7), [1, 2, 3, 4, 5, 6, 7]);
         manager.reload(Some("second.snap".into())).unwrap();
@@ -995,24 +994,7 @@ mod lifecycle_tests {
     #[test]
     fn a_restart_keeps_what_the_carry_marked() {
         let dir = crate::files::scratch_dir("lifecycle-carry");
-        let (first, second) = (dir.join("first.snap"), dir.join("second.snap"));
-        // 64 users of 40 items; the second version has them reversed.
-        let feeds: Vec<u32> = (0..64 * 40).map(|i| i % 40 + 1).collect();
-        let reversed: Vec<u32> = (0..64 * 40).map(|i| 40 - i % 40).collect();
-        let fallback: Vec<u32> = (100..=200).collect();
-        snapshot::write(
-            &first,
-            &FeedTable::from_items(feeds, 40).unwrap(),
-            &fallback,
-            1,
-        )
-        .unwrap();
-        let table = FeedTable::from_items(reversed, 40).unwrap();
-        snapshot::write(&second, &table, &fallback, 2).unwrap();
-        let progress = ProgressPlace {
-            dir: Some(dir.join("progress")),
-            on_corrupt: OnCorrupt::Fail,
-        };
+        let (first, second, progress) = two_versions(&dir);
         let manager = serving(&first, &dir, &progress);
         // Users 3 and 40 get items 1-5 and 1-7; nobody else asks.
         assert_eq!(take(&manager, 3, 5), [1, 2, 3, 4, 5]);

@@ -11,7 +11,7 @@ use slog::{Logger, info};
 
 use super::ProgressPlace;
 use crate::{
-    CatalogRandomFeed, DataSettings, DataSource, DataSpec, FeedTable, FileIdentity,
+    CatalogRandomFeed, DataSettings, DataSource, DataSpec, FeedTable, FileIdentity, Given,
     MemoryFeedStorage, OffsetMap, Snapshot, SnapshotMeta,
 };
 
@@ -167,6 +167,9 @@ pub enum First {
         took: Duration,
         /// Its progress.
         offsets: OffsetMap,
+        /// What a reload carried into it in an earlier run, if anything
+        /// (boxed, as the snapshot).
+        given: Option<Box<Given>>,
     },
 }
 
@@ -201,10 +204,17 @@ impl First {
                 let offsets = progress
                     .snapshot_offsets(&snapshot, logger)
                     .map_err(progress_error)?;
+                // A bad file of marks stops the start as a bad progress
+                // file does (`progress.on_corrupt`).
+                let given = progress
+                    .given_kept(snapshot.meta().id, snapshot.table(), logger)
+                    .map_err(progress_error)?
+                    .map(Box::new);
                 Ok(Self::Snapshot {
                     snapshot: Box::new(snapshot),
                     took: started.elapsed(),
                     offsets,
+                    given,
                 })
             }
         }
@@ -226,7 +236,14 @@ impl First {
                 snapshot,
                 took,
                 offsets,
-            } => from_snapshot(*snapshot, took, limits, recorder, offsets),
+                given,
+            } => {
+                let loaded = from_snapshot(*snapshot, took, limits, recorder, offsets);
+                if let Some(given) = given {
+                    loaded.service.storage().given_or_init(|| *given);
+                }
+                loaded
+            }
         }
     }
 }

@@ -431,13 +431,23 @@ impl<E: ErrorRecorder + Clone> DataManager<E> {
             .progress
             .snapshot_offsets(&snapshot, &self.logger)
             .map_err(|e| e.to_string())?;
-        Ok(from_snapshot(
+        // Marks a reload carried into this data in an earlier run: a bad
+        // file refuses the reload as a bad progress file does.
+        let given = self
+            .progress
+            .given_kept(meta.id, snapshot.table(), &self.logger)
+            .map_err(|e| e.to_string())?;
+        let loaded = from_snapshot(
             snapshot,
             started.elapsed(),
             self.limits,
             self.recorder.clone(),
             offsets,
-        ))
+        );
+        if let Some(given) = given {
+            loaded.service.storage().given_or_init(|| given);
+        }
+        Ok(loaded)
     }
 
     /// Reloads the default snapshot if its file is not the one last loaded
@@ -951,6 +961,45 @@ mod lifecycle_tests {
             on_corrupt: OnCorrupt::Fail,
         };
         (first, second, progress)
+    }
+
+    /// A damaged rows file fails the open under `on_corrupt = "fail"` (the
+    /// start stops, a reload is refused), and is put aside under "reset".
+    #[test]
+    fn a_damaged_rows_file_follows_on_corrupt() {
+        let dir = crate::files::scratch_dir("lifecycle-bad-rows");
+        let (first, second, progress) = two_versions(&dir);
+        let manager = serving(&first, &dir, &progress);
+        take(&manager, 40, 7);
+        manager.reload(Some("second.snap".into())).unwrap();
+        let data_id = lock(&manager.versions).current.as_ref().unwrap().data_id;
+        drop(manager);
+        let path = dir
+            .join("progress")
+            .join(crate::rows::Rows::file_name(data_id));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let opened = Snapshot::open(&second).unwrap();
+        let logger = Logger::root(slog::Discard, slog::o!());
+        let kept = progress.given_kept(data_id, opened.table(), &logger);
+        assert!(
+            matches!(kept, Err(crate::ProgressError::Corrupt { .. })),
+            "{kept:?}"
+        );
+        let reset = ProgressPlace {
+            on_corrupt: OnCorrupt::Reset,
+            ..progress
+        };
+        assert!(
+            reset
+                .given_kept(data_id, opened.table(), &logger)
+                .unwrap()
+                .is_some()
+        );
+        assert!(!path.exists(), "put aside");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Rows that could not be written are kept in the shadow instead

@@ -329,21 +329,14 @@ impl Given {
         base: usize,
         seen: &mut SeenSet,
     ) -> usize {
-        if given.is_empty() {
-            return 0;
-        }
-        let mut set = seen.start(given.len());
-        set.hold_all(given);
         let mut marked = 0;
         let mut matched = false;
-        for (at, &item) in feed.iter().enumerate() {
-            if set.contains(item, given) {
-                matched = true;
-                if self.mark_shadow(base + at) {
-                    marked += 1;
-                }
+        for_each_given(given, feed, seen, |at| {
+            matched = true;
+            if self.mark_shadow(base + at) {
+                marked += 1;
             }
-        }
+        });
         // Whenever a position matched, not only when its bit was new: a
         // shadow bit may be durable without the late bit (a crash between
         // their syncs). Both writes are relaxed: the carry's protocol (the
@@ -421,6 +414,20 @@ impl Given {
     }
 }
 
+/// Calls `mark` with each position of `feed` whose item is in `given`.
+fn for_each_given(given: &[u32], feed: &[u32], seen: &mut SeenSet, mut mark: impl FnMut(usize)) {
+    if given.is_empty() {
+        return;
+    }
+    let mut set = seen.start(given.len());
+    set.hold_all(given);
+    for (at, &item) in feed.iter().enumerate() {
+        if set.contains(item, given) {
+            mark(at);
+        }
+    }
+}
+
 /// What [`carry`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Carried {
@@ -460,41 +467,33 @@ pub fn carry(before: &Arc<dyn Served>, after: &MemoryFeedStorage, given: &Given)
         let position = position as u32;
         row.clear();
         row.resize(feed.len().div_ceil(64), 0);
-        let mut any = false;
         // What this version carried before, when it serves again.
-        if let Some(found) = held.as_ref().and_then(|rows| rows.row(position, table)) {
-            if let Some(rows) = &held {
-                rows.or_into(found, feed.len(), &mut row);
-            }
-            any = true;
+        if let Some(rows) = &held
+            && let Some(found) = rows.row(position, table)
+        {
+            rows.or_into(found, feed.len(), &mut row);
         }
         if given.is_late(position) {
             let base = table.start_at(position as usize);
-            for at in 0..feed.len() {
-                if bit(given.shadow.words(), base + at) {
-                    row[at / 64] |= 1 << (at % 64);
-                    any = true;
-                }
+            for at in (0..feed.len()).filter(|&at| bit(given.shadow.words(), base + at)) {
+                row[at / 64] |= 1 << (at % 64);
             }
         }
         if let Some((at, old_feed)) = old.table().lookup(UserId::new(user)) {
             let offset = old.offsets().take_changed(at) as usize;
             if offset > 0 {
                 carried.users += 1;
-                let given = &old_feed[..offset.min(old_feed.len())];
-                let mut set = seen.start(given.len());
-                set.hold_all(given);
-                for (at, &item) in feed.iter().enumerate() {
+                let gave = &old_feed[..offset.min(old_feed.len())];
+                for_each_given(gave, feed, &mut seen, |at| {
                     let (word, bit) = (at / 64, 1 << (at % 64));
-                    if row[word] & bit == 0 && set.contains(item, given) {
+                    if row[word] & bit == 0 {
                         row[word] |= bit;
                         carried.marked += 1;
-                        any = true;
                     }
-                }
+                });
             }
         }
-        if any && row.iter().any(|&word| word != 0) {
+        if row.iter().any(|&word| word != 0) {
             builder.push(position, &row, feed.len());
             carried.rows += 1;
         }

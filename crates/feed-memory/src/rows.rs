@@ -105,16 +105,24 @@ impl Rows {
         while before != 0 {
             let j = before.trailing_zeros();
             let len = table.feed_len(block * BLOCK + j as usize);
-            start += if list & (1 << j) == 0 {
-                bitmap_bytes(len)
-            } else {
-                1 + usize::from(*self.bytes.get(start)?) * width(len)
-            };
+            start += self.size(start, len, list & (1 << j) != 0)?;
             before &= before - 1;
         }
         let len = table.feed_len(position as usize);
         let width = if list & bit == 0 { 0 } else { width(len) as u8 };
         Some(Row { start, width })
+    }
+
+    /// Bytes of the row at `start` of a feed of `len`, a list or a bitmap;
+    /// `None` when a list's count lies beyond the rows. The one measure
+    /// both [`Self::row`] and [`Self::check`] walk by.
+    #[inline]
+    fn size(&self, start: usize, len: usize, is_list: bool) -> Option<usize> {
+        if is_list {
+            Some(1 + usize::from(*self.bytes.get(start)?) * width(len))
+        } else {
+            Some(bitmap_bytes(len))
+        }
     }
 
     /// Whether position `at` of the user's feed is marked in `row`.
@@ -328,25 +336,23 @@ impl Rows {
                     return Err(format!("a row for user position {user}, beyond the table"));
                 }
                 let len = table.feed_len(user);
-                start += if list & (1 << j) == 0 {
-                    bitmap_bytes(len)
-                } else {
+                let is_list = list & (1 << j) != 0;
+                let size = self.size(start, len, is_list).ok_or("rows cut short")?;
+                if is_list {
                     let width = width(len);
-                    let count = usize::from(*self.bytes.get(start).ok_or("rows cut short")?);
-                    let size = 1 + count * width;
                     let entries = self
                         .bytes
                         .get(start + 1..start + size)
                         .ok_or("rows cut short")?;
-                    let ascending = (0..count).all(|i| {
+                    let ascending = (0..entries.len() / width).all(|i| {
                         entry(entries, width, i) < len
                             && (i == 0 || entry(entries, width, i - 1) < entry(entries, width, i))
                     });
                     if !ascending {
                         return Err(format!("the list of user position {user} is not in order"));
                     }
-                    size
-                };
+                }
+                start += size;
                 rest &= rest - 1;
             }
         }

@@ -132,7 +132,7 @@ impl MemoryFeedStorage {
     }
 
     /// What a request for the user at `position`, whose feed starts at
-    /// `base`, passes over; `rows` from [`Self::rows`].
+    /// `base`, passes over; `rows` from [`Self::marks_of`].
     #[inline]
     fn skip<'a>(
         &'a self,
@@ -156,22 +156,18 @@ impl MemoryFeedStorage {
         }
     }
 
-    /// What the version before gave `user` (at `position`) carried first,
-    /// while that is being done (`crate::carry`). After [`Self::rows`]: a
-    /// request that read the marks' new generation sees the catching up
-    /// that a carry opens before it bumps it.
+    /// The generation and rows of marks a request for `user` (at
+    /// `position`) reads, held while it reads them; what the version
+    /// before gave the user carried first, while that is being done
+    /// (`crate::carry`). The generation is read before the catch-up check:
+    /// a request that sees a carry's new generation also sees the catching
+    /// up it opened before bumping it.
     #[inline]
-    fn catch_up(&self, user: UserId, position: u32) {
-        if let Some(given) = self.given.get() {
-            given.catch_up(user, position, self);
-        }
-    }
-
-    /// The generation and rows of marks, for one request (held while it
-    /// reads them).
-    #[inline]
-    fn rows(&self) -> Option<(u64, RowsGuard)> {
-        self.given.get().map(Given::load_rows)
+    fn marks_of(&self, user: UserId, position: u32) -> Option<(u64, RowsGuard)> {
+        let given = self.given.get()?;
+        let rows = given.load_rows();
+        given.catch_up(user, position, self);
+        Some(rows)
     }
 
     /// The positions given under the version served before, if any.
@@ -283,8 +279,7 @@ impl MemoryFeedStorage {
         out: &mut Vec<ItemId>,
     ) -> Result<Taken, StorageError> {
         let (position, want, len, base, feed) = self.prepare(user, max)?;
-        let rows = self.rows();
-        self.catch_up(user, position);
+        let rows = self.marks_of(user, position);
         let skip = self.skip(&rows, position, base, feed);
         let range = self
             .offsets
@@ -309,8 +304,7 @@ impl MemoryFeedStorage {
         out: &mut Vec<ItemId>,
     ) -> Result<Keyed, StorageError> {
         let (position, want, len, base, feed) = self.prepare(user, max)?;
-        let rows = self.rows();
-        self.catch_up(user, position);
+        let rows = self.marks_of(user, position);
         let skip = self.skip(&rows, position, base, feed);
         let end = |from: u32| skip.end(from, want, len);
         let (range, replayed) =
@@ -357,7 +351,7 @@ mod tests {
         let v2 = version(&[7], &[(1..=20).rev().collect()]);
         for stall_after_first_rollback in [false, true] {
             let (position, base, feed) = v1.0.table().locate(UserId::new(7)).unwrap();
-            let rows = v1.0.rows();
+            let rows = v1.0.marks_of(UserId::new(7), position);
             let skip = v1.0.skip(&rows, position, base, feed);
             swap(&v1, &v2);
             let mut out = Vec::new();

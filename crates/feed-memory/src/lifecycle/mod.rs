@@ -963,16 +963,29 @@ mod lifecycle_tests {
         (first, second, progress)
     }
 
+    /// Serves `first`, gives each `(user, n)` their first `n` items, and
+    /// reloads `second` (`two_versions`): the manager and the second's data id.
+    fn reloaded(
+        dir: &Path,
+        (first, progress): (&Path, &ProgressPlace),
+        takes: &[(u64, usize)],
+    ) -> (DataManager<Errors>, u64) {
+        let manager = serving(first, dir, progress);
+        for &(user, n) in takes {
+            assert_eq!(take(&manager, user, n), (1..=n as u32).collect::<Vec<_>>());
+        }
+        manager.reload(Some("second.snap".into())).unwrap();
+        let data_id = lock(&manager.versions).current.as_ref().unwrap().data_id;
+        (manager, data_id)
+    }
+
     /// A damaged rows file fails the open under `on_corrupt = "fail"` (the
     /// start stops, a reload is refused), and is put aside under "reset".
     #[test]
     fn a_damaged_rows_file_follows_on_corrupt() {
         let dir = crate::files::scratch_dir("lifecycle-bad-rows");
         let (first, second, progress) = two_versions(&dir);
-        let manager = serving(&first, &dir, &progress);
-        take(&manager, 40, 7);
-        manager.reload(Some("second.snap".into())).unwrap();
-        let data_id = lock(&manager.versions).current.as_ref().unwrap().data_id;
+        let (manager, data_id) = reloaded(&dir, (&first, &progress), &[(40, 7)]);
         drop(manager);
         let path = dir
             .join("progress")
@@ -1010,14 +1023,11 @@ mod lifecycle_tests {
     fn marks_kept_only_in_the_shadow_survive_a_restart() {
         let dir = crate::files::scratch_dir("lifecycle-shadow");
         let (first, second, progress) = two_versions(&dir);
-        let manager = serving(&first, &dir, &progress);
-        assert_eq!(take(&manager, 40, 7), [1, 2, 3, 4, 5, 6, 7]);
-        manager.reload(Some("second.snap".into())).unwrap();
+        let (manager, data_id) = reloaded(&dir, (&first, &progress), &[(40, 7)]);
         let service = manager.current_service().unwrap();
         let storage = service.storage();
         storage.given().unwrap().rows_to_shadow(storage.table());
         manager.sync(true);
-        let data_id = lock(&manager.versions).current.as_ref().unwrap().data_id;
         drop((service, manager));
         let folder = dir.join("progress");
         std::fs::remove_file(folder.join(crate::rows::Rows::file_name(data_id))).unwrap();
@@ -1044,11 +1054,8 @@ mod lifecycle_tests {
     fn a_restart_keeps_what_the_carry_marked() {
         let dir = crate::files::scratch_dir("lifecycle-carry");
         let (first, second, progress) = two_versions(&dir);
-        let manager = serving(&first, &dir, &progress);
         // Users 3 and 40 get items 1-5 and 1-7; nobody else asks.
-        assert_eq!(take(&manager, 3, 5), [1, 2, 3, 4, 5]);
-        assert_eq!(take(&manager, 40, 7), [1, 2, 3, 4, 5, 6, 7]);
-        manager.reload(Some("second.snap".into())).unwrap();
+        let (manager, _) = reloaded(&dir, (&first, &progress), &[(3, 5), (40, 7)]);
         let service = manager.current_service().unwrap();
         let given = service.storage().given().unwrap();
         // Two rows of 40 bits (a bitmap of 5 bytes is smaller than a list

@@ -4,6 +4,7 @@
 #   benchmark/cluster.sh                  # 100,000 users x 200, 2 rounds of 10 s
 #   benchmark/cluster.sh --users 1000000  # a larger data set
 #   benchmark/cluster.sh --carry          # the rounds over a second version
+#   HAPROXY_MODE=http benchmark/cluster.sh  # HAProxy reading HTTP (default: tcp)
 #
 #  1. brings up deploy/local-cluster.sh (6 Redis nodes, 2 frontends,
 #     HAProxy) in its own state folder, and one in-memory feed-server on the
@@ -40,7 +41,7 @@ while (($#)); do
         --rounds) rounds=$2; shift 2 ;;
         --connections) connections=$2; shift 2 ;;
         --carry) carry=1; shift ;;
-        -h|--help) sed -n 2,23p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,24p "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -176,6 +177,9 @@ snapshot_bytes=$(stat -c %s "$STATE_DIR/snapshot.ffs")
     echo "Round trips / request: the frontend's HINCRBY and EVALSHA per request (it sends nothing else per"
     echo "request). Commands executed / request: every node's INFO commandstats (INFO itself left out),"
     echo "the replicas' copies of each HINCRBY included."
+    echo
+    echo "HAProxy in ${HAPROXY_MODE:-tcp} mode (deploy/local-cluster.sh: tcp passes bytes after a PROXY"
+    echo "protocol v2 header, balancing per connection; http reads each request and writes X-Forwarded-For)."
     echo
     echo "CPU µs / request: user + system time of the feed servers (the in-memory one, or both"
     echo "frontends), of the three Redis masters, of the three replicas, and of HAProxy, over the"

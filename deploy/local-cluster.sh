@@ -22,8 +22,12 @@
 #
 #   Redis     127.0.0.1:17000-17005   3 masters, 3 replicas
 #   frontends 127.0.0.1:18801-18802   admin 127.0.0.1:18901-18902
-#   HAProxy   127.0.0.1:18800         round-robin, health checks on /readyz,
-#                                     X-Forwarded-For (trusted by the frontends)
+#   HAProxy   127.0.0.1:18800         round-robin, health checks on /readyz;
+#                                     TCP mode, each connection opened with a
+#                                     PROXY protocol v2 header naming the
+#                                     client (trusted by the frontends:
+#                                     limits.proxy_protocol); HAPROXY_MODE=http
+#                                     reads HTTP and writes X-Forwarded-For
 #
 # Every Redis node asks for a password: REDIS_PASSWORD from the
 # environment, or one generated at the first `up` and kept in
@@ -33,7 +37,7 @@
 #
 # Environment: USERS (100000), FEED_LEN (200), STATE_DIR
 # (target/local-cluster: configs, logs, pids, Redis data), FEED_BIN,
-# REDIS_PASSWORD.
+# REDIS_PASSWORD, HAPROXY_MODE (tcp or http).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -45,6 +49,7 @@ redis_ports=(17000 17001 17002 17003 17004 17005)
 frontend_ports=(18801 18802)
 admin_ports=(18901 18902)
 proxy_port=18800
+haproxy_mode=${HAPROXY_MODE:-tcp}
 nodes=$(printf 'redis://127.0.0.1:%s,' "${redis_ports[@]:0:3}")
 nodes=${nodes%,}
 
@@ -150,7 +155,7 @@ up() {
             FEED__REDIS__SNAPSHOTS="$(snapshots "${frontend_ports[i]}")" \
             FEED__SERVER__HOST=127.0.0.1 FEED__SERVER__PORT="${frontend_ports[i]}" \
             FEED__ADMIN__PORT="${admin_ports[i]}" FEED__PROGRESS__PATH= \
-            FEED__LIMITS__TRUSTED_PROXIES=127.0.0.1/32 \
+            FEED__LIMITS__TRUSTED_PROXIES=127.0.0.1/32 FEED__LIMITS__PROXY_PROTOCOL=true \
             FEED__SERVER__SHUTDOWN_DELAY_MS=1000 \
             "$feed_bin"
     done
@@ -158,18 +163,25 @@ up() {
         wait_for 30 "frontend $port ready" curl -fs "http://127.0.0.1:$port/readyz"
     done
 
+    local mode send_proxy
+    case $haproxy_mode in
+        # Bytes passed through; the client's address in a PROXY protocol
+        # header at the start of each connection: the frontends trust this
+        # proxy (FEED__LIMITS__TRUSTED_PROXIES, FEED__LIMITS__PROXY_PROTOCOL)
+        # and rate-limit and log by it. Health checks are plain HTTP.
+        tcp) mode=$'mode tcp\n    timeout server 30s' send_proxy=' send-proxy-v2' ;;
+        # HTTP read and balanced per request; the client's address in
+        # X-Forwarded-For.
+        http) mode=$'mode http\n    timeout server 5s\n    option http-keep-alive\n    option forwardfor' send_proxy='' ;;
+        *) die "HAPROXY_MODE must be tcp or http, not $haproxy_mode" ;;
+    esac
     cat >"$state/haproxy.cfg" <<CFG
 global
     maxconn 4000
 defaults
-    mode http
+    $mode
     timeout connect 1s
     timeout client 30s
-    timeout server 5s
-    option http-keep-alive
-    # The client's address in X-Forwarded-For: the frontends trust this
-    # proxy (FEED__LIMITS__TRUSTED_PROXIES) and rate-limit and log by it.
-    option forwardfor
 frontend feeds
     bind 127.0.0.1:$proxy_port
     default_backend frontends
@@ -177,8 +189,8 @@ backend frontends
     balance roundrobin
     option httpchk GET /readyz
     http-check expect status 200
-    server f1 127.0.0.1:${frontend_ports[0]} check inter 1s fall 2 rise 1
-    server f2 127.0.0.1:${frontend_ports[1]} check inter 1s fall 2 rise 1
+    server f1 127.0.0.1:${frontend_ports[0]}$send_proxy check inter 1s fall 2 rise 1
+    server f2 127.0.0.1:${frontend_ports[1]}$send_proxy check inter 1s fall 2 rise 1
 CFG
     haproxy -c -f "$state/haproxy.cfg" >/dev/null
     say "starting HAProxy on $proxy_port"

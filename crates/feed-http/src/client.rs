@@ -108,7 +108,7 @@ impl TrustedProxies {
     }
 
     /// `addr` (in canonical form) is in a trusted range.
-    fn trusts(&self, addr: IpAddr) -> bool {
+    pub(crate) fn trusts(&self, addr: IpAddr) -> bool {
         self.nets.iter().any(|net| net.contains(&addr))
     }
 

@@ -42,6 +42,7 @@ mod gate;
 mod log_budget;
 pub mod parse;
 pub mod probe;
+pub mod proxy;
 mod rate;
 mod route;
 mod routes;

@@ -8,16 +8,22 @@ use std::net::{TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_http::HttpService;
+use actix_http::error::DispatchError;
+use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
+use actix_web::dev::AppConfig;
 use actix_web::{HttpServer, web};
 use feed_domain::{
     BlocklistControl, DataControl, ErrorRecorder, FeedService, FeedStorage, RandomFeed,
 };
 use slog::{Logger, info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::access::AdminAccess;
 use crate::admin::Admin;
+use crate::client::TrustedProxies;
 use crate::exposition::Exposition;
 use crate::gate::RequestGate;
 use crate::routes::FeedSlot;
@@ -45,6 +51,9 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Who may use the admin endpoints.
     pub admin_access: AdminAccess,
+    /// Whether every public connection opens with a PROXY protocol header
+    /// from one of these proxies (see [`crate::proxy`]); `None`: plain HTTP.
+    pub proxy_protocol: Option<TrustedProxies>,
 }
 
 /// Where stop requests come from.
@@ -68,6 +77,10 @@ pub enum Stopped {
 
 /// Connections the kernel may queue before the server accepts them.
 const BACKLOG: i32 = 2048;
+
+/// How long a closing client has to take the last bytes (actix-web's
+/// `HttpServer` default, kept for the PROXY protocol listener).
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How often the dashboard snapshot is taken.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -150,7 +163,6 @@ where
         load_failure,
         tasks,
     } = mode;
-    let workers = config.workers;
     let lifecycle = gate.lifecycle();
     let (snapshots, snapshot) = watch::channel(Snapshot::default());
     let mut admin = Admin::new(
@@ -168,18 +180,6 @@ where
     }
     let admin = web::Data::new(admin);
 
-    let app_slot = slot.clone();
-    let app_gate = gate.clone();
-    let public = HttpServer::new(move || crate::app(app_slot.clone(), app_gate.clone()))
-        .workers(workers)
-        .max_connections(config.max_connections.div_ceil(workers).max(1))
-        .client_request_timeout(config.client_request_timeout)
-        .keep_alive(config.keep_alive)
-        .shutdown_timeout(
-            config.shutdown_timeout.as_secs()
-                + u64::from(config.shutdown_timeout.subsec_nanos() > 0),
-        )
-        .disable_signals();
     let admin_server = HttpServer::new(move || crate::admin_app(admin.clone()))
         .workers(1)
         .shutdown_timeout(1)
@@ -187,7 +187,7 @@ where
 
     let delay = config.shutdown_delay;
     let ending = actix_web::rt::System::new().block_on(async {
-        let public = public.listen(listeners.public)?.run();
+        let public = public(config, listeners.public, &slot, gate)?;
         let admin_server = admin_server.listen(listeners.admin)?.run();
         let handles = (public.handle(), admin_server.handle());
         let sampler_gate = gate.clone();
@@ -226,6 +226,72 @@ where
         }
     })?;
     ending.map_err(std::io::Error::other)
+}
+
+/// The public server on `listener`: plain HTTP, or HTTP after a PROXY
+/// protocol header when `config.proxy_protocol` is set. Both serve the same
+/// [`crate::app`] with the same limits; the second is put together from
+/// actix-web's own parts ([`HttpService`] behind a step that reads the
+/// header), the way [`HttpServer::listen`] puts the first together.
+fn public<S, R, E>(
+    config: &ServerConfig,
+    listener: TcpListener,
+    slot: &web::Data<FeedSlot<FeedService<S, R, E>>>,
+    gate: &RequestGate,
+) -> std::io::Result<actix_web::dev::Server>
+where
+    S: FeedStorage,
+    R: RandomFeed,
+    E: ErrorRecorder,
+{
+    let workers = config.workers;
+    let max_connections = config.max_connections.div_ceil(workers).max(1);
+    let shutdown_secs =
+        config.shutdown_timeout.as_secs() + u64::from(config.shutdown_timeout.subsec_nanos() > 0);
+    let (slot, gate) = (slot.clone(), gate.clone());
+    let Some(trusted) = config.proxy_protocol.clone() else {
+        return Ok(
+            HttpServer::new(move || crate::app(slot.clone(), gate.clone()))
+                .workers(workers)
+                .max_connections(max_connections)
+                .client_request_timeout(config.client_request_timeout)
+                .keep_alive(config.keep_alive)
+                .shutdown_timeout(shutdown_secs)
+                .disable_signals()
+                .listen(listener)?
+                .run(),
+        );
+    };
+    let addr = listener.local_addr()?;
+    let (request_timeout, keep_alive) = (config.client_request_timeout, config.keep_alive);
+    Ok(actix_server::Server::build()
+        .workers(workers)
+        .max_concurrent_connections(max_connections)
+        .shutdown_timeout(shutdown_secs)
+        .disable_signals()
+        .listen("feed-public-proxied", listener, move || {
+            let trusted = trusted.clone();
+            let app = crate::app(slot.clone(), gate.clone())
+                .into_factory()
+                .map_err(|err| err.error_response());
+            let http = HttpService::build()
+                .keep_alive(keep_alive)
+                .client_request_timeout(request_timeout)
+                .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+                .local_addr(addr)
+                .finish(map_config(app, |()| AppConfig::default()));
+            fn_service(move |io: TcpStream| {
+                let trusted = trusted.clone();
+                async move {
+                    let (io, client) = crate::proxy::accept(io, &trusted, request_timeout)
+                        .await
+                        .map_err(DispatchError::Io)?;
+                    Ok((io, actix_http::Protocol::Http1, Some(client)))
+                }
+            })
+            .and_then(http)
+        })?
+        .run())
 }
 
 /// Drives the shutdown: waits for the first stop request (or a failed

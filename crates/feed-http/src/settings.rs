@@ -184,6 +184,10 @@ pub struct LimitSettings {
     /// CIDR ranges of our own proxies, separated by commas: a request from
     /// one of them is the client's that `X-Forwarded-For` names (empty: none).
     pub trusted_proxies: String,
+    /// Every connection to the public port opens with a PROXY protocol
+    /// header (v1 or v2) from one of `trusted_proxies`, naming the client:
+    /// for a balancer in TCP mode.
+    pub proxy_protocol: bool,
 }
 
 impl LimitSettings {
@@ -194,7 +198,7 @@ impl LimitSettings {
     /// # Errors
     /// [`InvalidSetting`] naming the first bad key.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
-        self.trusted_proxies()?;
+        self.proxy_protocol()?;
         for (key, value) in [
             ("limits.max_connections", self.max_connections as u64),
             (
@@ -248,6 +252,27 @@ impl LimitSettings {
         RateLimiter::new(per_s, burst).map(|rate| rate.with_max_clients(self.rate_limit_clients))
     }
 
+    /// The proxies every public connection's PROXY header must come from,
+    /// `None` when the listener speaks plain HTTP.
+    ///
+    /// # Errors
+    /// [`InvalidSetting`] naming `limits.trusted_proxies` when a range does
+    /// not parse, or `limits.proxy_protocol` when no proxy is trusted (no
+    /// connection could be served).
+    pub fn proxy_protocol(&self) -> Result<Option<TrustedProxies>, InvalidSetting> {
+        let trusted = self.trusted_proxies()?;
+        if !self.proxy_protocol {
+            return Ok(None);
+        }
+        if trusted.is_empty() {
+            return Err(InvalidSetting::new(
+                "limits.proxy_protocol",
+                "needs limits.trusted_proxies: only a trusted proxy may name the client",
+            ));
+        }
+        Ok(Some(trusted))
+    }
+
     /// The proxies whose `X-Forwarded-For` names the client.
     ///
     /// # Errors
@@ -288,6 +313,7 @@ mod tests {
             rate_limit_burst: 0,
             rate_limit_clients: 100_000,
             trusted_proxies: String::new(),
+            proxy_protocol: false,
         }
     }
 
@@ -358,6 +384,24 @@ mod tests {
         check(
             with(|l| l.rate_limit_clients = 0),
             "configuration: limits.rate_limit_clients: must be at least 1",
+        );
+        check(
+            with(|l| l.proxy_protocol = true),
+            "configuration: limits.proxy_protocol: needs limits.trusted_proxies: only a trusted proxy may name the client",
+        );
+        assert_eq!(
+            limits().proxy_protocol().unwrap(),
+            None,
+            "plain HTTP by default"
+        );
+        let behind = LimitSettings {
+            proxy_protocol: true,
+            trusted_proxies: "10.0.0.0/8".into(),
+            ..limits()
+        };
+        assert_eq!(
+            behind.proxy_protocol().unwrap(),
+            Some("10.0.0.0/8".parse().unwrap())
         );
         let bad = with(|l| l.trusted_proxies = "haproxy".into()).unwrap_err();
         assert_eq!(bad.key, "limits.trusted_proxies");

@@ -351,6 +351,7 @@ impl Parts {
             shutdown_delay: Duration::from_millis(settings.server.shutdown_delay_ms),
             shutdown_timeout: Duration::from_millis(settings.server.shutdown_timeout_ms),
             admin_access: access,
+            proxy_protocol: limits.proxy_protocol().map_err(invalid)?,
         };
         Ok(Self {
             counters,

@@ -196,3 +196,91 @@ fn an_untrusted_peer_cannot_spoof_its_client_address() {
     let line = server.wait_for_log_where("error response", |r| r["status"] == 429);
     assert_eq!(line["client"], "127.0.0.1", "{line}");
 }
+
+/// `GET /feed/1` on `conn`, after `prefix` (a PROXY header, for the first
+/// request of a connection) in the same write.
+fn after(conn: &mut Connection, prefix: &[u8]) -> std::io::Result<super::server::Answer> {
+    let mut bytes = prefix.to_vec();
+    bytes.extend_from_slice(b"GET /feed/1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    conn.stream().write_all(&bytes)?;
+    conn.read_answer()
+}
+
+/// A v2 PROXY header (`PROXY`, TCP over IPv4) naming `client`.
+fn v2_header(client: [u8; 4], port: u16) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    header.extend_from_slice(&client);
+    header.extend_from_slice(&[127, 0, 0, 1]);
+    header.extend_from_slice(&port.to_be_bytes());
+    header.extend_from_slice(&8080u16.to_be_bytes());
+    header
+}
+
+/// Behind a balancer in TCP mode (`limits.proxy_protocol`), each
+/// connection's PROXY header names its client: v1 and v2 both, the
+/// request sent in the same write as the header, each client with its own
+/// rate-limit bucket and named in the log. A connection that opens with
+/// plain HTTP instead (a readiness probe) is served as its own peer.
+#[test]
+fn behind_a_tcp_balancer_the_proxy_header_names_the_client() {
+    let (mut server, _) = Server::start_ready(&[
+        ("FEED__LIMITS__RATE_LIMIT_PER_S", "1"),
+        ("FEED__LIMITS__RATE_LIMIT_BURST", "2"),
+        ("FEED__LIMITS__TRUSTED_PROXIES", "127.0.0.1"),
+        ("FEED__LIMITS__PROXY_PROTOCOL", "true"),
+    ]);
+    let mut first = Connection::open(&server.addr).unwrap();
+    let v1 = b"PROXY TCP4 198.51.100.1 127.0.0.1 50000 8080\r\n";
+    assert_eq!(after(&mut first, v1).unwrap().status, 200);
+    let refused = (0..50)
+        .map(|_| after(&mut first, b"").unwrap())
+        .find(|answer| answer.status != 200)
+        .expect("client 1 was never refused");
+    assert_eq!(refused.status, 429);
+    let line = server.wait_for_log_where("error response", |r| r["status"] == 429);
+    assert_eq!(line["client"], "198.51.100.1", "{line}");
+
+    // Another client through the same balancer: a fresh bucket.
+    let mut second = Connection::open(&server.addr).unwrap();
+    let answer = after(&mut second, &v2_header([198, 51, 100, 2], 50001)).unwrap();
+    assert_eq!(answer.status, 200);
+
+    let mut plain = Connection::open(&server.addr).unwrap();
+    assert_eq!(plain.get("/readyz").unwrap().status, 200);
+    let refused = (0..50)
+        .map(|_| after(&mut plain, b"").unwrap())
+        .find(|answer| answer.status != 200)
+        .expect("the plain peer was never refused");
+    assert_eq!(refused.status, 429);
+    let line = server.wait_for_log_where("error response", |r| {
+        r["status"] == 429 && r["client"] != "198.51.100.1"
+    });
+    assert_eq!(line["client"], "127.0.0.1", "{line}");
+}
+
+/// With `limits.proxy_protocol`, only a trusted peer may name a client: a
+/// header from anyone else is not taken off, so it is not HTTP either,
+/// and is answered 400 without a feed; a malformed header from a trusted
+/// peer closes its connection.
+#[test]
+fn an_untrusted_peer_cannot_send_a_proxy_header() {
+    let (server, _) = Server::start_ready(&[
+        ("FEED__LIMITS__TRUSTED_PROXIES", "10.0.0.0/8"),
+        ("FEED__LIMITS__PROXY_PROTOCOL", "true"),
+    ]);
+    let mut conn = Connection::open(&server.addr).unwrap();
+    let v1 = b"PROXY TCP4 198.51.100.1 127.0.0.1 50000 8080\r\n";
+    assert_eq!(after(&mut conn, v1).unwrap().status, 400);
+    drop(server);
+
+    let (server, _) = Server::start_ready(&[
+        ("FEED__LIMITS__TRUSTED_PROXIES", "127.0.0.1"),
+        ("FEED__LIMITS__PROXY_PROTOCOL", "true"),
+    ]);
+    let mut conn = Connection::open(&server.addr).unwrap();
+    assert!(
+        after(&mut conn, b"PROXY TCP4 nowhere\r\n").is_err(),
+        "a malformed header was answered"
+    );
+}

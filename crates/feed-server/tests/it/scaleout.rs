@@ -148,7 +148,12 @@ struct Proxy {
 }
 
 impl Proxy {
+    /// In HTTP mode, writing `X-Forwarded-For`.
     fn start(backends: &[&str]) -> Option<Self> {
+        Self::start_in(backends, Mode::Http)
+    }
+
+    fn start_in(backends: &[&str], mode: Mode) -> Option<Self> {
         if !installed(&["haproxy"], "haproxy") {
             return None;
         }
@@ -160,11 +165,20 @@ impl Proxy {
         let servers: String = backends
             .iter()
             .enumerate()
-            .map(|(i, b)| format!("    server f{i} {b} check inter 500ms fall 2 rise 1\n"))
+            .map(|(i, b)| {
+                format!(
+                    "    server f{i} {b}{} check inter 500ms fall 2 rise 1\n",
+                    mode.server_option()
+                )
+            })
             .collect();
+        let defaults = match mode {
+            Mode::Http => "mode http\n    timeout server 5s\n    option forwardfor",
+            Mode::Tcp => "mode tcp\n    timeout server 10s",
+        };
         let config = format!(
-            "global\n    maxconn 1000\ndefaults\n    mode http\n    timeout connect 1s\n    \
-             timeout client 10s\n    timeout server 5s\n    option forwardfor\nfrontend feeds\n    bind 127.0.0.1:{port}\n    \
+            "global\n    maxconn 1000\ndefaults\n    {defaults}\n    timeout connect 1s\n    \
+             timeout client 10s\nfrontend feeds\n    bind 127.0.0.1:{port}\n    \
              default_backend frontends\nbackend frontends\n    balance roundrobin\n    \
              option httpchk GET /readyz\n    http-check expect status 200\n{servers}"
         );
@@ -184,6 +198,24 @@ impl Proxy {
                 .is_ok_and(|a| a.status == 200)
         });
         Some(Self { child, addr })
+    }
+}
+
+/// How HAProxy passes requests on.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// Reading HTTP, appending the client to `X-Forwarded-For`.
+    Http,
+    /// Passing bytes through, after a PROXY protocol v2 header.
+    Tcp,
+}
+
+impl Mode {
+    const fn server_option(self) -> &'static str {
+        match self {
+            Self::Http => "",
+            Self::Tcp => " send-proxy-v2",
+        }
     }
 }
 
@@ -749,4 +781,35 @@ fn a_load_and_a_rollback_under_load_repeat_no_item_across_frontends() {
     }
     clients.wait_more(300);
     clients.stop_repeating_nothing(2_000);
+}
+
+/// HAProxy in TCP mode (`send-proxy-v2`) in front of a server with
+/// `limits.proxy_protocol`: each client connection reaches the server with
+/// its own address (clients on two loopback addresses), so each has its
+/// own rate-limit bucket and is named in the log, while HAProxy's own
+/// health checks, plain HTTP, keep the server in the pool.
+#[test]
+fn haproxy_in_tcp_mode_names_each_client_through_the_proxy_protocol() {
+    let (mut server, _) = Server::start_ready(&[
+        ("FEED__LIMITS__RATE_LIMIT_PER_S", "1"),
+        ("FEED__LIMITS__RATE_LIMIT_BURST", "2"),
+        ("FEED__LIMITS__TRUSTED_PROXIES", "127.0.0.1"),
+        ("FEED__LIMITS__PROXY_PROTOCOL", "true"),
+    ]);
+    let Some(proxy) = Proxy::start_in(&[&server.addr], Mode::Tcp) else {
+        return;
+    };
+    let first = "127.0.0.5".parse().unwrap();
+    let mut conn = Connection::open_from(&proxy.addr, first).unwrap();
+    let refused = (0..50)
+        .map(|_| conn.get("/feed/1").unwrap())
+        .find(|answer| answer.status != 200)
+        .expect("the first client was never refused");
+    assert_eq!(refused.status, 429);
+    let line = server.wait_for_log_where("error response", |r| r["status"] == 429);
+    assert_eq!(line["client"], "127.0.0.5", "{line}");
+
+    let second = "127.0.0.6".parse().unwrap();
+    let mut other = Connection::open_from(&proxy.addr, second).unwrap();
+    assert_eq!(other.get("/feed/1").unwrap().status, 200);
 }

@@ -175,7 +175,21 @@ pub(crate) struct Connection {
 
 impl Connection {
     pub(crate) fn open(addr: &str) -> std::io::Result<Self> {
-        let stream = TcpStream::connect(addr)?;
+        Self::over(TcpStream::connect(addr)?)
+    }
+
+    /// A connection to `addr` from the local address `source` (another
+    /// loopback address, say, to tell clients apart on one machine).
+    pub(crate) fn open_from(addr: &str, source: std::net::IpAddr) -> std::io::Result<Self> {
+        use socket2::{Domain, Socket, Type};
+        let addr: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.bind(&std::net::SocketAddr::new(source, 0).into())?;
+        socket.connect(&addr.into())?;
+        Self::over(socket.into())
+    }
+
+    fn over(stream: TcpStream) -> std::io::Result<Self> {
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         stream.set_nodelay(true)?;
         Ok(Self {

@@ -37,7 +37,9 @@
 #
 # Environment: USERS (100000), FEED_LEN (200), STATE_DIR
 # (target/local-cluster: configs, logs, pids, Redis data), FEED_BIN,
-# REDIS_PASSWORD, HAPROXY_MODE (tcp or http).
+# REDIS_PASSWORD, HAPROXY_MODE (tcp or http), REDIS_ARGS (more
+# redis-server arguments for every node, after the defaults above, e.g.
+# "--appendonly no" to measure what the append-only file costs).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -131,7 +133,7 @@ up() {
         start "redis-$port" redis-server "$state/redis/auth.conf" --port "$port" --bind 127.0.0.1 \
             --cluster-enabled yes --cluster-config-file nodes.conf \
             --cluster-node-timeout 2000 --appendonly yes --appendfsync everysec --save "" \
-            --repl-diskless-sync-delay 0 --dir "$state/redis/$port"
+            --repl-diskless-sync-delay 0 --dir "$state/redis/$port" ${REDIS_ARGS:-}
     done
     for port in "${redis_ports[@]}"; do
         wait_for 10 "redis on $port" redis-cli -p "$port" ping
@@ -155,7 +157,8 @@ up() {
             FEED__REDIS__SNAPSHOTS="$(snapshots "${frontend_ports[i]}")" \
             FEED__SERVER__HOST=127.0.0.1 FEED__SERVER__PORT="${frontend_ports[i]}" \
             FEED__ADMIN__PORT="${admin_ports[i]}" FEED__PROGRESS__PATH= \
-            FEED__LIMITS__TRUSTED_PROXIES=127.0.0.1/32 FEED__LIMITS__PROXY_PROTOCOL=true \
+            FEED__LIMITS__TRUSTED_PROXIES=127.0.0.1/32 \
+            FEED__LIMITS__PROXY_PROTOCOL="$([[ $haproxy_mode == tcp ]] && echo true || echo false)" \
             FEED__SERVER__SHUTDOWN_DELAY_MS=1000 \
             "$feed_bin"
     done
@@ -168,7 +171,8 @@ up() {
         # Bytes passed through; the client's address in a PROXY protocol
         # header at the start of each connection: the frontends trust this
         # proxy (FEED__LIMITS__TRUSTED_PROXIES, FEED__LIMITS__PROXY_PROTOCOL)
-        # and rate-limit and log by it. Health checks are plain HTTP.
+        # and rate-limit and log by it. HAProxy's health checks carry a
+        # header too (naming no client).
         tcp) mode=$'mode tcp\n    timeout server 30s' send_proxy=' send-proxy-v2' ;;
         # HTTP read and balanced per request; the client's address in
         # X-Forwarded-For.

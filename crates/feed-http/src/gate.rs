@@ -41,7 +41,7 @@ use actix_web::http::ConnectionType;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::{Error, ResponseError, web};
 use bytes::Bytes;
-use slog::{Logger, info};
+use slog::{Logger, info, warn};
 
 use crate::client::TrustedProxies;
 use crate::counters::{Counters, Refusal, Totals};
@@ -194,6 +194,15 @@ impl RequestGate {
             self.0.in_flight.0.load(Ordering::Relaxed) as u64
         } else {
             totals.in_flight()
+        }
+    }
+
+    /// Logs (within the error lines' budget) a connection the public
+    /// listener closed before HTTP: a malformed or late PROXY header.
+    pub(crate) fn connection_refused(&self, error: &std::io::Error) {
+        if let Some(suppressed) = self.0.error_budget.admit() {
+            warn!(self.0.logger, "connection refused"; "cause" => %error,
+                "suppressed_before" => suppressed);
         }
     }
 }

@@ -51,8 +51,8 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Who may use the admin endpoints.
     pub admin_access: AdminAccess,
-    /// Whether every public connection opens with a PROXY protocol header
-    /// from one of these proxies (see [`crate::proxy`]); `None`: plain HTTP.
+    /// The proxies whose public connections may open with a PROXY protocol
+    /// header (see [`crate::proxy`]); `None`: plain HTTP only.
     pub proxy_protocol: Option<TrustedProxies>,
 }
 
@@ -264,29 +264,41 @@ where
     };
     let addr = listener.local_addr()?;
     let (request_timeout, keep_alive) = (config.client_request_timeout, config.keep_alive);
-    Ok(actix_server::Server::build()
+    let builder = actix_server::Server::build();
+    // On a graceful stop, idle keep-alive connections close at once, as
+    // `HttpServer` arranges.
+    let stopping = builder.graceful_shutdown_signal();
+    Ok(builder
         .workers(workers)
         .max_concurrent_connections(max_connections)
         .shutdown_timeout(shutdown_secs)
         .disable_signals()
         .listen("feed-public-proxied", listener, move || {
-            let trusted = trusted.clone();
+            let (trusted, stopping) = (trusted.clone(), stopping.clone());
+            let refusals = gate.clone();
             let app = crate::app(slot.clone(), gate.clone())
                 .into_factory()
                 .map_err(|err| err.error_response());
             let http = HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let stopping = stopping.clone();
+                    async move { stopping.notified().await }
+                })
                 .keep_alive(keep_alive)
                 .client_request_timeout(request_timeout)
                 .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
                 .local_addr(addr)
                 .finish(map_config(app, |()| AppConfig::default()));
             fn_service(move |io: TcpStream| {
-                let trusted = trusted.clone();
+                let (trusted, refusals) = (trusted.clone(), refusals.clone());
                 async move {
-                    let (io, client) = crate::proxy::accept(io, &trusted, request_timeout)
-                        .await
-                        .map_err(DispatchError::Io)?;
-                    Ok((io, actix_http::Protocol::Http1, Some(client)))
+                    match crate::proxy::accept(io, &trusted, request_timeout).await {
+                        Ok((io, client)) => Ok((io, actix_http::Protocol::Http1, Some(client))),
+                        Err(error) => {
+                            refusals.connection_refused(&error);
+                            Err(DispatchError::Io(error))
+                        }
+                    }
                 }
             })
             .and_then(http)

@@ -184,9 +184,9 @@ pub struct LimitSettings {
     /// CIDR ranges of our own proxies, separated by commas: a request from
     /// one of them is the client's that `X-Forwarded-For` names (empty: none).
     pub trusted_proxies: String,
-    /// Every connection to the public port opens with a PROXY protocol
-    /// header (v1 or v2) from one of `trusted_proxies`, naming the client:
-    /// for a balancer in TCP mode.
+    /// A connection from one of `trusted_proxies` may open with a PROXY
+    /// protocol header (v1 or v2) naming the client, for a balancer in TCP
+    /// mode; `X-Forwarded-For` is then never read.
     pub proxy_protocol: bool,
 }
 
@@ -271,6 +271,24 @@ impl LimitSettings {
             ));
         }
         Ok(Some(trusted))
+    }
+
+    /// The proxies whose `X-Forwarded-For` the request gate believes:
+    /// `trusted_proxies`, or none with `proxy_protocol`. A balancer in TCP
+    /// mode passes the client's own bytes through, so behind it that
+    /// header is whatever the client wrote, and a connection whose PROXY
+    /// header names no client (or a trusted client) would otherwise let it
+    /// choose its address.
+    ///
+    /// # Errors
+    /// [`InvalidSetting`] naming `limits.trusted_proxies`.
+    pub fn forwarded_for(&self) -> Result<TrustedProxies, InvalidSetting> {
+        let trusted = self.trusted_proxies()?;
+        Ok(if self.proxy_protocol {
+            TrustedProxies::none()
+        } else {
+            trusted
+        })
     }
 
     /// The proxies whose `X-Forwarded-For` names the client.
@@ -402,6 +420,18 @@ mod tests {
         assert_eq!(
             behind.proxy_protocol().unwrap(),
             Some("10.0.0.0/8".parse().unwrap())
+        );
+        assert!(
+            behind.forwarded_for().unwrap().is_empty(),
+            "X-Forwarded-For is believed behind a TCP balancer"
+        );
+        let forwarding = LimitSettings {
+            trusted_proxies: "10.0.0.0/8".into(),
+            ..limits()
+        };
+        assert_eq!(
+            forwarding.forwarded_for().unwrap(),
+            "10.0.0.0/8".parse().unwrap()
         );
         let bad = with(|l| l.trusted_proxies = "haproxy".into()).unwrap_err();
         assert_eq!(bad.key, "limits.trusted_proxies");

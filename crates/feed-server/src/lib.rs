@@ -322,7 +322,7 @@ impl Parts {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
         };
         let access = settings.admin.access().map_err(invalid)?;
-        let proxies = settings.limits.trusted_proxies().map_err(invalid)?;
+        let proxies = settings.limits.forwarded_for().map_err(invalid)?;
         if access.is_open() && !settings.admin.is_loopback() {
             warn!(logger, "the admin listener is open to anyone who reaches it (admin.allow_open)";
                 "admin_host" => &settings.admin.host);

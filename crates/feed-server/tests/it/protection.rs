@@ -220,8 +220,9 @@ fn v2_header(client: [u8; 4], port: u16) -> Vec<u8> {
 /// Behind a balancer in TCP mode (`limits.proxy_protocol`), each
 /// connection's PROXY header names its client: v1 and v2 both, the
 /// request sent in the same write as the header, each client with its own
-/// rate-limit bucket and named in the log. A connection that opens with
-/// plain HTTP instead (a readiness probe) is served as its own peer.
+/// rate-limit bucket and named in the log. A header that names no client,
+/// or a connection that opens with plain HTTP (a readiness probe), is
+/// served as the balancer, whatever `X-Forwarded-For` says.
 #[test]
 fn behind_a_tcp_balancer_the_proxy_header_names_the_client() {
     let (mut server, _) = Server::start_ready(&[
@@ -241,11 +242,52 @@ fn behind_a_tcp_balancer_the_proxy_header_names_the_client() {
     let line = server.wait_for_log_where("error response", |r| r["status"] == 429);
     assert_eq!(line["client"], "198.51.100.1", "{line}");
 
-    // Another client through the same balancer: a fresh bucket.
+    // Another client through the same balancer: a bucket of its own.
     let mut second = Connection::open(&server.addr).unwrap();
     let answer = after(&mut second, &v2_header([198, 51, 100, 2], 50001)).unwrap();
     assert_eq!(answer.status, 200);
+    let refused = (0..50)
+        .map(|_| after(&mut second, b"").unwrap())
+        .find(|answer| answer.status != 200)
+        .expect("client 2 was never refused");
+    assert_eq!(refused.status, 429);
+    let line = server.wait_for_log_where("error response", |r| {
+        r["status"] == 429 && r["client"] != "198.51.100.1"
+    });
+    assert_eq!(line["client"], "198.51.100.2", "{line}");
 
+    // A header that names no client (a balancer's health check): the
+    // balancer is the client, and an X-Forwarded-For the client could
+    // have written through a TCP balancer is not believed.
+    let mut unknown = Connection::open(&server.addr).unwrap();
+    let refused = (0..50)
+        .map(|i| {
+            let head = if i == 0 {
+                &b"PROXY UNKNOWN\r\n"[..]
+            } else {
+                b""
+            };
+            let mut bytes = head.to_vec();
+            bytes.extend_from_slice(
+                format!(
+                    "GET /feed/1 HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.{i}\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            unknown.stream().write_all(&bytes).unwrap();
+            unknown.read_answer().unwrap()
+        })
+        .find(|answer| answer.status != 200)
+        .expect("X-Forwarded-For bought a fresh bucket for every request");
+    assert_eq!(refused.status, 429);
+    let line = server.wait_for_log_where("error response", |r| {
+        r["status"] == 429 && r["client"] == "127.0.0.1"
+    });
+    assert_eq!(line["client"], "127.0.0.1", "{line}");
+
+    // Plain HTTP from the balancer's address (a readiness probe): served,
+    // as that peer, whose bucket the requests above have spent (one token
+    // a second comes back, so a few may pass first on a slow machine).
     let mut plain = Connection::open(&server.addr).unwrap();
     assert_eq!(plain.get("/readyz").unwrap().status, 200);
     let refused = (0..50)
@@ -253,16 +295,12 @@ fn behind_a_tcp_balancer_the_proxy_header_names_the_client() {
         .find(|answer| answer.status != 200)
         .expect("the plain peer was never refused");
     assert_eq!(refused.status, 429);
-    let line = server.wait_for_log_where("error response", |r| {
-        r["status"] == 429 && r["client"] != "198.51.100.1"
-    });
-    assert_eq!(line["client"], "127.0.0.1", "{line}");
 }
 
 /// With `limits.proxy_protocol`, only a trusted peer may name a client: a
 /// header from anyone else is not taken off, so it is not HTTP either,
 /// and is answered 400 without a feed; a malformed header from a trusted
-/// peer closes its connection.
+/// peer closes its connection, and the log says why.
 #[test]
 fn an_untrusted_peer_cannot_send_a_proxy_header() {
     let (server, _) = Server::start_ready(&[
@@ -282,5 +320,14 @@ fn an_untrusted_peer_cannot_send_a_proxy_header() {
     assert!(
         after(&mut conn, b"PROXY TCP4 nowhere\r\n").is_err(),
         "a malformed header was answered"
+    );
+    let mut server = server;
+    let line = server.wait_for_log("connection refused");
+    assert!(
+        line["cause"]
+            .as_str()
+            .unwrap()
+            .contains("malformed PROXY header"),
+        "{line}"
     );
 }

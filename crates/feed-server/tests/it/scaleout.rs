@@ -787,7 +787,8 @@ fn a_load_and_a_rollback_under_load_repeat_no_item_across_frontends() {
 /// `limits.proxy_protocol`: each client connection reaches the server with
 /// its own address (clients on two loopback addresses), so each has its
 /// own rate-limit bucket and is named in the log, while HAProxy's own
-/// health checks, plain HTTP, keep the server in the pool.
+/// health checks (through the same header, naming no client) keep the
+/// server in the pool.
 #[test]
 fn haproxy_in_tcp_mode_names_each_client_through_the_proxy_protocol() {
     let (mut server, _) = Server::start_ready(&[

@@ -107,6 +107,28 @@ calls() {
     echo "$total"
 }
 
+# Reads of client connections the nodes named (by port) have done.
+reads() {
+    local port total=0 n
+    for port in "$@"; do
+        n=$(redis-cli -p "$port" info stats 2>/dev/null | tr -d '\r' | awk -F: '$1 == "total_reads_processed" { print $2 + 0 }')
+        total=$((total + ${n:-0}))
+    done
+    echo "$total"
+}
+
+# Context switches (voluntary and not) of every thread of the processes
+# whose pid files are given: how often they slept and woke.
+switches() {
+    local total=0 file pid n
+    for file in "$@"; do
+        pid=$(cat "$file")
+        n=$(cat /proc/"$pid"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }')
+        total=$((total + n))
+    done
+    echo "$total"
+}
+
 # CPU time (clock ticks) of the processes whose pid files are given.
 ticks() {
     local total=0 file pid t
@@ -178,6 +200,10 @@ snapshot_bytes=$(stat -c %s "$STATE_DIR/snapshot.ffs")
     echo "request). Commands executed / request: every node's INFO commandstats (INFO itself left out),"
     echo "the replicas' copies of each HINCRBY included."
     echo
+    if [[ -n ${REDIS_ARGS:-} ]]; then
+        echo "Every Redis node started with the extra arguments REDIS_ARGS=\"$REDIS_ARGS\" (deploy/local-cluster.sh)."
+        echo
+    fi
     echo "HAProxy in ${HAPROXY_MODE:-tcp} mode (deploy/local-cluster.sh: tcp passes bytes after a PROXY"
     echo "protocol v2 header, balancing per connection; http reads each request and writes X-Forwarded-For)."
     echo
@@ -185,8 +211,13 @@ snapshot_bytes=$(stat -c %s "$STATE_DIR/snapshot.ffs")
     echo "frontends), of the three Redis masters, of the three replicas, and of HAProxy, over the"
     echo "round, divided by its requests."
     echo
-    echo "| round | target | req/s | p99 ms | non-2xx | round trips / request | commands executed / request | server CPU µs / req | masters CPU µs / req | replicas CPU µs / req | HAProxy CPU µs / req |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "Commands / master read: the round trips above over the masters' reads of client connections"
+    echo "(INFO stats total_reads_processed): how many requests' commands arrive in one read. Context"
+    echo "switches / request: voluntary and involuntary, of every thread of the feed server(s) and the"
+    echo "six Redis nodes: how often they slept and woke."
+    echo
+    echo "| round | target | req/s | p99 ms | non-2xx | round trips / request | commands executed / request | commands / master read | context switches / request | server CPU µs / req | masters CPU µs / req | replicas CPU µs / req | HAProxy CPU µs / req |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 } >"$out"
 
 declare -A sum cpu commands
@@ -207,6 +238,8 @@ for round in $(seq "$rounds"); do
         masters_before=$(ticks "${masters_pids[@]}")
         replicas_before=$(ticks "${replicas_pids[@]}")
         proxy_before=$(ticks "$pids/haproxy.pid")
+        reads_before=$(reads "${masters[@]}")
+        switches_before=$(switches "${servers[@]}" "${masters_pids[@]}" "${replicas_pids[@]}")
         read -r requests rps p99 non2xx < <(load "$target-$round" "$url" "$duration")
         per_request() { echo "($2 - $1) * 1000000 / $hz / $requests" | bc -l; }
         server_cpu=$(per_request "$server_before" "$(ticks "${servers[@]}")")
@@ -215,8 +248,13 @@ for round in $(seq "$rounds"); do
         proxy_cpu=$(per_request "$proxy_before" "$(ticks "$pids/haproxy.pid")")
         incr_per=$(echo "($(calls hincrby "${masters[@]}") + $(calls evalsha "${masters[@]}") - $incr_before) / $requests" | bc -l)
         all_per=$(echo "($(calls all) - $all_before) / $requests" | bc -l)
-        printf '| %s | %s | %.0f | %.2f | %s | %.3f | %.3f | %.1f | %.1f | %.1f | %.1f |\n' "$round" "$target" "$rps" "$p99" \
-            "$non2xx" "$incr_per" "$all_per" "$server_cpu" "$masters_cpu" "$replicas_cpu" "$proxy_cpu" >>"$out"
+        # The masters' commands from clients per read of a client
+        # connection: how deep the frontends' batches arrive.
+        master_reads=$(($(reads "${masters[@]}") - reads_before))
+        depth=$(echo "$incr_per * $requests / ($master_reads + (${master_reads} == 0))" | bc -l)
+        switches_per=$(echo "($(switches "${servers[@]}" "${masters_pids[@]}" "${replicas_pids[@]}") - $switches_before) / $requests" | bc -l)
+        printf '| %s | %s | %.0f | %.2f | %s | %.3f | %.3f | %.2f | %.2f | %.1f | %.1f | %.1f | %.1f |\n' "$round" "$target" "$rps" "$p99" \
+            "$non2xx" "$incr_per" "$all_per" "$depth" "$switches_per" "$server_cpu" "$masters_cpu" "$replicas_cpu" "$proxy_cpu" >>"$out"
         sum[$target]=$(echo "${sum[$target]:-0} + $rps" | bc -l)
         # Frontend(s) plus every Redis node, balancer left out.
         cpu[$target]=$(echo "${cpu[$target]:-0} + $server_cpu + $masters_cpu + $replicas_cpu" | bc -l)

@@ -386,59 +386,43 @@ mod tests {
         (listener.accept().await.unwrap().0, client)
     }
 
-    #[tokio::test]
-    async fn the_bytes_after_the_header_are_read_first() {
+    /// What [`accept`] makes of a connection that sent `sent` and closed,
+    /// with `trusted` proxies: the client, and every byte left to serve.
+    async fn accepted(sent: &[u8], trusted: &str) -> (SocketAddr, Vec<u8>) {
         use tokio::io::AsyncWriteExt;
         let (server, mut client) = pair().await;
-        client
-            .write_all(b"PROXY TCP4 198.51.100.7 10.0.0.1 50123 8080\r\nGET / HTTP/1.1\r\n")
-            .await
-            .unwrap();
-        client.write_all(b"Host: t\r\n\r\n").await.unwrap();
+        client.write_all(sent).await.unwrap();
         client.shutdown().await.unwrap();
-        let trusted: TrustedProxies = "127.0.0.1".parse().unwrap();
+        let trusted: TrustedProxies = trusted.parse().unwrap();
         let (mut io, source) = accept(server, &trusted, Duration::from_secs(30))
             .await
             .unwrap();
+        let mut rest = Vec::new();
+        io.read_to_end(&mut rest).await.unwrap();
+        (source, rest)
+    }
+
+    #[tokio::test]
+    async fn the_bytes_after_the_header_are_read_first() {
+        let header = b"PROXY TCP4 198.51.100.7 10.0.0.1 50123 8080\r\n";
+        let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+        let (source, rest) = accepted(&[&header[..], request].concat(), "127.0.0.1").await;
         assert_eq!(source, addr("198.51.100.7:50123"));
-        let mut rest = String::new();
-        io.read_to_string(&mut rest).await.unwrap();
-        assert_eq!(rest, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(rest, request);
     }
 
     #[tokio::test]
     async fn without_a_header_or_trust_the_connection_is_plain_http() {
-        use tokio::io::AsyncWriteExt;
+        let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
         let header = b"PROXY TCP4 198.51.100.7 10.0.0.1 50123 8080\r\n";
-        let (server, mut client) = pair().await;
-        client.write_all(header).await.unwrap();
-        client.shutdown().await.unwrap();
-        let elsewhere: TrustedProxies = "10.0.0.0/8".parse().unwrap();
-        let (mut io, source) = accept(server, &elsewhere, Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert_eq!(
-            source.ip(),
-            "127.0.0.1".parse::<std::net::IpAddr>().unwrap()
-        );
-        let mut rest = Vec::new();
-        io.read_to_end(&mut rest).await.unwrap();
+        let (source, rest) = accepted(header, "10.0.0.0/8").await;
+        assert_eq!(source.ip(), loopback);
         assert_eq!(rest, header, "an untrusted peer's header is not taken off");
 
-        let trusted: TrustedProxies = "127.0.0.1".parse().unwrap();
-        let (server, mut client) = pair().await;
-        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
-        client.shutdown().await.unwrap();
-        let (mut io, source) = accept(server, &trusted, Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert_eq!(
-            source.ip(),
-            "127.0.0.1".parse::<std::net::IpAddr>().unwrap()
-        );
-        let mut rest = Vec::new();
-        io.read_to_end(&mut rest).await.unwrap();
-        assert_eq!(rest, b"GET / HTTP/1.1\r\n\r\n");
+        let request = b"GET / HTTP/1.1\r\n\r\n";
+        let (source, rest) = accepted(request, "127.0.0.1").await;
+        assert_eq!(source.ip(), loopback);
+        assert_eq!(rest, request);
     }
 
     #[tokio::test]

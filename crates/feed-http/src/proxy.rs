@@ -159,7 +159,7 @@ pub(crate) async fn accept(
         return Ok((Proxied::plain(Vec::new(), io), peer));
     }
     let read = async {
-        let mut buf = Vec::with_capacity(256);
+        let mut buf = Vec::with_capacity(512);
         loop {
             if buf.len() >= MAX_HEADER {
                 return Err(refused(
@@ -167,7 +167,9 @@ pub(crate) async fn accept(
                     format!("no PROXY header within {MAX_HEADER} bytes from {peer}"),
                 ));
             }
-            buf.reserve(MAX_HEADER - buf.len());
+            if buf.len() == buf.capacity() {
+                buf.reserve(buf.len());
+            }
             let mut window = (&mut io).take((MAX_HEADER - buf.len()) as u64);
             if window.read_buf(&mut buf).await? == 0 {
                 return Err(refused(
@@ -210,8 +212,11 @@ pub struct Proxied {
 }
 
 impl Proxied {
-    /// `io`, with `early` (already read from it) to be read first.
-    const fn plain(early: Vec<u8>, io: TcpStream) -> Self {
+    /// `io`, with `early` (already read from it) to be read first. The
+    /// buffer is let go as soon as it is empty, so a connection holds none
+    /// for its life.
+    fn plain(early: Vec<u8>, io: TcpStream) -> Self {
+        let early = if early.is_empty() { Vec::new() } else { early };
         Self { early, at: 0, io }
     }
 }
@@ -435,6 +440,27 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(refused.kind(), io::ErrorKind::InvalidData);
+
+        // Headers longer than allowed: a v1 line without its end, and a v2
+        // header announcing 65,535 bytes (the peer sends them all).
+        let mut endless_v1 = b"PROXY TCP4 ".to_vec();
+        endless_v1.resize(2 * V1_MAX, b'1');
+        let mut huge_v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\xff\xff".to_vec();
+        huge_v2.resize(16 + 65_535, 0);
+        for sent in [endless_v1, huge_v2] {
+            let (server, mut client) = pair().await;
+            let writer = tokio::spawn(async move {
+                // The server stops reading at its limit: a write past what
+                // the socket buffers takes may fail, which is the point.
+                let _ = client.write_all(&sent).await;
+                client
+            });
+            let refused = accept(server, &trusted, Duration::from_secs(30))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.kind(), io::ErrorKind::InvalidData, "{refused}");
+            drop(writer.await);
+        }
 
         // Bytes that could start a header, then nothing: the time limit.
         let (server, mut client) = pair().await;

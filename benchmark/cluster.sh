@@ -41,7 +41,7 @@ while (($#)); do
         --rounds) rounds=$2; shift 2 ;;
         --connections) connections=$2; shift 2 ;;
         --carry) carry=1; shift ;;
-        -h|--help) sed -n 2,24p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,26p "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -111,8 +111,9 @@ calls() {
 reads() {
     local port total=0 n
     for port in "$@"; do
-        n=$(redis-cli -p "$port" info stats 2>/dev/null | tr -d '\r' | awk -F: '$1 == "total_reads_processed" { print $2 + 0 }')
-        total=$((total + ${n:-0}))
+        n=$(redis-cli -p "$port" info stats | tr -d '\r' | awk -F: '$1 == "total_reads_processed" { print $2 + 0 }')
+        [[ -n $n ]] || { echo "no total_reads_processed from redis on $port" >&2; exit 1; }
+        total=$((total + n))
     done
     echo "$total"
 }
@@ -241,6 +242,7 @@ for round in $(seq "$rounds"); do
         reads_before=$(reads "${masters[@]}")
         switches_before=$(switches "${servers[@]}" "${masters_pids[@]}" "${replicas_pids[@]}")
         read -r requests rps p99 non2xx < <(load "$target-$round" "$url" "$duration")
+        ((${requests:-0} > 0)) || { echo "round $round $target: wrk counted no request" >&2; exit 1; }
         per_request() { echo "($2 - $1) * 1000000 / $hz / $requests" | bc -l; }
         server_cpu=$(per_request "$server_before" "$(ticks "${servers[@]}")")
         masters_cpu=$(per_request "$masters_before" "$(ticks "${masters_pids[@]}")")

@@ -52,6 +52,8 @@ frontend_ports=(18801 18802)
 admin_ports=(18901 18902)
 proxy_port=18800
 haproxy_mode=${HAPROXY_MODE:-tcp}
+# Words, so that several arguments can be given.
+read -ra redis_args <<<"${REDIS_ARGS:-}"
 nodes=$(printf 'redis://127.0.0.1:%s,' "${redis_ports[@]:0:3}")
 nodes=${nodes%,}
 
@@ -104,6 +106,8 @@ up() {
         command -v "$tool" >/dev/null || missing+=("$tool")
     done
     ((${#missing[@]} == 0)) || die "missing: ${missing[*]} (Debian: apt-get install redis-server redis-tools haproxy)"
+    [[ $haproxy_mode == tcp || $haproxy_mode == http ]] ||
+        die "HAPROXY_MODE must be tcp or http, not $haproxy_mode"
     if [[ -d $state/pids ]] && compgen -G "$state/pids/*.pid" >/dev/null; then
         die "already up (pids in $state/pids): run '$0 down' first"
     fi
@@ -133,7 +137,7 @@ up() {
         start "redis-$port" redis-server "$state/redis/auth.conf" --port "$port" --bind 127.0.0.1 \
             --cluster-enabled yes --cluster-config-file nodes.conf \
             --cluster-node-timeout 2000 --appendonly yes --appendfsync everysec --save "" \
-            --repl-diskless-sync-delay 0 --dir "$state/redis/$port" ${REDIS_ARGS:-}
+            --repl-diskless-sync-delay 0 --dir "$state/redis/$port" "${redis_args[@]}"
     done
     for port in "${redis_ports[@]}"; do
         wait_for 10 "redis on $port" redis-cli -p "$port" ping

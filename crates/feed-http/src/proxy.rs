@@ -144,22 +144,27 @@ fn refused(kind: io::ErrorKind, why: String) -> io::Error {
 /// module's rules): the stream to serve (with the bytes read past the
 /// header first) and the client's address (the peer's own without a
 /// header, from an untrusted peer, or when the header names none).
+/// `Ok(None)` when the connection is to be closed quietly, as the plain
+/// listener would: it is gone already, or a trusted peer sent nothing at
+/// all before it closed or the time limit passed (a TCP health check).
 ///
 /// # Errors
-/// The connection must be closed: its header is malformed, longer than
-/// [`MAX_HEADER`] or not whole within `limit`, the peer closed before its
-/// first bytes or header ended, or reading failed.
+/// The connection must be closed, and the reason is worth a log line: its
+/// header is malformed, longer than [`MAX_HEADER`] or not whole within
+/// `limit`, or the peer closed in the middle of it, or reading failed.
 pub(crate) async fn accept(
     mut io: TcpStream,
     trusted: &TrustedProxies,
     limit: Duration,
-) -> io::Result<(Proxied, SocketAddr)> {
-    let peer = io.peer_addr()?;
+) -> io::Result<Option<(Proxied, SocketAddr)>> {
+    let Ok(peer) = io.peer_addr() else {
+        return Ok(None);
+    };
     if !trusted.trusts(peer.ip().to_canonical()) {
-        return Ok((Proxied::plain(Vec::new(), io), peer));
+        return Ok(Some((Proxied::plain(Vec::new(), io), peer)));
     }
+    let mut buf = Vec::with_capacity(512);
     let read = async {
-        let mut buf = Vec::with_capacity(512);
         loop {
             if buf.len() >= MAX_HEADER {
                 return Err(refused(
@@ -172,9 +177,12 @@ pub(crate) async fn accept(
             }
             let mut window = (&mut io).take((MAX_HEADER - buf.len()) as u64);
             if window.read_buf(&mut buf).await? == 0 {
+                if buf.is_empty() {
+                    return Ok(None);
+                }
                 return Err(refused(
                     io::ErrorKind::UnexpectedEof,
-                    format!("{peer} closed before its first bytes or PROXY header ended"),
+                    format!("{peer} closed before its PROXY header ended"),
                 ));
             }
             match parse(&buf) {
@@ -185,21 +193,27 @@ pub(crate) async fn accept(
                         format!("{peer} sent a malformed PROXY header"),
                     ));
                 }
-                Parsed::Bad => return Ok((buf, peer)),
-                Parsed::Header { len, source } => {
-                    buf.drain(..len);
-                    return Ok((buf, source.unwrap_or(peer)));
-                }
+                Parsed::Bad => return Ok(Some((0, peer))),
+                Parsed::Header { len, source } => return Ok(Some((len, source.unwrap_or(peer)))),
             }
         }
     };
-    let (early, client) = tokio::time::timeout(limit, read).await.map_err(|_| {
-        refused(
-            io::ErrorKind::TimedOut,
-            format!("{peer} sent no whole PROXY header in {limit:?}"),
-        )
-    })??;
-    Ok((Proxied::plain(early, io), client))
+    let read = tokio::time::timeout(limit, read).await;
+    let (len, client) = match read {
+        Ok(read) => match read? {
+            Some(header) => header,
+            None => return Ok(None),
+        },
+        Err(_) if buf.is_empty() => return Ok(None),
+        Err(_) => {
+            return Err(refused(
+                io::ErrorKind::TimedOut,
+                format!("{peer} sent no whole PROXY header in {limit:?}"),
+            ));
+        }
+    };
+    buf.drain(..len);
+    Ok(Some((Proxied::plain(buf, io), client)))
 }
 
 /// A connection whose PROXY header has been read: the bytes read past the
@@ -401,6 +415,7 @@ mod tests {
         let trusted: TrustedProxies = trusted.parse().unwrap();
         let (mut io, source) = accept(server, &trusted, Duration::from_secs(30))
             .await
+            .unwrap()
             .unwrap();
         let mut rest = Vec::new();
         io.read_to_end(&mut rest).await.unwrap();
@@ -462,13 +477,37 @@ mod tests {
             drop(writer.await);
         }
 
-        // Bytes that could start a header, then nothing: the time limit.
+        // Bytes that could start a header, then nothing: the time limit;
+        // then the peer goes away in the middle of a header.
         let (server, mut client) = pair().await;
         client.write_all(b"PROXY TCP4 ").await.unwrap();
         let refused = accept(server, &trusted, Duration::from_millis(1))
             .await
             .unwrap_err();
         assert_eq!(refused.kind(), io::ErrorKind::TimedOut);
+        let (server, mut client) = pair().await;
+        client.write_all(b"PROXY TCP4 ").await.unwrap();
+        client.shutdown().await.unwrap();
+        let refused = accept(server, &trusted, Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    /// A trusted peer that sends nothing (a TCP health check that connects
+    /// and closes, or one that waits) is closed quietly, as the plain
+    /// listener closes it: nothing worth a log line.
+    #[tokio::test]
+    async fn a_silent_trusted_peer_is_closed_quietly() {
+        use tokio::io::AsyncWriteExt;
+        let trusted: TrustedProxies = "127.0.0.1".parse().unwrap();
+        let (server, mut client) = pair().await;
+        client.shutdown().await.unwrap();
+        let closed = accept(server, &trusted, Duration::from_secs(30)).await;
+        assert!(matches!(closed, Ok(None)), "{closed:?}");
+        let (server, _client) = pair().await;
+        let idle = accept(server, &trusted, Duration::from_millis(1)).await;
+        assert!(matches!(idle, Ok(None)), "{idle:?}");
     }
 
     /// A header naming `source` (to `destination`): v1 text or v2 binary.

@@ -293,7 +293,12 @@ where
                 let (trusted, refusals) = (trusted.clone(), refusals.clone());
                 async move {
                     match crate::proxy::accept(io, &trusted, request_timeout).await {
-                        Ok((io, client)) => Ok((io, actix_http::Protocol::Http1, Some(client))),
+                        Ok(Some((io, client))) => {
+                            Ok((io, actix_http::Protocol::Http1, Some(client)))
+                        }
+                        // Gone, or silent: closed without a word, as the
+                        // plain listener closes such connections.
+                        Ok(None) => Err(DispatchError::Io(std::io::ErrorKind::NotConnected.into())),
                         Err(error) => {
                             refusals.connection_refused(&error);
                             Err(DispatchError::Io(error))

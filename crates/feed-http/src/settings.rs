@@ -186,7 +186,9 @@ pub struct LimitSettings {
     pub trusted_proxies: String,
     /// A connection from one of `trusted_proxies` may open with a PROXY
     /// protocol header (v1 or v2) naming the client, for a balancer in TCP
-    /// mode; `X-Forwarded-For` is then never read.
+    /// mode; `X-Forwarded-For` is then never read. Off when absent, so a
+    /// configuration file written before the key existed still loads.
+    #[serde(default)]
     pub proxy_protocol: bool,
 }
 

@@ -138,6 +138,22 @@ fn proxy_ranges_and_admin_credentials_are_checked() {
 
     let settings = load(&[("FEED__LIMITS__TRUSTED_PROXIES", "127.0.0.1/32, fd00::/8")]).unwrap();
     assert_eq!(settings.limits.trusted_proxies().unwrap().ranges().len(), 2);
+    check_rejected(
+        &[("FEED__LIMITS__PROXY_PROTOCOL", "true")],
+        "limits.proxy_protocol",
+    );
+
+    // A file written before `proxy_protocol` existed still loads, with it off.
+    let older = std::fs::read_to_string(workspace().join("config/default.toml"))
+        .unwrap()
+        .lines()
+        .filter(|line| !line.starts_with("proxy_protocol"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = super::server::scratch_dir("config-older").join("older.toml");
+    std::fs::write(&path, older).unwrap();
+    let (settings, _) = Settings::load(&path, std::iter::empty()).unwrap();
+    assert!(!settings.limits.proxy_protocol);
     for bad in ["10.0.0.0/33", "10.0.0.1/8", "10.0.0.0/8;", "haproxy"] {
         check_rejected(
             &[("FEED__LIMITS__TRUSTED_PROXIES", bad)],

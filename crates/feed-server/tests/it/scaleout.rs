@@ -191,13 +191,18 @@ impl Proxy {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let addr = format!("127.0.0.1:{port}");
+        // Owned before the wait, so that HAProxy is stopped if it never
+        // serves.
+        let proxy = Self {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        };
         wait_until("HAProxy serves", || {
-            Connection::open(&addr)
+            Connection::open(&proxy.addr)
                 .and_then(|mut c| c.get("/livez"))
                 .is_ok_and(|a| a.status == 200)
         });
-        Some(Self { child, addr })
+        Some(proxy)
     }
 }
 

@@ -135,14 +135,24 @@ fn over_the_rate_limit_is_429() {
     }
     // The burst is spent; unless a request took a whole second (then one
     // token came back), the next one is refused. Not a race: keep asking.
-    let refused = (0..50)
-        .map(|_| conn.get("/feed/1").unwrap())
-        .find(|answer| answer.status != 200)
-        .expect("never refused");
-    assert_eq!(refused.status, 429);
+    let refused = refused_within_50(|_| conn.get("/feed/1").unwrap(), "never refused");
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert!(refused.json()["error"].is_string());
     assert_eq!(conn.get("/livez").unwrap().status, 200);
+}
+
+/// The first answer of `ask(0)`, `ask(1)`, ... that is not a 200, which
+/// must be a 429 within 50 asks (`never` says what it means if not).
+fn refused_within_50(
+    ask: impl FnMut(usize) -> super::server::Answer,
+    never: &str,
+) -> super::server::Answer {
+    let refused = (0..50)
+        .map(ask)
+        .find(|answer| answer.status != 200)
+        .unwrap_or_else(|| panic!("{never}"));
+    assert_eq!(refused.status, 429);
+    refused
 }
 
 /// `GET /feed/1` from this (loopback) peer, forwarded for `client`.
@@ -167,11 +177,10 @@ fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
     ]);
     let mut conn = Connection::open(&server.addr).unwrap();
     // The client's own claim (left) is not believed; the proxy's entry is.
-    let refused = (0..50)
-        .map(|_| forwarded(&mut conn, "6.6.6.6, 198.51.100.1"))
-        .find(|answer| answer.status != 200)
-        .expect("client 1 was never refused");
-    assert_eq!(refused.status, 429);
+    refused_within_50(
+        |_| forwarded(&mut conn, "6.6.6.6, 198.51.100.1"),
+        "client 1 was never refused",
+    );
     // Another client through the same peer: a fresh bucket.
     assert_eq!(forwarded(&mut conn, "198.51.100.2").status, 200);
     let line = server.wait_for_log_where("error response", |r| r["status"] == 429);
@@ -188,11 +197,10 @@ fn an_untrusted_peer_cannot_spoof_its_client_address() {
         ("FEED__LIMITS__TRUSTED_PROXIES", "10.0.0.0/8"),
     ]);
     let mut conn = Connection::open(&server.addr).unwrap();
-    let refused = (0..50)
-        .map(|i| forwarded(&mut conn, &format!("198.51.100.{i}")))
-        .find(|answer| answer.status != 200)
-        .expect("never refused: the header was believed");
-    assert_eq!(refused.status, 429);
+    refused_within_50(
+        |i| forwarded(&mut conn, &format!("198.51.100.{i}")),
+        "never refused: the header was believed",
+    );
     let line = server.wait_for_log_where("error response", |r| r["status"] == 429);
     assert_eq!(line["client"], "127.0.0.1", "{line}");
 }
@@ -234,11 +242,10 @@ fn behind_a_tcp_balancer_the_proxy_header_names_the_client() {
     let mut first = Connection::open(&server.addr).unwrap();
     let v1 = b"PROXY TCP4 198.51.100.1 127.0.0.1 50000 8080\r\n";
     assert_eq!(after(&mut first, v1).unwrap().status, 200);
-    let refused = (0..50)
-        .map(|_| after(&mut first, b"").unwrap())
-        .find(|answer| answer.status != 200)
-        .expect("client 1 was never refused");
-    assert_eq!(refused.status, 429);
+    refused_within_50(
+        |_| after(&mut first, b"").unwrap(),
+        "client 1 was never refused",
+    );
     let line = server.wait_for_log_where("error response", |r| r["status"] == 429);
     assert_eq!(line["client"], "198.51.100.1", "{line}");
 
@@ -246,11 +253,10 @@ fn behind_a_tcp_balancer_the_proxy_header_names_the_client() {
     let mut second = Connection::open(&server.addr).unwrap();
     let answer = after(&mut second, &v2_header([198, 51, 100, 2], 50001)).unwrap();
     assert_eq!(answer.status, 200);
-    let refused = (0..50)
-        .map(|_| after(&mut second, b"").unwrap())
-        .find(|answer| answer.status != 200)
-        .expect("client 2 was never refused");
-    assert_eq!(refused.status, 429);
+    refused_within_50(
+        |_| after(&mut second, b"").unwrap(),
+        "client 2 was never refused",
+    );
     let line = server.wait_for_log_where("error response", |r| {
         r["status"] == 429 && r["client"] != "198.51.100.1"
     });
@@ -260,8 +266,8 @@ fn behind_a_tcp_balancer_the_proxy_header_names_the_client() {
     // balancer is the client, and an X-Forwarded-For the client could
     // have written through a TCP balancer is not believed.
     let mut unknown = Connection::open(&server.addr).unwrap();
-    let refused = (0..50)
-        .map(|i| {
+    refused_within_50(
+        |i| {
             let head = if i == 0 {
                 &b"PROXY UNKNOWN\r\n"[..]
             } else {
@@ -276,10 +282,9 @@ fn behind_a_tcp_balancer_the_proxy_header_names_the_client() {
             );
             unknown.stream().write_all(&bytes).unwrap();
             unknown.read_answer().unwrap()
-        })
-        .find(|answer| answer.status != 200)
-        .expect("X-Forwarded-For bought a fresh bucket for every request");
-    assert_eq!(refused.status, 429);
+        },
+        "X-Forwarded-For bought a fresh bucket for every request",
+    );
     let line = server.wait_for_log_where("error response", |r| {
         r["status"] == 429 && r["client"] == "127.0.0.1"
     });
@@ -290,11 +295,10 @@ fn behind_a_tcp_balancer_the_proxy_header_names_the_client() {
     // a second comes back, so a few may pass first on a slow machine).
     let mut plain = Connection::open(&server.addr).unwrap();
     assert_eq!(plain.get("/readyz").unwrap().status, 200);
-    let refused = (0..50)
-        .map(|_| after(&mut plain, b"").unwrap())
-        .find(|answer| answer.status != 200)
-        .expect("the plain peer was never refused");
-    assert_eq!(refused.status, 429);
+    refused_within_50(
+        |_| after(&mut plain, b"").unwrap(),
+        "the plain peer was never refused",
+    );
 }
 
 /// With `limits.proxy_protocol`, only a trusted peer may name a client: a
